@@ -1,0 +1,21 @@
+-- require "crm": the entry point. Constructors for each API and the shared helpers.
+local core = require "crm.core"
+local errors = require "crm.error"
+local http = require "crm.http"
+
+local crm = {
+  _VERSION = core.version,
+  null = http.null,             -- JSON null, for request bodies that must send it
+  empty_array = http.empty_array, -- encodes as [] (an empty Lua table encodes as {})
+  guid = core.guid,             -- a fresh lowercase UUID v4
+  is_error = errors.is,
+}
+
+-- crm.toast{ base_url, restaurant_guid, client_id, client_secret | token, ... }
+function crm.toast(opts)
+  return require("crm.toast").new(opts)
+end
+
+crm.toast_time = function(epoch) return require("crm.toast").format_time(epoch) end
+
+return crm

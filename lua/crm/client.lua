@@ -1,0 +1,103 @@
+-- What every API client shares: option checks, the transport, the clock, the retry policy and
+-- the close/__gc/__close life cycle.
+local core = require "crm.core"
+local http = require "crm.http"
+local retry = require "crm.retry"
+local validate = require "crm.validate"
+local errors = require "crm.error"
+
+local M = {}
+
+local COMMON = {
+  base_url = true, timeout = true, connect_timeout = true, cafile = true, capath = true,
+  insecure_skip_verify = true, user_agent = true, max_response_bytes = true, retry = true,
+  transport = true,
+}
+M.COMMON_OPTIONS = COMMON
+
+local CLOCK = { now = core.now, sleep = core.sleep }
+
+-- Checks the options every client takes. Returns nil or a validation error.
+local function check_common(opts)
+  local e = validate.string(opts.base_url, "base_url", { required = true, max = 2048 })
+  if e then return e end
+  if not opts.base_url:find("^https?://[^/%s]+") or opts.base_url:find("[%s%c]") then
+    return validate.fail("base_url", "must be an http:// or https:// URL")
+  end
+  e = validate.number(opts.timeout, "timeout", { gt = 0, max = 3600 })
+    or validate.number(opts.connect_timeout, "connect_timeout", { gt = 0, max = 600 })
+    or validate.number(opts.max_response_bytes, "max_response_bytes", { min = 1, integer = true })
+    or validate.string(opts.cafile, "cafile", { nonempty = true, max = 4096 })
+    or validate.string(opts.capath, "capath", { nonempty = true, max = 4096 })
+    or validate.boolean(opts.insecure_skip_verify, "insecure_skip_verify")
+  if e then return e end
+  if opts.user_agent ~= nil then
+    e = validate.header_value(opts.user_agent, "user_agent")
+    if e then return e end
+  end
+  if opts.verify ~= nil or opts.ssl_verify ~= nil then
+    return validate.fail("verify", "is not an option; TLS verification is always on unless"
+      .. " insecure_skip_verify = true")
+  end
+  return nil
+end
+
+-- Builds the shared parts into `self`: engine, policy, clock. Returns self | nil, err.
+function M.init(self, opts, known, parse_error)
+  if type(opts) ~= "table" then return nil, validate.fail("options", "must be a table") end
+  for k in pairs(opts) do
+    if not COMMON[k] and not known[k] then
+      return nil, validate.fail(tostring(k), "is not a known option")
+    end
+  end
+  local e = check_common(opts)
+  if e then return nil, e end
+  local policy, field, rule = retry.new(opts.retry, CLOCK)
+  if not policy then return nil, validate.fail(field, rule) end
+
+  local transport = opts.transport
+  if transport == nil then
+    local h, terr = core.new {
+      timeout = opts.timeout, connect_timeout = opts.connect_timeout,
+      cafile = opts.cafile, capath = opts.capath,
+      insecure_skip_verify = opts.insecure_skip_verify,
+      user_agent = opts.user_agent, max_response_bytes = opts.max_response_bytes,
+    }
+    if not h then return nil, errors.new(terr.kind, terr.message, { code = terr.name }) end
+    transport = h
+  end
+  self.clock = CLOCK
+  self.policy = policy
+  self.transport = transport
+  self.engine = http.engine {
+    transport = transport,
+    base_url = (opts.base_url:gsub("/+$", "")),
+    parse_error = parse_error,
+    secrets = {},
+  }
+  return self
+end
+
+function M.closed_error()
+  return errors.new("transport", "the client is closed", { code = "closed" })
+end
+
+-- close(): frees the connection; safe to call twice. Later calls return a "closed" error.
+function M.close(self)
+  if not self._closed then
+    self._closed = true
+    if self.transport then self.transport:close() end
+  end
+  return true
+end
+
+-- Metatable entries for a client class: method lookup, close on __gc and __close.
+function M.class(methods)
+  methods.close = M.close
+  local mt = { __index = methods }
+  mt.__gc = function(self) M.close(self) end
+  mt.__close = mt.__gc
+  return mt
+end
+
+return M

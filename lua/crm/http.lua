@@ -1,0 +1,195 @@
+-- JSON over HTTP for both APIs: builds URLs and headers, runs one request on the transport,
+-- decodes the body and maps every outcome to a result or a crm error.
+local cjson = require "cjson"
+local core = require "crm.core"
+local errors = require "crm.error"
+local retry = require "crm.retry"
+
+local M = {}
+
+local json = cjson.new()
+json.encode_sparse_array(false)
+json.encode_invalid_numbers(false)
+
+local escape = core.escape
+local type, pairs, next, pcall, tostring = type, pairs, next, pcall, tostring
+local concat, sort = table.concat, table.sort
+local null = json.null
+M.null = null
+
+-- An empty table encodes as {}; callers that mean [] pass this marker instead.
+M.empty_array = setmetatable({}, { __name = "crm.empty_array" })
+local EMPTY_ARRAY_TOKEN = '"\0crm:empty-array\0"'
+
+local function mark_empty_arrays(v, seen)
+  if v == M.empty_array then return "\0crm:empty-array\0", true end
+  if type(v) ~= "table" then return v, false end
+  seen = seen or {}
+  if seen[v] then return v, false end
+  seen[v] = true
+  local copy, any = nil, false
+  for k, x in pairs(v) do
+    local nx, found = mark_empty_arrays(x, seen)
+    if found then
+      copy = copy or {}
+      copy[k] = nx
+      any = true
+    end
+  end
+  if not any then return v, false end
+  for k, x in pairs(v) do
+    if copy[k] == nil then copy[k] = x end
+  end
+  return copy, true
+end
+
+function M.encode(v)
+  local marked, found = mark_empty_arrays(v)
+  local ok, s = pcall(json.encode, marked)
+  if not ok then return nil, tostring(s) end
+  if found then s = s:gsub(EMPTY_ARRAY_TOKEN:gsub("%z", "%%z"), "[]") end
+  return s
+end
+
+-- JSON null becomes nil in objects, so `if c.phone then` means what it says.
+local function strip_nulls(v)
+  for k, x in next, v do
+    if x == null then
+      v[k] = nil
+    elseif type(x) == "table" then
+      strip_nulls(x)
+    end
+  end
+  return v
+end
+
+function M.decode(s)
+  local ok, v = pcall(json.decode, s)
+  if not ok then return nil, "response body is not valid JSON" end
+  if type(v) == "table" then strip_nulls(v) end
+  return v
+end
+
+-- Query string in a stable order; values are percent-encoded, booleans become true/false.
+function M.query(params)
+  if params == nil or next(params) == nil then return "" end
+  local keys = {}
+  for k in pairs(params) do keys[#keys + 1] = k end
+  sort(keys)
+  local out = {}
+  for i = 1, #keys do
+    local k, v = keys[i], params[keys[i]]
+    if type(v) == "table" then
+      local items = {}
+      for j = 1, #v do items[j] = tostring(v[j]) end
+      v = concat(items, ",")
+    end
+    out[#out + 1] = escape(k) .. "=" .. escape(tostring(v))
+  end
+  return "?" .. concat(out, "&")
+end
+
+M.escape = escape
+
+local function is_array(t)
+  if type(t) ~= "table" then return false end
+  if next(t) == nil then return true end
+  return t[1] ~= nil
+end
+
+--[[ Engine: what a client shares across calls.
+  transport  object with :request(method, url, headers, body, timeout)
+  base_url   without trailing slash
+  parse_error(body_table) -> message, request_id, code, field   (API-specific)
+  secrets    array of strings scrubbed from error text
+]]
+local Engine = {}
+Engine.__index = Engine
+
+function M.engine(opts)
+  return setmetatable({
+    transport = opts.transport,
+    base_url = opts.base_url,
+    parse_error = opts.parse_error,
+    secrets = opts.secrets or {},
+  }, Engine)
+end
+
+local RETRYABLE_STATUS = { [408] = true, [429] = true, [500] = true, [502] = true,
+                           [503] = true, [504] = true }
+M.RETRYABLE_STATUS = RETRYABLE_STATUS
+
+-- Transport failures that another attempt cannot fix: TLS trust, bad URLs, our own limits.
+local FINAL_TRANSPORT = {
+  closed = true, response_too_large = true,
+  CURLE_URL_MALFORMAT = true, CURLE_UNSUPPORTED_PROTOCOL = true,
+  CURLE_PEER_FAILED_VERIFICATION = true, CURLE_SSL_CONNECT_ERROR = true,
+  CURLE_SSL_CERTPROBLEM = true, CURLE_SSL_CACERT_BADFILE = true,
+}
+
+-- One attempt. req = {method, path, query, body (table), headers (array), shape ("object",
+-- "array" or nil), ok = {[status]=true}, pending_status = {[status]=true} (statuses that mean
+-- "accepted, still processing": retried until the deadline, see crm.retry)}. Returns {status, headers, data} | nil, err.
+function Engine:send(req)
+  local body
+  if req.body ~= nil then
+    local s, msg = M.encode(req.body)
+    if not s then
+      return nil, errors.new("validation", "request body cannot be encoded as JSON: " .. msg,
+        { field = "body" })
+    end
+    body = s
+  end
+  local url = self.base_url .. req.path .. M.query(req.query)
+  local status, headers, raw = self.transport:request(req.method, url, req.headers, body, req.timeout)
+  if not status then
+    local e = headers
+    return nil, errors.new(e.kind, e.message, {
+      code = e.name, sent = e.sent, _secrets = self.secrets,
+      retryable = e.kind ~= "validation" and not FINAL_TRANSPORT[e.name],
+    })
+  end
+
+  local data
+  if raw ~= "" and status ~= 204 then
+    local ct = headers["content-type"] or ""
+    local decoded, derr = M.decode(raw)
+    if decoded == nil and status >= 200 and status < 300 then
+      return nil, errors.new("decode", derr .. " (status " .. status .. ", content-type "
+        .. ct:gsub("%c", "") .. ")", { status = status, retryable = false })
+    end
+    data = decoded
+  end
+
+  if (req.ok and req.ok[status]) or (not req.ok and status >= 200 and status < 300) then
+    if req.shape and data ~= nil then
+      local want_array = req.shape == "array"
+      if type(data) ~= "table" or is_array(data) ~= want_array
+          and not (want_array == false and next(data) == nil) then
+        return nil, errors.new("decode", "response body is not a JSON " .. req.shape,
+          { status = status })
+      end
+    end
+    return { status = status, headers = headers, data = data }
+  end
+
+  local message, request_id, code, field
+  if type(data) == "table" and self.parse_error then
+    message, request_id, code, field = self.parse_error(data)
+  end
+  local kind = "http"
+  if status == 401 or status == 403 then kind = "auth" end
+  local pending = req.pending_status and req.pending_status[status] or nil
+  local retryable = RETRYABLE_STATUS[status] or pending or false
+  local retry_after
+  if headers["retry-after"] then
+    retry_after = retry.parse_retry_after(headers["retry-after"])
+  end
+  return nil, errors.new(kind, message or ("HTTP " .. status), {
+    status = status, request_id = request_id, code = code, field = field,
+    retryable = retryable, pending = pending, retry_after = retry_after, sent = true, body = data,
+    _secrets = self.secrets,
+  })
+end
+
+return M

@@ -1,0 +1,122 @@
+-- The one retry policy of crm: what is retried, how long to wait, and when to give up.
+local M = {}
+
+local floor, min, max, random = math.floor, math.min, math.max, math.random
+local tonumber, type, os_time = tonumber, type, os.time
+
+-- max_attempts bounds failures; max_pending bounds "accepted, still processing" answers (Toast's
+-- 202), which are waited out until the deadline rather than counted as failures.
+local DEFAULTS = { max_attempts = 4, base_delay = 0.2, max_delay = 5, deadline = 30,
+                   max_pending = 100 }
+
+local Policy = {}
+Policy.__index = Policy
+
+-- Validates a user's `retry = {...}` table; returns policy | nil, err-message-parts.
+function M.new(opts, clock)
+  local p = setmetatable({ clock = clock }, Policy)
+  for k, v in pairs(DEFAULTS) do p[k] = v end
+  if opts ~= nil then
+    if type(opts) ~= "table" then return nil, "retry", "must be a table" end
+    for k, v in pairs(opts) do
+      if DEFAULTS[k] == nil then return nil, "retry." .. tostring(k), "is not a known option" end
+      if type(v) ~= "number" or v ~= v or v < 0 or v == math.huge and k ~= "deadline" then
+        return nil, "retry." .. k, "must be a finite number >= 0"
+      end
+      p[k] = v
+    end
+    if p.max_attempts < 1 then return nil, "retry.max_attempts", "must be at least 1" end
+  end
+  return p
+end
+
+-- A copy with some settings replaced (e.g. a longer deadline for Toast's 202 confirmation).
+function Policy:with(overrides)
+  local p = setmetatable({}, Policy)
+  for k, v in pairs(self) do p[k] = v end
+  for k, v in pairs(overrides) do p[k] = v end
+  return p
+end
+
+local MONTHS = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6,
+                 Jul = 7, Aug = 8, Sep = 9, Oct = 10, Nov = 11, Dec = 12 }
+
+-- Days since 1970-01-01 for a proleptic Gregorian date (no dependence on the local time zone).
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = floor(y / 400)
+  local yoe = y - era * 400
+  local mp = (m + 9) % 12
+  local doy = floor((153 * mp + 2) / 5) + d - 1
+  local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+M.days_from_civil = days_from_civil
+
+-- Retry-After is either delta-seconds or an HTTP-date (IMF-fixdate). Returns seconds or nil.
+function M.parse_retry_after(v, now_epoch)
+  if type(v) ~= "string" then return nil end
+  local secs = tonumber(v:match("^%s*(%d+)%s*$"))
+  if secs then return secs end
+  local d, mon, y, hh, mm, ss = v:match("^%a%a%a, (%d%d) (%a%a%a) (%d%d%d%d) (%d%d):(%d%d):(%d%d) GMT$")
+  if not d or not MONTHS[mon] then return nil end
+  local epoch = days_from_civil(tonumber(y), MONTHS[mon], tonumber(d)) * 86400
+    + tonumber(hh) * 3600 + tonumber(mm) * 60 + tonumber(ss)
+  return max(0, epoch - (now_epoch or os_time()))
+end
+
+-- Full jitter: a random wait in [0, min(max_delay, base * 2^(attempt-1))].
+function Policy:backoff(attempt)
+  local cap = min(self.max_delay, self.base_delay * 2 ^ (attempt - 1))
+  return cap * random()
+end
+
+-- Whether `err` may be retried for a request. A request that is not idempotent is retried
+-- only when it never left this machine, so the server cannot have acted on it.
+local function may_retry(err, idempotent)
+  if not err.retryable then return false end
+  if idempotent then return true end
+  return err.sent == false
+end
+M.may_retry = may_retry
+
+-- run(fn, idempotent): calls fn(attempt) -> res, err until success, a final error, the attempt
+-- limit or the deadline. The returned error records `attempts`.
+function Policy:run(fn, idempotent)
+  local clock = self.clock
+  local started = clock.now()
+  local attempt, failures, pending = 0, 0, 0
+  while true do
+    attempt = attempt + 1
+    local res, err = fn(attempt)
+    if err == nil then return res end
+    err.attempts = attempt
+    if err.pending then pending = pending + 1 else failures = failures + 1 end
+    if not may_retry(err, idempotent) then
+      if err.retryable and not idempotent then
+        err.outcome_unknown = true
+        err.message = err.message .. "; the request may have reached the server, so it was not"
+          .. " retried and its outcome is unknown"
+      end
+      return nil, err
+    end
+    if failures >= self.max_attempts or pending >= self.max_pending then return nil, err end
+    local wait = self:backoff(err.pending and pending or failures)
+    local remaining = self.deadline - (clock.now() - started)
+    if err.retry_after then
+      if err.retry_after > remaining then
+        err.message = err.message .. "; the server asked to retry after " .. err.retry_after
+          .. "s, beyond the remaining deadline"
+        return nil, err
+      end
+      wait = max(wait, err.retry_after)
+    end
+    if wait >= remaining then
+      err.message = err.message .. "; gave up: retry deadline reached"
+      return nil, err
+    end
+    clock.sleep(wait)
+  end
+end
+
+return M

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian packages crm needs to build and test, when any is missing.
+set -eu
+pkgs="lua5.4 liblua5.4-dev lua-cjson libcurl4-openssl-dev uuid-dev lua-busted lua-check
+      nginx libnginx-mod-http-lua luajit2 libluajit2-5.1-dev curl gcc make pkg-config"
+missing=""
+for p in $pkgs; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+  echo "crm: missing Debian packages:$missing (run as root, or install them)" >&2
+  exit 1
+fi
+echo "crm: installing$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q >/dev/null
+apt-get install -y -q $missing >/dev/null
+# Debian starts nginx on install; the simulator brings its own, so the system one can go.
+if command -v systemctl >/dev/null 2>&1; then systemctl stop nginx >/dev/null 2>&1 || true; fi
