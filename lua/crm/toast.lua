@@ -29,7 +29,8 @@ local function parse_error(body)
   local msg = body.message or body.developerMessage
   return type(msg) == "string" and msg or nil,
     type(body.requestId) == "string" and body.requestId or nil,
-    body.code ~= nil and tostring(body.code) or nil,
+    type(body.code) == "number" and string.format("%d", body.code)
+      or type(body.code) == "string" and body.code or nil,
     type(body.fieldName) == "string" and body.fieldName or nil
 end
 

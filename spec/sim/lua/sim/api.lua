@@ -1,0 +1,40 @@
+-- Entry point for every simulated API request (everything outside /__sim/):
+-- count it, apply a queued fault if one matches, then hand it to the API
+-- module that owns the path prefix.
+
+local common = require("sim.common")
+local faults = require("sim.faults")
+
+local M = {}
+
+-- Loads an API module if its file exists (TableCheck may not be written yet).
+local function optional(name)
+  if package.searchpath(name, package.path) then return require(name) end
+  return nil
+end
+
+local toast = require("sim.toast")
+local tablecheck = optional("sim.tablecheck")
+
+-- prefix -> module with handle(method, path)
+local PREFIXES = {
+  { "/authentication/", toast },
+  { "/crm/", toast },
+  { "/api/", tablecheck },
+}
+
+function M.handle()
+  local method = ngx.req.get_method()
+  local path = ngx.var.uri
+  common.count_request(method, path)
+  if faults.apply(method, path) then return end
+  for _, p in ipairs(PREFIXES) do
+    local prefix, mod = p[1], p[2]
+    if mod and path:sub(1, #prefix) == prefix then
+      return mod.handle(method, path)
+    end
+  end
+  return common.toast_error(404, "no such endpoint")
+end
+
+return M
