@@ -13,7 +13,8 @@ endif
 
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 -Wall -Wextra -Werror -fPIC $(LUA_INC)
-LDFLAGS  += -shared
+# nodelete: libcurl keeps global state, so the module must never be unloaded at lua_close.
+LDFLAGS  += -shared -Wl,-z,nodelete
 LIBS     := -lcurl -luuid
 
 export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;
@@ -45,8 +46,30 @@ sim:
 sim-stop:
 	@bash scripts/sim.sh stop $(SIM_PORT)
 
-lint:
-	luacheck lua spec examples
+lint: deps
+	luacheck --no-color lua spec examples --exclude-files "spec/sim/**"
+	luacheck --no-color --std ngx_lua spec/sim/lua
 
 clean:
 	rm -rf build spec/sim/run
+
+# ---- checks: sanitizers, valgrind, luacheck ----
+ASAN_BUILD := build/asan
+ASAN_SO    := $(ASAN_BUILD)/crm/core.so
+SAN_FLAGS  := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+
+$(ASAN_SO): src/core.c src/compat.h
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -Wall -Wextra -Werror -fPIC $(LUA_INC) $(SAN_FLAGS) -shared -Wl,-z,nodelete -o $@ src/core.c $(LIBS)
+
+.PHONY: check check-asan check-valgrind
+check: deps lint check-asan check-valgrind
+
+check-asan: $(ASAN_SO)
+	@CRM_CPATH_DIR=$(ASAN_BUILD) CRM_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  bash scripts/test.sh $(LUA)
+
+check-valgrind: all
+	@CRM_WRAP="valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite" \
+	  bash scripts/test.sh $(LUA)

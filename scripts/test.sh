@@ -8,13 +8,15 @@ ROOT=$(pwd)
 PORT=${CRM_SIM_PORT:-18080}
 export CRM_SIM_PORT=$PORT
 export LUA_PATH="$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;$ROOT/spec/?.lua;;"
-export LUA_CPATH="$ROOT/build/$LUA/?.so;;"
+# make check points these at a sanitizer build, a preload, or a valgrind wrapper.
+export LUA_CPATH="$ROOT/${CRM_CPATH_DIR:-build/$LUA}/?.so;;"
 
 bash scripts/sim.sh start "$PORT" || { echo "$LUA: 0 passed, 1 failed"; exit 1; }
 trap 'bash scripts/sim.sh stop "$PORT" >/dev/null 2>&1' EXIT
 
 log=$(mktemp)
-"$LUA" /usr/bin/busted --output=plainTerminal ${BUSTED_ARGS:-} spec 2>&1 | tee "$log"
+# shellcheck disable=SC2086
+LD_PRELOAD="${CRM_PRELOAD:-}" ${CRM_WRAP:-} "$LUA" /usr/bin/busted --output=plainTerminal ${BUSTED_ARGS:-} spec 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 
 # busted's summary: "N successes / N failures / N errors / N pending : T seconds"

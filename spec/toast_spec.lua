@@ -431,6 +431,15 @@ describe("Toast client", function()
     end)
   end)
 
+  describe("transport", function()
+    it("keeps one connection alive across sequential calls", function()
+      local c = H.toast()
+      local cust = assert(c:create_customer(H.customer()))
+      for _ = 1, 20 do assert(c:get_customer(cust.guid)) end
+      assert.equal(1, H.stats().connections)
+    end)
+  end)
+
   describe("failure modes", function()
     it("reports a dropped connection as a transport error after retrying", function()
       H.fault { path = "/crm/v1/customers/", drop = true, count = 10 }

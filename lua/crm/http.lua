@@ -129,7 +129,8 @@ local FINAL_TRANSPORT = {
 
 -- One attempt. req = {method, path, query, body (table), headers (array), shape ("object",
 -- "array" or nil), ok = {[status]=true}, pending_status = {[status]=true} (statuses that mean
--- "accepted, still processing": retried until the deadline, see crm.retry)}. Returns {status, headers, data} | nil, err.
+-- "accepted, still processing": retried until the deadline, see crm.retry)}.
+-- Returns {status, headers, data} | nil, err.
 function Engine:send(req)
   local body
   if req.body ~= nil then

@@ -11,7 +11,7 @@ local Toast = {}
 local MT = client.class(Toast)
 
 local escape = core.escape
-local type, tostring, floor = type, tostring, math.floor
+local type, floor = type, math.floor
 
 local LOGIN_PATH = "/authentication/v1/authentication/login"
 local CRM = "/crm/v1"

@@ -20,7 +20,8 @@ function M.is_utf8(s)
     if c < 0x80 then
       i = i + 1
     else
-      local len, lo, hi = 0, 0x80, 0xBF
+      local len
+      local lo, hi = 0x80, 0xBF
       if c >= 0xC2 and c <= 0xDF then len = 1
       elseif c == 0xE0 then len, lo = 2, 0xA0
       elseif c >= 0xE1 and c <= 0xEC or c == 0xEE or c == 0xEF then len = 2
@@ -99,7 +100,7 @@ function M.number(value, field, opts)
   end
   if type(value) ~= "number" then return fail(field, "must be a number") end
   if value ~= value or value == huge or value == -huge then return fail(field, "must be finite") end
-  if opts.gt and not (value > opts.gt) then return fail(field, "must be greater than " .. opts.gt) end
+  if opts.gt and value <= opts.gt then return fail(field, "must be greater than " .. opts.gt) end
   if opts.min and value < opts.min then return fail(field, "must be at least " .. opts.min) end
   if opts.max and value > opts.max then return fail(field, "must be at most " .. opts.max) end
   if opts.integer and value % 1 ~= 0 then return fail(field, "must be an integer") end
