@@ -32,9 +32,11 @@ $(SO): src/core.c src/compat.h
 deps:
 	@bash scripts/deps.sh
 
+# The suite runs under every runtime users load crm into: Lua 5.4 and LuaJIT (OpenResty).
+TEST_LUAS ?= lua5.4 luajit
 test: deps
-	@$(MAKE) -s --no-print-directory all
-	@bash scripts/test.sh $(LUA)
+	@for l in $(TEST_LUAS); do $(MAKE) -s --no-print-directory all LUA=$$l || exit 1; done
+	@bash scripts/test-all.sh $(TEST_LUAS)
 
 demo: deps
 	@$(MAKE) -s --no-print-directory all

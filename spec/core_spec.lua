@@ -65,7 +65,9 @@ describe("crm.core", function()
     assert.equal("closed", err.name)
   end)
 
-  it("closes on scope exit with <close>", function()
+  -- `<close>` is Lua 5.4 syntax; LuaJIT has no scope-exit hook to test.
+  local it_54 = _VERSION == "Lua 5.4" and it or pending
+  it_54("closes on scope exit with <close>", function()
     local chunk = assert(load([[
       local core = ...
       local keep
