@@ -1,3 +1,4 @@
+SHELL := /bin/bash
 # crm: build the C core, run the simulator, run the specs.
 LUA      ?= lua5.4
 CC       ?= cc
@@ -25,9 +26,9 @@ export CRM_SIM_PORT := $(SIM_PORT)
 
 all: $(SO)
 
-$(SO): src/core.c src/compat.h
+$(SO): src/core.c src/wire.c src/wire.h src/compat.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ src/core.c $(LIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ src/core.c src/wire.c $(LIBS)
 
 deps:
 	@bash scripts/deps.sh
@@ -60,9 +61,9 @@ ASAN_BUILD := build/asan
 ASAN_SO    := $(ASAN_BUILD)/crm/core.so
 SAN_FLAGS  := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-$(ASAN_SO): src/core.c src/compat.h
+$(ASAN_SO): src/core.c src/wire.c src/wire.h src/compat.h
 	@mkdir -p $(dir $@)
-	$(CC) -std=c11 -Wall -Wextra -Werror -fPIC $(LUA_INC) $(SAN_FLAGS) -shared -Wl,-z,nodelete -o $@ src/core.c $(LIBS)
+	$(CC) -std=c11 -Wall -Wextra -Werror -fPIC $(LUA_INC) $(SAN_FLAGS) -shared -Wl,-z,nodelete -o $@ src/core.c src/wire.c $(LIBS)
 
 .PHONY: check check-asan check-valgrind
 check: deps lint check-asan check-valgrind
@@ -75,3 +76,14 @@ check-asan: $(ASAN_SO)
 check-valgrind: all
 	@CRM_WRAP="valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite" \
 	  bash scripts/test.sh $(LUA)
+
+# ---- fuzzing (clang + libFuzzer): FUZZ_TIME seconds over the committed seed corpus ----
+FUZZ_TIME ?= 60
+build/fuzz/fuzz_wire: src/fuzz/fuzz_wire.c src/wire.c src/wire.h
+	@mkdir -p build/fuzz/corpus
+	clang -std=c11 -g -O1 -Wall -Wextra -Werror -fsanitize=fuzzer,address,undefined -o $@ src/fuzz/fuzz_wire.c src/wire.c
+
+.PHONY: fuzz
+fuzz: build/fuzz/fuzz_wire
+	build/fuzz/fuzz_wire -max_total_time=$(FUZZ_TIME) -print_final_stats=1 build/fuzz/corpus src/fuzz/corpus 2>&1 \
+	  | grep -E "stat::number_of_executed_units|Done|ERROR|SUMMARY" ; test $${PIPESTATUS[0]} -eq 0

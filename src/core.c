@@ -13,6 +13,7 @@
 #include <uuid/uuid.h>
 
 #include "compat.h"
+#include "wire.h"
 
 #define CRM_VERSION "0.1.0"
 #define CRM_HANDLE_MT "crm.core.handle"
@@ -142,14 +143,6 @@ static int push_error(lua_State *L, const char *kind, const char *name, int code
     return 2;
 }
 
-static int has_ctl(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0')
-            return 1;
-    return 0;
-}
-
 /* ---- the handle ---- */
 
 static handle_t *check_open(lua_State *L)
@@ -265,42 +258,29 @@ static int l_new(lua_State *L)
     return 1;
 }
 
-/* Lower-cases header names; repeated headers are joined with ", " as HTTP allows. */
+/* Repeated headers are joined with ", " as HTTP allows; names arrive lower-cased. */
+static void add_header(void *ud, const char *name, size_t nl, const char *v, size_t vl)
+{
+    lua_State *L = ud;
+    lua_pushlstring(L, name, nl);
+    lua_pushvalue(L, -1);
+    lua_rawget(L, -3);
+    if (lua_isstring(L, -1)) {
+        lua_pushliteral(L, ", ");
+        lua_pushlstring(L, v, vl);
+        lua_concat(L, 3);
+    } else {
+        lua_pop(L, 1);
+        lua_pushlstring(L, v, vl);
+    }
+    lua_rawset(L, -3);
+}
+
 static void push_headers(lua_State *L, const struct buf *b)
 {
     lua_newtable(L);
-    const char *p = b->data, *end = b->data + b->len;
-    char name[128];
-    while (p && p < end) {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        const char *line_end = eol ? eol : end;
-        const char *colon = memchr(p, ':', (size_t)(line_end - p));
-        if (colon && colon > p && (size_t)(colon - p) < sizeof name && memcmp(p, "HTTP/", 5) != 0) {
-            size_t nl = (size_t)(colon - p);
-            for (size_t i = 0; i < nl; i++) {
-                char ch = p[i];
-                name[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
-            }
-            const char *v = colon + 1, *ve = line_end;
-            while (v < ve && (*v == ' ' || *v == '\t'))
-                v++;
-            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
-                ve--;
-            lua_pushlstring(L, name, nl);
-            lua_pushvalue(L, -1);
-            lua_rawget(L, -3);
-            if (lua_isstring(L, -1)) {
-                lua_pushliteral(L, ", ");
-                lua_pushlstring(L, v, (size_t)(ve - v));
-                lua_concat(L, 3);
-            } else {
-                lua_pop(L, 1);
-                lua_pushlstring(L, v, (size_t)(ve - v));
-            }
-            lua_rawset(L, -3);
-        }
-        p = eol ? eol + 1 : end;
-    }
+    if (b->data)
+        crm_parse_headers(b->data, b->len, add_header, L);
 }
 
 /* h:request(method, url, headers, body [, timeout_seconds]) -> status, headers, body | nil, err */
@@ -317,9 +297,9 @@ static int l_request(lua_State *L)
         body = luaL_checklstring(L, 5, &blen);
     double timeout = luaL_optnumber(L, 6, 0);
 
-    if (has_ctl(url, ulen) || memchr(url, ' ', ulen))
+    if (crm_has_ctl(url, ulen) || memchr(url, ' ', ulen))
         return push_error(L, "validation", "bad_url", 0, "url contains a control character or space", 0);
-    if (has_ctl(method, mlen) || mlen == 0 || mlen > 16)
+    if (crm_has_ctl(method, mlen) || mlen == 0 || mlen > 16)
         return push_error(L, "validation", "bad_method", 0, "method is not a valid HTTP method", 0);
 
     struct curl_slist *list = curl_slist_append(NULL, "Expect:");
@@ -333,7 +313,7 @@ static int l_request(lua_State *L)
             }
             size_t hl;
             const char *hv = lua_tolstring(L, -1, &hl);
-            if (hv == NULL || has_ctl(hv, hl)) {
+            if (hv == NULL || crm_has_ctl(hv, hl)) {
                 lua_pop(L, 1);
                 curl_slist_free_all(list);
                 return push_error(L, "validation", "bad_header", 0,
@@ -438,23 +418,12 @@ static int l_sleep(lua_State *L)
 /* Percent-encodes everything but RFC 3986 unreserved characters. */
 static int l_escape(lua_State *L)
 {
-    static const char hex[] = "0123456789ABCDEF";
     size_t n;
     const char *s = luaL_checklstring(L, 1, &n);
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
-            ch == '-' || ch == '.' || ch == '_' || ch == '~') {
-            luaL_addchar(&b, (char)ch);
-        } else {
-            luaL_addchar(&b, '%');
-            luaL_addchar(&b, hex[ch >> 4]);
-            luaL_addchar(&b, hex[ch & 15]);
-        }
-    }
-    luaL_pushresult(&b);
+    char small[256];
+    char *out = n <= sizeof small / 3 ? small : lua_newuserdata(L, 3 * n);
+    size_t o = crm_escape(s, n, out);
+    lua_pushlstring(L, out, o);
     return 1;
 }
 
