@@ -36,6 +36,7 @@ build = {
     ["crm.error"] = "lua/crm/error.lua",
     ["crm.http"] = "lua/crm/http.lua",
     ["crm.pager"] = "lua/crm/pager.lua",
+    ["crm.ratelimit"] = "lua/crm/ratelimit.lua",
     ["crm.retry"] = "lua/crm/retry.lua",
     ["crm.toast"] = "lua/crm/toast.lua",
     ["crm.validate"] = "lua/crm/validate.lua",

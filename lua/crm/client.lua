@@ -5,13 +5,14 @@ local http = require "crm.http"
 local retry = require "crm.retry"
 local validate = require "crm.validate"
 local errors = require "crm.error"
+local ratelimit = require "crm.ratelimit"
 
 local M = {}
 
 local COMMON = {
   base_url = true, timeout = true, connect_timeout = true, cafile = true, capath = true,
   insecure_skip_verify = true, user_agent = true, max_response_bytes = true, retry = true,
-  transport = true,
+  transport = true, rate = true, debug = true,
 }
 M.COMMON_OPTIONS = COMMON
 
@@ -54,6 +55,14 @@ function M.init(self, opts, known, parse_error)
   if e then return nil, e end
   local policy, field, rule = retry.new(opts.retry, CLOCK)
   if not policy then return nil, validate.fail(field, rule) end
+  local limiter
+  if opts.rate ~= nil then
+    limiter, field, rule = ratelimit.new(opts.rate, CLOCK)
+    if not limiter then return nil, validate.fail(field, rule) end
+  end
+  if opts.debug ~= nil and type(opts.debug) ~= "function" then
+    return nil, validate.fail("debug", "must be a function(line)")
+  end
 
   local transport = opts.transport
   if transport == nil then
@@ -74,6 +83,9 @@ function M.init(self, opts, known, parse_error)
     base_url = (opts.base_url:gsub("/+$", "")),
     parse_error = parse_error,
     secrets = {},
+    limiter = limiter,
+    debug = opts.debug,
+    clock = CLOCK,
   }
   return self
 end

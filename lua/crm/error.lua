@@ -59,13 +59,20 @@ function Error.__tostring(e)
   if e.code then tail[#tail + 1] = "code=" .. plain(e.code) end
   if e.request_id then tail[#tail + 1] = "request_id=" .. plain(e.request_id) end
   if e.guid then tail[#tail + 1] = "guid=" .. plain(e.guid) end
+  if type(e.ids) == "table" and #e.ids > 0 then
+    local ids = {}
+    for i = 1, math.min(#e.ids, 10) do ids[i] = plain(e.ids[i]) end
+    if #e.ids > 10 then ids[#ids + 1] = "+" .. (#e.ids - 10) .. " more" end
+    tail[#tail + 1] = "ids=" .. concat(ids, ",")
+  end
   if e.attempts and e.attempts > 1 then tail[#tail + 1] = "attempts=" .. e.attempts end
   if #tail > 0 then head = head .. " (" .. concat(tail, ", ") .. ")" end
   return head
 end
 
 -- new(kind, message, fields): fields may carry status, field, code, request_id, retryable,
--- retry_after, sent, attempts, guid, body. `_secrets` lists strings to scrub from tostring.
+-- retry_after, sent, attempts, guid, ids (the record ids the error is about), body.
+-- `_secrets` lists strings to scrub from tostring.
 function M.new(kind, message, fields)
   local e = {}
   if fields then

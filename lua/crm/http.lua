@@ -112,6 +112,9 @@ function M.engine(opts)
     base_url = opts.base_url,
     parse_error = opts.parse_error,
     secrets = opts.secrets or {},
+    limiter = opts.limiter,
+    debug = opts.debug,
+    clock = opts.clock,
   }, Engine)
 end
 
@@ -142,7 +145,25 @@ function Engine:send(req)
     body = s
   end
   local url = self.base_url .. req.path .. M.query(req.query)
+  if self.limiter then self.limiter:take() end
+  local debug, started = self.debug, nil
+  if debug then
+    started = self.clock.now()
+    -- Method and path only: query strings and bodies can carry PII.
+    debug(errors.redact(("-> %s %s (%d body bytes)"):format(req.method, req.path, body and #body or 0),
+      self.secrets))
+  end
   local status, headers, raw = self.transport:request(req.method, url, req.headers, body, req.timeout)
+  if debug then
+    local ms = (self.clock.now() - started) * 1000
+    if status then
+      debug(("<- %d %s %s in %.1f ms (%d bytes)"):format(status, req.method,
+        errors.redact(req.path, self.secrets), ms, #raw))
+    else
+      debug(("<- %s %s %s in %.1f ms"):format(headers.name or "error", req.method,
+        errors.redact(req.path, self.secrets), ms))
+    end
+  end
   if not status then
     local e = headers
     return nil, errors.new(e.kind, e.message, {

@@ -119,4 +119,23 @@ function Policy:run(fn, idempotent)
   end
 end
 
+-- poll(clock, {timeout, interval, max_interval}, probe): for flows that wait on the server
+-- (merges, image uploads). probe() -> value when done | nil, err to stop | nil, nil, state when
+-- not yet. Waits start at `interval` and double up to `max_interval`, never past the deadline;
+-- the last probe runs at the deadline. Returns value | nil, err | nil, nil, last state (timed out).
+function M.poll(clock, opts, probe)
+  local deadline = clock.now() + opts.timeout
+  local wait = opts.interval or 0.25
+  local cap = opts.max_interval or 5
+  while true do
+    local value, err, state = probe()
+    if value ~= nil then return value end
+    if err ~= nil then return nil, err end
+    local remaining = deadline - clock.now()
+    if remaining <= 0 then return nil, nil, state end
+    clock.sleep(min(wait, remaining))
+    wait = min(wait * 2, cap)
+  end
+end
+
 return M

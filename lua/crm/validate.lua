@@ -4,7 +4,7 @@ local errors = require "crm.error"
 
 local M = {}
 
-local type, pairs, tostring, byte = type, pairs, tostring, string.byte
+local type, pairs, tostring, tonumber, byte = type, pairs, tostring, tonumber, string.byte
 local huge = math.huge
 
 local function fail(field, rule)
@@ -153,6 +153,57 @@ end
 function M.iso8601(value, field)
   if value ~= nil and not M.is_iso8601(value) then
     return fail(field, "must be an ISO-8601 date-time (e.g. 2024-03-05T00:21:40.000+0000)")
+  end
+  return nil
+end
+
+-- A calendar date, YYYY-MM-DD, with a month 01-12 and a day 01-31.
+function M.is_date(s)
+  if type(s) ~= "string" then return false end
+  local m, d = s:match("^%d%d%d%d%-(%d%d)%-(%d%d)$")
+  m, d = tonumber(m), tonumber(d)
+  return m ~= nil and m >= 1 and m <= 12 and d >= 1 and d <= 31
+end
+
+function M.date(value, field)
+  if value ~= nil and not M.is_date(value) then
+    return fail(field, "must be a date, YYYY-MM-DD (e.g. 2024-03-05)")
+  end
+  return nil
+end
+
+-- A list of ids for a query parameter: an array of ids, or one comma-separated string. Each id
+-- must also be free of commas, which would split it on the wire.
+function M.id_list(value, field)
+  if value == nil then return nil end
+  local items = value
+  if type(value) == "string" then
+    items = {}
+    for part in (value .. ","):gmatch("([^,]*),") do items[#items + 1] = part end
+  elseif type(value) ~= "table" then
+    return fail(field, "must be an array of ids or a comma-separated string")
+  end
+  if #items == 0 then return fail(field, "must not be empty") end
+  for k in pairs(items) do
+    if type(k) ~= "number" or k % 1 ~= 0 or k < 1 or k > #items then
+      return fail(field, "must be an array (keys 1..n)")
+    end
+  end
+  for i = 1, #items do
+    local f = field .. "[" .. i .. "]"
+    local e = M.id(items[i], f)
+    if e then return e end
+    if items[i]:find(",", 1, true) then return fail(f, "must not contain ','") end
+  end
+  return nil
+end
+
+-- An absolute http:// or https:// URL with a host and no spaces or control characters.
+function M.http_url(value, field)
+  local e = M.string(value, field, { required = true, max = 2048 })
+  if e then return e end
+  if not value:find("^[Hh][Tt][Tt][Pp][Ss]?://[^/%s?#]+") or value:find("[%s%c]") then
+    return fail(field, "must be an http:// or https:// URL")
   end
   return nil
 end

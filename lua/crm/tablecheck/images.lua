@@ -1,0 +1,100 @@
+-- TableCheck customer images: which upload URLs may be sent (the MIME types the API accepts, read
+-- from the URL's extension), and waiting until the asynchronous uploads have finished.
+local errors = require "crm.error"
+local retry = require "crm.retry"
+local validate = require "crm.validate"
+
+local M = {}
+
+local type, concat = type, table.concat
+
+-- Exactly the types the TableCheck guide allows for image_upload_url.
+M.MIME_TYPES = { "image/jpg", "image/jpeg", "image/png", "image/gif", "image/bmp", "image/heic",
+                 "image/tiff", "image/webp", "image/svg+xml" }
+
+-- File extensions that name one of those types.
+M.EXTENSIONS = {
+  jpg = "image/jpg", jpeg = "image/jpeg", png = "image/png", gif = "image/gif", bmp = "image/bmp",
+  heic = "image/heic", tif = "image/tiff", tiff = "image/tiff", webp = "image/webp",
+  svg = "image/svg+xml",
+}
+
+-- The extension of the last path segment, lower-cased, or nil when it has none
+-- ("https://i.pravatar.cc/300" has none; query and fragment are ignored).
+function M.extension(url)
+  local path = url:match("^%a[%w+.%-]*://[^/?#]*([^?#]*)") or ""
+  local last = path:match("([^/]*)$")
+  local ext = last:match("^[^.].*%.([^.]*)$")
+  if ext == nil or ext == "" then return nil end
+  return ext:lower()
+end
+
+-- The MIME type a URL's extension names: mime | nil (no extension) | false, ext (not allowed).
+function M.mime_type(url)
+  local ext = M.extension(url)
+  if ext == nil then return nil end
+  local mime = M.EXTENSIONS[ext]
+  if mime then return mime end
+  return false, ext
+end
+
+-- Checks one image_upload_url: an http(s) URL whose extension, if any, is an allowed type.
+function M.check_upload_url(url, field)
+  local e = validate.http_url(url, field)
+  if e then return e end
+  local ok, ext = M.mime_type(url)
+  if ok == false then
+    local shown = #ext <= 10 and ext:find("^[%w%+%-]+$") and ("." .. ext .. " ") or ""
+    return validate.fail(field, "has an extension " .. shown .. "that is not an allowed image type"
+      .. " (allowed: " .. concat(M.MIME_TYPES, ", ") .. "; a URL without an extension is accepted)")
+  end
+  return nil
+end
+
+-- An image is uploaded once it has a url and at least one variant.
+function M.is_ready(image)
+  return type(image) == "table" and type(image.url) == "string" and image.url ~= ""
+    and type(image.image_variants) == "table" and #image.image_variants > 0
+end
+
+-- Ids of the images that are still uploading.
+function M.pending_ids(list)
+  local out = {}
+  for i = 1, #list do
+    if not M.is_ready(list[i]) then out[#out + 1] = tostring(list[i].id) end
+  end
+  return out
+end
+
+local WAIT_OPTIONS = { timeout = true, interval = true, max_interval = true }
+
+-- wait_for_images(client, customer_id [, {timeout = 60, interval = 0.25, max_interval = 5}])
+-- -> images | nil, err. Polls the customer until every image has url and image_variants.
+function M.wait(client, customer_id, opts)
+  local e = validate.id(customer_id, "customer_id") or validate.table(opts, "options")
+  if e then return nil, e end
+  opts = opts or {}
+  e = validate.known_keys(opts, WAIT_OPTIONS)
+    or validate.number(opts.timeout, "timeout", { min = 0, max = 86400 })
+    or validate.number(opts.interval, "interval", { gt = 0, max = 3600 })
+    or validate.number(opts.max_interval, "max_interval", { gt = 0, max = 3600 })
+  if e then return nil, e end
+  local timeout = opts.timeout or 60
+  local images, err, pending = retry.poll(client.clock,
+    { timeout = timeout, interval = opts.interval, max_interval = opts.max_interval },
+    function()
+      local customer, cerr = client:customers_show(customer_id)
+      if not customer then return nil, cerr end
+      local list = customer.images or {}
+      local ids = M.pending_ids(list)
+      if #ids == 0 then return list end
+      return nil, nil, { ids = ids, images = list }
+    end)
+  if images then return images end
+  if err then return nil, err end
+  return nil, errors.new("timeout", #pending.ids .. " image(s) still uploading after " .. timeout
+    .. "s (no url or image_variants yet)", { code = "images_pending", ids = pending.ids,
+    pending_ids = pending.ids, images = pending.images })
+end
+
+return M
