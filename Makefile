@@ -73,9 +73,13 @@ check-asan: $(ASAN_SO)
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  bash scripts/test.sh $(LUA)
 
+VALGRIND := valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
+LEAK_REQUESTS ?= 10000
 check-valgrind: all
-	@CRM_WRAP="valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite" \
-	  bash scripts/test.sh $(LUA)
+	@CRM_WRAP="$(VALGRIND) --quiet" bash scripts/test.sh $(LUA)
+	@bash scripts/sim.sh start $(SIM_PORT) >/dev/null && \
+	  { $(VALGRIND) $(LUA) scripts/leak_loop.lua $(LEAK_REQUESTS) 2>&1 | grep -E "leak loop|ERROR SUMMARY|definitely lost|in use at exit"; \
+	    rc=$${PIPESTATUS[0]}; bash scripts/sim.sh stop $(SIM_PORT) >/dev/null; exit $$rc; }
 
 # ---- fuzzing (clang + libFuzzer): FUZZ_TIME seconds over the committed seed corpus ----
 FUZZ_TIME ?= 60
