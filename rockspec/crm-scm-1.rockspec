@@ -32,6 +32,7 @@ build = {
       libdirs = { "$(CURL_LIBDIR)", "$(UUID_LIBDIR)" },
     },
     ["crm"] = "lua/crm.lua",
+    ["crm.batch"] = "lua/crm/batch.lua",
     ["crm.client"] = "lua/crm/client.lua",
     ["crm.error"] = "lua/crm/error.lua",
     ["crm.http"] = "lua/crm/http.lua",

@@ -17,6 +17,7 @@
 
 #define CRM_VERSION "0.1.0"
 #define CRM_HANDLE_MT "crm.core.handle"
+#define CRM_MULTI_MT "crm.core.multi"
 #define CRM_DEFAULT_MAX_RESPONSE (16L * 1024 * 1024)
 
 struct buf {
@@ -32,6 +33,8 @@ typedef struct {
     size_t max_response;
     int too_large;
     long timeout_ms;
+    struct curl_slist *headers; /* of the request in flight */
+    int busy;                   /* multi slots: a request is in flight */
     char errbuf[CURL_ERROR_SIZE];
 } handle_t;
 
@@ -153,6 +156,8 @@ static handle_t *check_open(lua_State *L)
 
 static void handle_release(handle_t *h)
 {
+    curl_slist_free_all(h->headers);
+    h->headers = NULL;
     if (h->curl) {
         curl_easy_cleanup(h->curl);
         h->curl = NULL;
@@ -208,32 +213,23 @@ static long to_ms(double seconds)
     return ms < 1 ? 1 : ms;
 }
 
-/* core.new{timeout, connect_timeout, cafile, capath, insecure_skip_verify, user_agent,
- *          max_response_bytes} -> handle | nil, err */
-static int l_new(lua_State *L)
+/* Creates h->curl with the options in the table at index t; pushes nothing on success.
+ * Returns 0, or pushes nil, err and returns 2. */
+static int setup_easy(lua_State *L, int t, handle_t *h)
 {
-    if (lua_isnoneornil(L, 1))
-        lua_newtable(L);
-    luaL_checktype(L, 1, LUA_TTABLE);
-
-    handle_t *h = lua_newuserdata(L, sizeof *h);
-    memset(h, 0, sizeof *h);
-    luaL_getmetatable(L, CRM_HANDLE_MT);
-    lua_setmetatable(L, -2);
-
     h->curl = curl_easy_init();
     if (h->curl == NULL)
         return push_error(L, "transport", "CURLE_FAILED_INIT", CURLE_FAILED_INIT,
                           "libcurl could not create a handle", 0);
 
-    double max = opt_number(L, 1, "max_response_bytes", (double)CRM_DEFAULT_MAX_RESPONSE);
+    double max = opt_number(L, t, "max_response_bytes", (double)CRM_DEFAULT_MAX_RESPONSE);
     h->max_response = max >= 1 && max < 1e15 ? (size_t)max : (size_t)CRM_DEFAULT_MAX_RESPONSE;
-    h->timeout_ms = to_ms(opt_number(L, 1, "timeout", 30.0));
-    long connect_ms = to_ms(opt_number(L, 1, "connect_timeout", 10.0));
-    const char *ua = opt_string(L, 1, "user_agent");
-    const char *cafile = opt_string(L, 1, "cafile");
-    const char *capath = opt_string(L, 1, "capath");
-    int insecure = opt_bool(L, 1, "insecure_skip_verify");
+    h->timeout_ms = to_ms(opt_number(L, t, "timeout", 30.0));
+    long connect_ms = to_ms(opt_number(L, t, "connect_timeout", 10.0));
+    const char *ua = opt_string(L, t, "user_agent");
+    const char *cafile = opt_string(L, t, "cafile");
+    const char *capath = opt_string(L, t, "capath");
+    int insecure = opt_bool(L, t, "insecure_skip_verify");
 
     CURL *c = h->curl;
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
@@ -242,6 +238,7 @@ static int l_new(lua_State *L)
     curl_easy_setopt(c, CURLOPT_WRITEDATA, h);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, h);
+    curl_easy_setopt(c, CURLOPT_PRIVATE, h);
     curl_easy_setopt(c, CURLOPT_USERAGENT, ua ? ua : "crm/" CRM_VERSION);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, h->timeout_ms);
@@ -255,7 +252,25 @@ static int l_new(lua_State *L)
                           "cafile could not be set", 0);
     if (capath)
         curl_easy_setopt(c, CURLOPT_CAPATH, capath);
-    return 1;
+    return 0;
+}
+
+/* core.new{timeout, connect_timeout, cafile, capath, insecure_skip_verify, user_agent,
+ *          max_response_bytes} -> handle | nil, err */
+static int l_new(lua_State *L)
+{
+    if (lua_isnoneornil(L, 1)) {
+        lua_settop(L, 0);
+        lua_newtable(L);
+    }
+    luaL_checktype(L, 1, LUA_TTABLE);
+
+    handle_t *h = lua_newuserdata(L, sizeof *h);
+    memset(h, 0, sizeof *h);
+    luaL_getmetatable(L, CRM_HANDLE_MT);
+    lua_setmetatable(L, -2);
+    int rc = setup_easy(L, 1, h);
+    return rc ? rc : 1;
 }
 
 /* Repeated headers are joined with ", " as HTTP allows; names arrive lower-cased. */
@@ -283,19 +298,19 @@ static void push_headers(lua_State *L, const struct buf *b)
         crm_parse_headers(b->data, b->len, add_header, L);
 }
 
-/* h:request(method, url, headers, body [, timeout_seconds]) -> status, headers, body | nil, err */
-static int l_request(lua_State *L)
+/* Sets up h for the request whose arguments start at stack index `a`:
+ * method, url, headers (array of "Name: value"), body (string or nil), timeout (seconds or nil).
+ * `copy_body` is for multi transfers, which outlive the Lua string. Returns 0, or pushes
+ * nil, err and returns 2. */
+static int prepare(lua_State *L, handle_t *h, int a, int copy_body)
 {
-    handle_t *h = check_open(L);
-    if (h == NULL)
-        return push_error(L, "transport", "closed", 0, "the client is closed", 0);
     size_t mlen, ulen, blen = 0;
-    const char *method = luaL_checklstring(L, 2, &mlen);
-    const char *url = luaL_checklstring(L, 3, &ulen);
+    const char *method = luaL_checklstring(L, a, &mlen);
+    const char *url = luaL_checklstring(L, a + 1, &ulen);
     const char *body = NULL;
-    if (!lua_isnoneornil(L, 5))
-        body = luaL_checklstring(L, 5, &blen);
-    double timeout = luaL_optnumber(L, 6, 0);
+    if (!lua_isnoneornil(L, a + 3))
+        body = luaL_checklstring(L, a + 3, &blen);
+    double timeout = luaL_optnumber(L, a + 4, 0);
 
     if (crm_has_ctl(url, ulen) || memchr(url, ' ', ulen))
         return push_error(L, "validation", "bad_url", 0, "url contains a control character or space", 0);
@@ -303,16 +318,16 @@ static int l_request(lua_State *L)
         return push_error(L, "validation", "bad_method", 0, "method is not a valid HTTP method", 0);
 
     struct curl_slist *list = curl_slist_append(NULL, "Expect:");
-    if (!lua_isnoneornil(L, 4)) {
-        luaL_checktype(L, 4, LUA_TTABLE);
+    if (!lua_isnoneornil(L, a + 2)) {
+        luaL_checktype(L, a + 2, LUA_TTABLE);
         for (int i = 1;; i++) {
-            lua_rawgeti(L, 4, i);
+            lua_rawgeti(L, a + 2, i);
             if (lua_isnil(L, -1)) {
                 lua_pop(L, 1);
                 break;
             }
             size_t hl;
-            const char *hv = lua_tolstring(L, -1, &hl);
+            const char *hv = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &hl) : NULL;
             if (hv == NULL || crm_has_ctl(hv, hl)) {
                 lua_pop(L, 1);
                 curl_slist_free_all(list);
@@ -329,12 +344,16 @@ static int l_request(lua_State *L)
             list = nl;
         }
     }
+    if (list == NULL)
+        return push_error(L, "transport", "CURLE_OUT_OF_MEMORY", CURLE_OUT_OF_MEMORY,
+                          "out of memory building headers", 0);
 
     CURL *c = h->curl;
     h->body.len = 0;
     h->head.len = 0;
     h->too_large = 0;
     h->errbuf[0] = '\0';
+    h->headers = list;
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, list);
     curl_easy_setopt(c, CURLOPT_NOBODY, 0L);
@@ -343,7 +362,7 @@ static int l_request(lua_State *L)
     if (body) {
         curl_easy_setopt(c, CURLOPT_POST, 1L);
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, copy_body ? CURLOPT_COPYPOSTFIELDS : CURLOPT_POSTFIELDS, body);
     } else {
         curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
     }
@@ -352,11 +371,17 @@ static int l_request(lua_State *L)
     else if (!(mlen == 3 && memcmp(method, "GET", 3) == 0 && !body) &&
              !(mlen == 4 && memcmp(method, "POST", 4) == 0 && body))
         curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    return 0;
+}
 
-    CURLcode rc = curl_easy_perform(c);
+/* After a transfer: pushes status, headers, body, or nil, err. Returns the count pushed. */
+static int finish(lua_State *L, handle_t *h, CURLcode rc)
+{
+    CURL *c = h->curl;
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, NULL);
-    curl_slist_free_all(list);
+    curl_slist_free_all(h->headers);
+    h->headers = NULL;
 
     if (rc != CURLE_OK) {
         long sent = 0;
@@ -380,6 +405,167 @@ static int l_request(lua_State *L)
     push_headers(L, &h->head);
     lua_pushlstring(L, h->body.data ? h->body.data : "", h->body.len);
     return 3;
+}
+
+/* h:request(method, url, headers, body [, timeout_seconds]) -> status, headers, body | nil, err */
+static int l_request(lua_State *L)
+{
+    handle_t *h = check_open(L);
+    if (h == NULL)
+        return push_error(L, "transport", "closed", 0, "the client is closed", 0);
+    int rc = prepare(L, h, 2, 0);
+    if (rc)
+        return rc;
+    return finish(L, h, curl_easy_perform(h->curl));
+}
+
+/* ---- multi: a pool of handles run concurrently with curl's multi interface ---- */
+
+typedef struct {
+    CURLM *multi;
+    int size;
+    int busy;
+    handle_t *slots;
+} multi_t;
+
+static multi_t *check_multi(lua_State *L)
+{
+    return luaL_checkudata(L, 1, CRM_MULTI_MT);
+}
+
+static void multi_release(multi_t *m)
+{
+    if (m->slots) {
+        for (int i = 0; i < m->size; i++) {
+            if (m->slots[i].curl && m->multi)
+                curl_multi_remove_handle(m->multi, m->slots[i].curl);
+            handle_release(&m->slots[i]);
+        }
+        free(m->slots);
+        m->slots = NULL;
+    }
+    if (m->multi) {
+        curl_multi_cleanup(m->multi);
+        m->multi = NULL;
+    }
+    m->busy = 0;
+}
+
+static int l_multi_close(lua_State *L)
+{
+    multi_release(check_multi(L));
+    return 0;
+}
+
+/* core.multi{size = N, <the same options as core.new>} -> multi | nil, err */
+static int l_multi(lua_State *L)
+{
+    if (lua_isnoneornil(L, 1)) {
+        lua_settop(L, 0);
+        lua_newtable(L);
+    }
+    luaL_checktype(L, 1, LUA_TTABLE);
+    double size = opt_number(L, 1, "size", 16);
+    if (!(size >= 1 && size <= 1024))
+        return push_error(L, "validation", "bad_size", 0, "size must be 1 to 1024", 0);
+
+    multi_t *m = lua_newuserdata(L, sizeof *m);
+    memset(m, 0, sizeof *m);
+    luaL_getmetatable(L, CRM_MULTI_MT);
+    lua_setmetatable(L, -2);
+    m->multi = curl_multi_init();
+    m->slots = calloc((size_t)size, sizeof *m->slots);
+    if (m->multi == NULL || m->slots == NULL)
+        return push_error(L, "transport", "CURLE_OUT_OF_MEMORY", CURLE_OUT_OF_MEMORY,
+                          "libcurl could not create a multi handle", 0);
+    m->size = (int)size;
+    curl_multi_setopt(m->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)m->size);
+    for (int i = 0; i < m->size; i++) {
+        int rc = setup_easy(L, 1, &m->slots[i]);
+        if (rc)
+            return rc;
+    }
+    return 1;
+}
+
+/* m:submit(method, url, headers, body [, timeout]) -> slot | nil, err (no free slot: "busy") */
+static int l_multi_submit(lua_State *L)
+{
+    multi_t *m = check_multi(L);
+    if (m->multi == NULL)
+        return push_error(L, "transport", "closed", 0, "the batch is closed", 0);
+    int slot = -1;
+    for (int i = 0; i < m->size; i++) {
+        if (!m->slots[i].busy) {
+            slot = i;
+            break;
+        }
+    }
+    if (slot < 0)
+        return push_error(L, "transport", "busy", 0, "every slot is in flight", 0);
+    handle_t *h = &m->slots[slot];
+    int rc = prepare(L, h, 2, 1);
+    if (rc)
+        return rc;
+    if (curl_multi_add_handle(m->multi, h->curl) != CURLM_OK) {
+        curl_slist_free_all(h->headers);
+        h->headers = NULL;
+        return push_error(L, "transport", "CURLM_ADD", 0, "libcurl refused the transfer", 0);
+    }
+    h->busy = 1;
+    m->busy++;
+    lua_pushinteger(L, slot + 1);
+    return 1;
+}
+
+/* m:wait([timeout_seconds]) -> array of {slot, status, headers, body} or {slot, err}.
+ * Returns as soon as at least one transfer finished, or after the timeout with {}. */
+static int l_multi_wait(lua_State *L)
+{
+    multi_t *m = check_multi(L);
+    double timeout = luaL_optnumber(L, 2, 1.0);
+    lua_newtable(L);
+    if (m->multi == NULL || m->busy == 0)
+        return 1;
+    int running = 0, n = 0;
+    curl_multi_perform(m->multi, &running);
+    for (int round = 0;; round++) {
+        CURLMsg *msg;
+        int left;
+        while ((msg = curl_multi_info_read(m->multi, &left)) != NULL) {
+            if (msg->msg != CURLMSG_DONE)
+                continue;
+            handle_t *h = NULL;
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&h);
+            CURLcode rc = msg->data.result;
+            curl_multi_remove_handle(m->multi, h->curl);
+            h->busy = 0;
+            m->busy--;
+            lua_createtable(L, 0, 4);
+            lua_pushinteger(L, (lua_Integer)(h - m->slots) + 1);
+            lua_setfield(L, -2, "slot");
+            if (finish(L, h, rc) == 3) {
+                lua_setfield(L, -4, "body");
+                lua_setfield(L, -3, "headers");
+                lua_setfield(L, -2, "status");
+            } else {
+                lua_setfield(L, -3, "err");
+                lua_pop(L, 1);
+            }
+            lua_rawseti(L, -2, ++n);
+        }
+        if (n > 0 || round > 0 || m->busy == 0)
+            break;
+        curl_multi_poll(m->multi, NULL, 0, (int)to_ms(timeout), NULL);
+        curl_multi_perform(m->multi, &running);
+    }
+    return 1;
+}
+
+static int l_multi_busy(lua_State *L)
+{
+    lua_pushinteger(L, check_multi(L)->busy);
+    return 1;
 }
 
 /* ---- module functions ---- */
@@ -434,8 +620,17 @@ static const luaL_Reg handle_methods[] = {
     {NULL, NULL},
 };
 
+static const luaL_Reg multi_methods[] = {
+    {"submit", l_multi_submit},
+    {"wait", l_multi_wait},
+    {"busy", l_multi_busy},
+    {"close", l_multi_close},
+    {NULL, NULL},
+};
+
 static const luaL_Reg module_functions[] = {
     {"new", l_new},
+    {"multi", l_multi},
     {"guid", l_guid},
     {"now", l_now},
     {"sleep", l_sleep},
@@ -454,6 +649,17 @@ int luaopen_crm_core(lua_State *L)
         lua_pushcfunction(L, l_handle_close);
         lua_setfield(L, -2, "__close");
         lua_pushliteral(L, CRM_HANDLE_MT);
+        lua_setfield(L, -2, "__name");
+    }
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, CRM_MULTI_MT)) {
+        crm_newlib(L, multi_methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, l_multi_close);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, l_multi_close);
+        lua_setfield(L, -2, "__close");
+        lua_pushliteral(L, CRM_MULTI_MT);
         lua_setfield(L, -2, "__name");
     }
     lua_pop(L, 1);

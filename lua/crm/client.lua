@@ -16,7 +16,10 @@ local COMMON = {
 }
 M.COMMON_OPTIONS = COMMON
 
-local CLOCK = { now = core.now, sleep = core.sleep }
+local batch = require "crm.batch"
+
+-- Sleeps inside a batch yield to the other operations; elsewhere they block.
+local CLOCK = batch.clock
 
 -- Checks the options every client takes. Returns nil or a validation error.
 local function check_common(opts)
@@ -64,16 +67,21 @@ function M.init(self, opts, known, parse_error)
     return nil, validate.fail("debug", "must be a function(line)")
   end
 
-  local transport = opts.transport
-  if transport == nil then
-    local h, terr = core.new {
+  local function transport_options(size)
+    return {
+      size = size,
       timeout = opts.timeout, connect_timeout = opts.connect_timeout,
       cafile = opts.cafile, capath = opts.capath,
       insecure_skip_verify = opts.insecure_skip_verify,
       user_agent = opts.user_agent, max_response_bytes = opts.max_response_bytes,
     }
+  end
+  self._transport_options = transport_options
+  local transport = opts.transport
+  if transport == nil then
+    local h, terr = core.new(transport_options())
     if not h then return nil, errors.new(terr.kind, terr.message, { code = terr.name }) end
-    transport = h
+    transport = batch.router(h)
   end
   self.clock = CLOCK
   self.policy = policy
@@ -104,8 +112,14 @@ function M.close(self)
 end
 
 -- Metatable entries for a client class: method lookup, close on __gc and __close.
+-- client:batch(ops, {concurrency = 16, stop_on_error = false}): see crm.batch.
+local function run_batch(self, ops, opts)
+  return batch.run(self, ops, opts)
+end
+
 function M.class(methods)
   methods.close = M.close
+  methods.batch = run_batch
   local mt = { __index = methods }
   mt.__gc = function(self) M.close(self) end
   mt.__close = mt.__gc

@@ -102,10 +102,20 @@ function Toast:login()
   return self.token
 end
 
+-- One login at a time: concurrent operations (a batch, nginx light threads) wait for the one
+-- that is logging in instead of each starting their own.
 local function current_token(self)
+  local waited = 0
+  while self._logging_in and waited < self.policy.deadline do
+    self.clock.sleep(0.005)
+    waited = waited + 0.005
+  end
   if self.token and self.clock.now() < self.token_expires then return self.token end
   self.token = nil
-  return self:login()
+  self._logging_in = true
+  local token, err = self:login()
+  self._logging_in = false
+  return token, err
 end
 
 local function headers_for(self, token, has_body)
@@ -130,8 +140,9 @@ function Toast:_call(req, idempotent, policy)
     res, err = self.engine:send(req)
     if err and err.status == 401 and not self.fixed_token and not relogged then
       relogged = true
-      self.token = nil
-      token, err = self:login()
+      -- Only drop the token this request used; another operation may have renewed it already.
+      if self.token == token then self.token = nil end
+      token, err = current_token(self)
       if not token then return nil, err end
       req.headers = headers_for(self, token, req.body ~= nil)
       res, err = self.engine:send(req)

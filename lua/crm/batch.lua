@@ -1,0 +1,191 @@
+-- Concurrent batches without OpenResty: each operation runs as a coroutine over the ordinary
+-- client code; its HTTP requests go to libcurl's multi interface and its sleeps (backoff, rate
+-- limit, 202 waits) to a timer list, so every API method works in a batch unchanged.
+local core = require "crm.core"
+local errors = require "crm.error"
+
+local M = {}
+
+local co_create, co_resume, co_status, co_running, co_yield =
+  coroutine.create, coroutine.resume, coroutine.status, coroutine.running, coroutine.yield
+local now, sleep = core.now, core.sleep
+local type, unpack = type, table.unpack or unpack -- luacheck: ignore 143
+
+-- Coroutines that belong to a running batch; the transport and clock look here.
+local members = setmetatable({}, { __mode = "k" })
+
+local SUBMIT, SLEEP = {}, {}
+
+-- The transport every client uses: direct libcurl outside a batch, the multi inside one.
+local Router = {}
+Router.__index = Router
+
+function M.router(handle)
+  return setmetatable({ handle = handle }, Router)
+end
+
+function Router:request(method, url, headers, body, timeout)
+  local co = co_running()
+  if co and members[co] then
+    return co_yield(SUBMIT, method, url, headers, body, timeout)
+  end
+  return self.handle:request(method, url, headers, body, timeout)
+end
+
+function Router:close()
+  return self.handle:close()
+end
+
+-- The clock every client uses; sleeping inside a batch lets the other operations run.
+M.clock = {
+  now = now,
+  sleep = function(s)
+    local co = co_running()
+    if co and members[co] then return co_yield(SLEEP, s) end
+    return sleep(s)
+  end,
+}
+
+local function as_function(client, op)
+  if type(op) == "function" then return function() return op(client) end end
+  if type(op) == "table" and type(op[1]) == "string" and type(client[op[1]]) == "function" then
+    local method, args = client[op[1]], { unpack(op, 2) }
+    local n = #op - 1
+    return function() return method(client, unpack(args, 1, n)) end
+  end
+  return nil
+end
+
+-- run(client, ops, {concurrency = 16, stop_on_error = false})
+-- ops[i] is function(client) -> res, err, or {"method_name", args...}.
+-- Returns results in input order: results[i] = {value = res} or {err = err}, plus
+-- results.succeeded and results.failed counts; or nil, err for bad arguments.
+function M.run(client, ops, opts)
+  opts = opts or {}
+  if type(ops) ~= "table" then return nil, errors.validation("ops", "must be an array") end
+  if type(opts) ~= "table" then return nil, errors.validation("options", "must be a table") end
+  local concurrency = opts.concurrency or 16
+  if type(concurrency) ~= "number" or concurrency < 1 or concurrency > 1024 or concurrency % 1 ~= 0 then
+    return nil, errors.validation("concurrency", "must be an integer from 1 to 1024")
+  end
+  local n = #ops
+  local fns = {}
+  for i = 1, n do
+    fns[i] = as_function(client, ops[i])
+    if not fns[i] then
+      return nil, errors.validation("ops[" .. i .. "]",
+        "must be a function(client) or {\"method_name\", args...} naming a client method")
+    end
+  end
+  if client._closed then return nil, (require("crm.client").closed_error()) end
+
+  local multi, merr = core.multi(client._transport_options(concurrency))
+  if not multi then return nil, errors.new(merr.kind, merr.message, { code = merr.name }) end
+
+  local results = { succeeded = 0, failed = 0 }
+  local by_slot = {}  -- slot -> {co, index}
+  local sleepers = {} -- array of {co, index, wake}
+  local active, next_op, stopping = 0, 1, false
+
+  local step -- forward
+
+  local function finish(index, ok, res, err)
+    active = active - 1
+    if not ok then
+      -- A Lua error inside an operation is a bug in the caller's function; report it as a value.
+      err = errors.new("validation", "operation raised an error: " .. tostring(res), { field = "ops[" .. index .. "]" })
+      res = nil
+    end
+    if res == nil and err == nil then
+      err = errors.new("validation", "operation returned nothing", { field = "ops[" .. index .. "]" })
+    end
+    if res ~= nil then
+      results[index] = { value = res, extra = err }
+      results.succeeded = results.succeeded + 1
+    else
+      results[index] = { err = err }
+      results.failed = results.failed + 1
+      if opts.stop_on_error then stopping = true end
+    end
+  end
+
+  -- Resumes co with the given values and files what it asks for next.
+  step = function(co, index, ...)
+    local ok, what, a1, a2, a3, a4, a5 = co_resume(co, ...)
+    if co_status(co) == "dead" then
+      members[co] = nil
+      return finish(index, ok, what, a1)
+    end
+    if what == SUBMIT then
+      local slot, serr = multi:submit(a1, a2, a3, a4, a5)
+      if not slot then return step(co, index, nil, serr) end
+      by_slot[slot] = { co, index }
+    elseif what == SLEEP then
+      sleepers[#sleepers + 1] = { co, index, now() + (a1 or 0) }
+    else
+      -- Someone yielded from inside an operation for their own reasons: not supported.
+      members[co] = nil
+      return finish(index, true, nil, errors.new("validation",
+        "operations must not yield their own coroutines", { field = "ops[" .. index .. "]" }))
+    end
+  end
+
+  while true do
+    while not stopping and active < concurrency and next_op <= n do
+      local index = next_op
+      next_op = next_op + 1
+      local co = co_create(fns[index])
+      members[co] = true
+      active = active + 1
+      step(co, index)
+    end
+    if active == 0 then break end
+
+    local t = now()
+    local earliest
+    for i = 1, #sleepers do
+      local w = sleepers[i][3]
+      if not earliest or w < earliest then earliest = w end
+    end
+    if multi:busy() > 0 then
+      local wait = earliest and math.max(0, earliest - t) or 1.0
+      local done = multi:wait(math.min(wait, 1.0))
+      for i = 1, #done do
+        local d = done[i]
+        local owner = by_slot[d.slot]
+        by_slot[d.slot] = nil
+        if d.err then
+          step(owner[1], owner[2], nil, d.err)
+        else
+          step(owner[1], owner[2], d.status, d.headers, d.body)
+        end
+      end
+    elseif earliest and earliest > t then
+      sleep(earliest - t)
+    end
+
+    if #sleepers > 0 then
+      t = now()
+      local still = {}
+      local due = {}
+      for i = 1, #sleepers do
+        local s = sleepers[i]
+        if s[3] <= t then due[#due + 1] = s else still[#still + 1] = s end
+      end
+      sleepers = still
+      for i = 1, #due do step(due[i][1], due[i][2]) end
+    end
+  end
+  multi:close()
+
+  for i = 1, n do
+    if results[i] == nil then
+      results[i] = { err = errors.new("transport", "not run: the batch stopped after an earlier failure",
+        { code = "cancelled" }) }
+      results.failed = results.failed + 1
+    end
+  end
+  return results
+end
+
+return M

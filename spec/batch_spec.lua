@@ -1,0 +1,116 @@
+-- client:batch: many operations at once through libcurl's multi interface, results in order.
+local crm = require "crm"
+local core = require "crm.core"
+local H = require "helper"
+
+describe("batch", function()
+  local c, guids
+  before_each(function()
+    H.reset()
+    c = H.toast()
+    guids = {}
+    for i = 1, 40 do guids[i] = assert(c:create_customer(H.customer())).guid end
+  end)
+
+  it("runs operations concurrently and returns results in input order", function()
+    local ops = {}
+    for i = 1, #guids do ops[i] = { "get_customer", guids[i] } end
+    local results = assert(c:batch(ops, { concurrency = 16 }))
+    assert.equal(40, results.succeeded)
+    assert.equal(0, results.failed)
+    for i = 1, #guids do assert.equal(guids[i], results[i].value.guid) end
+  end)
+
+  it("keeps one error per failed operation, in place, without cancelling the rest", function()
+    local ops = {}
+    for i = 1, 10 do
+      ops[i] = i % 3 == 0 and { "get_customer", crm.guid() } or { "get_customer", guids[i] }
+    end
+    local results = assert(c:batch(ops, { concurrency = 4 }))
+    assert.equal(3, results.failed)
+    assert.equal(7, results.succeeded)
+    for i = 1, 10 do
+      if i % 3 == 0 then
+        assert.equal(404, results[i].err.status)
+      else
+        assert.equal(guids[i], results[i].value.guid)
+      end
+    end
+  end)
+
+  it("accepts functions, so any flow (find_or_create) runs in a batch", function()
+    local people = {}
+    for i = 1, 6 do people[i] = H.customer { lastName = "Batch" } end
+    people[7] = people[1] -- a repeat: found, not created twice
+    local ops = {}
+    for i = 1, #people do
+      ops[i] = function(client) return client:find_or_create(people[i]) end
+    end
+    local results = assert(c:batch(ops, { concurrency = 1 }))
+    assert.equal(7, results.succeeded)
+    assert.equal("created", results[1].extra)
+    assert.equal("found", results[7].extra)
+    assert.equal(results[1].value.guid, results[7].value.guid)
+    assert.equal(6, #assert(c:search_customers({ lastName = "Batch" })))
+  end)
+
+  it("logs in once for the whole batch", function()
+    local fresh = H.toast()
+    local ops = {}
+    for i = 1, 16 do ops[i] = { "get_customer", guids[i] } end
+    assert.equal(16, assert(fresh:batch(ops, { concurrency = 16 })).succeeded)
+    assert.equal(2, H.stats().logins) -- one for `c` in before_each, one for `fresh`
+  end)
+
+  it("retries per operation", function()
+    H.fault { path = "/crm/v1/customers/" .. guids[2], status = 503, count = 2 }
+    local results = assert(c:batch({ { "get_customer", guids[1] }, { "get_customer", guids[2] } }))
+    assert.equal(2, results.succeeded)
+  end)
+
+  it("stops starting new operations after a failure when asked", function()
+    local ops = { { "get_customer", guids[1] }, { "get_customer", "missing" },
+                  { "get_customer", guids[3] }, { "get_customer", guids[4] } }
+    local results = assert(c:batch(ops, { concurrency = 1, stop_on_error = true }))
+    assert.equal(guids[1], results[1].value.guid)
+    assert.equal(404, results[2].err.status)
+    assert.equal("cancelled", results[3].err.code)
+    assert.equal("cancelled", results[4].err.code)
+    assert.equal(1, results.succeeded)
+  end)
+
+  it("overlaps slow requests", function()
+    H.fault { path = "/crm/v1/customers/", delay = 0.3, count = 8 }
+    local ops = {}
+    for i = 1, 8 do ops[i] = { "get_customer", guids[i] } end
+    local t0 = core.now()
+    assert.equal(8, assert(c:batch(ops, { concurrency = 8 })).succeeded)
+    -- Eight 0.3 s requests one after another take 2.4 s; overlapped they take about 0.3 s.
+    assert.is_true(core.now() - t0 < 1.2)
+  end)
+
+  it("refuses bad arguments before sending", function()
+    local before = H.total()
+    local _, e1 = c:batch({ { "no_such_method" } })
+    assert.equal("ops[1]", e1.field)
+    local _, e2 = c:batch({}, { concurrency = 0 })
+    assert.equal("concurrency", e2.field)
+    local _, e3 = c:batch("x")
+    assert.equal("ops", e3.field)
+    assert.equal(before, H.total())
+  end)
+
+  it("turns a raised error inside an operation into an error value", function()
+    local results = assert(c:batch({ function() error("boom") end, { "get_customer", guids[1] } }))
+    assert.equal("validation", results[1].err.kind)
+    assert.matches("boom", results[1].err.message)
+    assert.equal(guids[1], results[2].value.guid)
+  end)
+
+  it("applies validation inside operations without sending", function()
+    local before = H.total()
+    local results = assert(c:batch({ { "get_customer", "../x" } }))
+    assert.equal("customerId", results[1].err.field)
+    assert.equal(before, H.total())
+  end)
+end)
