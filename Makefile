@@ -91,3 +91,9 @@ build/fuzz/fuzz_wire: src/fuzz/fuzz_wire.c src/wire.c src/wire.h
 fuzz: build/fuzz/fuzz_wire
 	build/fuzz/fuzz_wire -max_total_time=$(FUZZ_TIME) -print_final_stats=1 build/fuzz/corpus src/fuzz/corpus 2>&1 \
 	  | grep -E "stat::number_of_executed_units|Done|ERROR|SUMMARY" ; test $${PIPESTATUS[0]} -eq 0
+
+# ---- performance: baselines and crm in one run; writes bench/results.md ----
+.PHONY: bench
+bench: deps
+	@$(MAKE) -s --no-print-directory all
+	@bash bench/run.sh

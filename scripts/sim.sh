@@ -2,18 +2,16 @@
 # Starts, stops or reports on the crm test simulator (nginx + lua-nginx-module).
 #
 #   scripts/sim.sh start  [PORT]   (re)start on 127.0.0.1:PORT
-#   scripts/sim.sh stop            stop it (not running is fine)
-#   scripts/sim.sh status          print state; exit 0 when running, 1 when not
+#   scripts/sim.sh stop   [PORT]   stop it (not running is fine)
+#   scripts/sim.sh status [PORT]   print state; exit 0 when running, 1 when not
 #
 # PORT defaults to $CRM_SIM_PORT, then 18080. Everything the running simulator
-# writes (config, pid, logs, temp files) lives in spec/sim/run/.
+# writes (config, pid, logs, temp files) lives in spec/sim/run/PORT/, so simulators on
+# different ports (parallel test runs) never share a pid file.
 set -eu
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 sim="$here/spec/sim"
-run="$sim/run"
-pidfile="$run/nginx.pid"
-portfile="$run/port"
 nginx_bin=${NGINX:-/usr/sbin/nginx}
 
 die() { echo "sim: $*" >&2; exit 1; }
@@ -78,7 +76,7 @@ do_start() {
   : >"$run/access.log"
   local user_sed='s|^#user root;|#user root;|'
   [ "$(id -u)" = 0 ] && user_sed='s|^#user root;|user root;|'
-  sed -e "s|@PORT@|$port|g" -e "s|@ROOT@|$sim|g" -e "$user_sed" "$sim/nginx.conf.in" >"$run/nginx.conf"
+  sed -e "s|@PORT@|$port|g" -e "s|@RUN@|$run|g" -e "s|@ROOT@|$sim|g" -e "$user_sed" "$sim/nginx.conf.in" >"$run/nginx.conf"
   echo "$port" >"$portfile"
 
   if ! "$nginx_bin" -p "$run/" -c "$run/nginx.conf" 2>"$run/start.err"; then
@@ -113,6 +111,12 @@ do_status() {
 
 cmd=${1:-}
 port=${2:-${CRM_SIM_PORT:-18080}}
+case "$port" in
+  '' | *[!0-9]*) die "bad port '$port'" ;;
+esac
+run="$sim/run/$port"
+pidfile="$run/nginx.pid"
+portfile="$run/port"
 case "$cmd" in
   start) do_start "$port" ;;
   stop) do_stop; echo "sim: stopped" ;;

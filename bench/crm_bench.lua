@@ -1,0 +1,83 @@
+-- make bench: one crm measurement per process, printed as "key value" lines.
+--   crm_bench.lua seq SECONDS GUID      sequential get_customer, body decoded
+--   crm_bench.lua batch SECONDS GUID    get_customer through client:batch at concurrency 16
+--   crm_bench.lua create SECONDS        Toast create_customer
+--   crm_bench.lua export N              TableCheck scroll export of N customers, to /dev/null
+--   crm_bench.lua require               time to require "crm"
+local mode = arg[1]
+if mode == "require" then
+  local t0 = os.clock()
+  require "crm"
+  print(("require_ms %.3f"):format((os.clock() - t0) * 1000))
+  return
+end
+
+local crm = require "crm"
+local core = require "crm.core"
+local base = "http://127.0.0.1:" .. (os.getenv("CRM_SIM_PORT") or "18080")
+
+local function toast()
+  return assert(crm.toast { base_url = base, restaurant_guid = "6f1d2d0e-8f65-4d7b-9b59-0f1f0c8e0a11",
+                            client_id = "sim-client", client_secret = "sim-secret" })
+end
+
+local function peak_rss_kb()
+  local f = io.open("/proc/self/status")
+  if not f then return 0 end
+  local s = f:read("a")
+  f:close()
+  return tonumber(s:match("VmHWM:%s*(%d+)")) or 0
+end
+
+local seconds = tonumber(arg[2])
+if mode == "seq" then
+  local c, guid = toast(), arg[3]
+  assert(c:get_customer(guid))
+  local n, t0 = 0, core.now()
+  while core.now() - t0 < seconds do
+    assert(c:get_customer(guid))
+    n = n + 1
+  end
+  print(("seq_rps %.1f"):format(n / (core.now() - t0)))
+elseif mode == "batch" then
+  local c, guid = toast(), arg[3]
+  local ops = {}
+  for i = 1, 2000 do ops[i] = { "get_customer", guid } end
+  assert(c:get_customer(guid))
+  local n, t0 = 0, core.now()
+  while core.now() - t0 < seconds do
+    local r = assert(c:batch(ops, { concurrency = 16 }))
+    assert(r.failed == 0, "batch failures")
+    n = n + #ops
+  end
+  print(("batch_rps %.1f"):format(n / (core.now() - t0)))
+elseif mode == "create" then
+  local c = toast()
+  local n, t0 = 0, core.now()
+  while core.now() - t0 < seconds do
+    n = n + 1
+    assert(c:create_customer { firstName = "B", lastName = "Bench", email = "b" .. n .. "@example.org" })
+  end
+  print(("create_rps %.1f"):format(n / (core.now() - t0)))
+elseif mode == "export" then
+  local want = assert(tonumber(arg[2]))
+  local tc = assert(crm.tablecheck { base_url = base .. "/api/crm/v1",
+                                     api_key = "sim-tablecheck-key" })
+  local cjson = require "cjson"
+  local out = assert(io.open("/dev/null", "w"))
+  local n, bytes, t0 = 0, 0, core.now()
+  for c, err in tc:customers_search {} do
+    if c == false then error(tostring(err)) end
+    local line = cjson.encode(c)
+    bytes = bytes + #line + 1
+    out:write(line, "\n")
+    n = n + 1
+  end
+  out:close()
+  local took = core.now() - t0
+  assert(n == want, ("exported %d of %d"):format(n, want))
+  print(("export_n %d"):format(n))
+  print(("export_cps %.1f"):format(n / took))
+  print(("export_mbps %.2f"):format(bytes / took / 1e6))
+  print(("export_rss_kb %d"):format(peak_rss_kb()))
+end
