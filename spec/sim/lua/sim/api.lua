@@ -7,14 +7,8 @@ local faults = require("sim.faults")
 
 local M = {}
 
--- Loads an API module if its file exists (TableCheck may not be written yet).
-local function optional(name)
-  if package.searchpath(name, package.path) then return require(name) end
-  return nil
-end
-
 local toast = require("sim.toast")
-local tablecheck = optional("sim.tablecheck")
+local tablecheck = common.optional_require("sim.tablecheck")
 
 -- prefix -> module with handle(method, path)
 local PREFIXES = {

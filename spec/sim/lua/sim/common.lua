@@ -23,6 +23,12 @@ end
 function M.state() return dict("sim") end
 function M.stats_dict() return dict("sim_stats") end
 
+-- Loads a module if its file exists (an API module may not be written yet).
+function M.optional_require(name)
+  if package.searchpath(name, package.path) then return require(name) end
+  return nil
+end
+
 ---------------------------------------------------------------------------
 -- JSON
 ---------------------------------------------------------------------------

@@ -9,6 +9,9 @@
 --   DELETE /__sim/faults  drop all pending faults                    -> {"ok":true}
 --   GET    /__sim/stats   {"total":n,"requests":{"METHOD /path":n},"logins":n,"connections":n}
 --
+-- API modules add their own routes through `control_routes` (sim.tablecheck:
+-- /__sim/tablecheck/seed, /__sim/tablecheck/fixtures).
+--
 -- Errors: 400/404/405 with {"error":"message"}.
 
 local common = require("sim.common")
@@ -70,6 +73,11 @@ local routes = {
     GET = function() return common.send_json(200, common.stats()) end,
   },
 }
+
+for _, name in ipairs({ "sim.tablecheck" }) do
+  local mod = common.optional_require(name)
+  for path, methods in pairs(mod and mod.control_routes or {}) do routes[path] = methods end
+end
 
 function M.handle()
   local path = ngx.var.uri:gsub("/+$", "")

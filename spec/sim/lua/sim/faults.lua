@@ -134,7 +134,8 @@ end
 -- Default error body for a faulted request, by API.
 local function default_body(status, path)
   if path:sub(1, 5) == "/api/" then
-    return common.encode({ errors = common.array({ { status = status, message = "simulated fault" } }) })
+    -- TableCheck's error shape: {errors:[{code, message}]}
+    return common.encode({ errors = common.array({ { code = "simulated_fault", message = "simulated fault" } }) })
   end
   return common.encode(common.toast_error_body(status, "simulated fault"))
 end
