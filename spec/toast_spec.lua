@@ -457,6 +457,36 @@ describe("Toast client", function()
       assert.equal(cust.guid, assert(c:get_customer(cust.guid)).guid)
     end)
 
+    it("creates once when the answer to a processed create is lost", function()
+      local c = H.toast()
+      -- The server stores the customer, then the connection drops before the answer.
+      H.fault { method = "POST", path = "/crm/v1/customers", drop = true, after = true, count = 1 }
+      local cust = assert(c:create_customer(H.customer { lastName = "LostAnswer" }))
+      local found = assert(c:search_customers { lastName = "LostAnswer" })
+      assert.equal(1, #found)
+      assert.equal(cust.guid, found[1].guid)
+      assert.equal(2, H.count("POST /crm/v1/customers"))
+    end)
+
+    it("adds credit once when the connection drops mid-body after the server added it", function()
+      local c = H.toast()
+      local cust = assert(c:create_customer(H.customer()))
+      H.fault { method = "POST", path = "/crm/v1/customers/" .. cust.guid .. "/creditTransactions",
+                partial = true, after = true, count = 1 }
+      assert(c:add_credit(cust.guid, { amount = 12, localCreatedDate = now_toast() }))
+      assert.equal(12, assert(c:credit_summary(cust.guid)).amount)
+      assert.equal(1, #assert(c:customer_credit_transactions(cust.guid)))
+    end)
+
+    it("reports a body cut off mid-way as a transport error", function()
+      H.fault { path = "/crm/v1/customers/", status = 200, body = '{"guid":"abc","firstName":"x"}',
+                partial = true, count = 10 }
+      local res, err = H.toast():get_customer("abc")
+      assert.is_nil(res)
+      assert.equal("transport", err.kind)
+      assert.equal("CURLE_PARTIAL_FILE", err.code)
+    end)
+
     it("reports a body that is not JSON as a decode error", function()
       H.fault { path = "/crm/v1/customers/", status = 200, body = "{\"guid\": tru", count = 1 }
       local res, err = H.toast():get_customer(crm.guid())

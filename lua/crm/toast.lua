@@ -118,14 +118,20 @@ local function current_token(self)
   return token, err
 end
 
+-- Header arrays are rebuilt only when the token changes: they are the same for every call.
 local function headers_for(self, token, has_body)
-  local h = {
-    "Authorization: Bearer " .. token,
-    "Toast-Restaurant-External-ID: " .. self.restaurant_guid,
-    "Accept: application/json",
-  }
-  if has_body then h[#h + 1] = "Content-Type: application/json" end
-  return h
+  local cache = self._headers
+  if not cache or cache.token ~= token then
+    local base = {
+      "Authorization: Bearer " .. token,
+      "Toast-Restaurant-External-ID: " .. self.restaurant_guid,
+      "Accept: application/json",
+    }
+    local with_body = { base[1], base[2], base[3], "Content-Type: application/json" }
+    cache = { token = token, [false] = base, [true] = with_body }
+    self._headers = cache
+  end
+  return cache[has_body]
 end
 
 -- One call with auth, a single re-login on 401, and the retry policy around it.

@@ -122,6 +122,9 @@ end
 -- Sends raw bytes with a status; content_type nil means no Content-Type.
 function M.send_raw(status, body, content_type, headers)
   body = body or ""
+  if ngx.ctx.after_fault and require("sim.faults").spoil(status, body, content_type, headers) then
+    return
+  end
   ngx.status = status
   if content_type then ngx.header["Content-Type"] = content_type end
   set_headers(headers)
@@ -140,6 +143,9 @@ end
 
 -- Status with no body at all (202 without body, 204).
 function M.send_empty(status, headers)
+  if ngx.ctx.after_fault and require("sim.faults").spoil(status, "", nil, headers) then
+    return
+  end
   ngx.status = status
   set_headers(headers)
   if status ~= 204 and status ~= 304 then

@@ -14,7 +14,7 @@ local M = {}
 local FIELDS = {
   method = "string", path = "string", status = "number", count = "number",
   retry_after = "any", delay = "number", drop = "boolean", body = "any",
-  content_type = "string",
+  content_type = "string", after = "boolean", partial = "boolean",
 }
 
 -- Validates and normalises one fault spec. Returns spec or nil, message.
@@ -50,8 +50,11 @@ local function normalise(f)
     -- a JSON value given as body is sent re-encoded
     spec.body = common.encode(spec.body)
   end
-  if not spec.status and not spec.drop and not spec.delay then
-    return nil, "fault needs at least one of 'status', 'delay', 'drop'"
+  if not spec.status and not spec.drop and not spec.delay and not spec.partial then
+    return nil, "fault needs at least one of 'status', 'delay', 'drop', 'partial'"
+  end
+  if spec.partial and not spec.after and not spec.status then
+    return nil, "fault 'partial' needs 'status' and 'body', or 'after'"
   end
   return spec
 end
@@ -140,25 +143,36 @@ local function default_body(status, path)
   return common.encode(common.toast_error_body(status, "simulated fault"))
 end
 
--- Applies a fault to the current request, if one matches. Returns true when
--- the request has been fully answered (or dropped) and the handler must not
--- run; false when it should proceed (no fault, or a delay-only fault).
-function M.apply(method, path)
-  local spec = take(method, path)
-  if not spec then return false end
-  if spec.delay and spec.delay > 0 then ngx.sleep(spec.delay) end
-  if spec.drop then
-    ngx.exit(444) -- close the connection without a response
-    return true
-  end
-  if not spec.status then return false end
-  ngx.req.discard_body()
+-- Sends status + body but cuts the body in half and closes the connection, so the client sees
+-- a connection dropped mid-body (Content-Length promises more than arrives).
+local function send_partial(status, body, content_type, headers)
+  ngx.status = status
+  ngx.header["Content-Type"] = content_type or "application/json"
+  for k, v in pairs(headers or {}) do ngx.header[k] = v end
+  ngx.header["Content-Length"] = #body
+  ngx.print(body:sub(1, math.floor(#body / 2)))
+  ngx.flush(true)
+  return ngx.exit(ngx.ERROR)
+end
+
+local function retry_after_headers(spec)
   local headers = {}
   if spec.retry_after ~= nil then
     local ra = spec.retry_after
     if type(ra) == "number" and ra == math.floor(ra) then ra = string.format("%d", ra) end
     headers["Retry-After"] = tostring(ra)
   end
+  return headers
+end
+
+-- The answer a fault gives instead of the handler's (before) or in place of it (after).
+local function respond(spec, path)
+  if spec.drop then
+    ngx.exit(444) -- close the connection without a response
+    return true
+  end
+  if not spec.status then return false end
+  local headers = retry_after_headers(spec)
   local status = spec.status
   if status == 204 or status == 304 then
     common.send_empty(status, headers)
@@ -166,8 +180,43 @@ function M.apply(method, path)
   end
   local body = spec.body
   if body == nil then body = default_body(status, path) end
+  if spec.partial then
+    send_partial(status, body, spec.content_type, headers)
+    return true
+  end
   common.send_raw(status, body, spec.content_type or "application/json", headers)
   return true
+end
+
+-- Applies a fault to the current request, if one matches. Returns true when
+-- the request has been fully answered (or dropped) and the handler must not
+-- run; false when it should proceed (no fault, a delay-only fault, or an
+-- `after` fault, which lets the handler do its work and then spoils the answer:
+-- the server acted, the client never hears of it).
+function M.apply(method, path)
+  local spec = take(method, path)
+  if not spec then return false end
+  if spec.delay and spec.delay > 0 then ngx.sleep(spec.delay) end
+  if spec.after then
+    ngx.ctx.after_fault = { spec = spec, path = path }
+    return false
+  end
+  if spec.drop or spec.status then ngx.req.discard_body() end
+  return respond(spec, path)
+end
+
+-- Called by common.send_raw/send_empty: when an `after` fault is pending for this request,
+-- answers with it instead (the handler's state changes stay). Returns true when it did.
+function M.spoil(status, body, content_type, headers)
+  local pending = ngx.ctx.after_fault
+  if not pending then return false end
+  ngx.ctx.after_fault = nil
+  local spec = pending.spec
+  if spec.partial and not spec.status then
+    send_partial(status, body or "", content_type, headers)
+    return true
+  end
+  return respond(spec, pending.path)
 end
 
 return M
