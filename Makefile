@@ -97,3 +97,12 @@ fuzz: build/fuzz/fuzz_wire
 bench: deps
 	@$(MAKE) -s --no-print-directory all
 	@bash bench/run.sh
+
+# ---- fault suite: CHAOS_OPS mixed operations with random faults under a fixed seed ----
+CHAOS_OPS ?= 2000
+CHAOS_SEED ?= 20261121
+.PHONY: chaos
+chaos: deps
+	@$(MAKE) -s --no-print-directory all
+	@bash scripts/sim.sh start $(SIM_PORT) >/dev/null && \
+	  { $(LUA) scripts/chaos.lua $(CHAOS_OPS) $(CHAOS_SEED); rc=$$?; bash scripts/sim.sh stop $(SIM_PORT) >/dev/null; exit $$rc; }

@@ -16,6 +16,11 @@ function crm.toast(opts)
   return require("crm.toast").new(opts)
 end
 
+-- crm.tablecheck{ api_key, base_url = "https://api.tablecheck.com/api/crm/v1", ... }
+function crm.tablecheck(opts)
+  return require("crm.tablecheck").new(opts)
+end
+
 crm.toast_time = function(epoch) return require("crm.toast").format_time(epoch) end
 
 return crm

@@ -25,6 +25,9 @@ function H.reset() return call("POST", "/__sim/reset", {}) end
 function H.config(t) return call("POST", "/__sim/config", t) end
 function H.fault(t) return call("POST", "/__sim/faults", t) end
 function H.stats() return call("GET", "/__sim/stats") end
+-- Any other control route, e.g. H.control("GET", "/__sim/toast/orders_calls").
+function H.control(method, path, body) return call(method, path, body) end
+function H.clear_faults() return call("DELETE", "/__sim/faults") end
 
 -- Requests that reached the API (control-plane calls are not counted).
 function H.total() return H.stats().total end
@@ -50,6 +53,67 @@ function H.customer(extra)
   local c = { firstName = "Ada" .. n, lastName = "Lovelace", email = "ada" .. n .. "."
     .. core.guid():sub(1, 8) .. "@example.org" }
   for k, v in pairs(extra or {}) do c[k] = v end
+  return c
+end
+
+-- ---- TableCheck ----
+
+H.tablecheck_url = H.base_url .. "/api/crm/v1"
+H.tablecheck_key = "sim-tablecheck-key"
+
+-- The simulator's fixed records (the seed's franchise and shop ids among them).
+H.tc = {
+  franchise_id = "5ed64e249551e80639a4d995",
+  shop_ids = { "5ed64e279551e80639a4da51", "5ed64e279551e80639a4da52" },
+  program_ids = { "5ed64e2a9551e80639a4db01", "5ed64e2a9551e80639a4db02" },
+  tier_ids = { "5ed64e2a9551e80639a4db11", "5ed64e2a9551e80639a4db12", "5ed64e2a9551e80639a4db13" },
+  flag_ids = { "5ed64e2b9551e80639a4dc01", "5ed64e2b9551e80639a4dc02" },
+}
+
+function H.tablecheck(extra)
+  local o = { base_url = H.tablecheck_url, api_key = H.tablecheck_key, timeout = 5,
+              retry = H.fast_retry }
+  for k, v in pairs(extra or {}) do o[k] = v end
+  return assert(crm.tablecheck(o))
+end
+
+-- Stores n customers in the simulator without API calls (not counted in stats).
+function H.tc_seed(count, prefix, fields)
+  return call("POST", "/__sim/tablecheck/seed", { customers = count, prefix = prefix, fields = fields })
+end
+
+-- A unique CustomerCreateParams body each call: its own names, E.164 phone and email.
+local tc_n = 0
+function H.tc_customer(extra)
+  tc_n = tc_n + 1
+  local tag = core.guid():sub(1, 8)
+  local c = { franchise_id = H.tc.franchise_id, parent_shop_id = H.tc.shop_ids[1],
+              first_name = "Grace" .. tc_n, last_name = "Hopper",
+              phones = { string.format("+1415%07d", tc_n) },
+              emails = { "grace" .. tc_n .. "." .. tag .. "@example.org" } }
+  for k, v in pairs(extra or {}) do c[k] = v end
+  return c
+end
+
+-- A transport that records every request (method, url, headers, body) and passes it on to a
+-- real connection: specs can see what went on the wire.
+function H.recording_transport()
+  local inner = assert(core.new { timeout = 5 })
+  local t = { log = {} }
+  function t.request(_, method, url, headers, body, timeout)
+    t.log[#t.log + 1] = { method = method, url = url, headers = headers, body = body }
+    return inner:request(method, url, headers, body, timeout)
+  end
+  function t.close() return inner:close() end
+  return t
+end
+
+-- A clock whose time moves only when told (sleep advances it too, without waiting).
+function H.manual_clock(start)
+  local c = { t = start or 1000 }
+  function c.now() return c.t end
+  function c.sleep(s) c.t = c.t + s end
+  function c.advance(s) c.t = c.t + s end
   return c
 end
 

@@ -299,7 +299,9 @@ static void push_headers(lua_State *L, const struct buf *b)
 }
 
 /* Sets up h for the request whose arguments start at stack index `a`:
- * method, url, headers (array of "Name: value"), body (string or nil), timeout (seconds or nil).
+ * method, url, headers (array of "Name: value"), body (string or nil), timeout (seconds or nil),
+ * fresh (true for a request that must not be sent twice: libcurl silently re-sends a request
+ * whose reused connection turns out dead, so such a request gets a new connection of its own).
  * `copy_body` is for multi transfers, which outlive the Lua string. Returns 0, or pushes
  * nil, err and returns 2. */
 static int prepare(lua_State *L, handle_t *h, int a, int copy_body)
@@ -311,6 +313,7 @@ static int prepare(lua_State *L, handle_t *h, int a, int copy_body)
     if (!lua_isnoneornil(L, a + 3))
         body = luaL_checklstring(L, a + 3, &blen);
     double timeout = luaL_optnumber(L, a + 4, 0);
+    int fresh = lua_toboolean(L, a + 5);
 
     if (crm_has_ctl(url, ulen) || memchr(url, ' ', ulen))
         return push_error(L, "validation", "bad_url", 0, "url contains a control character or space", 0);
@@ -359,6 +362,7 @@ static int prepare(lua_State *L, handle_t *h, int a, int copy_body)
     curl_easy_setopt(c, CURLOPT_NOBODY, 0L);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, NULL);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout > 0 ? to_ms(timeout) : h->timeout_ms);
+    curl_easy_setopt(c, CURLOPT_FRESH_CONNECT, fresh ? 1L : 0L);
     if (body) {
         curl_easy_setopt(c, CURLOPT_POST, 1L);
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
@@ -407,7 +411,8 @@ static int finish(lua_State *L, handle_t *h, CURLcode rc)
     return 3;
 }
 
-/* h:request(method, url, headers, body [, timeout_seconds]) -> status, headers, body | nil, err */
+/* h:request(method, url, headers, body [, timeout_seconds [, fresh]])
+ *   -> status, headers, body | nil, err */
 static int l_request(lua_State *L)
 {
     handle_t *h = check_open(L);
@@ -488,7 +493,7 @@ static int l_multi(lua_State *L)
     return 1;
 }
 
-/* m:submit(method, url, headers, body [, timeout]) -> slot | nil, err (no free slot: "busy") */
+/* m:submit(method, url, headers, body [, timeout [, fresh]]) -> slot | nil, err (no free slot: "busy") */
 static int l_multi_submit(lua_State *L)
 {
     multi_t *m = check_multi(L);

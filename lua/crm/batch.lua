@@ -24,12 +24,12 @@ function M.router(handle)
   return setmetatable({ handle = handle }, Router)
 end
 
-function Router:request(method, url, headers, body, timeout)
+function Router:request(method, url, headers, body, timeout, fresh)
   local co = co_running()
   if co and members[co] then
-    return co_yield(SUBMIT, method, url, headers, body, timeout)
+    return co_yield(SUBMIT, method, url, headers, body, timeout, fresh)
   end
-  return self.handle:request(method, url, headers, body, timeout)
+  return self.handle:request(method, url, headers, body, timeout, fresh)
 end
 
 function Router:close()
@@ -111,13 +111,13 @@ function M.run(client, ops, opts)
 
   -- Resumes co with the given values and files what it asks for next.
   step = function(co, index, ...)
-    local ok, what, a1, a2, a3, a4, a5 = co_resume(co, ...)
+    local ok, what, a1, a2, a3, a4, a5, a6 = co_resume(co, ...)
     if co_status(co) == "dead" then
       members[co] = nil
       return finish(index, ok, what, a1)
     end
     if what == SUBMIT then
-      local slot, serr = multi:submit(a1, a2, a3, a4, a5)
+      local slot, serr = multi:submit(a1, a2, a3, a4, a5, a6)
       if not slot then return step(co, index, nil, serr) end
       by_slot[slot] = { co, index }
     elseif what == SLEEP then
@@ -150,10 +150,15 @@ function M.run(client, ops, opts)
     if multi:busy() > 0 then
       local wait = earliest and math.max(0, earliest - t) or 1.0
       local done = multi:wait(math.min(wait, 1.0))
+      -- Every finished slot is free again already: take all owners before resuming anyone, or
+      -- an operation's next request could reuse a slot further down this list.
+      local owners = {}
       for i = 1, #done do
-        local d = done[i]
-        local owner = by_slot[d.slot]
-        by_slot[d.slot] = nil
+        owners[i] = by_slot[done[i].slot]
+        by_slot[done[i].slot] = nil
+      end
+      for i = 1, #done do
+        local d, owner = done[i], owners[i]
         if d.err then
           step(owner[1], owner[2], nil, d.err)
         else

@@ -19,7 +19,9 @@ M.null = null
 
 -- An empty table encodes as {}; callers that mean [] pass this marker instead.
 M.empty_array = setmetatable({}, { __name = "crm.empty_array" })
-local EMPTY_ARRAY_TOKEN = '"\0crm:empty-array\0"'
+-- The marker travels through cjson as a string and is swapped for [] afterwards. cjson writes
+-- its NULs as \u0000, so the swap looks for that form.
+local EMPTY_ARRAY_JSON = '"\\u0000crm:empty%-array\\u0000"'
 
 local function mark_empty_arrays(v, seen)
   if v == M.empty_array then return "\0crm:empty-array\0", true end
@@ -47,7 +49,7 @@ function M.encode(v)
   local marked, found = mark_empty_arrays(v)
   local ok, s = pcall(json.encode, marked)
   if not ok then return nil, tostring(s) end
-  if found then s = s:gsub(EMPTY_ARRAY_TOKEN:gsub("%z", "%%z"), "[]") end
+  if found then s = s:gsub(EMPTY_ARRAY_JSON, "[]") end
   return s
 end
 
@@ -153,7 +155,9 @@ function Engine:send(req)
     debug(errors.redact(("-> %s %s (%d body bytes)"):format(req.method, req.path, body and #body or 0),
       self.secrets))
   end
-  local status, headers, raw = self.transport:request(req.method, url, req.headers, body, req.timeout)
+  -- A request that must not run twice gets a connection of its own (see src/core.c, `fresh`).
+  local status, headers, raw = self.transport:request(req.method, url, req.headers, body, req.timeout,
+    req.idempotent == false)
   if debug then
     local ms = (self.clock.now() - started) * 1000
     if status then

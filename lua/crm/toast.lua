@@ -137,6 +137,7 @@ end
 -- One call with auth, a single re-login on 401, and the retry policy around it.
 function Toast:_call(req, idempotent, policy)
   if self._closed then return nil, client.closed_error() end
+  req.idempotent = idempotent
   local relogged = false
   return (policy or self.policy):run(function()
     local token, err = current_token(self)
@@ -411,5 +412,11 @@ function Toast:add_credit(id, txn)
   end
   return res.data
 end
+
+-- Guest history from orders (orders, dining options, employees, menus, backfill, sync to CRM):
+-- lua/crm/toast/orders.lua, mixed into this class; profiles in lua/crm/toast/guests.lua.
+M.orders = require "crm.toast.orders"
+M.orders.mixin(Toast)
+M.guests = M.orders.guests
 
 return M

@@ -14,7 +14,8 @@ M.MIME_TYPES = { "image/jpg", "image/jpeg", "image/png", "image/gif", "image/bmp
 
 -- File extensions that name one of those types.
 M.EXTENSIONS = {
-  jpg = "image/jpg", jpeg = "image/jpeg", png = "image/png", gif = "image/gif", bmp = "image/bmp",
+  jpg = "image/jpg", jpeg = "image/jpeg", jpe = "image/jpeg", jfif = "image/jpeg",
+  png = "image/png", gif = "image/gif", bmp = "image/bmp",
   heic = "image/heic", tif = "image/tiff", tiff = "image/tiff", webp = "image/webp",
   svg = "image/svg+xml",
 }

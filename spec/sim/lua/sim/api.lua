@@ -9,18 +9,25 @@ local M = {}
 
 local toast = require("sim.toast")
 local tablecheck = common.optional_require("sim.tablecheck")
+-- Toast orders, configuration, labor and menus (guest history from orders)
+local toast_orders = common.optional_require("sim.toast_orders")
 
 -- prefix -> module with handle(method, path)
 local PREFIXES = {
   { "/authentication/", toast },
   { "/crm/", toast },
   { "/api/", tablecheck },
+  { "/orders/", toast_orders },
+  { "/config/", toast_orders },
+  { "/labor/", toast_orders },
+  { "/menus/", toast_orders },
 }
 
 function M.handle()
   local method = ngx.req.get_method()
   local path = ngx.var.uri
   common.count_request(method, path)
+  if toast_orders then toast_orders.observe(method, path) end -- records ordersBulk arrivals
   if faults.apply(method, path) then return end
   for _, p in ipairs(PREFIXES) do
     local prefix, mod = p[1], p[2]

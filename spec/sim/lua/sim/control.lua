@@ -10,7 +10,8 @@
 --   GET    /__sim/stats   {"total":n,"requests":{"METHOD /path":n},"logins":n,"connections":n}
 --
 -- API modules add their own routes through `control_routes` (sim.tablecheck:
--- /__sim/tablecheck/seed, /__sim/tablecheck/fixtures).
+-- /__sim/tablecheck/seed, /__sim/tablecheck/fixtures; sim.toast_orders: /__sim/toast/orders_calls,
+-- /__sim/toast/orders_truth).
 --
 -- Errors: 400/404/405 with {"error":"message"}.
 
@@ -74,7 +75,7 @@ local routes = {
   },
 }
 
-for _, name in ipairs({ "sim.tablecheck" }) do
+for _, name in ipairs({ "sim.tablecheck", "sim.toast_orders" }) do
   local mod = common.optional_require(name)
   for path, methods in pairs(mod and mod.control_routes or {}) do routes[path] = methods end
 end

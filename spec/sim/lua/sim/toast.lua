@@ -127,6 +127,7 @@ local function authorized()
   local expires = common.state():get(k_token(tok))
   return type(expires) == "number" and expires > common.now()
 end
+M.authorized = authorized -- shared with sim.toast_orders (same auth)
 
 ---------------------------------------------------------------------------
 -- Customers

@@ -1,0 +1,97 @@
+-- What the process offers crm: the C core (crm.core) when it loads, and nginx's API when crm
+-- runs inside OpenResty / lua-nginx-module. Outside nginx the C core is required, as always.
+-- Inside nginx it is optional: only the curl transport needs it, so GUIDs, percent-encoding and
+-- the clock have stand-ins here.
+local M = {}
+
+-- Must equal CRM_VERSION in src/core.c (a spec checks): the User-Agent of the ngx transport.
+M.VERSION = "0.1.0"
+
+local ngx = rawget(_G, "ngx")
+M.ngx = ngx -- nil outside nginx
+
+local loaded, core = pcall(require, "crm.core")
+if not loaded then
+  if not ngx then error(core, 0) end
+  M.core_error = tostring(core)
+  core = nil
+end
+M.core = core -- nil inside nginx when lua_package_cpath does not reach crm/core.so
+M.version = core and core.version or M.VERSION
+
+local byte, char, format, concat = string.byte, string.char, string.format, table.concat
+local random = math.random
+
+-- Phases in which nginx allows cosockets and ngx.sleep (light threads too). Elsewhere (init,
+-- init_worker, set, header_filter, body_filter, log, balancer, exit_worker) they raise.
+local YIELDABLE = {
+  rewrite = true, server_rewrite = true, access = true, content = true, timer = true,
+  ssl_cert = true, ssl_session_fetch = true, ssl_client_hello = true,
+}
+M.YIELDABLE_PHASES = YIELDABLE
+
+-- yieldable() -> true | false, phase: whether nginx lets this code use cosockets and ngx.sleep.
+function M.yieldable()
+  if not ngx then return false, nil end
+  local phase = ngx.get_phase()
+  return YIELDABLE[phase] == true, phase
+end
+
+-- ---- stand-ins for the C functions ----
+
+-- RFC 3986 unreserved characters stay, everything else becomes %XX (upper-case), like the C.
+local function escape_byte(c) return format("%%%02X", byte(c)) end
+function M.lua_escape(s)
+  return (tostring(s):gsub("[^A-Za-z0-9%-%._~]", escape_byte))
+end
+
+-- A lowercase version-4 UUID from /dev/urandom. The file is opened for every call: a handle
+-- buffered in nginx's master process would hand every forked worker the same bytes.
+function M.lua_guid()
+  local raw
+  local f = io.open("/dev/urandom", "rb")
+  if f then
+    raw = f:read(16)
+    f:close()
+  end
+  if type(raw) ~= "string" or #raw ~= 16 then
+    local t = {}
+    for i = 1, 16 do t[i] = char(random(0, 255)) end
+    raw = concat(t)
+  end
+  local b = { byte(raw, 1, 16) }
+  b[7] = b[7] % 16 + 0x40 -- version 4
+  b[9] = b[9] % 64 + 0x80 -- variant 10xx
+  local hex = format(("%02x"):rep(16), b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9],
+    b[10], b[11], b[12], b[13], b[14], b[15], b[16])
+  return hex:sub(1, 8) .. "-" .. hex:sub(9, 12) .. "-" .. hex:sub(13, 16) .. "-"
+    .. hex:sub(17, 20) .. "-" .. hex:sub(21, 32)
+end
+
+-- nginx's clock: ngx.now() is cached per event-loop turn, so refresh it first.
+local function ngx_now()
+  ngx.update_time()
+  return ngx.now()
+end
+
+M.escape = core and core.escape or M.lua_escape
+M.guid = core and core.guid or M.lua_guid
+M.ngx_now = ngx and ngx_now or nil
+
+-- now(): the process clock (monotonic from the C core; nginx's otherwise).
+M.now = core and core.now or ngx_now
+
+-- block(seconds): a sleep that holds the thread. Only for plain Lua, a curl batch's idle wait,
+-- and nginx phases where ngx.sleep is refused.
+if core then
+  M.block = core.sleep
+else
+  M.block = function(s)
+    -- Only reached in nginx phases without ngx.sleep and without the C core (init, log, ...),
+    -- where nothing else can run anyway.
+    local till = ngx_now() + s
+    while ngx_now() < till do end -- luacheck: ignore 563
+  end
+end
+
+return M

@@ -1,0 +1,483 @@
+-- TableCheck CRM v1: every operation of the OpenAPI contract (customers, shops, franchises,
+-- reservations, reservation flags, memberships, membership programs), paging iterators, the
+-- customer_search scroll iterator, and the flows built on them (contacts, merge, images).
+local client = require "crm.client"
+local errors = require "crm.error"
+local http = require "crm.http"
+local pager = require "crm.pager"
+local validate = require "crm.validate"
+local contacts = require "crm.tablecheck.contacts"
+local images = require "crm.tablecheck.images"
+local merge = require "crm.tablecheck.merge"
+local schema = require "crm.tablecheck.schema"
+
+local M = {}
+local TableCheck = {}
+local MT = client.class(TableCheck)
+
+local type, pairs, ipairs, next, concat = type, pairs, ipairs, next, table.concat
+local escape = http.escape
+
+M.DEFAULT_BASE_URL = "https://api.tablecheck.com/api/crm/v1"
+M.MAX_PER_PAGE = schema.MAX_PER_PAGE               -- per_page limit of every list endpoint
+M.CUSTOMERS_MAX_PAGES = schema.CUSTOMERS_MAX_PAGES -- GET /customers serves pages 0..9 only
+M.SEARCH_PAGE_SIZE = 200                           -- customer_search answers 200 at a time
+M.SCROLL_TTL = 300                                 -- a scroll_id unused for 5 minutes expires
+
+M.contacts, M.images, M.merge, M.schema = contacts, images, merge, schema
+
+local KNOWN = { api_key = true, clock = true, scroll_ttl = true }
+
+-- TableCheck's error body: {errors = [{code, message}, ...]}.
+local function parse_error(body)
+  local list = body.errors
+  if type(list) ~= "table" then
+    return type(body.message) == "string" and body.message or nil
+  end
+  local messages, code, field = {}, nil, nil
+  for _, e in ipairs(list) do
+    if type(e) == "table" then
+      if type(e.message) == "string" then messages[#messages + 1] = e.message end
+      code = code or (type(e.code) == "string" and e.code or nil)
+      field = field or (type(e.field) == "string" and e.field or nil)
+    end
+  end
+  return #messages > 0 and concat(messages, "; ") or nil, nil, code, field
+end
+
+local function check_clock(c)
+  if c == nil then return nil end
+  if type(c) ~= "table" or type(c.now) ~= "function" or type(c.sleep) ~= "function" then
+    return validate.fail("clock", "must be a table with now() and sleep(seconds) functions")
+  end
+  return nil
+end
+
+--[[ crm.tablecheck{ api_key, base_url = M.DEFAULT_BASE_URL, clock, scroll_ttl = 300, ... }
+  -> client | nil, err
+  api_key    sent as the raw Authorization header (ApiKeyAuth); scrubbed from error text
+  clock      {now = fn, sleep = fn}: replaces the monotonic clock for retries, scroll expiry and
+             the waits (merge, images); for tests and schedulers
+  scroll_ttl seconds a customer_search scroll_id stays usable between pages (TableCheck: 300)
+  and the options every client takes (timeout, retry, transport, ...; see crm.client). ]]
+function M.new(opts)
+  if type(opts) ~= "table" then return nil, validate.fail("options", "must be a table") end
+  local o = {}
+  for k, v in pairs(opts) do o[k] = v end
+  if o.base_url == nil then o.base_url = M.DEFAULT_BASE_URL end
+  local self = setmetatable({}, MT)
+  local ok, err = client.init(self, o, KNOWN, parse_error)
+  if not ok then return nil, err end
+  err = validate.header_value(o.api_key, "api_key")
+    or validate.number(o.scroll_ttl, "scroll_ttl", { gt = 0, max = 86400 })
+    or check_clock(o.clock)
+  if err then
+    self:close()
+    return nil, err
+  end
+  if o.clock then
+    self.clock = o.clock
+    self.policy.clock = o.clock
+  end
+  self.scroll_ttl = o.scroll_ttl or M.SCROLL_TTL
+  self.engine.secrets[1] = o.api_key
+  self.headers = { "Authorization: " .. o.api_key, "Accept: application/json" }
+  self.body_headers = { self.headers[1], self.headers[2], "Content-Type: application/json" }
+  return self
+end
+
+-- One call under the retry policy. `idempotent` = false: retried only if it never left here.
+function TableCheck:_call(req, idempotent)
+  if self._closed then return nil, client.closed_error() end
+  req.headers = req.body ~= nil and self.body_headers or self.headers
+  req.shape = "object"
+  req.idempotent = idempotent
+  req.idempotent = idempotent
+  return self.policy:run(function() return self.engine:send(req) end, idempotent)
+end
+
+-- ---- resources: path, list key, item key, id name ----
+
+-- The contract wraps shops, franchises, reservation flags and memberships in a `reservation`
+-- key (and lists memberships under `reservations`), evidently copied from reservations; the
+-- resource's own name is read first and the contract's spelling is accepted too.
+local RESOURCES = {
+  customers = { path = "/customers", many = { "customers" }, one = { "customer" },
+                id = "customer_id", max_pages = M.CUSTOMERS_MAX_PAGES },
+  shops = { path = "/shops", many = { "shops" }, one = { "shop", "reservation" }, id = "shop_id" },
+  franchises = { path = "/franchises", many = { "franchises" }, one = { "franchise", "reservation" },
+                 id = "franchise_id" },
+  reservations = { path = "/reservations", many = { "reservations" }, one = { "reservation" },
+                   id = "reservation_id" },
+  reservation_flags = { path = "/reservation_flags", many = { "reservation_flags" },
+                        one = { "reservation_flag", "reservation" }, id = "reservation_flag_id" },
+  memberships = { path = "/memberships", many = { "memberships", "reservations" },
+                  one = { "membership", "reservation" }, id = "membership_id" },
+  membership_programs = { path = "/membership_programs", many = { "membership_programs" },
+                          one = { "membership_program" }, id = "membership_program_id" },
+}
+
+local function unwrap(res, keys, want_array)
+  local data = res.data
+  if type(data) == "table" then
+    for _, k in ipairs(keys) do
+      local v = data[k]
+      if type(v) == "table" and (not want_array or v[1] ~= nil or next(v) == nil) then return v end
+    end
+  end
+  return nil, errors.new("decode", "response has no " .. keys[1] .. (want_array and " array" or " object"),
+    { status = res.status })
+end
+
+local function prepare(name, item)
+  if name == "customers" then contacts.expose(item) end
+  return item
+end
+
+-- One page of a list endpoint: items, pagination | nil, err.
+local function fetch_page(self, name, query)
+  local r = RESOURCES[name]
+  local res, err = self:_call({ method = "GET", path = r.path, query = query }, true)
+  if not res then return nil, err end
+  local items
+  items, err = unwrap(res, r.many, true)
+  if not items then return nil, err end
+  for _, item in ipairs(items) do prepare(name, item) end
+  return items, type(res.data.pagination) == "table" and res.data.pagination or {}
+end
+
+local function list(self, name, params)
+  local query, err = schema.query(name, params)
+  if not query then return nil, err end
+  return fetch_page(self, name, query)
+end
+
+-- A pager over page/per_page (per_page 1000 unless given); stops at a short page. Where the
+-- endpoint serves a limited number of pages (GET /customers: 10) and the last one was full, it
+-- yields a list_limit error rather than stop as if it had read everything.
+local function iter(self, name, params)
+  local query, err = schema.query(name, params)
+  if not query then return pager.failed(err) end
+  local r = RESOURCES[name]
+  local per_page = query.per_page or M.MAX_PER_PAGE
+  query.per_page = per_page
+  return pager.new(function(p)
+    if r.max_pages and p.page >= r.max_pages then
+      p.truncated = true
+      return nil, errors.new("validation", "GET " .. r.path .. " serves at most " .. r.max_pages
+        .. " pages of " .. per_page .. " and the last one was full, so more may exist; use"
+        .. " customers_search to read them all", { code = "list_limit", field = "page" })
+    end
+    query.page = p.page
+    local items, ferr = fetch_page(self, name, query)
+    if not items then return nil, ferr end
+    p.page = p.page + 1
+    return items, #items < per_page
+  end, { page = query.page or 0, per_page = per_page, truncated = false })
+end
+
+-- GET one object: item, whole body | nil, err.
+local function show(self, name, id, params)
+  local r = RESOURCES[name]
+  local e = validate.id(id, r.id)
+  if e then return nil, e end
+  local query, err = schema.query(name .. "_show", params)
+  if not query then return nil, err end
+  local res
+  res, err = self:_call({ method = "GET", path = r.path .. "/" .. escape(id), query = query }, true)
+  if not res then return nil, err end
+  local item
+  item, err = unwrap(res, r.one)
+  if not item then return nil, err end
+  return prepare(name, item), res.data
+end
+
+local function show_one(self, name, id, params)
+  local item, err = show(self, name, id, params)
+  if not item then return nil, err end
+  return item
+end
+
+-- A checked body: POST (create) or PUT (update) -> the written object | nil, err.
+function TableCheck:_write(name, method, id, body, idempotent)
+  local r = RESOURCES[name]
+  local path = r.path
+  if id ~= nil then path = path .. "/" .. escape(id) end
+  local res, err = self:_call({ method = method, path = path, body = body }, idempotent)
+  if not res then return nil, err end
+  local item
+  item, err = unwrap(res, r.one)
+  if not item then return nil, err end
+  return prepare(name, item)
+end
+
+local function create(self, name, kind, body)
+  local checked, err = schema.body(kind, body)
+  if not checked then return nil, err end
+  -- POST creates a record each time it arrives: retried only when it never left this machine.
+  return self:_write(name, "POST", nil, checked, false)
+end
+
+local function update(self, name, kind, id, body)
+  local e = validate.id(id, RESOURCES[name].id)
+  if e then return nil, e end
+  local checked, err = schema.body(kind, body)
+  if not checked then return nil, err end
+  return self:_write(name, "PUT", id, checked, schema.write_is_repeatable(checked))
+end
+
+local function delete(self, name, id)
+  local r = RESOURCES[name]
+  local e = validate.id(id, r.id)
+  if e then return nil, e end
+  local res, err = self:_call({ method = "DELETE", path = r.path .. "/" .. escape(id) }, true)
+  if not res then return nil, err end
+  return true
+end
+
+-- ---- customers ----
+
+-- GET /customers {ids, shop_ids, created_at_min/max, updated_at_min/max, page (0-9), per_page
+-- (<= 1000), include_fields, exclude_fields} -> customers, pagination | nil, err
+function TableCheck:customers_list(params) return list(self, "customers", params) end
+
+-- The same as a pager; at the 10-page limit it yields a list_limit error (it.truncated = true).
+function TableCheck:customers_iter(params) return iter(self, "customers", params) end
+
+-- GET /customers/{id} {include_fields, exclude_fields} -> customer | nil, err
+function TableCheck:customers_show(id, params) return show_one(self, "customers", id, params) end
+
+-- POST /customers (CustomerCreateParams: franchise_id required) -> customer | nil, err
+function TableCheck:customers_create(body)
+  return create(self, "customers", "customer_create", body)
+end
+
+-- PUT /customers/{id} (CustomerUpdateParams) -> customer | nil, err. Retried on failure only
+-- when sending it twice changes nothing (no appended phones/emails, uploads or merges).
+function TableCheck:customers_amend(id, body)
+  if type(body) == "table" and type(body.merge_customer_ids) == "table" then
+    for i, m in ipairs(body.merge_customer_ids) do
+      if m == id then
+        return nil, validate.fail("merge_customer_ids[" .. i .. "]",
+          "is the customer itself: a customer cannot be merged into itself")
+      end
+    end
+  end
+  return update(self, "customers", "customer_update", id, body)
+end
+
+-- DELETE /customers/{id} -> true | nil, err
+function TableCheck:customers_delete(id) return delete(self, "customers", id) end
+
+local SEARCH_OPTIONS = { restart_on_expiry = true, max_restarts = true }
+
+local function scroll_expired(err)
+  if err.kind ~= "http" or not err.status or err.status < 400 or err.status >= 500 then
+    return false
+  end
+  local text = ((err.code or "") .. " " .. (err.message or "")):lower()
+  return text:find("scroll", 1, true) ~= nil
+    and (text:find("expire", 1, true) or text:find("invalid", 1, true)
+      or text:find("not found", 1, true) or text:find("unknown", 1, true)) ~= nil
+end
+
+local RESTART_HINT = "; start the search again, or pass restart_on_expiry = true to have the"
+  .. " iterator do it"
+
+--[[ POST /customer_search (CustomerSearchParams) as a pager of customers:
+    for c, err in client:customers_search({first_name = "Jim", has_email = true}) do ... end
+  The first request sends the query, every later one only {scroll_id}; it stops when a page
+  comes back empty. it.total is pagination.total_results once the first page is in.
+  A scroll_id unused for scroll_ttl seconds (5 minutes) expires: the iterator notices before
+  sending (client-side) or from the server's answer and yields a timeout error with code
+  scroll_expired (err.expired_by = "client" | "server").
+  opts.restart_on_expiry = true: start the search again instead (at most opts.max_restarts = 3
+  times in a row). The ids already yielded are remembered and skipped, so nothing repeats; that
+  set grows with the number of customers read, so leave it off for constant-memory exports. ]]
+function TableCheck:customers_search(query, opts)
+  local body, err = schema.body("customer_search", query or {})
+  if not body then return pager.failed(err) end
+  err = validate.table(opts, "options")
+  if err then return pager.failed(err) end
+  opts = opts or {}
+  err = validate.known_keys(opts, SEARCH_OPTIONS)
+    or validate.boolean(opts.restart_on_expiry, "restart_on_expiry")
+    or validate.number(opts.max_restarts, "max_restarts", { min = 0, integer = true })
+  if err then return pager.failed(err) end
+  local seen = opts.restart_on_expiry and {} or nil
+  local max_restarts = opts.max_restarts or 3
+  local clock, ttl = self.clock, self.scroll_ttl
+
+  local function expired_by_client(idle)
+    return errors.new("timeout", string.format("the customer_search scroll expired: %.0fs passed"
+      .. " between pages and a scroll_id lasts %gs", idle, ttl) .. RESTART_HINT,
+      { code = "scroll_expired", expired_by = "client" })
+  end
+
+  return pager.new(function(p)
+    while true do
+      local send, expired
+      if p.scroll_id then
+        local idle = clock.now() - p.last_at
+        if idle > ttl then
+          expired = expired_by_client(idle)
+        else
+          send = { scroll_id = p.scroll_id }
+        end
+      elseif p.started then
+        return nil, errors.new("decode", "customer_search page had results but no"
+          .. " pagination.scroll_id to continue from", { code = "no_scroll_id" })
+      else
+        send = body
+      end
+
+      if send then
+        local res, cerr = self:_call({ method = "POST", path = "/customer_search", body = send }, true)
+        if res then
+          local items, derr = unwrap(res, { "customers" }, true)
+          if not items then return nil, derr end
+          local pagination = type(res.data.pagination) == "table" and res.data.pagination or {}
+          p.started, p.last_at = true, clock.now()
+          p.fetched = p.fetched + #items
+          if p.total == nil and type(pagination.total_results) == "number" then
+            p.total = math.floor(pagination.total_results)
+          end
+          local sid = pagination.scroll_id
+          p.scroll_id = type(sid) == "string" and sid ~= "" and sid or nil
+          if #items == 0 then return items end
+          local out = items
+          if seen then
+            out = {}
+            for _, c in ipairs(items) do
+              local id = c.id
+              if id == nil or not seen[id] then
+                if id ~= nil then seen[id] = true end
+                out[#out + 1] = c
+              end
+            end
+          end
+          for _, c in ipairs(out) do contacts.expose(c) end
+          -- Without a scroll_id the search can go on only if everything has been read.
+          local last = p.scroll_id == nil and p.total ~= nil and p.fetched >= p.total
+          if #out > 0 then p.restarted = 0 end
+          if #out > 0 or last then return out, last end
+        elseif scroll_expired(cerr) then
+          cerr.kind, cerr.expired_by = "timeout", "server"
+          cerr.code = cerr.code or "scroll_expired"
+          cerr.message = "the server says the customer_search scroll expired (a scroll_id lasts 5"
+            .. " minutes between pages): " .. cerr.message .. RESTART_HINT
+          expired = cerr
+        else
+          return nil, cerr
+        end
+      end
+
+      if expired then
+        if not seen or p.restarted >= max_restarts then return nil, expired end
+        p.restarted, p.restarts = p.restarted + 1, p.restarts + 1
+        p.scroll_id, p.started, p.fetched = nil, false, 0
+      end
+    end
+  end, { started = false, fetched = 0, restarts = 0, restarted = 0, last_at = 0 })
+end
+
+-- ---- shops and franchises ----
+
+-- GET /shops {ids, slugs, franchise_ids, page, per_page, include_fields, exclude_fields}
+function TableCheck:shops_list(params) return list(self, "shops", params) end
+function TableCheck:shops_iter(params) return iter(self, "shops", params) end
+-- GET /shops/{shop_id} (id or slug)
+function TableCheck:shops_show(id) return show_one(self, "shops", id) end
+
+-- GET /franchises {ids, names, slugs, page, per_page, include_fields, exclude_fields}
+function TableCheck:franchises_list(params) return list(self, "franchises", params) end
+function TableCheck:franchises_iter(params) return iter(self, "franchises", params) end
+-- GET /franchises/{franchise_id} (id or slug)
+function TableCheck:franchises_show(id) return show_one(self, "franchises", id) end
+
+-- ---- reservations ----
+
+-- GET /reservations {ids, customer_ids, created_at_*, updated_at_*, start_at_min/max, sort,
+-- sort_order, page, per_page, include_fields, exclude_fields}
+function TableCheck:reservations_list(params) return list(self, "reservations", params) end
+function TableCheck:reservations_iter(params) return iter(self, "reservations", params) end
+
+-- GET /reservations/{id} {include_fields, exclude_fields} -> reservation, reservation_flags
+function TableCheck:reservations_show(id, params)
+  local r, data = show(self, "reservations", id, params)
+  if not r then return nil, data end
+  return r, type(data.reservation_flags) == "table" and data.reservation_flags or {}
+end
+
+-- POST /reservations (ReservationCreateParams: shop_id, pax, start_at required)
+function TableCheck:reservations_create(body)
+  return create(self, "reservations", "reservation_create", body)
+end
+
+-- PUT /reservations/{id} (ReservationUpdateParams)
+function TableCheck:reservations_update(id, body)
+  return update(self, "reservations", "reservation_update", id, body)
+end
+
+-- ---- reservation flags ----
+
+-- GET /reservation_flags {ids, shop_ids, created_at_*, updated_at_*, page, per_page}
+function TableCheck:reservation_flags_list(params) return list(self, "reservation_flags", params) end
+function TableCheck:reservation_flags_iter(params) return iter(self, "reservation_flags", params) end
+-- GET /reservation_flags/{id}
+function TableCheck:reservation_flags_show(id) return show_one(self, "reservation_flags", id) end
+
+-- ---- memberships ----
+
+-- GET /memberships {ids, customer_ids, code, membership_program_id, created_at_*, updated_at_*,
+-- page, per_page, include_fields, exclude_fields}
+function TableCheck:memberships_list(params) return list(self, "memberships", params) end
+function TableCheck:memberships_iter(params) return iter(self, "memberships", params) end
+-- GET /memberships/{id}
+function TableCheck:memberships_show(id) return show_one(self, "memberships", id) end
+
+-- POST /memberships (MembershipCreateParams: membership_program_id, code required)
+function TableCheck:memberships_create(body)
+  return create(self, "memberships", "membership_create", body)
+end
+
+-- PUT /memberships/{id} (MembershipUpdateParams)
+function TableCheck:memberships_update(id, body)
+  return update(self, "memberships", "membership_update", id, body)
+end
+
+-- DELETE /memberships/{id} -> true
+function TableCheck:memberships_delete(id) return delete(self, "memberships", id) end
+
+-- ---- membership programs ----
+
+-- GET /membership_programs {ids, membership_ids, created_at_*, updated_at_*, page, per_page,
+-- include_fields, exclude_fields}
+function TableCheck:membership_programs_list(params) return list(self, "membership_programs", params) end
+function TableCheck:membership_programs_iter(params) return iter(self, "membership_programs", params) end
+-- GET /membership_programs/{id}
+function TableCheck:membership_programs_show(id) return show_one(self, "membership_programs", id) end
+
+-- ---- flows ----
+
+-- contacts(customer, spec) -> body | nil, err: a nested phones/emails/... update for
+-- customers_amend (see crm.tablecheck.contacts.plan). Sends nothing.
+function TableCheck.contacts(_, customer, spec) return contacts.plan(customer, spec) end
+
+-- merge(primary_id, secondary_ids [, {resolve, dry_run, wait}]) -> customer, report
+function TableCheck:merge(primary_id, secondary_ids, opts)
+  return merge.merge(self, primary_id, secondary_ids, opts)
+end
+
+-- wait_for_merge(primary_id, secondary_ids [, {timeout, interval, max_interval}]) -> customer
+function TableCheck:wait_for_merge(primary_id, secondary_ids, opts)
+  return merge.wait(self, primary_id, secondary_ids, opts)
+end
+
+-- find_duplicates([query [, {by, restart_on_expiry}]]) -> groups, stats
+function TableCheck:find_duplicates(query, opts) return merge.find_duplicates(self, query, opts) end
+
+-- wait_for_images(customer_id [, {timeout, interval, max_interval}]) -> images
+function TableCheck:wait_for_images(customer_id, opts) return images.wait(self, customer_id, opts) end
+
+return M

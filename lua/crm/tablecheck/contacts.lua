@@ -1,0 +1,258 @@
+-- Phones, emails and the other nested lists of a TableCheck customer: the normal forms used to
+-- compare them, both response shapes (phones and phone_objects), and the builder of nested
+-- updates (keep, modify or _destroy objects by id, add new ones, the overwrite_* flags).
+local http = require "crm.http"
+local schema = require "crm.tablecheck.schema"
+local validate = require "crm.validate"
+
+local M = {}
+
+local type, pairs, ipairs, next, tostring = type, pairs, ipairs, next, tostring
+local fail = validate.fail
+local empty_array = http.empty_array
+
+-- ---- normal forms ----
+
+-- Lower case, no surrounding space; nil when it is not an email address.
+function M.normalize_email(s)
+  if type(s) ~= "string" then return nil end
+  s = s:gsub("^%s+", ""):gsub("%s+$", ""):lower()
+  if validate.email(s, "email") then return nil end
+  return s
+end
+
+-- E.164 with spaces, dots, dashes and parentheses taken out and a 00 prefix read as +; nil when
+-- the result is not E.164 (a national number cannot be placed without its country).
+function M.normalize_phone(s)
+  if type(s) ~= "string" then return nil end
+  local t = s:gsub("[%s%.%-%(%)]", "")
+  if t:sub(1, 2) == "00" then t = "+" .. t:sub(3) end
+  if validate.is_e164(t) then return t end
+  return nil
+end
+
+-- ---- response shape ----
+
+-- The API returns phones/emails as strings and phone_objects/email_objects as objects; when a
+-- response carries only one of the pair (include_fields, a terse server) the other is derived,
+-- so callers can rely on both. Derived objects have no id.
+local PAIRS = { { "phones", "phone_objects", "number" }, { "emails", "email_objects", "email" } }
+
+function M.expose(customer)
+  if type(customer) ~= "table" then return customer end
+  for _, p in ipairs(PAIRS) do
+    local strings, objects, key = customer[p[1]], customer[p[2]], p[3]
+    if type(objects) == "table" and strings == nil then
+      strings = {}
+      for _, o in ipairs(objects) do
+        if type(o) == "table" and o[key] ~= nil then strings[#strings + 1] = o[key] end
+      end
+      customer[p[1]] = strings
+    elseif type(strings) == "table" and objects == nil then
+      objects = {}
+      for i, v in ipairs(strings) do objects[i] = { [key] = v } end
+      customer[p[2]] = objects
+    end
+  end
+  return customer
+end
+
+-- ---- nested updates ----
+
+-- kind -> where the customer keeps the current objects, the field that holds the value (phones
+-- and emails), the check of one value and its normal form.
+local KINDS = {
+  phones = { current = "phone_objects", key = "number", normalize = M.normalize_phone },
+  emails = { current = "email_objects", key = "email", normalize = M.normalize_email },
+  addresses = { current = "addresses" },
+  socials = { current = "socials" },
+  events = { current = "events" },
+}
+M.KINDS = KINDS
+
+local SECTION_KEYS = { keep = true, modify = true, destroy = true, add = true, set = true,
+                       overwrite = true }
+
+local function id_list(v, f)
+  if v == nil then return nil end
+  if type(v) ~= "table" or v[1] == nil and next(v) ~= nil then return fail(f, "must be an array of ids") end
+  for i = 1, #v do
+    local e = validate.id(v[i], f .. "[" .. i .. "]")
+    if e then return e end
+  end
+  return nil
+end
+
+-- A new or modified value as the object sent: for phones and emails a string or an object,
+-- otherwise an object. The value itself is checked here, so errors name the spec's path.
+local function as_object(kind, v, field)
+  local spec = KINDS[kind]
+  local out = {}
+  if type(v) == "string" and spec.key then
+    out[spec.key] = v
+  elseif type(v) == "table" and v[1] == nil then
+    for k, x in pairs(v) do out[k] = x end
+  else
+    return nil, fail(field, spec.key and ("must be the " .. spec.key .. " or an object")
+      or "must be an object")
+  end
+  local value = spec.key and out[spec.key]
+  if value ~= nil then
+    local f = type(v) == "string" and field or field .. "." .. spec.key
+    local e
+    if kind == "phones" then
+      e = validate.string(value, f) or validate.e164(value, f)
+    else
+      e = validate.email(value, f)
+    end
+    if e then return nil, e end
+  end
+  return out
+end
+
+-- Plans one section; appends to `out` (the list sent) and returns overwrite flag | nil, err.
+local function plan_section(kind, customer, sec, out)
+  local spec, f = KINDS[kind], kind
+  local e = validate.table(sec, f, true) or validate.known_keys(sec, SECTION_KEYS, f .. ".")
+    or id_list(sec.keep, f .. ".keep") or id_list(sec.destroy, f .. ".destroy")
+    or validate.boolean(sec.overwrite, f .. ".overwrite")
+    or validate.table(sec.modify, f .. ".modify") or validate.table(sec.add, f .. ".add")
+  if e then return nil, e end
+  if sec.set ~= nil then
+    if not spec.key then return nil, fail(f .. ".set", "is only for phones and emails") end
+    if sec.keep or sec.modify or sec.destroy or sec.add or sec.overwrite ~= nil then
+      return nil, fail(f .. ".set", "cannot be combined with keep, modify, destroy, add or overwrite")
+    end
+  end
+
+  local current = customer[spec.current]
+  local by_id = {}
+  if type(current) == "table" then
+    for _, o in ipairs(current) do
+      if type(o) == "table" and o.id ~= nil then by_id[tostring(o.id)] = o end
+    end
+  end
+  local used = {}
+  local function existing(id, field)
+    if not by_id[id] then
+      return fail(field, "is not the id of one of this customer's " .. spec.current
+        .. " (read the customer first; include_fields may have left them out)")
+    end
+    if used[id] then return fail(field, "names an id already used by " .. used[id]) end
+    used[id] = field
+    return nil
+  end
+
+  if sec.set ~= nil then
+    -- The exact final list: unlisted objects are destroyed and missing values added, so the
+    -- objects that stay keep their ids and tags (no overwrite flag needed).
+    e = validate.table(sec.set, f .. ".set", true)
+    if e then return nil, e end
+    local wanted, order = {}, {}
+    for i, v in ipairs(sec.set) do
+      local n = spec.normalize(v)
+      if not n then
+        return nil, fail(f .. ".set[" .. i .. "]", kind == "phones" and "must be an E.164 phone number"
+          or "must be an email address")
+      end
+      if not wanted[n] then
+        wanted[n] = true
+        order[#order + 1] = n
+      end
+    end
+    local have = {}
+    for _, o in ipairs(type(current) == "table" and current or {}) do
+      local n = spec.normalize(o[spec.key])
+      if n and wanted[n] and not have[n] then
+        have[n] = true
+      elseif o.id ~= nil then
+        out[#out + 1] = { id = o.id, _destroy = true }
+      end
+    end
+    for _, n in ipairs(order) do
+      if not have[n] then out[#out + 1] = { [spec.key] = n } end
+    end
+    return false
+  end
+
+  for i, id in ipairs(sec.keep or {}) do
+    e = existing(id, f .. ".keep[" .. i .. "]")
+    if e then return nil, e end
+    -- Listed only under overwrite, where leaving an object out would delete it.
+    if sec.overwrite then
+      local o = { id = id }
+      if spec.key then o[spec.key] = by_id[id][spec.key] end
+      out[#out + 1] = o
+    end
+  end
+  local ids = {}
+  for id in pairs(sec.modify or {}) do ids[#ids + 1] = tostring(id) end
+  table.sort(ids)
+  for _, id in ipairs(ids) do
+    local field = f .. ".modify." .. id
+    e = validate.id(id, field) or existing(id, field)
+    if e then return nil, e end
+    local o
+    o, e = as_object(kind, sec.modify[id], field)
+    if not o then return nil, e end
+    if o.id ~= nil and tostring(o.id) ~= id then return nil, fail(field .. ".id", "must match the key") end
+    o.id = id
+    out[#out + 1] = o
+  end
+  for i, id in ipairs(sec.destroy or {}) do
+    e = existing(id, f .. ".destroy[" .. i .. "]")
+    if e then return nil, e end
+    out[#out + 1] = { id = id, _destroy = true }
+  end
+  for i, v in ipairs(sec.add or {}) do
+    local field = f .. ".add[" .. i .. "]"
+    if type(v) == "table" and v.id ~= nil then
+      return nil, fail(field .. ".id", "must be absent: add is for new entries")
+    end
+    local o
+    o, e = as_object(kind, v, field)
+    if not o then return nil, e end
+    out[#out + 1] = o
+  end
+  return sec.overwrite == true
+end
+
+local PLAN_KEYS = { phones = true, emails = true, addresses = true, socials = true, events = true }
+
+--[[ plan(customer, spec) -> body | nil, err: the nested-update part of a PUT /customers/{id}.
+  customer: as read (needs phone_objects, email_objects, addresses, ... for the ids it names)
+  spec.phones / spec.emails / spec.addresses / spec.socials / spec.events = {
+    keep    = {id, ...}             kept as they are (sent only with overwrite, which needs them)
+    modify  = {[id] = value, ...}   new value; for phones/emails a string or {number|email, tag}
+    destroy = {id, ...}             sent as {id = id, _destroy = true}
+    add     = {value, ...}          new entries
+    overwrite = true                sets overwrite_<kind>: whatever is not listed is removed
+    set     = {value, ...}          phones/emails only: the exact final list, compared in normal
+                                    form; unlisted objects are destroyed, missing ones added
+  }
+  The result is checked like any customers_amend body (E.164 phones, email addresses). ]]
+function M.plan(customer, spec)
+  local e = validate.table(customer, "customer", true) or validate.table(spec, "spec", true)
+    or validate.known_keys(spec, PLAN_KEYS)
+  if e then return nil, e end
+  local body = {}
+  for kind in pairs(PLAN_KEYS) do
+    if spec[kind] ~= nil then
+      local out = {}
+      local overwrite, err = plan_section(kind, customer, spec[kind], out)
+      if overwrite == nil then return nil, err end
+      if overwrite then
+        body["overwrite_" .. kind] = true
+        body[kind] = #out > 0 and out or empty_array
+      elseif #out > 0 then
+        body[kind] = out
+      end
+    end
+  end
+  if next(body) == nil then return nil, fail("spec", "changes nothing") end
+  local checked, err = schema.body("customer_update", body)
+  if not checked then return nil, err end
+  return checked
+end
+
+return M

@@ -1,0 +1,448 @@
+-- Merging TableCheck customers. The API merges records (PUT merge_customer_ids) but does not
+-- combine their fields, so merge() reads everyone involved, resolves the fields, sends one PUT
+-- and can wait for the asynchronous transfer. find_duplicates() makes groups merge() takes.
+local errors = require "crm.error"
+local http = require "crm.http"
+local retry = require "crm.retry"
+local validate = require "crm.validate"
+local contacts = require "crm.tablecheck.contacts"
+local schema = require "crm.tablecheck.schema"
+
+local M = {}
+
+local type, pairs, ipairs, next, tostring = type, pairs, ipairs, next, tostring
+local sort = table.sort
+local fail = validate.fail
+local null = http.null
+
+-- What the default policy fills, as {field on the Customer read, field of CustomerUpdateParams}:
+-- the contract names several differently (alt_first_name is written as kanji_first_name, ...).
+-- Values replace the primary's, so its own are sent back unchanged.
+M.FIELDS = {
+  { "first_name", "first_name" }, { "last_name", "last_name" },
+  { "alt_first_name", "kanji_first_name" }, { "alt_last_name", "kanji_last_name" },
+  { "company_name", "company_name" }, { "company_title", "title" },
+  { "company_division", "division" }, { "gender", "sex" }, { "locale", "locale" },
+  { "memo", "memo" }, { "parent_shop_id", "parent_shop_id" },
+  { "tags", "tags" }, { "likes", "likes" }, { "dislikes", "dislikes" },
+  { "allergies", "allerges" },
+}
+local SEX = { male = 1, female = 2 }
+-- Nested lists that are appended to, not replaced: taken from a secondary only when the primary
+-- has none, copied without ids and with only the fields the write side takes.
+M.NESTED = {
+  addresses = { "tag", "street", "street2", "city", "region", "postal_code", "country" },
+  socials = { "service", "username" },
+  events = { "tag", "date", "months", "day", "memo" },
+}
+
+local function nonempty(v)
+  if v == nil or v == null then return false end
+  if type(v) == "string" then return v:find("%S") ~= nil end
+  if type(v) == "table" then return next(v) ~= nil end
+  return true
+end
+
+local function same(a, b)
+  if type(a) ~= "table" or type(b) ~= "table" then return a == b end
+  for k, v in pairs(a) do
+    if not same(v, b[k]) then return false end
+  end
+  for k in pairs(b) do
+    if a[k] == nil then return false end
+  end
+  return true
+end
+
+local function copy_nested(list, keys)
+  local out = {}
+  for _, o in ipairs(list) do
+    if type(o) == "table" then
+      local c = {}
+      for _, k in ipairs(keys) do c[k] = o[k] end
+      out[#out + 1] = c
+    end
+  end
+  return out
+end
+
+-- Union of one contact kind across customers, primary first, in normal form.
+local function union(all, kind, normalize, report)
+  local seen, list = {}, {}
+  for _, c in ipairs(all) do
+    for _, v in ipairs(c[kind] or {}) do
+      local n = normalize(v)
+      if not n then
+        report.skipped[#report.skipped + 1] = { field = kind, customer_id = c.id, value = v,
+          rule = kind == "phones" and "not an E.164 number" or "not an email address" }
+      elseif not seen[n] then
+        seen[n] = true
+        list[#list + 1] = n
+        report[kind][#report[kind] + 1] = { value = n, from = c.id }
+      end
+    end
+  end
+  return list
+end
+
+--[[ The default policy. Returns the PUT body (without merge_customer_ids) and the report:
+  report.fields[field] = id of the customer the value came from, by the field sent ("union" for
+                        phones/emails)
+  report.conflicts    = { {field, kept = id, value, others = { {customer_id, value} }} }
+  report.phones, report.emails = { {value, from = id} } in the order sent
+  report.skipped      = values left out because they are not E.164 / not an email ]]
+function M.default_plan(primary, secondaries)
+  local all = { primary }
+  for i = 1, #secondaries do all[i + 1] = secondaries[i] end
+  local body = {}
+  local report = { fields = {}, conflicts = {}, phones = {}, emails = {}, skipped = {} }
+  for _, pair in ipairs(M.FIELDS) do
+    local name, write = pair[1], pair[2]
+    local chosen, conflict
+    for _, c in ipairs(all) do
+      local v = c[name]
+      if nonempty(v) then
+        if not chosen then
+          chosen = c
+        elseif not same(chosen[name], v) then
+          conflict = conflict or { field = write, kept = chosen.id, value = chosen[name], others = {} }
+          conflict.others[#conflict.others + 1] = { customer_id = c.id, value = v }
+        end
+      end
+    end
+    if chosen then
+      local v = chosen[name]
+      if write == "sex" then v = SEX[v] end
+      if v ~= nil then
+        body[write] = v
+        report.fields[write] = chosen.id
+      end
+    end
+    if conflict then report.conflicts[#report.conflicts + 1] = conflict end
+  end
+  for name, keys in pairs(M.NESTED) do
+    for _, c in ipairs(all) do
+      if nonempty(c[name]) then
+        report.fields[name] = c.id
+        if c ~= primary then body[name] = copy_nested(c[name], keys) end
+        break
+      end
+    end
+  end
+  for _, c in ipairs(all) do contacts.expose(c) end
+  local phones = union(all, "phones", contacts.normalize_phone, report)
+  if #phones > 0 then
+    body.phones, body.overwrite_phones = phones, true
+    report.fields.phones = "union"
+  end
+  local emails = union(all, "emails", contacts.normalize_email, report)
+  if #emails > 0 then
+    body.emails, body.overwrite_emails = emails, true
+    report.fields.emails = "union"
+  end
+  return body, report
+end
+
+-- primary_id and a non-empty array of distinct other ids.
+local function check_ids(primary_id, secondary_ids)
+  local e = validate.id(primary_id, "primary_id")
+  if e then return e end
+  if type(secondary_ids) ~= "table" then
+    return fail("secondary_ids", "must be an array of customer ids")
+  end
+  local n = #secondary_ids
+  for k in pairs(secondary_ids) do
+    if type(k) ~= "number" or k < 1 or k > n or k % 1 ~= 0 then
+      return fail("secondary_ids", "must be an array of customer ids")
+    end
+  end
+  if n == 0 then return fail("secondary_ids", "must list at least one customer to merge") end
+  local seen = {}
+  for i, id in ipairs(secondary_ids) do
+    local f = "secondary_ids[" .. i .. "]"
+    e = validate.id(id, f)
+    if e then return e end
+    -- They travel in merge_customer_ids, which takes TableCheck ids only.
+    if not schema.is_object_id(id) then return fail(f, "must be a 24-character hex customer id") end
+    if id == primary_id then
+      return fail(f, "is the primary customer: a customer cannot be merged into itself")
+    end
+    if seen[id] then return fail(f, "repeats secondary_ids[" .. seen[id] .. "]") end
+    seen[id] = i
+  end
+  return nil
+end
+
+local WAIT_OPTIONS = { timeout = true, interval = true, max_interval = true }
+
+local function check_wait(w, field)
+  local e = validate.table(w, field)
+  if e or w == nil then return e end
+  return validate.known_keys(w, WAIT_OPTIONS, field .. ".")
+    or validate.number(w.timeout, field .. ".timeout", { min = 0, max = 86400 })
+    or validate.number(w.interval, field .. ".interval", { gt = 0, max = 3600 })
+    or validate.number(w.max_interval, field .. ".max_interval", { gt = 0, max = 3600 })
+end
+
+-- Reads one customer for a merge; a 404 says which argument named it.
+local function read(client, id, field)
+  local c, err = client:customers_show(id)
+  if c then return c end
+  if err.status == 404 then
+    err.message = "the customer named by " .. field .. " does not exist; nothing was merged ("
+      .. err.message .. ")"
+    err.field, err.ids = field, { id }
+  end
+  return nil, err
+end
+
+-- Ids among `wanted` that reservations or memberships still name (the transfer is asynchronous).
+local function still_linked(client, secondary_ids)
+  local wanted = {}
+  for _, id in ipairs(secondary_ids) do wanted[id] = true end
+  local left, seen = {}, {}
+  local function note(id)
+    id = tostring(id)
+    if wanted[id] and not seen[id] then
+      seen[id] = true
+      left[#left + 1] = id
+    end
+  end
+  for r, err in client:reservations_iter { customer_ids = secondary_ids } do
+    if r == false then return nil, err end
+    for _, id in ipairs(r.customer_ids or {}) do note(id) end
+    if r.primary_customer_id then note(r.primary_customer_id) end
+  end
+  for m, err in client:memberships_iter { customer_ids = secondary_ids } do
+    if m == false then return nil, err end
+    for _, id in ipairs(m.customer_ids or {}) do note(id) end
+    for _, c in ipairs(m.customers or {}) do
+      if type(c) == "table" and c.id then note(c.id) end
+    end
+  end
+  return left
+end
+
+-- wait_for_merge(client, primary_id, secondary_ids [, {timeout = 300, interval, max_interval}])
+-- -> customer | nil, err. Done when the primary's merged_customer_ids holds every secondary and
+-- no reservation or membership still names one.
+function M.wait(client, primary_id, secondary_ids, opts)
+  local e = check_ids(primary_id, secondary_ids) or check_wait(opts, "options")
+  if e then return nil, e end
+  opts = opts or {}
+  local timeout = opts.timeout or 300
+  local customer, err, state = retry.poll(client.clock,
+    { timeout = timeout, interval = opts.interval, max_interval = opts.max_interval },
+    function()
+      local c, cerr = client:customers_show(primary_id)
+      if not c then return nil, cerr end
+      local merged = {}
+      for _, id in ipairs(c.merged_customer_ids or {}) do merged[tostring(id)] = true end
+      local missing = {}
+      for _, id in ipairs(secondary_ids) do
+        if not merged[id] then missing[#missing + 1] = id end
+      end
+      if #missing > 0 then return nil, nil, { stage = "merged_customer_ids", ids = missing } end
+      local left, lerr = still_linked(client, secondary_ids)
+      if not left then return nil, lerr end
+      if #left > 0 then return nil, nil, { stage = "associated_objects", ids = left } end
+      return c
+    end)
+  if customer then return customer end
+  if err then return nil, err end
+  local what = state.stage == "merged_customer_ids"
+    and " not yet in the primary's merged_customer_ids"
+    or " still named by reservations or memberships"
+  return nil, errors.new("timeout", "merge not finished after " .. timeout .. "s: "
+    .. #state.ids .. " secondary customer(s)" .. what, { code = "merge_pending", ids = state.ids,
+    stage = state.stage })
+end
+
+local MERGE_OPTIONS = { resolve = true, dry_run = true, wait = true }
+
+--[[ merge(client, primary_id, secondary_ids [, opts]) -> customer, report
+                                                     | request, report (dry_run) | nil, err
+  opts.resolve(primary, secondaries, body, report) -> fields [, report]: replaces the policy;
+      `body`/`report` are the default plan, which it may edit and return. Return nil, err to stop.
+  opts.dry_run = true: read and resolve, return {method, path, body} without sending the PUT.
+  opts.wait = true | {timeout, interval, max_interval}: after the PUT, wait_for_merge. ]]
+function M.merge(client, primary_id, secondary_ids, opts)
+  local e = check_ids(primary_id, secondary_ids) or validate.table(opts, "options")
+  if e then return nil, e end
+  opts = opts or {}
+  e = validate.known_keys(opts, MERGE_OPTIONS) or validate.boolean(opts.dry_run, "dry_run")
+  if e then return nil, e end
+  if opts.resolve ~= nil and type(opts.resolve) ~= "function" then
+    return nil, fail("resolve", "must be a function")
+  end
+  if opts.wait ~= nil and opts.wait ~= true and opts.wait ~= false then
+    e = check_wait(opts.wait, "wait")
+    if e then return nil, e end
+  end
+
+  local primary, err = read(client, primary_id, "primary_id")
+  if not primary then return nil, err end
+  local secondaries = {}
+  for i, id in ipairs(secondary_ids) do
+    secondaries[i], err = read(client, id, "secondary_ids[" .. i .. "]")
+    if not secondaries[i] then return nil, err end
+  end
+
+  local body, report = M.default_plan(primary, secondaries)
+  if opts.resolve then
+    local fields, custom = opts.resolve(primary, secondaries, body, report)
+    if fields == nil then
+      if errors.is(custom) then return nil, custom end
+      return nil, fail("resolve", "returned no fields; nothing was merged")
+    end
+    if type(fields) ~= "table" then return nil, fail("resolve", "must return a table of fields") end
+    if fields.merge_customer_ids ~= nil then
+      return nil, fail("merge_customer_ids", "is set by merge from secondary_ids; leave it out")
+    end
+    local edited = fields == body -- the default plan, changed in place
+    body = {}
+    for k, v in pairs(fields) do body[k] = v end
+    if type(custom) == "table" then
+      report = custom
+    elseif not edited then
+      report = { fields = {}, conflicts = {}, phones = {}, emails = {}, skipped = {} }
+    end
+    report.custom = true
+  end
+  local ids = {}
+  for i, id in ipairs(secondary_ids) do ids[i] = id end
+  body.merge_customer_ids = ids
+  local checked
+  checked, e = schema.body("customer_update", body)
+  if not checked then return nil, e end
+
+  report.primary_id, report.secondary_ids = primary_id, ids
+  report.request = { method = "PUT", path = "/customers/" .. http.escape(primary_id), body = checked }
+  if opts.dry_run then
+    report.dry_run = true
+    return report.request, report
+  end
+  -- Not repeatable: once the secondaries are destroyed a second PUT fails, so a lost answer is
+  -- reported as an unknown outcome rather than retried.
+  local merged
+  merged, err = client:_write("customers", "PUT", primary_id, checked, false)
+  if not merged then return nil, err end
+  if opts.wait then
+    local done
+    done, err = M.wait(client, primary_id, ids, opts.wait ~= true and opts.wait or nil)
+    if not done then
+      err.customer, err.report = merged, report
+      err.message = "the merge was accepted, but " .. err.message
+      return nil, err
+    end
+    merged = done
+  end
+  return merged, report
+end
+
+-- ---- duplicates ----
+
+local DUP_OPTIONS = { by = true, restart_on_expiry = true }
+
+--[=[ find_duplicates(client [, query [, {by = {"email", "phone"}, restart_on_expiry}]])
+  -> groups, {scanned, total} | nil, err
+  Reads every customer the search matches (customers_search) and groups the ones that share a
+  normalised email or E.164 phone, transitively. Each group:
+    { primary = id, secondaries = {id, ...}, ids = {...}, reasons = { {by, value, ids} } }
+  Ids are ordered oldest first by created_at (ties: the order the search returned them), so
+  primary is the oldest and merge(g.primary, g.secondaries) keeps it. ]=]
+function M.find_duplicates(client, query, opts)
+  local e = validate.table(opts, "options")
+  if e then return nil, e end
+  opts = opts or {}
+  e = validate.known_keys(opts, DUP_OPTIONS) or validate.table(opts.by, "by")
+  if e then return nil, e end
+  local by = { email = true, phone = true }
+  if opts.by then
+    by = {}
+    for i, b in ipairs(opts.by) do
+      e = validate.enum(b, "by[" .. i .. "]", { "email", "phone" })
+      if e then return nil, e end
+      by[b] = true
+    end
+    if next(by) == nil then return nil, fail("by", "must name email, phone or both") end
+  end
+
+  local parent, created, order, owner, members = {}, {}, {}, {}, {}
+  local function find(x)
+    while parent[x] ~= x do
+      parent[x] = parent[parent[x]]
+      x = parent[x]
+    end
+    return x
+  end
+  local function link(key, id)
+    local first = owner[key]
+    if not first then
+      owner[key], members[key] = id, { id }
+    elseif first ~= id then
+      local list = members[key]
+      if list[#list] ~= id then list[#list + 1] = id end
+      local a, b = find(first), find(id)
+      if a ~= b then parent[b] = a end
+    end
+  end
+
+  local it = client:customers_search(query or {}, { restart_on_expiry = opts.restart_on_expiry })
+  for c, err in it do
+    if c == false then return nil, err end
+    local id = c.id and tostring(c.id)
+    if id and not parent[id] then
+      parent[id] = id
+      order[id] = it.count
+      created[id] = type(c.created_at) == "string" and c.created_at or ""
+      if by.email then
+        for _, v in ipairs(c.emails or {}) do
+          local n = contacts.normalize_email(v)
+          if n then link("email\0" .. n, id) end
+        end
+      end
+      if by.phone then
+        for _, v in ipairs(c.phones or {}) do
+          local n = contacts.normalize_phone(v)
+          if n then link("phone\0" .. n, id) end
+        end
+      end
+    end
+  end
+
+  local by_root = {}
+  for id in pairs(parent) do
+    local r = find(id)
+    if r ~= id or by_root[r] then
+      by_root[r] = by_root[r] or { ids = { r }, reasons = {} }
+      if r ~= id then by_root[r].ids[#by_root[r].ids + 1] = id end
+    end
+  end
+  for key, list in pairs(members) do
+    if #list > 1 then
+      local kind, value = key:match("^(%a+)%z(.*)$")
+      local g = by_root[find(list[1])]
+      g.reasons[#g.reasons + 1] = { by = kind, value = value, ids = list }
+    end
+  end
+  local groups = {}
+  for _, g in pairs(by_root) do
+    sort(g.ids, function(a, b)
+      if created[a] ~= created[b] then return created[a] < created[b] end
+      return order[a] < order[b]
+    end)
+    g.primary = g.ids[1]
+    g.secondaries = {}
+    for i = 2, #g.ids do g.secondaries[i - 1] = g.ids[i] end
+    sort(g.reasons, function(a, b)
+      if a.by ~= b.by then return a.by < b.by end
+      return a.value < b.value
+    end)
+    groups[#groups + 1] = g
+  end
+  sort(groups, function(a, b) return a.primary < b.primary end)
+  return groups, { scanned = it.count, total = it.total }
+end
+
+return M

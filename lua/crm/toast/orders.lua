@@ -1,0 +1,438 @@
+-- Toast guest history from orders: the orders, configuration, labor and menus endpoints the CRM &
+-- guest-engagement guide names, the twelve-week backfill with its one-month windows and 5-second
+-- spacing, and the sync of guest profiles to Toast CRM customers. The functions are mixed into the
+-- Toast client class (crm.toast), so they share its transport, OAuth, restaurant header, retry
+-- policy and error model.
+local errors = require "crm.error"
+local guests = require "crm.toast.guests"
+local pager = require "crm.pager"
+local validate = require "crm.validate"
+
+local M = {}
+local Orders = {}
+
+local type, pairs, ipairs, tostring, pcall = type, pairs, ipairs, tostring, pcall
+local floor, min = math.floor, math.min
+local fail = validate.fail
+
+local ORDERS_BULK = "/orders/v2/ordersBulk"
+local DINING_OPTIONS = "/config/v2/diningOptions"
+local EMPLOYEES = "/labor/v1/employees"
+local MENUS = "/menus/v2/menus"
+
+M.MAX_PAGE_SIZE = 100       -- ordersBulk pageSize limit
+M.MAX_WINDOW_DAYS = 31      -- "must not exceed intervals greater than one month"
+M.DEFAULT_WINDOW_DAYS = 28  -- never longer than any calendar month; 12 weeks = 3 windows
+M.MIN_SPACING = 5           -- "calls spaced at least 5-10 seconds apart"
+M.DEFAULT_WEEKS = 12        -- Toast support's recommendation for a first connection
+M.CHECKPOINT_VERSION = 1
+M.guests = guests
+
+---------------------------------------------------------------------------
+-- Input checks
+---------------------------------------------------------------------------
+
+local function check_spacing(spacing, allow_fast)
+  local e = validate.number(spacing, "spacing", { min = 0, max = 3600 })
+    or validate.boolean(allow_fast, "allow_fast")
+  if e then return e end
+  if spacing ~= nil and spacing < M.MIN_SPACING and allow_fast ~= true then
+    return fail("spacing", "must be at least " .. M.MIN_SPACING .. " seconds (Toast asks for 5-10 s"
+      .. " between ordersBulk calls); pass allow_fast = true to go faster, e.g. against a simulator")
+  end
+  return nil
+end
+
+-- A time given as epoch seconds or an ISO-8601 string -> epoch | nil, err
+local function epoch_of(v, field)
+  if type(v) == "number" then
+    local e = validate.number(v, field, { min = 0 })
+    if e then return nil, e end
+    return v
+  end
+  local t = type(v) == "string" and validate.is_iso8601(v) and guests.parse_time(v)
+  if not t then
+    return nil, fail(field, "must be epoch seconds or an ISO-8601 date-time (e.g. 2024-03-05T00:00:00.000+0000)")
+  end
+  return t
+end
+
+local function check_bulk(opts)
+  local e = validate.table(opts, "options", true)
+  if e then return nil, e end
+  e = validate.known_keys(opts, { startDate = true, endDate = true, businessDate = true, page = true,
+                                  pageSize = true, spacing = true, allow_fast = true })
+    or validate.number(opts.page, "page", { min = 1, integer = true })
+    or validate.number(opts.pageSize, "pageSize", { min = 1, max = M.MAX_PAGE_SIZE, integer = true })
+    or check_spacing(opts.spacing, opts.allow_fast)
+  if e then return nil, e end
+  local q = {}
+  if opts.businessDate ~= nil then
+    local bd = tostring(opts.businessDate)
+    if not bd:find("^%d%d%d%d[01]%d[0-3]%d$") then return nil, fail("businessDate", "must be yyyyMMdd") end
+    if opts.startDate ~= nil or opts.endDate ~= nil then
+      return nil, fail("businessDate", "cannot be combined with startDate/endDate")
+    end
+    q.businessDate = bd
+    return q
+  end
+  local s, serr = epoch_of(opts.startDate, "startDate")
+  if not s then return nil, serr end
+  local f, ferr = epoch_of(opts.endDate, "endDate")
+  if not f then return nil, ferr end
+  if f < s then return nil, fail("endDate", "must not be before startDate") end
+  if f - s > M.MAX_WINDOW_DAYS * 86400 then
+    return nil, fail("endDate", "must be at most " .. M.MAX_WINDOW_DAYS .. " days after startDate (Toast"
+      .. " allows at most one month per ordersBulk request; backfill_orders splits longer ranges)")
+  end
+  q.startDate = type(opts.startDate) == "string" and opts.startDate or guests.format_time(s)
+  q.endDate = type(opts.endDate) == "string" and opts.endDate or guests.format_time(f)
+  return q
+end
+
+---------------------------------------------------------------------------
+-- Spacing: every ordersBulk attempt through this client waits until `spacing` seconds after the
+-- previous one finished. Measured from the end of the previous call, so arrivals at the server
+-- are at least `spacing` apart whatever the latency; sleeps use the client's clock.
+---------------------------------------------------------------------------
+
+local function spaced_policy(self, spacing)
+  return {
+    run = function(_, fn, idempotent)
+      return self.policy:run(function(attempt)
+        local last = self._orders_bulk_last
+        if last and spacing > 0 then
+          local wait = last + spacing - self.clock.now()
+          if wait > 0 then self.clock.sleep(wait) end
+        end
+        local res, err = fn(attempt)
+        self._orders_bulk_last = self.clock.now()
+        self._orders_bulk_calls = (self._orders_bulk_calls or 0) + 1
+        return res, err
+      end, idempotent)
+    end,
+  }
+end
+
+local function bulk_request(q, page, size)
+  local query = { page = page, pageSize = size }
+  for k, v in pairs(q) do query[k] = v end
+  return { method = "GET", path = ORDERS_BULK, query = query, shape = "array" }
+end
+
+local function bulk_page(self, q, page, size, spacing)
+  local res, err = self:_call(bulk_request(q, page, size), true, spaced_policy(self, spacing))
+  if not res then return nil, err end
+  return res.data or {}
+end
+
+local function bulk_pager(self, q, first_page, size, spacing)
+  return pager.new(function(p)
+    local items, err = bulk_page(self, q, p.page, size, spacing)
+    if not items then return nil, err end
+    p.page = p.page + 1
+    return items, #items < size
+  end, { page = first_page, page_size = size })
+end
+
+---------------------------------------------------------------------------
+-- Endpoints
+---------------------------------------------------------------------------
+
+-- orders_bulk{startDate, endDate | businessDate, page, pageSize, spacing, allow_fast}
+--   -> array of Orders | nil, err  (one page)
+function Orders:orders_bulk(opts)
+  local q, e = check_bulk(opts)
+  if not q then return nil, e end
+  return bulk_page(self, q, opts.page or 1, opts.pageSize or M.MAX_PAGE_SIZE, opts.spacing or M.MIN_SPACING)
+end
+
+-- orders_bulk_iter{...same...} -> pager over every Order of the range, page after page
+function Orders:orders_bulk_iter(opts)
+  local q, e = check_bulk(opts)
+  if not q then return pager.failed(e) end
+  return bulk_pager(self, q, opts.page or 1, opts.pageSize or M.MAX_PAGE_SIZE, opts.spacing or M.MIN_SPACING)
+end
+
+local function get(self, path, shape)
+  local res, err = self:_call({ method = "GET", path = path, shape = shape }, true)
+  if not res then return nil, err end
+  return res.data
+end
+
+-- dining_options() -> array of DiningOption {guid, name, behavior, ...} | nil, err
+function Orders:dining_options()
+  local list, err = get(self, DINING_OPTIONS, "array")
+  if list == nil and err then return nil, err end
+  return list or {}
+end
+
+-- employees() -> array of Employee {guid, firstName, lastName, ...} | nil, err
+function Orders:employees()
+  local list, err = get(self, EMPLOYEES, "array")
+  if list == nil and err then return nil, err end
+  return list or {}
+end
+
+-- menus() -> the menus document {menus = [{menuGroups = [{menuItems, menuGroups}]}], ...} | nil, err
+function Orders:menus()
+  local doc, err = get(self, MENUS, "object")
+  if doc == nil and err then return nil, err end
+  return doc or {}
+end
+
+-- menu_items() -> {[guid] = {guid, name, price, menu, group}} | nil, err
+function Orders:menu_items()
+  local doc, err = self:menus()
+  if not doc then return nil, err end
+  return guests.menu_items(doc)
+end
+
+-- guest_context() -> {dining_options, employees, items}, each indexed by GUID | nil, err
+function Orders:guest_context()
+  local options, err = self:dining_options()
+  if not options then return nil, err end
+  local staff
+  staff, err = self:employees()
+  if not staff then return nil, err end
+  local items
+  items, err = self:menu_items()
+  if not items then return nil, err end
+  return { dining_options = guests.index_dining_options(options), employees = guests.index_employees(staff),
+           items = items }
+end
+
+-- profile_set([{max_items, country_code}]) -> an empty profile set with a fresh context | nil, err
+function Orders:profile_set(opts)
+  local e = validate.table(opts, "options")
+  if e then return nil, e end
+  local ctx, err = self:guest_context()
+  if not ctx then return nil, err end
+  return guests.new(ctx, opts)
+end
+
+---------------------------------------------------------------------------
+-- Backfill
+---------------------------------------------------------------------------
+
+local BACKFILL_KEYS = {
+  weeks = true, spacing = true, allow_fast = true, on_progress = true, on_window = true,
+  checkpoint = true, now = true, window_days = true, page_size = true, profiles = true,
+}
+
+local function check_callback(v, field)
+  if v ~= nil and type(v) ~= "function" then return fail(field, "must be a function") end
+  return nil
+end
+
+local function check_checkpoint(cp)
+  if cp == nil then return nil end
+  if type(cp) ~= "table" then return fail("checkpoint", "must be a table (from a progress callback or err.checkpoint)") end
+  local s = guests.parse_time(cp.startDate)
+  local t = guests.parse_time(cp.through)
+  local f = guests.parse_time(cp.endDate)
+  if not (s and t and f) then
+    return fail("checkpoint", "must have startDate, through and endDate date-times")
+  end
+  if not (s <= t and t <= f) then return fail("checkpoint", "must have startDate <= through <= endDate") end
+  return validate.number(cp.windows_done, "checkpoint.windows_done", { min = 0, integer = true })
+    or validate.number(cp.orders, "checkpoint.orders", { min = 0, integer = true })
+end
+
+-- Splits [start, finish) into windows of at most `days` days.
+function M.windows(start, finish, days)
+  local out, s = {}, start
+  while s < finish do
+    local e = min(s + days * 86400, finish)
+    out[#out + 1] = { s, e }
+    s = e
+  end
+  return out
+end
+
+local function call_back(fn, field, ...)
+  if not fn then return true end
+  local ok, msg = pcall(fn, ...)
+  if not ok then
+    return nil, errors.new("validation", field .. " raised an error: " .. tostring(msg), { field = field })
+  end
+  return true
+end
+
+--[[ backfill_orders{weeks = 12, spacing = 5, allow_fast, window_days = 28, page_size = 100, now,
+                    checkpoint, profiles, on_window = fn(orders, info), on_progress = fn(info)}
+  -> {profiles, checkpoint, windows, orders, calls, startDate, endDate} | nil, err
+Reads `weeks` of orders before `now` (epoch seconds or ISO-8601; default the current time) window
+by window, folds them into `profiles` (a profile set; a new one with a fresh context when absent;
+false to skip aggregation) and reports each finished window. After a failure err.checkpoint holds
+the last finished window (and err.profiles the set); passing it back as `checkpoint` resumes from
+there up to the checkpoint's endDate (or `now`, when given). See README. ]]
+function Orders:backfill_orders(opts)
+  opts = opts or {}
+  local e = validate.table(opts, "options")
+  if e then return nil, e end
+  e = validate.known_keys(opts, BACKFILL_KEYS)
+    or validate.number(opts.weeks, "weeks", { gt = 0, max = 520 })
+    or check_spacing(opts.spacing, opts.allow_fast)
+    or validate.number(opts.window_days, "window_days", { gt = 0, max = M.MAX_WINDOW_DAYS })
+    or validate.number(opts.page_size, "page_size", { min = 1, max = M.MAX_PAGE_SIZE, integer = true })
+    or check_callback(opts.on_progress, "on_progress")
+    or check_callback(opts.on_window, "on_window")
+    or check_checkpoint(opts.checkpoint)
+  if e then return nil, e end
+  if opts.profiles ~= nil and opts.profiles ~= false and not guests.is_set(opts.profiles) then
+    return nil, fail("profiles", "must be a profile set (client:profile_set()) or false")
+  end
+  local now
+  if opts.now ~= nil then
+    now, e = epoch_of(opts.now, "now")
+    if not now then return nil, e end
+  end
+  local spacing = opts.spacing or M.MIN_SPACING
+  local size = opts.page_size or M.MAX_PAGE_SIZE
+  local days = opts.window_days or M.DEFAULT_WINDOW_DAYS
+
+  local cp = opts.checkpoint
+  local first, start, finish
+  if cp then
+    first, start = guests.parse_time(cp.startDate), guests.parse_time(cp.through)
+    finish = now or guests.parse_time(cp.endDate)
+  else
+    finish = floor(now or os.time())
+    first = finish - (opts.weeks or M.DEFAULT_WEEKS) * 7 * 86400
+    start = first
+  end
+  if finish < start then return nil, fail("now", "must not be before the checkpoint's through") end
+
+  local set = opts.profiles
+  if set == nil then
+    local serr
+    set, serr = self:profile_set()
+    if not set then return nil, serr end
+  end
+
+  local fmt = guests.format_time
+  local windows = M.windows(start, finish, days)
+  local done_before = cp and cp.windows_done or 0
+  local total = cp and cp.orders or 0
+  local checkpoint = { version = M.CHECKPOINT_VERSION, startDate = fmt(first), endDate = fmt(finish),
+                       through = fmt(start), windows_done = done_before, orders = total }
+  local calls_before = self._orders_bulk_calls or 0
+  local function failed(err, index, w)
+    err.checkpoint = checkpoint
+    err.profiles = set or nil
+    err.window = { index = index, startDate = fmt(w[1]), endDate = fmt(w[2]) }
+    return nil, err
+  end
+
+  for i, w in ipairs(windows) do
+    local q = { startDate = fmt(w[1]), endDate = fmt(w[2]) }
+    local orders, seen = {}, {}
+    for order, err in bulk_pager(self, q, 1, size, spacing) do
+      if order == false then return failed(err, i, w) end
+      -- a page boundary moving under us can repeat an order: keep it once per window
+      local g = type(order) == "table" and order.guid
+      if not g or not seen[g] then
+        if g then seen[g] = true end
+        orders[#orders + 1] = order
+      end
+    end
+    if set then
+      for _, order in ipairs(orders) do set:fold(order) end
+    end
+    local info = { window = i, windows = #windows, startDate = q.startDate, endDate = q.endDate,
+                   orders = #orders }
+    local ok, cerr = call_back(opts.on_window, "on_window", orders, info)
+    if not ok then return failed(cerr, i, w) end
+    total = total + #orders
+    checkpoint = { version = M.CHECKPOINT_VERSION, startDate = fmt(first), endDate = fmt(finish),
+                   through = q.endDate, windows_done = done_before + i, orders = total }
+    info.total_orders, info.checkpoint = total, checkpoint
+    info.calls = (self._orders_bulk_calls or 0) - calls_before
+    info.profiles = set and set:count() or nil
+    ok, cerr = call_back(opts.on_progress, "on_progress", info)
+    if not ok then return failed(cerr, i, w) end
+  end
+  return { profiles = set or nil, checkpoint = checkpoint, windows = #windows, orders = total,
+           calls = (self._orders_bulk_calls or 0) - calls_before,
+           startDate = fmt(start), endDate = fmt(finish) }
+end
+
+---------------------------------------------------------------------------
+-- Sync to Toast CRM
+---------------------------------------------------------------------------
+
+-- The Customer to find or create for a profile, or nil and why not.
+local function customer_for(p)
+  if type(p) ~= "table" then return nil, "not a profile" end
+  local function nonempty(v) return type(v) == "string" and v:find("%S") and v or nil end
+  local first, last = nonempty(p.firstName), nonempty(p.lastName)
+  if not first then return nil, "firstName missing" end
+  if not last then return nil, "lastName missing" end
+  local email = nonempty(p.email)
+  if email and validate.email(email, "email") then email = nil end
+  local phone = nonempty(p.phone)
+  if phone and (not phone:find("^[%d%+%-%s%.%(%)]+$") or #phone > 32) then phone = nil end
+  if not email and not phone then return nil, "no usable email or phone" end
+  return { firstName = first, lastName = last, email = email, phone = phone }
+end
+
+--[[ sync_to_crm(profiles, {concurrency = 8}) -> report | nil, err
+Makes sure every guest exists as a Toast CRM customer: find_or_create for each profile, run
+through client:batch. report = {total, created, found, failed, skipped, results = [{key, status
+= "created"|"found"|"failed"|"skipped", guid, reason, err}]}. With a profile set, each synced
+profile records crm_customer_guid. ]]
+function Orders:sync_to_crm(profiles, opts)
+  local e = validate.table(opts, "options")
+  if e then return nil, e end
+  opts = opts or {}
+  e = validate.known_keys(opts, { concurrency = true })
+    or validate.number(opts.concurrency, "concurrency", { min = 1, max = 1024, integer = true })
+  if e then return nil, e end
+  local set
+  if guests.is_set(profiles) then
+    set, profiles = profiles, profiles:profiles()
+  elseif type(profiles) ~= "table" then
+    return nil, fail("profiles", "must be a profile set or an array of profiles")
+  end
+  local report = { total = #profiles, created = 0, found = 0, failed = 0, skipped = 0, results = {} }
+  local ops, slots = {}, {}
+  for i, p in ipairs(profiles) do
+    local key = type(p) == "table" and p.key or nil
+    local c, why = customer_for(p)
+    if c then
+      ops[#ops + 1] = function(client) return client:find_or_create(c) end
+      slots[#ops] = i
+      report.results[i] = { key = key }
+    else
+      report.results[i] = { key = key, status = "skipped", reason = why }
+      report.skipped = report.skipped + 1
+    end
+  end
+  if #ops > 0 then
+    local results, err = self:batch(ops, { concurrency = opts.concurrency or 8 })
+    if not results then return nil, err end
+    for j, r in ipairs(results) do
+      local out = report.results[slots[j]]
+      if r.value then
+        out.status, out.guid = r.extra, r.value.guid
+        report[r.extra] = report[r.extra] + 1
+        if set and out.key then set:link(out.key, r.value.guid) end
+      else
+        out.status, out.err, out.reason = "failed", r.err, tostring(r.err)
+        report.failed = report.failed + 1
+      end
+    end
+  end
+  return report
+end
+
+-- Adds the functions above to the Toast client class.
+function M.mixin(class)
+  for name, fn in pairs(Orders) do
+    if class[name] == nil then class[name] = fn end
+  end
+  return class
+end
+
+return M
