@@ -10,8 +10,34 @@ export LUA_PATH="$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;;"
 export LUA_CPATH="$ROOT/build/$LUA/?.so;;"
 bash scripts/sim.sh start "$PORT" || exit 1
 trap 'bash scripts/sim.sh stop "$PORT" >/dev/null 2>&1' EXIT
+BASE="http://127.0.0.1:$PORT"
+KEY="Authorization: sim-tablecheck-key"
 rc=0
-for ex in examples/toast_demo.lua examples/tablecheck_export.lua examples/tablecheck_dedupe.lua; do
+
+echo "== examples/toast_demo.lua"
+"$LUA" examples/toast_demo.lua || rc=1
+
+# The simulator starts empty: give the TableCheck examples 450 customers (three scroll pages)
+# and two pairs of duplicates to find.
+curl -sf -X POST "$BASE/__sim/tablecheck/seed" -d '{"customers": 450, "prefix": "Demo"}' >/dev/null || rc=1
+for who in "Ann Lee +81311112222 ann@example.org" "Anne Lee +81311112222 anne.lee@example.org" \
+           "Bob Ito +81399990000 bob@example.org" "Robert Ito +81388887777 BOB@example.org"; do
+  set -- $who
+  curl -sf -X POST "$BASE/api/crm/v1/customers" -H "$KEY" -H 'Content-Type: application/json' \
+    -d "{\"franchise_id\":\"5ed64e249551e80639a4d995\",\"first_name\":\"$1\",\"last_name\":\"$2\",\"phones\":[\"$3\"],\"emails\":[\"$4\"]}" \
+    >/dev/null || rc=1
+done
+
+out=$(mktemp)
+echo "== examples/tablecheck_export.lua $out"
+"$LUA" examples/tablecheck_export.lua "$out" || rc=1
+echo "first line: $(head -c 160 "$out")..."
+rm -f "$out"
+
+echo "== examples/tablecheck_dedupe.lua"
+"$LUA" examples/tablecheck_dedupe.lua || rc=1
+
+for ex in examples/toast_guest_history.lua; do
   [ -f "$ex" ] || continue
   echo "== $ex"
   "$LUA" "$ex" || rc=1
