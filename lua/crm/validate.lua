@@ -14,6 +14,8 @@ M.fail = fail
 
 -- Strict UTF-8 (no overlongs, no surrogates, nothing past U+10FFFF), portable to LuaJIT.
 function M.is_utf8(s)
+  -- Most text is ASCII: one pattern scan instead of a byte loop.
+  if not s:find("[\128-\255]") then return true end
   local i, n = 1, #s
   while i <= n do
     local c = byte(s, i)
@@ -65,6 +67,8 @@ end
 
 -- A value that becomes one URL path segment: refuse anything that could change the path.
 function M.id(value, field)
+  -- The common case, a GUID or hex id, passes with one scan.
+  if type(value) == "string" and #value <= 128 and value:find("^[%w%-_]+$") then return nil end
   if type(value) ~= "string" then return fail(field, "must be a string id") end
   if value == "" then return fail(field, "must not be empty") end
   if #value > 128 then return fail(field, "must be at most 128 bytes") end
