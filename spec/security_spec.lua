@@ -59,6 +59,18 @@ describe("hostile servers", function()
     assert.equal(1, err.attempts)
   end)
 
+  it("stops a slow-drip response at the total timeout", function()
+    -- 40 bytes at one byte per 0.1 s would take 4 s; the client's total timeout is 0.5 s.
+    H.fault { path = "/crm/v1/customers/", status = 200, drip = 0.1, count = 1,
+              body = '{"guid":"drip","firstName":"slow-slow"}' }
+    local c = H.toast { timeout = 0.5, retry = { max_attempts = 1 } }
+    local t0 = require("crm.core").now()
+    local res, err = c:get_customer("drip")
+    assert.is_nil(res)
+    assert.equal("timeout", err.kind)
+    assert.is_true(require("crm.core").now() - t0 < 2)
+  end)
+
   it("treats a JSON object where an array belongs as a decode error", function()
     H.fault { path = "/crm/v1/customers/search", status = 200, body = '{"a":1}', count = 1 }
     local _, err = H.toast():search_customers { lastName = "X" }

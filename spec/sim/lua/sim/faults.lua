@@ -14,7 +14,7 @@ local M = {}
 local FIELDS = {
   method = "string", path = "string", status = "number", count = "number",
   retry_after = "any", delay = "number", drop = "boolean", body = "any",
-  content_type = "string", after = "boolean", partial = "boolean",
+  content_type = "string", after = "boolean", partial = "boolean", drip = "number",
 }
 
 -- Validates and normalises one fault spec. Returns spec or nil, message.
@@ -49,6 +49,9 @@ local function normalise(f)
   if spec.body ~= nil and type(spec.body) ~= "string" then
     -- a JSON value given as body is sent re-encoded
     spec.body = common.encode(spec.body)
+  end
+  if spec.drip and not (spec.status and spec.body) then
+    return nil, "fault 'drip' needs 'status' and 'body'"
   end
   if not spec.status and not spec.drop and not spec.delay and not spec.partial then
     return nil, "fault needs at least one of 'status', 'delay', 'drop', 'partial'"
@@ -155,6 +158,21 @@ local function send_partial(status, body, content_type, headers)
   return ngx.exit(ngx.ERROR)
 end
 
+-- Sends the body one byte every `seconds`: a slow-drip server that only a total timeout stops.
+local function send_drip(status, body, content_type, seconds)
+  ngx.status = status
+  ngx.header["Content-Type"] = content_type or "application/json"
+  ngx.header["Content-Length"] = #body
+  ngx.send_headers()
+  for i = 1, #body do
+    ngx.print(body:sub(i, i))
+    local ok = ngx.flush(true)
+    if not ok then return ngx.exit(ngx.ERROR) end
+    ngx.sleep(seconds)
+  end
+  return ngx.eof()
+end
+
 local function retry_after_headers(spec)
   local headers = {}
   if spec.retry_after ~= nil then
@@ -182,6 +200,10 @@ local function respond(spec, path)
   if body == nil then body = default_body(status, path) end
   if spec.partial then
     send_partial(status, body, spec.content_type, headers)
+    return true
+  end
+  if spec.drip then
+    send_drip(status, body, spec.content_type, spec.drip)
     return true
   end
   common.send_raw(status, body, spec.content_type or "application/json", headers)
