@@ -62,6 +62,7 @@ if [ -z "${BENCH_NO_EXPORT:-}" ] && "$LUA" -e 'require "crm.tablecheck"' 2>/dev/
   RSS10K=$(get "$E10K" export_rss_kb); RSS1M=$(get "$E1M" export_rss_kb)
   export_row=$(cat <<ROWS
 | TableCheck scroll export, 1M customers | $(get "$E1M" export_cps) customers/s, $(get "$E1M" export_mbps) MB/s of JSON |
+| caller's share of 1M-export time (the most a next-page prefetch could hide) | $(get "$E1M" export_work_share) |
 | peak RSS, 10k export | $RSS10K kB |
 | peak RSS, 1M export | $RSS1M kB |
 ROWS
