@@ -45,6 +45,8 @@ build = {
     ["crm.tablecheck.merge"] = "lua/crm/tablecheck/merge.lua",
     ["crm.tablecheck.schema"] = "lua/crm/tablecheck/schema.lua",
     ["crm.toast"] = "lua/crm/toast.lua",
+    ["crm.toast.guests"] = "lua/crm/toast/guests.lua",
+    ["crm.toast.orders"] = "lua/crm/toast/orders.lua",
     ["crm.validate"] = "lua/crm/validate.lua",
   },
 }

@@ -227,7 +227,9 @@ end
 
 local function check_checkpoint(cp)
   if cp == nil then return nil end
-  if type(cp) ~= "table" then return fail("checkpoint", "must be a table (from a progress callback or err.checkpoint)") end
+  if type(cp) ~= "table" then
+    return fail("checkpoint", "must be a table (from a progress callback or err.checkpoint)")
+  end
   local s = guests.parse_time(cp.startDate)
   local t = guests.parse_time(cp.through)
   local f = guests.parse_time(cp.endDate)
@@ -396,31 +398,70 @@ function Orders:sync_to_crm(profiles, opts)
     return nil, fail("profiles", "must be a profile set or an array of profiles")
   end
   local report = { total = #profiles, created = 0, found = 0, failed = 0, skipped = 0, results = {} }
-  local ops, slots = {}, {}
+  -- Profiles that share an email or a phone are one guest to Toast's search: they go into the
+  -- same operation and run one after another, so two concurrent find_or_creates can never both
+  -- miss and both create.
+  local groups, group_of_key = {}, {}
+  local function root(g) while g.into do g = g.into end return g end
   for i, p in ipairs(profiles) do
     local key = type(p) == "table" and p.key or nil
     local c, why = customer_for(p)
     if c then
-      ops[#ops + 1] = function(client) return client:find_or_create(c) end
-      slots[#ops] = i
       report.results[i] = { key = key }
+      local ids = { c.email and ("e:" .. (guests.normalize_email(c.email) or c.email:lower())),
+                    c.phone and ("p:" .. (guests.normalize_phone(c.phone) or c.phone:gsub("%D", ""))) }
+      local g
+      for _, id in pairs(ids) do
+        local other = group_of_key[id] and root(group_of_key[id])
+        if other and g and other ~= g then
+          for _, m in ipairs(other.members) do g.members[#g.members + 1] = m end
+          other.members, other.into = {}, g
+        elseif other then
+          g = other
+        end
+      end
+      if not g then
+        g = { members = {} }
+        groups[#groups + 1] = g
+      end
+      for _, id in pairs(ids) do group_of_key[id] = g end
+      g.members[#g.members + 1] = { index = i, customer = c }
     else
       report.results[i] = { key = key, status = "skipped", reason = why }
       report.skipped = report.skipped + 1
+    end
+  end
+  local ops, op_groups = {}, {}
+  for _, g in ipairs(groups) do
+    if not g.into and #g.members > 0 then
+      local members = g.members
+      ops[#ops + 1] = function(client)
+        local out = {}
+        for k, m in ipairs(members) do
+          local value, how = client:find_or_create(m.customer)
+          out[k] = { value = value, how = how }
+        end
+        return out
+      end
+      op_groups[#ops] = members
     end
   end
   if #ops > 0 then
     local results, err = self:batch(ops, { concurrency = opts.concurrency or 8 })
     if not results then return nil, err end
     for j, r in ipairs(results) do
-      local out = report.results[slots[j]]
-      if r.value then
-        out.status, out.guid = r.extra, r.value.guid
-        report[r.extra] = report[r.extra] + 1
-        if set and out.key then set:link(out.key, r.value.guid) end
-      else
-        out.status, out.err, out.reason = "failed", r.err, tostring(r.err)
-        report.failed = report.failed + 1
+      for k, m in ipairs(op_groups[j]) do
+        local out = report.results[m.index]
+        local one = r.value and r.value[k]
+        if one and one.value then
+          out.status, out.guid = one.how, one.value.guid
+          report[one.how] = report[one.how] + 1
+          if set and out.key then set:link(out.key, one.value.guid) end
+        else
+          local e2 = one and one.how or r.err
+          out.status, out.err, out.reason = "failed", e2, tostring(e2)
+          report.failed = report.failed + 1
+        end
       end
     end
   end
