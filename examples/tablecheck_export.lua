@@ -13,9 +13,9 @@ local client = assert(crm.tablecheck {
   api_key = os.getenv("CRM_TABLECHECK_API_KEY") or "sim-tablecheck-key",
 })
 
--- A decoded [] is an empty Lua table, which would go out as {}; these are lists.
-local LISTS = { "phones", "emails", "phone_objects", "email_objects", "tags", "likes", "dislikes",
-                "allergies", "addresses", "memberships" }
+-- A decoded [] is an empty Lua table, which would go out as {}; these are the lists of a search
+-- result (ElasticCustomer).
+local LISTS = { "phones", "emails", "tags", "likes", "dislikes", "allergies", "addresses", "memberships" }
 
 local out = io.stdout
 if arg[1] then out = assert(io.open(arg[1], "w")) end
@@ -28,7 +28,8 @@ for customer, err in it do
     os.exit(1)
   end
   for _, k in ipairs(LISTS) do
-    if type(customer[k]) == "table" and next(customer[k]) == nil then customer[k] = crm.empty_array end
+    local v = customer[k]
+    if type(v) == "table" and next(v) == nil then customer[k] = crm.empty_array end
   end
   out:write(assert(http.encode(customer)), "\n")
   n = n + 1

@@ -31,12 +31,13 @@ describe("TableCheck images", function()
 
   it("uploads on create and waits until every image has a url and variants", function()
     H.config { tablecheck_image_delay = 0.5 }
+    -- the simulator finishes the uploads 0.5 s after it created them, which is after t0
+    local t0 = require("crm.core").now()
     local cust = with_images { "https://i.pravatar.cc/300", "https://cdn.example.com/p/face.png" }
     assert.equal(2, #cust.images)
     assert.is_nil(cust.images[1].url) -- still uploading
-    local t0 = require("crm.core").now()
     local done = assert(c:wait_for_images(cust.id, { timeout = 10, interval = 0.05 }))
-    assert.is_true(require("crm.core").now() - t0 >= 0.3)
+    assert.is_true(require("crm.core").now() - t0 >= 0.45)
     assert.equal(2, #done)
     for _, img in ipairs(done) do
       assert.is_string(img.url)
@@ -55,6 +56,23 @@ describe("TableCheck images", function()
     assert.same({ cust.images[1].id, cust.images[2].id }, err.ids)
     assert.matches(cust.images[1].id, tostring(err), 1, true)
     assert.matches("2 image", tostring(err), 1, true)
+  end)
+
+  it("reads answers of an unexpected shape as decode errors or pending images, never Lua errors", function()
+    local cust = assert(c:customers_create(H.tc_customer()))
+    local path = "/api/crm/v1/customers/" .. cust.id
+    H.fault { method = "GET", path = path, status = 200, count = 1,
+              body = { customer = { id = cust.id, images = "none" } } }
+    local ok, res, err = pcall(c.wait_for_images, c, cust.id, { timeout = 1 })
+    assert(ok, res)
+    assert.is_nil(res)
+    assert.equal("decode", err.kind)
+    H.fault { method = "GET", path = path, status = 200, count = 1,
+              body = { customer = { id = cust.id, images = { 5, { id = "img" } } } } }
+    ok, res, err = pcall(c.wait_for_images, c, cust.id, { timeout = 0 })
+    assert(ok, res)
+    assert.equal("images_pending", err.code)
+    assert.same({ "?", "img" }, err.ids)
   end)
 
   it("returns at once for a customer without images, and 404 for an unknown one", function()

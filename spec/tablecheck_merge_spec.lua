@@ -66,8 +66,17 @@ describe("TableCheck merge", function()
     assert.equal("Seattle", merged.addresses[1].city)
     assert.equal(b.id, report.fields.addresses)
     local d = assert(c:customers_create(H.tc_customer { addresses = { { tag = "work", city = "Tokyo" } } }))
-    local request = assert(c:merge(a.id, { d.id }, { dry_run = true }))
+    local request
+    request, report = assert(c:merge(a.id, { d.id }, { dry_run = true }))
     assert.is_nil(request.body.addresses) -- appending the primary's own would duplicate them
+    -- the secondary's address is not kept, and the report says so
+    local lost
+    for _, x in ipairs(report.conflicts) do
+      if x.field == "addresses" then lost = x end
+    end
+    assert.equal(a.id, lost.kept)
+    assert.equal(d.id, lost.others[1].customer_id)
+    assert.equal("Tokyo", lost.others[1].value[1].city)
   end)
 
   it("plans without sending on dry_run", function()
@@ -119,6 +128,67 @@ describe("TableCheck merge", function()
     assert.equal(0, puts(a.id))
   end)
 
+  it("stops, sending nothing, when resolve raises", function()
+    local a, b = pair()
+    local res, err = c:merge(a.id, { b.id }, { resolve = function() error("boom") end })
+    assert.is_nil(res)
+    assert.equal("validation", err.kind)
+    assert.equal("resolve", err.field)
+    assert.matches("boom", err.message, 1, true)
+    assert.equal(0, puts(a.id))
+  end)
+
+  describe("values the default plan cannot carry over", function()
+    -- b as the server might hold it: a phone from before E.164 and an email without a domain.
+    local function legacy(b, fields)
+      local raw = assert(c:customers_show(b.id))
+      for k, v in pairs(fields) do raw[k] = v end
+      raw.phone_objects, raw.email_objects = nil, nil
+      H.fault { method = "GET", path = BASE .. "/customers/" .. b.id, status = 200, count = 1,
+                body = { customer = raw } }
+    end
+
+    it("refuses to merge when a secondary's phone or email would be lost", function()
+      local a, b = pair()
+      legacy(b, { phones = { "88002000600" }, emails = { "jim@acme" } })
+      local res, err = c:merge(a.id, { b.id })
+      assert.is_nil(res)
+      assert.equal("validation", err.kind)
+      assert.equal("merge_would_lose_values", err.code)
+      assert.equal("phones", err.field)
+      assert.same({ b.id }, err.ids)
+      assert.equal(2, #err.report.skipped)
+      assert.not_matches("88002000600", tostring(err), 1, true)
+      assert.not_matches("jim@acme", tostring(err), 1, true)
+      assert.equal(0, puts(a.id))
+      assert.equal("Jim", assert(c:customers_show(b.id)).first_name) -- still there
+
+      -- a resolve function decides, and the merge goes ahead
+      legacy(b, { phones = { "88002000600" } })
+      local merged = assert(c:merge(a.id, { b.id }, { resolve = function(_, _, body, report)
+        assert.equal("88002000600", report.skipped[1].value)
+        return body
+      end }))
+      assert.same({ b.id }, merged.merged_customer_ids)
+    end)
+
+    it("refuses when the union would overwrite a phone of the primary, not when it leaves it", function()
+      local a, b = pair()
+      legacy(a, { phones = { "88002000600" } })
+      local _, err = c:merge(b.id, { a.id }, { dry_run = true }) -- a as the secondary: lost
+      assert.equal("merge_would_lose_values", err.code)
+      -- the same record as the primary, and no phones to bring in: nothing is overwritten
+      local d = assert(c:customers_create(H.tc_customer { phones = {} }))
+      legacy(a, { phones = { "88002000600" } })
+      local request = assert(c:merge(a.id, { d.id }, { dry_run = true }))
+      assert.is_nil(request.body.overwrite_phones)
+      legacy(a, { phones = { "88002000600" } })
+      _, err = c:merge(a.id, { b.id }, { dry_run = true }) -- b's phones would overwrite a's
+      assert.equal("merge_would_lose_values", err.code)
+      assert.same({ a.id }, err.ids)
+    end)
+  end)
+
   it("refuses bad id lists with nothing sent", function()
     local a = assert(c:customers_create(H.tc_customer()))
     local before = H.total()
@@ -166,6 +236,7 @@ describe("TableCheck merge", function()
     assert.equal(502, err.status)
     assert.is_true(err.outcome_unknown)
     assert.equal(1, puts(a.id))
+    assert.same({ b.id }, err.report.request.body.merge_customer_ids) -- what may have happened
   end)
 
   describe("wait", function()
@@ -207,12 +278,25 @@ describe("TableCheck merge", function()
     it("waits on its own with wait_for_merge", function()
       H.config { tablecheck_merge_delay = 0.3 }
       local a, b = with_links()
-      assert(c:customers_amend(a.id, { merge_customer_ids = { b.id } }))
-      local _, err = c:wait_for_merge(a.id, { b.id }, { timeout = 0 })
+      local _, err = c:wait_for_merge(a.id, { b.id }, { timeout = 0 }) -- not merged yet
       assert.equal("merge_pending", err.code)
+      assert.equal("merged_customer_ids", err.stage)
+      assert(c:customers_amend(a.id, { merge_customer_ids = { b.id } }))
       assert.equal(a.id, assert(c:wait_for_merge(a.id, { b.id }, { timeout = 5, interval = 0.05 })).id)
       _, err = c:wait_for_merge(a.id, { MISSING }, { timeout = 0 })
       assert.equal("merged_customer_ids", err.stage)
+    end)
+
+    it("keeps waiting, without a Lua error, through answers of an unexpected shape", function()
+      local a, b = pair()
+      H.fault { method = "GET", path = BASE .. "/customers/" .. a.id, status = 200, count = 1,
+                body = { customer = { id = a.id, merged_customer_ids = "all of them" } } }
+      H.fault { method = "GET", path = BASE .. "/reservations", status = 200, count = 1,
+                body = { reservations = { { id = MISSING, customer_ids = 7, primary_customer_id = b.id } } } }
+      assert(c:customers_amend(a.id, { merge_customer_ids = { b.id } }))
+      local ok, res, err = pcall(c.wait_for_merge, c, a.id, { b.id }, { timeout = 5, interval = 0.01 })
+      assert(ok, res)
+      assert.equal(a.id, res and res.id, err and tostring(err))
     end)
   end)
 end)

@@ -2,6 +2,7 @@
 -- restart_on_expiry, and the checks on the query.
 local cjson = require "cjson"
 local core = require "crm.core"
+local http = require "crm.http"
 local H = require "helper"
 
 local SEARCH = "POST /api/crm/v1/customer_search"
@@ -63,11 +64,51 @@ describe("TableCheck customers_search", function()
     for c in it do
       assert.equal("Jim", c.first_name)
       assert.matches("^%+1206", c.phones[1])
+      -- what the server sent, as it sent it: search results carry no phone_objects ...
+      assert.not_matches("phone_objects", http.encode(c), 1, true)
+      -- ... and they are there when asked for
       assert.equal(c.phones[1], c.phone_objects[1].number)
+      assert.equal(c.emails[1], c.email_objects[1].email)
       n = n + 1
     end
     assert.equal(3, n)
     assert.equal(3, it.total)
+  end)
+
+  it("yields a decode error for a page of an unexpected shape, never a Lua error", function()
+    local cases = {
+      { '{"customers":[{"id":"a"},5],"pagination":{"scroll_id":"s"}}', "not an object" },
+      { '{"customers":[{"id":"a","emails":"a@example.com"}]}', "emails is not an array" },
+      { '{"customers":null}', "customers array" },
+      { '{"customers":{"id":"a"}}', "customers array" },
+    }
+    local c = H.tablecheck()
+    for _, case in ipairs(cases) do
+      H.fault { path = "/api/crm/v1/customer_search", status = 200, body = case[1], count = 1 }
+      local ok, items, err = pcall(function() return c:customers_search({}, { restart_on_expiry = true }):all() end)
+      assert(ok, items)
+      assert.is_nil(items)
+      assert.equal("decode", err.kind)
+      assert.matches(case[2], err.message, 1, true)
+      H.fault { path = "/api/crm/v1/customer_search", status = 200, body = case[1], count = 1 }
+      local groups, derr = c:find_duplicates()
+      assert.is_nil(groups)
+      assert.equal("decode", derr.kind)
+    end
+  end)
+
+  it("stops with no_scroll_id when a page has no scroll_id and results remain", function()
+    local page = '{"customers":[{"id":"5f0000000000000000000001"}],"pagination":{"total_results":%d}}'
+    H.fault { path = "/api/crm/v1/customer_search", status = 200, body = page:format(3), count = 1 }
+    local c = H.tablecheck()
+    local items, err = c:customers_search():all()
+    assert.is_nil(items)
+    assert.equal("no_scroll_id", err.code)
+    assert.equal(1, #err.partial)
+    -- the last page may come without one: then the search is simply over
+    H.fault { path = "/api/crm/v1/customer_search", status = 200, body = page:format(1), count = 1 }
+    assert.equal(1, #assert(c:customers_search():all()))
+    assert.equal(2, H.count(SEARCH))
   end)
 
   it("reads synthetic customers beyond the stored ones", function()
@@ -118,20 +159,24 @@ describe("TableCheck customers_search", function()
     it("honours a shorter scroll_ttl option", function()
       H.config { tablecheck_search_page_size = 2 }
       H.tc_seed(3, "Ttl")
-      local it = H.tablecheck({ scroll_ttl = 0.2 }):customers_search()
+      local clock = H.manual_clock()
+      local it = H.tablecheck({ scroll_ttl = 20, clock = clock }):customers_search()
       assert(it:next_page())
-      core.sleep(0.3)
+      clock.advance(21)
       local _, err = it:next_page()
       assert.equal("client", err.expired_by)
+      assert.matches("lasts 20s", err.message, 1, true)
       assert.equal(1, H.count(SEARCH))
     end)
 
     it("restarts the search with restart_on_expiry, without repeating customers", function()
-      H.config { tablecheck_search_page_size = 2, tablecheck_scroll_ttl = 0.8 }
+      H.config { tablecheck_search_page_size = 2 }
       H.tc_seed(5, "Again")
       local it = H.tablecheck():customers_search({ first_name = "Again" }, { restart_on_expiry = true })
       local first = assert(it:next_page())
-      core.sleep(1)
+      -- the next scroll request finds its scroll expired, as the simulator words it
+      H.fault { path = "/api/crm/v1/customer_search", status = 404, count = 1,
+                body = { errors = { { code = "scroll_expired", message = "scroll_id has expired" } } } }
       local ids = { [first[1].id] = true, [first[2].id] = true }
       local rest, n = ids_of(it)
       for id in pairs(rest) do

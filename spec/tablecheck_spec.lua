@@ -425,6 +425,39 @@ describe("TableCheck client", function()
     end)
   end)
 
+  describe("answers of an unexpected shape", function()
+    -- Each case: a 200 body the simulator sends instead of the real answer, and the call.
+    it("are decode errors, never Lua errors", function()
+      local c = H.tablecheck()
+      local cust = assert(c:customers_create(H.tc_customer()))
+      local one = BASE .. "/customers/" .. cust.id
+      local cases = {
+        { one, "null", function() return c:customers_show(cust.id) end, "object" },
+        { one, "[]", function() return c:customers_show(cust.id) end, "object" },
+        { one, '{"customer":[1,2]}', function() return c:customers_show(cust.id) end, "not an object" },
+        { one, '{"customer":{"id":"x","phones":"+12065550100"}}', function() return c:customers_show(cust.id) end,
+          "phones is not an array" },
+        { one, '{"customer":{"id":"x","email_objects":7}}',
+          function() return c:customers_amend(cust.id, { memo = "m" }) end, "email_objects is not an array" },
+        { BASE .. "/customers", '{"customers":[{"id":"a"},5]}', function() return c:customers_list() end,
+          "not an object" },
+        { BASE .. "/customers", '{"customers":{"id":"a"}}', function() return c:customers_list() end,
+          "customers array" },
+        { BASE .. "/shops", '{"shops":[true]}', function() return c:shops_iter():all() end, "not an object" },
+        { BASE .. "/memberships", '{"memberships":"none"}', function() return c:memberships_list() end,
+          "memberships array" },
+      }
+      for i, case in ipairs(cases) do
+        H.fault { path = case[1], status = 200, body = case[2], count = 1 }
+        local ok, res, err = pcall(case[3])
+        assert(ok, "case " .. i .. " raised: " .. tostring(res))
+        assert.is_nil(res, "case " .. i)
+        assert.equal("decode", err.kind, "case " .. i)
+        assert.matches(case[4], err.message, 1, true)
+      end
+    end)
+  end)
+
   describe("batch", function()
     it("runs TableCheck operations concurrently, results in order", function()
       H.tc_seed(5, "Batch")
@@ -466,6 +499,38 @@ describe("TableCheck client", function()
       assert.equal("transport", err.kind)
       assert.is_false(err.sent)
       assert.equal(4, err.attempts)
+    end)
+
+    it("reports a delete whose lost answer is retried into a 404 as done", function()
+      local c = H.tablecheck()
+      local cust = assert(c:customers_create(H.tc_customer()))
+      local path = BASE .. "/customers/" .. cust.id
+      -- the server deletes, then the answer is lost; the retry finds nothing left
+      H.fault { method = "DELETE", path = path, status = 503, after = true, count = 1 }
+      assert.is_true(c:customers_delete(cust.id))
+      assert.equal(2, H.count("DELETE " .. path))
+      assert.equal(404, select(2, c:customers_show(cust.id)).status)
+      -- a record that never existed is still an error, after one request
+      local res, err = c:memberships_delete(MISSING)
+      assert.is_nil(res)
+      assert.equal(404, err.status)
+      assert.equal(1, H.count("DELETE " .. BASE .. "/memberships/" .. MISSING))
+    end)
+
+    it("does not repeat an amend that adds a shop memo or destroys a nested object", function()
+      local c = H.tablecheck()
+      local cust = assert(c:customers_create(H.tc_customer { phones = { "+12061112222", "+14253334444" } }))
+      local path = BASE .. "/customers/" .. cust.id
+      H.fault { method = "PUT", path = path, status = 503, after = true, count = 2 }
+      local _, err = c:customers_amend(cust.id, { shop_memos = { { shop_id = H.tc.shop_ids[1], memo = "VIP" } } })
+      assert.equal(503, err.status)
+      assert.is_true(err.outcome_unknown)
+      assert.equal(1, H.count("PUT " .. path))
+      assert.equal(1, #assert(c:customers_show(cust.id)).shop_memos) -- applied once, not twice
+      _, err = c:customers_amend(cust.id, { phones = { { id = cust.phone_objects[2].id, _destroy = true } } })
+      assert.is_true(err.outcome_unknown) -- not resent into a 422 that would hide the success
+      assert.equal(2, H.count("PUT " .. path))
+      assert.same({ "+12061112222" }, assert(c:customers_show(cust.id)).phones)
     end)
 
     it("retries an amend that can be repeated, but not one that appends", function()

@@ -87,13 +87,18 @@ function M.new(opts)
 end
 
 -- One call under the retry policy. `idempotent` = false: retried only if it never left here.
-function TableCheck:_call(req, idempotent)
+-- settle(err) -> res | nil, err: may turn an attempt's error into a result.
+function TableCheck:_call(req, idempotent, settle)
   if self._closed then return nil, client.closed_error() end
   req.headers = req.body ~= nil and self.body_headers or self.headers
   req.shape = "object"
   req.idempotent = idempotent
-  req.idempotent = idempotent
-  return self.policy:run(function() return self.engine:send(req) end, idempotent)
+  local engine = self.engine
+  return self.policy:run(function()
+    local res, err = engine:send(req)
+    if err and settle then return settle(err) end
+    return res, err
+  end, idempotent)
 end
 
 -- ---- resources: path, list key, item key, id name ----
@@ -117,6 +122,11 @@ local RESOURCES = {
                           one = { "membership_program" }, id = "membership_program_id" },
 }
 
+local function decode_error(res, message)
+  return errors.new("decode", message, { status = res.status })
+end
+
+-- An object (want_array: an array) under one of `keys` of the response body.
 local function unwrap(res, keys, want_array)
   local data = res.data
   if type(data) == "table" then
@@ -125,13 +135,39 @@ local function unwrap(res, keys, want_array)
       if type(v) == "table" and (not want_array or v[1] ~= nil or next(v) == nil) then return v end
     end
   end
-  return nil, errors.new("decode", "response has no " .. keys[1] .. (want_array and " array" or " object"),
-    { status = res.status })
+  return nil, decode_error(res, "response has no " .. keys[1] .. (want_array and " array" or " object"))
 end
 
-local function prepare(name, item)
-  if name == "customers" then contacts.expose(item) end
+-- Checks one object of an answer: a table with named fields; for customers the contact lists
+-- are arrays (and both shapes are offered, see contacts.expose). -> item | nil, err
+local function prepare(res, name, item)
+  if type(item) ~= "table" or item[1] ~= nil then
+    return nil, decode_error(res, "response has a " .. name .. " entry that is not an object")
+  end
+  if name == "customers" then
+    local ok, field = contacts.expose(item)
+    if not ok then
+      return nil, decode_error(res, "response has a customer whose " .. field .. " is not an array")
+    end
+  end
   return item
+end
+
+-- The array under one of `keys`, every item checked by prepare. -> items | nil, err
+local function unwrap_items(res, name, keys)
+  local items, err = unwrap(res, keys, true)
+  if not items then return nil, err end
+  for i = 1, #items do
+    local ok
+    ok, err = prepare(res, name, items[i])
+    if not ok then return nil, err end
+  end
+  return items
+end
+
+local function pagination_of(res)
+  local p = res.data.pagination
+  return type(p) == "table" and p or {}
 end
 
 -- One page of a list endpoint: items, pagination | nil, err.
@@ -140,10 +176,9 @@ local function fetch_page(self, name, query)
   local res, err = self:_call({ method = "GET", path = r.path, query = query }, true)
   if not res then return nil, err end
   local items
-  items, err = unwrap(res, r.many, true)
+  items, err = unwrap_items(res, name, r.many)
   if not items then return nil, err end
-  for _, item in ipairs(items) do prepare(name, item) end
-  return items, type(res.data.pagination) == "table" and res.data.pagination or {}
+  return items, pagination_of(res)
 end
 
 local function list(self, name, params)
@@ -189,7 +224,9 @@ local function show(self, name, id, params)
   local item
   item, err = unwrap(res, r.one)
   if not item then return nil, err end
-  return prepare(name, item), res.data
+  item, err = prepare(res, name, item)
+  if not item then return nil, err end
+  return item, res.data
 end
 
 local function show_one(self, name, id, params)
@@ -208,7 +245,7 @@ function TableCheck:_write(name, method, id, body, idempotent)
   local item
   item, err = unwrap(res, r.one)
   if not item then return nil, err end
-  return prepare(name, item)
+  return prepare(res, name, item)
 end
 
 local function create(self, name, kind, body)
@@ -226,11 +263,20 @@ local function update(self, name, kind, id, body)
   return self:_write(name, "PUT", id, checked, schema.write_is_repeatable(checked))
 end
 
+-- DELETE is retried like a read. When an earlier attempt may have deleted the record (it
+-- reached the server and the answer was lost or a 5xx), a 404 on the retry means just that:
+-- done, not an error.
 local function delete(self, name, id)
   local r = RESOURCES[name]
   local e = validate.id(id, r.id)
   if e then return nil, e end
-  local res, err = self:_call({ method = "DELETE", path = r.path .. "/" .. escape(id) }, true)
+  local maybe_done = false
+  local res, err = self:_call({ method = "DELETE", path = r.path .. "/" .. escape(id) }, true,
+    function(aerr)
+      if aerr.status == 404 and maybe_done then return { status = 404 } end
+      maybe_done = maybe_done or aerr.sent ~= false and (aerr.status or 500) >= 500
+      return nil, aerr
+    end)
   if not res then return nil, err end
   return true
 end
@@ -270,6 +316,7 @@ end
 function TableCheck:customers_delete(id) return delete(self, "customers", id) end
 
 local SEARCH_OPTIONS = { restart_on_expiry = true, max_restarts = true }
+local SEARCH_PATH, CUSTOMER_KEYS = "/customer_search", RESOURCES.customers.many
 
 local function scroll_expired(err)
   if err.kind ~= "http" or not err.status or err.status < 400 or err.status >= 500 then
@@ -308,74 +355,76 @@ function TableCheck:customers_search(query, opts)
   local max_restarts = opts.max_restarts or 3
   local clock, ttl = self.clock, self.scroll_ttl
 
-  local function expired_by_client(idle)
-    return errors.new("timeout", string.format("the customer_search scroll expired: %.0fs passed"
-      .. " between pages and a scroll_id lasts %gs", idle, ttl) .. RESTART_HINT,
-      { code = "scroll_expired", expired_by = "client" })
+  -- The first page (the query) or the next one ({scroll_id}) -> answer | nil, err; an expired
+  -- scroll is a timeout error with expired_by = "client" (not sent) or "server".
+  local function request(p)
+    if not p.scroll_id then
+      return self:_call({ method = "POST", path = SEARCH_PATH, body = body }, true)
+    end
+    local idle = clock.now() - p.last_at
+    if idle > ttl then
+      return nil, errors.new("timeout", string.format("the customer_search scroll expired: %.0fs"
+        .. " passed between pages and a scroll_id lasts %gs", idle, ttl) .. RESTART_HINT,
+        { code = "scroll_expired", expired_by = "client" })
+    end
+    local res, cerr = self:_call({ method = "POST", path = SEARCH_PATH, body = { scroll_id = p.scroll_id } },
+      true)
+    if not res and scroll_expired(cerr) then
+      cerr.kind, cerr.expired_by = "timeout", "server"
+      cerr.code = cerr.code or "scroll_expired"
+      cerr.message = "the server says the customer_search scroll expired (a scroll_id lasts 5"
+        .. " minutes between pages): " .. cerr.message .. RESTART_HINT
+    end
+    return res, cerr
+  end
+
+  -- One answer: the customers not yielded before a restart (all of them otherwise) and whether
+  -- the search is over -> customers, last | nil, err
+  local function take(p, res)
+    local items, derr = unwrap_items(res, "customers", CUSTOMER_KEYS)
+    if not items then return nil, derr end
+    local pagination = pagination_of(res)
+    p.last_at, p.fetched = clock.now(), p.fetched + #items
+    if p.total == nil and type(pagination.total_results) == "number" then
+      p.total = math.floor(pagination.total_results)
+    end
+    local sid = pagination.scroll_id
+    p.scroll_id = type(sid) == "string" and sid ~= "" and sid or nil
+    if #items == 0 then return items, true end
+    local out = items
+    if seen then
+      out = {}
+      for _, c in ipairs(items) do
+        local id = c.id ~= nil and tostring(c.id) or nil
+        if not (id and seen[id]) then
+          if id then seen[id] = true end
+          out[#out + 1] = c
+        end
+      end
+    end
+    -- Without a scroll_id the search can go on only if everything has been read.
+    return out, p.scroll_id == nil and p.total ~= nil and p.fetched >= p.total
   end
 
   return pager.new(function(p)
     while true do
-      local send, expired
-      if p.scroll_id then
-        local idle = clock.now() - p.last_at
-        if idle > ttl then
-          expired = expired_by_client(idle)
-        else
-          send = { scroll_id = p.scroll_id }
-        end
-      elseif p.started then
+      if p.started and not p.scroll_id then
         return nil, errors.new("decode", "customer_search page had results but no"
           .. " pagination.scroll_id to continue from", { code = "no_scroll_id" })
-      else
-        send = body
       end
-
-      if send then
-        local res, cerr = self:_call({ method = "POST", path = "/customer_search", body = send }, true)
-        if res then
-          local items, derr = unwrap(res, { "customers" }, true)
-          if not items then return nil, derr end
-          local pagination = type(res.data.pagination) == "table" and res.data.pagination or {}
-          p.started, p.last_at = true, clock.now()
-          p.fetched = p.fetched + #items
-          if p.total == nil and type(pagination.total_results) == "number" then
-            p.total = math.floor(pagination.total_results)
-          end
-          local sid = pagination.scroll_id
-          p.scroll_id = type(sid) == "string" and sid ~= "" and sid or nil
-          if #items == 0 then return items end
-          local out = items
-          if seen then
-            out = {}
-            for _, c in ipairs(items) do
-              local id = c.id
-              if id == nil or not seen[id] then
-                if id ~= nil then seen[id] = true end
-                out[#out + 1] = c
-              end
-            end
-          end
-          for _, c in ipairs(out) do contacts.expose(c) end
-          -- Without a scroll_id the search can go on only if everything has been read.
-          local last = p.scroll_id == nil and p.total ~= nil and p.fetched >= p.total
-          if #out > 0 then p.restarted = 0 end
-          if #out > 0 or last then return out, last end
-        elseif scroll_expired(cerr) then
-          cerr.kind, cerr.expired_by = "timeout", "server"
-          cerr.code = cerr.code or "scroll_expired"
-          cerr.message = "the server says the customer_search scroll expired (a scroll_id lasts 5"
-            .. " minutes between pages): " .. cerr.message .. RESTART_HINT
-          expired = cerr
-        else
-          return nil, cerr
-        end
-      end
-
-      if expired then
-        if not seen or p.restarted >= max_restarts then return nil, expired end
+      local res, rerr = request(p)
+      if res then
+        p.started = true
+        local out, last = take(p, res)
+        if not out then return nil, last end
+        if #out > 0 then p.restarted = 0 end
+        -- A page of customers all yielded before the restart gives nothing new: read on.
+        if #out > 0 or last then return out, last end
+      elseif rerr.expired_by and seen and p.restarted < max_restarts then
         p.restarted, p.restarts = p.restarted + 1, p.restarts + 1
         p.scroll_id, p.started, p.fetched = nil, false, 0
+      else
+        return nil, rerr
       end
     end
   end, { started = false, fetched = 0, restarts = 0, restarted = 0, last_at = 0 })

@@ -34,25 +34,45 @@ end
 -- ---- response shape ----
 
 -- The API returns phones/emails as strings and phone_objects/email_objects as objects; when a
--- response carries only one of the pair (include_fields, a terse server) the other is derived,
--- so callers can rely on both. Derived objects have no id.
-local PAIRS = { { "phones", "phone_objects", "number" }, { "emails", "email_objects", "email" } }
+-- response carries only one of the pair (search results, include_fields) the other is derived
+-- on first access, so callers can rely on both. Derived objects have no id. Deriving lazily
+-- keeps customers_search exports cheap and keeps what the server did not send out of
+-- pairs() and JSON encodings.
+local DERIVED = {
+  phones = { from = "phone_objects", key = "number" },
+  emails = { from = "email_objects", key = "email" },
+  phone_objects = { from = "phones", key = "number", objects = true },
+  email_objects = { from = "emails", key = "email", objects = true },
+}
 
-function M.expose(customer)
-  if type(customer) ~= "table" then return customer end
-  for _, p in ipairs(PAIRS) do
-    local strings, objects, key = customer[p[1]], customer[p[2]], p[3]
-    if type(objects) == "table" and strings == nil then
-      strings = {}
-      for _, o in ipairs(objects) do
-        if type(o) == "table" and o[key] ~= nil then strings[#strings + 1] = o[key] end
-      end
-      customer[p[1]] = strings
-    elseif type(strings) == "table" and objects == nil then
-      objects = {}
-      for i, v in ipairs(strings) do objects[i] = { [key] = v } end
-      customer[p[2]] = objects
+local LAZY = { __index = function(customer, k)
+  local d = DERIVED[k]
+  local src = d and rawget(customer, d.from)
+  if type(src) ~= "table" then return nil end
+  local out = {}
+  for _, v in ipairs(src) do
+    if d.objects then
+      out[#out + 1] = { [d.key] = v }
+    elseif type(v) == "table" and v[d.key] ~= nil then
+      out[#out + 1] = v[d.key]
     end
+  end
+  rawset(customer, k, out)
+  return out
+end }
+
+-- expose(customer) -> customer | nil, field: checks that the four contact fields are arrays
+-- where present (`field` names one that is not) and arranges the derivation above.
+-- Called on every customer a search yields: a few field reads, no allocation.
+function M.expose(customer)
+  local p, po = customer.phones, customer.phone_objects
+  local e, eo = customer.emails, customer.email_objects
+  if p ~= nil and type(p) ~= "table" then return nil, "phones" end
+  if po ~= nil and type(po) ~= "table" then return nil, "phone_objects" end
+  if e ~= nil and type(e) ~= "table" then return nil, "emails" end
+  if eo ~= nil and type(eo) ~= "table" then return nil, "email_objects" end
+  if (p == nil or po == nil or e == nil or eo == nil) and getmetatable(customer) == nil then
+    setmetatable(customer, LAZY)
   end
   return customer
 end
@@ -162,10 +182,10 @@ local function plan_section(kind, customer, sec, out)
     end
     local have = {}
     for _, o in ipairs(type(current) == "table" and current or {}) do
-      local n = spec.normalize(o[spec.key])
+      local n = type(o) == "table" and spec.normalize(o[spec.key])
       if n and wanted[n] and not have[n] then
         have[n] = true
-      elseif o.id ~= nil then
+      elseif type(o) == "table" and o.id ~= nil then
         out[#out + 1] = { id = o.id, _destroy = true }
       end
     end
@@ -217,7 +237,9 @@ local function plan_section(kind, customer, sec, out)
   return sec.overwrite == true
 end
 
-local PLAN_KEYS = { phones = true, emails = true, addresses = true, socials = true, events = true }
+local PLAN_ORDER = { "phones", "emails", "addresses", "socials", "events" }
+local PLAN_KEYS = {}
+for _, kind in ipairs(PLAN_ORDER) do PLAN_KEYS[kind] = true end
 
 --[[ plan(customer, spec) -> body | nil, err: the nested-update part of a PUT /customers/{id}.
   customer: as read (needs phone_objects, email_objects, addresses, ... for the ids it names)
@@ -236,7 +258,7 @@ function M.plan(customer, spec)
     or validate.known_keys(spec, PLAN_KEYS)
   if e then return nil, e end
   local body = {}
-  for kind in pairs(PLAN_KEYS) do
+  for _, kind in ipairs(PLAN_ORDER) do -- in order, so the first error is always the same one
     if spec[kind] ~= nil then
       local out = {}
       local overwrite, err = plan_section(kind, customer, spec[kind], out)

@@ -62,7 +62,8 @@ end
 function M.pending_ids(list)
   local out = {}
   for i = 1, #list do
-    if not M.is_ready(list[i]) then out[#out + 1] = tostring(list[i].id) end
+    local img = list[i]
+    if not M.is_ready(img) then out[#out + 1] = tostring(type(img) == "table" and img.id or "?") end
   end
   return out
 end
@@ -87,6 +88,9 @@ function M.wait(client, customer_id, opts)
       local customer, cerr = client:customers_show(customer_id)
       if not customer then return nil, cerr end
       local list = customer.images or {}
+      if type(list) ~= "table" then
+        return nil, errors.new("decode", "response has a customer whose images is not an array")
+      end
       local ids = M.pending_ids(list)
       if #ids == 0 then return list end
       return nil, nil, { ids = ids, images = list }
@@ -95,7 +99,7 @@ function M.wait(client, customer_id, opts)
   if err then return nil, err end
   return nil, errors.new("timeout", #pending.ids .. " image(s) still uploading after " .. timeout
     .. "s (no url or image_variants yet)", { code = "images_pending", ids = pending.ids,
-    pending_ids = pending.ids, images = pending.images })
+    images = pending.images })
 end
 
 return M

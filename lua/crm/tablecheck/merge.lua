@@ -54,23 +54,54 @@ local function same(a, b)
   return true
 end
 
+-- A list from an answer, or an empty one when the field is absent or not a table.
+local NONE = {}
+local function items(v) return type(v) == "table" and v or NONE end
+
+-- A nested list as the write side takes it: objects without ids, only `keys`; nil when empty.
 local function copy_nested(list, keys)
   local out = {}
-  for _, o in ipairs(list) do
+  for _, o in ipairs(items(list)) do
     if type(o) == "table" then
       local c = {}
       for _, k in ipairs(keys) do c[k] = o[k] end
       out[#out + 1] = c
     end
   end
-  return out
+  return out[1] and out or nil
 end
 
--- Union of one contact kind across customers, primary first, in normal form.
+-- The first customer (primary first) whose value(c[name]) is not nil, that value, and a
+-- conflict record when later customers hold other values (report.conflicts).
+local function pick(all, name, field, value)
+  local chosen, kept, conflict
+  for _, c in ipairs(all) do
+    local v = value(c[name])
+    if v ~= nil then
+      if not chosen then
+        chosen, kept = c, v
+      elseif not same(kept, v) then
+        conflict = conflict or { field = field, kept = chosen.id, value = kept, others = {} }
+        conflict.others[#conflict.others + 1] = { customer_id = c.id, value = v }
+      end
+    end
+  end
+  return chosen, kept, conflict
+end
+
+local function present(v) return nonempty(v) and v or nil end
+
+-- Union of one contact kind across customers, primary first, in normal form. Values that have
+-- no normal form go to report.skipped: the merge overwrites the list, so they would be lost.
 local function union(all, kind, normalize, report)
   local seen, list = {}, {}
   for _, c in ipairs(all) do
-    for _, v in ipairs(c[kind] or {}) do
+    local values = c[kind]
+    if values ~= nil and type(values) ~= "table" then
+      report.skipped[#report.skipped + 1] = { field = kind, customer_id = c.id, value = values,
+        rule = "not an array" }
+    end
+    for _, v in ipairs(items(values)) do
       local n = normalize(v)
       if not n then
         report.skipped[#report.skipped + 1] = { field = kind, customer_id = c.id, value = v,
@@ -88,46 +119,40 @@ end
 --[[ The default policy. Returns the PUT body (without merge_customer_ids) and the report:
   report.fields[field] = id of the customer the value came from, by the field sent ("union" for
                         phones/emails)
-  report.conflicts    = { {field, kept = id, value, others = { {customer_id, value} }} }
+  report.conflicts    = { {field, kept = id, value, others = { {customer_id, value} }} }: values
+                        of the secondaries that lose to an earlier customer's (nested lists
+                        included: they come from one customer, without ids)
   report.phones, report.emails = { {value, from = id} } in the order sent
-  report.skipped      = values left out because they are not E.164 / not an email ]]
+  report.skipped      = values without a normal form (not E.164 / not an email); merge() refuses
+                        to drop them unless a resolve function decides ]]
 function M.default_plan(primary, secondaries)
   local all = { primary }
   for i = 1, #secondaries do all[i + 1] = secondaries[i] end
   local body = {}
   local report = { fields = {}, conflicts = {}, phones = {}, emails = {}, skipped = {} }
-  for _, pair in ipairs(M.FIELDS) do
-    local name, write = pair[1], pair[2]
-    local chosen, conflict
-    for _, c in ipairs(all) do
-      local v = c[name]
-      if nonempty(v) then
-        if not chosen then
-          chosen = c
-        elseif not same(chosen[name], v) then
-          conflict = conflict or { field = write, kept = chosen.id, value = chosen[name], others = {} }
-          conflict.others[#conflict.others + 1] = { customer_id = c.id, value = v }
-        end
-      end
-    end
-    if chosen then
-      local v = chosen[name]
-      if write == "sex" then v = SEX[v] end
-      if v ~= nil then
-        body[write] = v
-        report.fields[write] = chosen.id
-      end
-    end
+  local function note(conflict)
     if conflict then report.conflicts[#report.conflicts + 1] = conflict end
   end
-  for name, keys in pairs(M.NESTED) do
-    for _, c in ipairs(all) do
-      if nonempty(c[name]) then
-        report.fields[name] = c.id
-        if c ~= primary then body[name] = copy_nested(c[name], keys) end
-        break
-      end
+  for _, pair in ipairs(M.FIELDS) do
+    local name, write = pair[1], pair[2]
+    local chosen, v, conflict = pick(all, name, write, present)
+    if write == "sex" and v ~= nil then v = SEX[v] end
+    if v ~= nil then
+      body[write] = v
+      report.fields[write] = chosen.id
     end
+    note(conflict)
+  end
+  local nested = {}
+  for name in pairs(M.NESTED) do nested[#nested + 1] = name end
+  sort(nested)
+  for _, name in ipairs(nested) do
+    local keys = M.NESTED[name]
+    local chosen, list, conflict = pick(all, name, name, function(x) return copy_nested(x, keys) end)
+    if chosen then report.fields[name] = chosen.id end
+    -- The primary's own list stays as it is; sending it again would append a second copy.
+    if chosen and chosen ~= primary then body[name] = list end
+    note(conflict)
   end
   for _, c in ipairs(all) do contacts.expose(c) end
   local phones = union(all, "phones", contacts.normalize_phone, report)
@@ -189,8 +214,9 @@ local function read(client, id, field)
   local c, err = client:customers_show(id)
   if c then return c end
   if err.status == 404 then
-    err.message = "the customer named by " .. field .. " does not exist; nothing was merged ("
-      .. err.message .. ")"
+    err.message = "the customer named by " .. field .. " does not exist (a customer merged before"
+      .. " is destroyed; merged_customer_ids of the one it went into says so), so no merge was sent: "
+      .. err.message
     err.field, err.ids = field, { id }
   end
   return nil, err
@@ -210,13 +236,13 @@ local function still_linked(client, secondary_ids)
   end
   for r, err in client:reservations_iter { customer_ids = secondary_ids } do
     if r == false then return nil, err end
-    for _, id in ipairs(r.customer_ids or {}) do note(id) end
+    for _, id in ipairs(items(r.customer_ids)) do note(id) end
     if r.primary_customer_id then note(r.primary_customer_id) end
   end
   for m, err in client:memberships_iter { customer_ids = secondary_ids } do
     if m == false then return nil, err end
-    for _, id in ipairs(m.customer_ids or {}) do note(id) end
-    for _, c in ipairs(m.customers or {}) do
+    for _, id in ipairs(items(m.customer_ids)) do note(id) end
+    for _, c in ipairs(items(m.customers)) do
       if type(c) == "table" and c.id then note(c.id) end
     end
   end
@@ -237,7 +263,7 @@ function M.wait(client, primary_id, secondary_ids, opts)
       local c, cerr = client:customers_show(primary_id)
       if not c then return nil, cerr end
       local merged = {}
-      for _, id in ipairs(c.merged_customer_ids or {}) do merged[tostring(id)] = true end
+      for _, id in ipairs(items(c.merged_customer_ids)) do merged[tostring(id)] = true end
       local missing = {}
       for _, id in ipairs(secondary_ids) do
         if not merged[id] then missing[#missing + 1] = id end
@@ -259,6 +285,29 @@ function M.wait(client, primary_id, secondary_ids, opts)
 end
 
 local MERGE_OPTIONS = { resolve = true, dry_run = true, wait = true }
+
+-- The default plan overwrites phones and emails with their union, and the secondaries are
+-- destroyed: a value without a normal form (report.skipped) would be lost unless it is the
+-- primary's and its list is left alone. Such a merge is refused until a resolve function
+-- decides. -> nil | err (no values in the text: they are PII)
+local function would_drop(primary, body, report)
+  local ids, seen, n, field = {}, {}, 0, nil
+  for _, s in ipairs(report.skipped) do
+    if s.customer_id ~= primary.id or body["overwrite_" .. s.field] then
+      local id = tostring(s.customer_id)
+      if not seen[id] then
+        seen[id] = true
+        ids[#ids + 1] = id
+      end
+      n, field = n + 1, field or s.field
+    end
+  end
+  if n == 0 then return nil end
+  return errors.new("validation", "the merge would lose " .. n .. " phone or email value(s) that"
+    .. " are not E.164 numbers or email addresses (customers in ids), so nothing was sent; pass"
+    .. " resolve to decide what to keep (report.skipped, one of its arguments, lists them)",
+    { field = field, code = "merge_would_lose_values", ids = ids, report = report })
+end
 
 --[[ merge(client, primary_id, secondary_ids [, opts]) -> customer, report
                                                      | request, report (dry_run) | nil, err
@@ -290,7 +339,10 @@ function M.merge(client, primary_id, secondary_ids, opts)
 
   local body, report = M.default_plan(primary, secondaries)
   if opts.resolve then
-    local fields, custom = opts.resolve(primary, secondaries, body, report)
+    local ok, fields, custom = pcall(opts.resolve, primary, secondaries, body, report)
+    if not ok then
+      return nil, fail("resolve", "raised an error, so nothing was merged: " .. tostring(fields))
+    end
     if fields == nil then
       if errors.is(custom) then return nil, custom end
       return nil, fail("resolve", "returned no fields; nothing was merged")
@@ -308,6 +360,9 @@ function M.merge(client, primary_id, secondary_ids, opts)
       report = { fields = {}, conflicts = {}, phones = {}, emails = {}, skipped = {} }
     end
     report.custom = true
+  else
+    e = would_drop(primary, body, report)
+    if e then return nil, e end
   end
   local ids = {}
   for i, id in ipairs(secondary_ids) do ids[i] = id end
@@ -326,7 +381,10 @@ function M.merge(client, primary_id, secondary_ids, opts)
   -- reported as an unknown outcome rather than retried.
   local merged
   merged, err = client:_write("customers", "PUT", primary_id, checked, false)
-  if not merged then return nil, err end
+  if not merged then
+    err.report = report
+    return nil, err
+  end
   if opts.wait then
     local done
     done, err = M.wait(client, primary_id, ids, opts.wait ~= true and opts.wait or nil)
@@ -414,9 +472,10 @@ function M.find_duplicates(client, query, opts)
   local by_root = {}
   for id in pairs(parent) do
     local r = find(id)
-    if r ~= id or by_root[r] then
-      by_root[r] = by_root[r] or { ids = { r }, reasons = {} }
-      if r ~= id then by_root[r].ids[#by_root[r].ids + 1] = id end
+    if r ~= id then
+      local g = by_root[r] or { ids = { r }, reasons = {} }
+      by_root[r] = g
+      g.ids[#g.ids + 1] = id
     end
   end
   for key, list in pairs(members) do

@@ -364,7 +364,8 @@ local function merge_fields(...)
   return out
 end
 
-local function self_merge_rule(o)
+-- merge_customer_ids: each id once.
+local function distinct_merge_ids(o)
   local ids = o.merge_customer_ids
   if type(ids) ~= "table" then return nil end
   local seen = {}
@@ -495,9 +496,9 @@ CUSTOMER_SEARCH.payment_currency = one_of { "local", "USD" }
 local BODIES = {
   customer_create = object(merge_fields(CUSTOMER_UPDATE, { franchise_id = OBJECT_ID,
     images = IMAGES_CREATE }),
-    { required = { "franchise_id" }, hints = CUSTOMER_HINTS, check = self_merge_rule }),
+    { required = { "franchise_id" }, hints = CUSTOMER_HINTS, check = distinct_merge_ids }),
   customer_update = object(CUSTOMER_UPDATE, { hints = CUSTOMER_HINTS, check = function(o)
-    return not_empty(o) or self_merge_rule(o)
+    return not_empty(o) or distinct_merge_ids(o)
   end }),
   customer_search = object(CUSTOMER_SEARCH, { hints = {
     scroll_id = "is managed by the iterator (it follows pagination.scroll_id itself)",
@@ -572,20 +573,26 @@ function M.query(name, params)
   return out
 end
 
--- Whether a customer or reservation write may be sent twice: not when it appends (phones or
--- emails without overwrite, new nested objects), uploads images or merges customers.
+-- Nested lists of customer and reservation writes; overwrite_<name> exists for the first five.
+local NESTED_LISTS = { "phones", "emails", "addresses", "socials", "events", "shop_memos", "images" }
+
+-- Whether a checked write may be sent twice with the same result (the retry policy resends
+-- only those once they may have reached the server). Not when it merges customers or when a
+-- nested entry is
+--   new (a string, or an object without id) and the list is not overwritten: appended again;
+--     image uploads are always new;
+--   a destroy ({id, _destroy = true}): the second finds nothing and fails, hiding that the
+--     first one worked.
 function M.write_is_repeatable(body)
   if body.merge_customer_ids ~= nil then return false end
-  if type(body.images) == "table" then
-    for _, img in ipairs(body.images) do
-      if img.image_upload_url ~= nil then return false end
-    end
-  end
-  for _, kind in ipairs { "phones", "emails", "addresses", "socials", "events" } do
+  for _, kind in ipairs(NESTED_LISTS) do
     local list = body[kind]
-    if type(list) == "table" and body["overwrite_" .. kind] ~= true then
+    if type(list) == "table" then
+      local overwrite = body["overwrite_" .. kind] == true
       for _, item in ipairs(list) do
-        if type(item) ~= "table" or item.id == nil then return false end
+        local obj = type(item) == "table"
+        if obj and item._destroy == true then return false end
+        if not overwrite and not (obj and item.id ~= nil) then return false end
       end
     end
   end
