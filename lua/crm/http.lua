@@ -1,7 +1,7 @@
 -- JSON over HTTP for both APIs: builds URLs and headers, runs one request on the transport,
 -- decodes the body and maps every outcome to a result or a crm error.
 local cjson = require "cjson"
-local core = require "crm.core"
+local platform = require "crm.platform"
 local errors = require "crm.error"
 local retry = require "crm.retry"
 
@@ -11,7 +11,7 @@ local json = cjson.new()
 json.encode_sparse_array(false)
 json.encode_invalid_numbers(false)
 
-local escape = core.escape
+local escape = platform.escape
 local type, pairs, next, pcall, tostring = type, pairs, next, pcall, tostring
 local concat, sort = table.concat, table.sort
 local null = json.null
@@ -53,11 +53,12 @@ function M.encode(v)
   return s
 end
 
--- JSON null becomes nil in objects, so `if c.phone then` means what it says.
+-- JSON null becomes nil in objects, so `if c.phone then` means what it says. In arrays it stays
+-- crm.null: removing it would leave a hole and silently drop an element.
 local function strip_nulls(v)
   for k, x in next, v do
     if x == null then
-      v[k] = nil
+      if type(k) == "string" then v[k] = nil end
     elseif type(x) == "table" then
       strip_nulls(x)
     end
@@ -130,6 +131,9 @@ local FINAL_TRANSPORT = {
   CURLE_URL_MALFORMAT = true, CURLE_UNSUPPORTED_PROTOCOL = true,
   CURLE_PEER_FAILED_VERIFICATION = true, CURLE_SSL_CONNECT_ERROR = true,
   CURLE_SSL_CERTPROBLEM = true, CURLE_SSL_CACERT_BADFILE = true,
+  -- the ngx transport's (crm.transport.ngx) and the transport chooser's
+  unsupported_protocol = true, tls_verify_failed = true, tls_failed = true, no_resolver = true,
+  no_cosockets = true, no_transport = true,
 }
 
 -- One attempt. req = {method, path, query, body (table), headers (array), shape ("object",
