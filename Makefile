@@ -43,6 +43,12 @@ demo: deps
 	@$(MAKE) -s --no-print-directory all
 	@bash scripts/demo.sh $(LUA)
 
+# The OpenResty sample plugin (examples/openresty/) in its own nginx, in front of the simulator.
+.PHONY: demo-openresty
+demo-openresty: deps
+	@$(MAKE) -s --no-print-directory all LUA=luajit
+	@bash scripts/demo-openresty.sh
+
 sim:
 	@bash scripts/sim.sh start $(SIM_PORT)
 
@@ -65,8 +71,11 @@ $(ASAN_SO): src/core.c src/wire.c src/wire.h src/compat.h
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -Wall -Wextra -Werror -fPIC $(LUA_INC) $(SAN_FLAGS) -shared -Wl,-z,nodelete -o $@ src/core.c src/wire.c $(LIBS)
 
-.PHONY: check check-asan check-valgrind
-check: deps lint check-asan check-valgrind
+.PHONY: check check-asan check-valgrind deps-tools
+deps-tools:
+	@bash scripts/deps.sh tools
+
+check: deps-tools lint check-asan check-valgrind
 
 check-asan: $(ASAN_SO)
 	@CRM_CPATH_DIR=$(ASAN_BUILD) CRM_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
@@ -88,13 +97,13 @@ build/fuzz/fuzz_wire: src/fuzz/fuzz_wire.c src/wire.c src/wire.h
 	clang -std=c11 -g -O1 -Wall -Wextra -Werror -fsanitize=fuzzer,address,undefined -o $@ src/fuzz/fuzz_wire.c src/wire.c
 
 .PHONY: fuzz
-fuzz: build/fuzz/fuzz_wire
+fuzz: deps-tools build/fuzz/fuzz_wire
 	build/fuzz/fuzz_wire -max_total_time=$(FUZZ_TIME) -print_final_stats=1 build/fuzz/corpus src/fuzz/corpus 2>&1 \
 	  | grep -E "stat::number_of_executed_units|Done|ERROR|SUMMARY" ; test $${PIPESTATUS[0]} -eq 0
 
 # ---- performance: baselines and crm in one run; writes bench/results.md ----
 .PHONY: bench
-bench: deps
+bench: deps-tools
 	@$(MAKE) -s --no-print-directory all
 	@bash bench/run.sh
 

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages crm needs to build and test, when any is missing.
+#   scripts/deps.sh          what make test and make demo need
+#   scripts/deps.sh tools    also what make check, make fuzz and make bench need
 set -eu
-pkgs="lua5.4 liblua5.4-dev lua-cjson libcurl4-openssl-dev uuid-dev lua-busted lua-check
-      nginx libnginx-mod-http-lua luajit2 libluajit2-5.1-dev curl gcc make pkg-config"
+tools=""
+[ "${1:-}" = tools ] && tools="valgrind wrk clang libclang-rt-14-dev"
+pkgs="$tools lua5.4 liblua5.4-dev lua-cjson libcurl4-openssl-dev uuid-dev lua-busted lua-check
+      nginx libnginx-mod-http-lua luajit2 libluajit2-5.1-dev curl gcc make pkg-config openssl"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
