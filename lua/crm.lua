@@ -1,13 +1,13 @@
 -- require "crm": the entry point. Constructors for each API and the shared helpers.
-local core = require "crm.core"
+local platform = require "crm.platform"
 local errors = require "crm.error"
 local http = require "crm.http"
 
 local crm = {
-  _VERSION = core.version,
+  _VERSION = platform.version,
   null = http.null,             -- JSON null, for request bodies that must send it
   empty_array = http.empty_array, -- encodes as [] (an empty Lua table encodes as {})
-  guid = core.guid,             -- a fresh lowercase UUID v4
+  guid = platform.guid,         -- a fresh lowercase UUID v4
   is_error = errors.is,
 }
 

@@ -37,6 +37,7 @@ build = {
     ["crm.error"] = "lua/crm/error.lua",
     ["crm.http"] = "lua/crm/http.lua",
     ["crm.pager"] = "lua/crm/pager.lua",
+    ["crm.platform"] = "lua/crm/platform.lua",
     ["crm.ratelimit"] = "lua/crm/ratelimit.lua",
     ["crm.retry"] = "lua/crm/retry.lua",
     ["crm.tablecheck"] = "lua/crm/tablecheck.lua",
@@ -47,6 +48,8 @@ build = {
     ["crm.toast"] = "lua/crm/toast.lua",
     ["crm.toast.guests"] = "lua/crm/toast/guests.lua",
     ["crm.toast.orders"] = "lua/crm/toast/orders.lua",
+    ["crm.transport"] = "lua/crm/transport.lua",
+    ["crm.transport.ngx"] = "lua/crm/transport/ngx.lua",
     ["crm.validate"] = "lua/crm/validate.lua",
   },
 }

@@ -1,15 +1,17 @@
--- Concurrent batches without OpenResty: each operation runs as a coroutine over the ordinary
--- client code; its HTTP requests go to libcurl's multi interface and its sleeps (backoff, rate
--- limit, 202 waits) to a timer list, so every API method works in a batch unchanged.
-local core = require "crm.core"
+-- Concurrent batches. Over curl (plain Lua): each operation runs as a coroutine over the
+-- ordinary client code; its HTTP requests go to libcurl's multi interface and its sleeps
+-- (backoff, rate limit, 202 waits) to a timer list, so every API method works in a batch
+-- unchanged. Over the ngx transport (inside nginx): operations run in ngx.thread light threads,
+-- whose cosockets and ngx.sleep already let each other run.
+local platform = require "crm.platform"
 local errors = require "crm.error"
 
 local M = {}
 
 local co_create, co_resume, co_status, co_running, co_yield =
   coroutine.create, coroutine.resume, coroutine.status, coroutine.running, coroutine.yield
-local now, sleep = core.now, core.sleep
-local type, unpack = type, table.unpack or unpack -- luacheck: ignore 143
+local now, sleep = platform.now, platform.block
+local type, pcall, unpack = type, pcall, table.unpack or unpack -- luacheck: ignore 143
 
 -- Coroutines that belong to a running batch; the transport and clock look here.
 local members = setmetatable({}, { __mode = "k" })
@@ -36,7 +38,13 @@ function Router:close()
   return self.handle:close()
 end
 
--- The clock every client uses; sleeping inside a batch lets the other operations run.
+-- in_batch() -> whether the running coroutine is an operation of a curl batch.
+function M.in_batch()
+  local co = co_running()
+  return co ~= nil and members[co] == true
+end
+
+-- The clock of a curl batch; sleeping inside a batch lets the other operations run.
 M.clock = {
   now = now,
   sleep = function(s)
@@ -54,6 +62,66 @@ local function as_function(client, op)
     return function() return method(client, unpack(args, 1, n)) end
   end
   return nil
+end
+
+-- Files one operation's outcome in results[index]; returns true when the batch should stop.
+local function record(results, opts, index, ok, res, err)
+  if not ok then
+    -- A Lua error inside an operation is a bug in the caller's function; report it as a value.
+    err = errors.new("validation", "operation raised an error: " .. tostring(res), { field = "ops[" .. index .. "]" })
+    res = nil
+  end
+  if res == nil and err == nil then
+    err = errors.new("validation", "operation returned nothing", { field = "ops[" .. index .. "]" })
+  end
+  if res ~= nil then
+    results[index] = { value = res, extra = err }
+    results.succeeded = results.succeeded + 1
+    return false
+  end
+  results[index] = { err = err }
+  results.failed = results.failed + 1
+  return opts.stop_on_error and true or false
+end
+
+local function cancel_rest(results, n)
+  for i = 1, n do
+    if results[i] == nil then
+      results[i] = { err = errors.new("transport", "not run: the batch stopped after an earlier failure",
+        { code = "cancelled" }) }
+      results.failed = results.failed + 1
+    end
+  end
+  return results
+end
+
+-- Inside nginx: `concurrency` light threads take the operations in turn. Cosockets and ngx.sleep
+-- yield to nginx, so the threads (and other requests) run while each one waits.
+local function run_threads(fns, n, concurrency, opts)
+  local spawn, wait = platform.ngx.thread.spawn, platform.ngx.thread.wait
+  local results = { succeeded = 0, failed = 0 }
+  local next_op, stopping = 1, false
+  local function worker()
+    while not stopping and next_op <= n do
+      local index = next_op
+      next_op = next_op + 1
+      local ok, res, err = pcall(fns[index])
+      if record(results, opts, index, ok, res, err) then stopping = true end
+    end
+  end
+  local threads = {}
+  for i = 1, math.min(concurrency, n) do
+    local th, serr = spawn(worker)
+    if not th then
+      stopping = true
+      for j = 1, #threads do wait(threads[j]) end
+      return nil, errors.new("transport", "could not start a light thread: " .. tostring(serr),
+        { code = "no_threads" })
+    end
+    threads[i] = th
+  end
+  for i = 1, #threads do wait(threads[i]) end
+  return cancel_rest(results, n)
 end
 
 -- run(client, ops, {concurrency = 16, stop_on_error = false})
@@ -79,7 +147,18 @@ function M.run(client, ops, opts)
   end
   if client._closed then return nil, (require("crm.client").closed_error()) end
 
-  local multi, merr = core.multi(client._transport_options(concurrency))
+  -- The transport says how: "threads" (nginx light threads) or "multi" (libcurl's multi).
+  local transport = client.transport
+  local mode, why = "multi", nil
+  if type(transport) == "table" and transport.batch_mode then mode, why = transport:batch_mode() end
+  if not mode then return nil, why end
+  if mode == "threads" then return run_threads(fns, n, concurrency, opts) end
+
+  if not platform.core then
+    return nil, errors.new("transport", "client:batch over curl needs the C core (crm/core.so)",
+      { code = "no_curl" })
+  end
+  local multi, merr = platform.core.multi(client._transport_options(concurrency))
   if not multi then return nil, errors.new(merr.kind, merr.message, { code = merr.name }) end
 
   local results = { succeeded = 0, failed = 0 }
@@ -91,22 +170,7 @@ function M.run(client, ops, opts)
 
   local function finish(index, ok, res, err)
     active = active - 1
-    if not ok then
-      -- A Lua error inside an operation is a bug in the caller's function; report it as a value.
-      err = errors.new("validation", "operation raised an error: " .. tostring(res), { field = "ops[" .. index .. "]" })
-      res = nil
-    end
-    if res == nil and err == nil then
-      err = errors.new("validation", "operation returned nothing", { field = "ops[" .. index .. "]" })
-    end
-    if res ~= nil then
-      results[index] = { value = res, extra = err }
-      results.succeeded = results.succeeded + 1
-    else
-      results[index] = { err = err }
-      results.failed = results.failed + 1
-      if opts.stop_on_error then stopping = true end
-    end
+    if record(results, opts, index, ok, res, err) then stopping = true end
   end
 
   -- Resumes co with the given values and files what it asks for next.
@@ -182,15 +246,7 @@ function M.run(client, ops, opts)
     end
   end
   multi:close()
-
-  for i = 1, n do
-    if results[i] == nil then
-      results[i] = { err = errors.new("transport", "not run: the batch stopped after an earlier failure",
-        { code = "cancelled" }) }
-      results.failed = results.failed + 1
-    end
-  end
-  return results
+  return cancel_rest(results, n)
 end
 
 return M

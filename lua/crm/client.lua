@@ -1,11 +1,11 @@
 -- What every API client shares: option checks, the transport, the clock, the retry policy and
 -- the close/__gc/__close life cycle.
-local core = require "crm.core"
 local http = require "crm.http"
 local retry = require "crm.retry"
 local validate = require "crm.validate"
 local errors = require "crm.error"
 local ratelimit = require "crm.ratelimit"
+local transports = require "crm.transport"
 
 local M = {}
 
@@ -17,9 +17,6 @@ local COMMON = {
 M.COMMON_OPTIONS = COMMON
 
 local batch = require "crm.batch"
-
--- Sleeps inside a batch yield to the other operations; elsewhere they block.
-local CLOCK = batch.clock
 
 -- Checks the options every client takes. Returns nil or a validation error.
 local function check_common(opts)
@@ -54,13 +51,15 @@ function M.init(self, opts, known, parse_error)
       return nil, validate.fail(tostring(k), "is not a known option")
     end
   end
-  local e = check_common(opts)
+  local e = check_common(opts) or transports.check(opts.transport)
   if e then return nil, e end
-  local policy, field, rule = retry.new(opts.retry, CLOCK)
+  -- The clock comes with the transport: the C core's monotonic clock for curl, nginx's for ngx.
+  local clock = transports.clock_for(opts.transport)
+  local policy, field, rule = retry.new(opts.retry, clock)
   if not policy then return nil, validate.fail(field, rule) end
   local limiter
   if opts.rate ~= nil then
-    limiter, field, rule = ratelimit.new(opts.rate, CLOCK)
+    limiter, field, rule = ratelimit.new(opts.rate, clock)
     if not limiter then return nil, validate.fail(field, rule) end
   end
   if opts.debug ~= nil and type(opts.debug) ~= "function" then
@@ -77,13 +76,10 @@ function M.init(self, opts, known, parse_error)
     }
   end
   self._transport_options = transport_options
-  local transport = opts.transport
-  if transport == nil then
-    local h, terr = core.new(transport_options())
-    if not h then return nil, errors.new(terr.kind, terr.message, { code = terr.name }) end
-    transport = batch.router(h)
-  end
-  self.clock = CLOCK
+  -- "curl", "ngx", nil (the right one for where this runs) or a transport object: crm.transport.
+  local transport, terr = transports.new(opts.transport, transport_options())
+  if not transport then return nil, terr end
+  self.clock = clock
   self.policy = policy
   self.transport = transport
   self.engine = http.engine {
@@ -93,7 +89,7 @@ function M.init(self, opts, known, parse_error)
     secrets = {},
     limiter = limiter,
     debug = opts.debug,
-    clock = CLOCK,
+    clock = clock,
   }
   return self
 end

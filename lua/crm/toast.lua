@@ -1,6 +1,6 @@
 -- Toast CRM v1: OAuth machine-client login, the eight customer and credit operations, the 202
 -- create confirmation, paging iterators and find_or_create.
-local core = require "crm.core"
+local platform = require "crm.platform"
 local client = require "crm.client"
 local errors = require "crm.error"
 local pager = require "crm.pager"
@@ -10,7 +10,7 @@ local M = {}
 local Toast = {}
 local MT = client.class(Toast)
 
-local escape = core.escape
+local escape = platform.escape
 local type, floor = type, math.floor
 
 local LOGIN_PATH = "/authentication/v1/authentication/login"
@@ -63,6 +63,8 @@ function M.new(opts)
   self.token_expires = math.huge
   self.confirm_timeout = o.confirm_timeout or 30
   self.confirm_attempts = o.confirm_attempts or 100
+  -- The longest a login can take: the retry deadline plus one last request.
+  self.login_wait = self.policy.deadline + (o.timeout or 30)
   -- Scrubbed from any error text: the secret and whatever token is current.
   self.engine.secrets[1] = o.client_secret
   self.engine.secrets[2] = o.token
@@ -102,19 +104,26 @@ function Toast:login()
   return self.token
 end
 
--- One login at a time: concurrent operations (a batch, nginx light threads) wait for the one
--- that is logging in instead of each starting their own.
+-- One login at a time per client: concurrent operations (a curl batch, nginx light threads,
+-- other nginx requests sharing a module-level client) wait for the one that is logging in
+-- instead of each starting their own. The clock's sleep yields (batch loop, ngx.sleep), so the
+-- login can finish meanwhile. `_logging_in` holds when that login started: one that never ended
+-- (its nginx request was aborted mid-way) stops holding the others back after `login_wait`.
+-- Where sleeping would hold the thread (nginx's log phase, say), waiting would only stall the
+-- login it waits for, so the caller logs in itself.
 local function current_token(self)
-  local waited = 0
-  while self._logging_in and waited < self.policy.deadline do
-    self.clock.sleep(0.005)
-    waited = waited + 0.005
+  local clock = self.clock
+  while self._logging_in and clock.now() - self._logging_in < self.login_wait
+      and (clock.yields == nil or clock.yields()) do
+    clock.sleep(0.005)
   end
-  if self.token and self.clock.now() < self.token_expires then return self.token end
+  if self.token and clock.now() < self.token_expires then return self.token end
   self.token = nil
-  self._logging_in = true
-  local token, err = self:login()
-  self._logging_in = false
+  local started = clock.now()
+  self._logging_in = started
+  local ok, token, err = pcall(self.login, self)
+  if self._logging_in == started then self._logging_in = false end
+  if not ok then error(token, 0) end
   return token, err
 end
 
@@ -223,7 +232,7 @@ function Toast:create_customer(c, opts)
   local body = {}
   for k, v in pairs(c) do body[k] = v end
   -- The GUID is fixed before the first attempt, so every retry and 202 re-POST is the same record.
-  body.guid = body.guid or core.guid()
+  body.guid = body.guid or platform.guid()
   local deadline = opts.confirm_timeout or self.confirm_timeout
   local policy = self.policy:with { deadline = deadline, max_pending = self.confirm_attempts }
   -- Toast's contract for 202: POST the same record again until it answers 200.
@@ -403,7 +412,7 @@ function Toast:add_credit(id, txn)
   local body = {}
   for k, v in pairs(txn) do body[k] = v end
   body.transactionType = "ADD_VALUE"
-  body.guid = body.guid or core.guid()
+  body.guid = body.guid or platform.guid()
   local res, err = self:_call({ method = "POST", shape = "object", ok = { [200] = true },
     path = CRM .. "/customers/" .. escape(id) .. "/creditTransactions", body = body }, true)
   if not res then

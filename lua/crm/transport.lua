@@ -30,10 +30,16 @@ local function sleep(s)
   if s > 0 then return block(s) end
 end
 
+-- yields() -> whether sleep() lets other work run meanwhile (a curl batch, nginx light threads
+-- and requests), or holds the thread.
+local function yields()
+  return in_batch() or (ngx ~= nil and (yieldable()))
+end
+
 -- The curl transport's clock: the C core's monotonic time (the batch clock's).
-M.curl_clock = { now = batch.clock.now, sleep = sleep }
+M.curl_clock = { now = batch.clock.now, sleep = sleep, yields = yields }
 -- The ngx transport's clock: nginx's time.
-M.ngx_clock = ngx and { now = platform.ngx_now, sleep = sleep } or nil
+M.ngx_clock = ngx and { now = platform.ngx_now, sleep = sleep, yields = yields } or nil
 
 local function core_error(e)
   return errors.new(e.kind, e.message, { code = e.name })
@@ -79,19 +85,19 @@ function Auto:current()
   return self.curl
 end
 
-function Auto:request(method, url, headers, body, timeout)
+function Auto:request(method, url, headers, body, timeout, fresh)
   local t, err = self:current()
   if not t then return nil, err end
-  return t:request(method, url, headers, body, timeout)
+  return t:request(method, url, headers, body, timeout, fresh)
 end
 
 -- "ngx" or "curl": what a request made now would use.
-function Auto:current_name()
+function Auto.current_name()
   return yieldable() and "ngx" or "curl"
 end
 
 -- How client:batch runs here: light threads where nginx allows them, libcurl's multi elsewhere.
-function Auto:batch_mode()
+function Auto.batch_mode()
   if yieldable() then return "threads" end
   if not platform.core then return nil, no_curl() end
   return "multi"

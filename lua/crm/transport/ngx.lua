@@ -2,11 +2,14 @@
 -- waits for the network without blocking the nginx worker. Same interface and error shape as
 -- the C core's handle:
 --
---   t:request(method, url, headers, body [, timeout]) -> status, headers, body
+--   t:request(method, url, headers, body [, timeout [, fresh]]) -> status, headers, body
 --                                                     | nil, {kind, name, code, message, sent}
 --
 -- One socket per request (a cosocket belongs to the request that made it); connections are
--- reused through nginx's keepalive pool. No redirects are followed. TLS verification is on
+-- reused through nginx's keepalive pool, except for `fresh` requests (those that must not run
+-- twice), which get a new connection, closed afterwards. A pooled connection that the server
+-- had closed before anything was read is replaced by another one, as libcurl does; a fresh
+-- request is never re-sent. No redirects are followed. TLS verification is on
 -- unless insecure_skip_verify: nginx checks the chain against lua_ssl_trusted_certificate
 -- (to lua_ssl_verify_depth) and the certificate's name against the URL's host.
 local platform = require "crm.platform"
@@ -373,13 +376,13 @@ local function stale(err)
   return err == "closed" or err == "broken pipe" or err == "connection reset by peer"
 end
 
-function Transport:request(method, url, headers, body, timeout)
+function Transport:request(method, url, headers, body, timeout, fresh)
   if self.closed then return fail("transport", "closed", "the client is closed", false) end
   local can, phase = yieldable()
   if not can then
     return fail("transport", "no_cosockets", "the ngx transport cannot run in nginx's "
-      .. tostring(phase) .. " phase: nginx allows cosockets only in rewrite, access, content and"
-      .. " timer contexts (use transport = \"curl\" there)", false)
+      .. tostring(phase) .. " phase: nginx allows cosockets only in rewrite, access, content,"
+      .. " timer and ssl_* contexts (use transport = \"curl\" there)", false)
   end
   if type(method) ~= "string" or #method == 0 or #method > 16 or not find(method, METHOD) then
     return fail("validation", "bad_method", "method is not a valid HTTP method", false)
@@ -399,6 +402,8 @@ function Transport:request(method, url, headers, body, timeout)
   local deadline = now() + total
   local pool = (u.tls and "crm-https:" or "crm-http:") .. u.sni .. ":" .. u.port
     .. (u.tls and (self.verify and ":verify" or ":noverify") or "")
+  -- Nothing is ever put back into the ":fresh" pool, so a connection from it is always new.
+  if fresh then pool = pool .. ":fresh" end
   local limit = self.max_response
 
   local stale_left = STALE_RETRIES
@@ -443,7 +448,7 @@ function Transport:request(method, url, headers, body, timeout)
     end
 
     if status then
-      if reusable and r.pos > #r.buf then
+      if reusable and not fresh and r.pos > #r.buf then
         sock:setkeepalive(self.keepalive_ms, self.pool_size)
       else
         sock:close()
@@ -451,7 +456,9 @@ function Transport:request(method, url, headers, body, timeout)
       return status, rheaders, rbody
     end
     sock:close()
-    -- A pooled connection the server had already closed: nothing reached it; try another.
+    -- A pooled connection that died before any answer (the server had closed it while idle):
+    -- try another, as libcurl does. Only requests that may run twice come here; fresh ones
+    -- never get a pooled connection.
     if reused and r.got == 0 and stale(err) and stale_left > 0 then
       stale_left = stale_left - 1
     else

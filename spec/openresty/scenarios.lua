@@ -1,0 +1,395 @@
+-- Runs inside the plugin's nginx (spec/openresty/test.conf.in): crm scenarios that need nginx
+-- (cosockets, light threads, ngx.sleep, phases) answer JSON for spec/openresty_spec.lua, and
+-- /up/... plays servers with unusual HTTP for the ngx transport to read.
+local cjson = require "cjson.safe"
+local crm = require "crm"
+local platform = require "crm.platform"
+local transports = require "crm.transport"
+local ngx_transport = require "crm.transport.ngx"
+
+local ngx = ngx -- luacheck: ignore 113 (this file only runs inside nginx)
+
+local M = {}
+
+local function settings(extra)
+  local o = {
+    base_url = os.getenv("CRM_TOAST_URL"),
+    restaurant_guid = os.getenv("CRM_TOAST_RESTAURANT"),
+    client_id = os.getenv("CRM_TOAST_CLIENT_ID"),
+    client_secret = os.getenv("CRM_TOAST_CLIENT_SECRET"),
+    timeout = 5,
+    retry = { max_attempts = 4, base_delay = 0.01, max_delay = 0.05, deadline = 5 },
+  }
+  for k, v in pairs(extra or {}) do o[k] = v end
+  return o
+end
+
+local function now()
+  ngx.update_time()
+  return ngx.now()
+end
+
+local function errinfo(e)
+  if e == nil then return nil end
+  return {
+    kind = e.kind, code = e.code or e.name, message = tostring(e.message), sent = e.sent,
+    attempts = e.attempts, status = e.status, retryable = e.retryable,
+    outcome_unknown = e.outcome_unknown, field = e.field, text = tostring(e),
+  }
+end
+
+local function arg(name, default)
+  local v = ngx.var["arg_" .. name]
+  if v == nil or v == "" then return default end
+  return ngx.unescape_uri(v)
+end
+
+local function local_url(path)
+  if path:find("^%a[%w+.%-]*://") then return path end
+  return "http://127.0.0.1:" .. ngx.var.server_port .. path
+end
+
+local S = {}
+
+-- One request on a bare ngx transport: status, headers, body or the transport's error.
+function S.raw()
+  local t = ngx_transport.new {
+    timeout = tonumber(arg("timeout", "5")),
+    max_response_bytes = tonumber(arg("max", nil)),
+    insecure_skip_verify = arg("insecure") == "1",
+  }
+  local headers = { "X-Test: yes" }
+  local ua = arg("ua")
+  if ua then headers[#headers + 1] = "User-Agent: " .. ua end
+  local started = now()
+  local status, h, body = t:request(arg("method", "GET"), local_url(arg("url")), headers, arg("body"),
+    nil, arg("fresh") == "1")
+  local out = { elapsed = now() - started }
+  if status then
+    out.status, out.headers, out.body, out.size = status, h, body, #body
+    if #body > 4096 then out.body = nil end
+  else
+    out.err = h
+  end
+  return out
+end
+
+-- n sequential GETs on one transport: which connection (nginx's $connection) served each.
+function S.keepalive()
+  local t = ngx_transport.new { timeout = 5 }
+  local conns, bodies = {}, {}
+  for i = 1, tonumber(arg("n", "5")) do
+    local status, _, body = t:request("GET", local_url(arg("path", "/up/conn")), {}, nil, nil,
+      arg("fresh") == "1")
+    if not status then return { err = _ } end
+    bodies[i] = body
+    conns[i] = body:match("(%d+)$")
+  end
+  return { conns = conns, bodies = bodies }
+end
+
+-- n sequential searches with a new ngx Toast client (the sim counts the connections).
+function S.toast_sequential()
+  local c = assert(crm.toast(settings { transport = "ngx" }))
+  local ok = 0
+  for i = 1, tonumber(arg("n", "10")) do
+    local res, err = c:search_customers { email = "seq" .. i .. "@example.org" }
+    if not res then return { ok = ok, err = errinfo(err) } end
+    ok = ok + 1
+  end
+  return { ok = ok }
+end
+
+-- client:batch under the ngx transport: light threads, bounded, results in input order.
+function S.batch()
+  local c = assert(crm.toast(settings { transport = arg("transport") }))
+  assert(c:login())
+  local n, fail, raise = tonumber(arg("n", "10")), tonumber(arg("fail", "0")), tonumber(arg("raise", "0"))
+  local ops = {}
+  for i = 1, n do
+    ops[i] = function(client)
+      if i == raise then error("boom " .. i) end
+      local q = { email = "batch" .. i .. "@example.org" }
+      if i == fail then q = { nickname = "x" } end
+      local res, err = client:search_customers(q)
+      if not res then return nil, err end
+      return i, "extra" .. i
+    end
+  end
+  local started = now()
+  local results, err = c:batch(ops, { concurrency = tonumber(arg("c", "16")),
+                                      stop_on_error = arg("stop") == "1" })
+  local out = { elapsed = now() - started }
+  if not results then
+    out.err = errinfo(err)
+    return out
+  end
+  out.succeeded, out.failed, out.values, out.extras, out.errs = results.succeeded, results.failed, {}, {}, {}
+  for i = 1, n do
+    out.values[i] = results[i].value or cjson.null
+    out.extras[i] = results[i].extra or cjson.null
+    out.errs[i] = results[i].err and errinfo(results[i].err) or cjson.null
+  end
+  return out
+end
+
+-- One search through the retry policy (the spec queues faults first).
+function S.retry()
+  local c = assert(crm.toast(settings { transport = "ngx" }))
+  local started = now()
+  local res, err = c:search_customers { email = arg("email", "retry@example.org") }
+  return { ok = res ~= nil, elapsed = now() - started, err = errinfo(err) }
+end
+
+-- A client kept in a module table and shared by every request of this worker.
+local shared = {}
+function S.shared()
+  local gen = arg("gen", "0")
+  local c = shared[gen]
+  if not c then
+    c = assert(crm.toast(settings()))
+    shared[gen] = c
+  end
+  local res, err = c:search_customers { email = arg("email", "shared@example.org") }
+  return { ok = res ~= nil, err = errinfo(err), transport = c.transport.current_name() }
+end
+
+-- Sleeps (here the rate limiter's) go through ngx.sleep: a ticker light thread keeps running.
+function S.sleeps()
+  local c = assert(crm.toast(settings { transport = arg("transport"), rate = { per_second = 10, burst = 1 } }))
+  assert(c:login())
+  local done, ticks = false, 0
+  local started = now()
+  local worker = ngx.thread.spawn(function()
+    for i = 1, 4 do assert(c:search_customers { email = "sleep" .. i .. "@example.org" }) end
+    done = true
+  end)
+  while not done and now() - started < 5 do
+    ngx.sleep(0.01)
+    ticks = ticks + 1
+  end
+  ngx.thread.wait(worker)
+  return { ticks = ticks, elapsed = now() - started }
+end
+
+-- A search from an ngx.timer callback (timer context allows cosockets).
+function S.timer()
+  local box = {}
+  local ok, terr = ngx.timer.at(0, function()
+    local c = assert(crm.toast(settings()))
+    local res, err = c:search_customers { email = "timer@example.org" }
+    box.ok, box.err, box.transport, box.phase = res ~= nil, errinfo(err), c.transport.current_name(), ngx.get_phase()
+    box.done = true
+  end)
+  if not ok then return { err = tostring(terr) } end
+  local started = now()
+  while not box.done and now() - started < 5 do ngx.sleep(0.01) end
+  return box
+end
+
+-- What crm sees in here: the C core, the clocks, the stand-ins for the C functions.
+function S.platform()
+  local samples = { "a-b_c.d~e", "a/b?# %\195\169", "\0\r\n", "", "Ünïcödé/ü@x" }
+  local escape_ok = true
+  if platform.core then
+    for _, s in ipairs(samples) do
+      if platform.lua_escape(s) ~= platform.core.escape(s) then escape_ok = false end
+    end
+  end
+  local guids = {}
+  for i = 1, 3 do guids[i] = platform.lua_guid() end
+  local auto = assert(crm.toast(settings()))
+  local forced_ngx = assert(crm.toast(settings { transport = "ngx" }))
+  local forced_curl, curl_err = crm.toast(settings { transport = "curl" })
+  local _, cafile_err = crm.toast(settings { transport = "ngx", cafile = "/etc/ssl/certs/ca-certificates.crt" })
+  return {
+    phase = ngx.get_phase(),
+    core = platform.core ~= nil,
+    version = crm._VERSION,
+    escape_ok = escape_ok,
+    lua_escape = platform.lua_escape("a/b?# %\195\169"),
+    guids = guids,
+    crm_guid = crm.guid(),
+    auto_transport = auto.transport.current_name(),
+    auto_clock_is_ngx = auto.clock == transports.ngx_clock,
+    ngx_clock_is_ngx = forced_ngx.clock == transports.ngx_clock,
+    curl_clock_is_curl = forced_curl and forced_curl.clock == transports.curl_clock or cjson.null,
+    cafile_err = errinfo(cafile_err),
+    curl_without_core = curl_err and errinfo(curl_err) or cjson.null,
+  }
+end
+
+-- A Toast client against one of the TLS test servers.
+function S.tls_client()
+  local c, cerr = crm.toast {
+    base_url = "https://127.0.0.1:" .. arg("port"), restaurant_guid = os.getenv("CRM_TOAST_RESTAURANT"),
+    token = "t", transport = "ngx", insecure_skip_verify = arg("insecure") == "1",
+    retry = { max_attempts = 3, base_delay = 0.01 },
+  }
+  if not c then return { err = errinfo(cerr) } end
+  local res, err = c:get_customer("x")
+  return { guid = res and res.guid, err = errinfo(err) }
+end
+
+function M.run()
+  local name = ngx.var.uri:match("^/t/([%w_]+)$")
+  local fn = name and S[name]
+  if not fn then
+    ngx.status = 404
+    return ngx.say(cjson.encode { error = "no scenario " .. tostring(name) })
+  end
+  local ok, out = pcall(fn)
+  if not ok then
+    ngx.status = 500
+    out = { error = tostring(out) }
+  end
+  ngx.header["Content-Type"] = "application/json"
+  ngx.say(cjson.encode(out))
+end
+
+-- In set_by_lua (no cosockets): one search with the transport asked for (nil: automatic).
+function M.set_phase(transport)
+  if transport == "" then transport = nil end
+  local c, err = crm.toast(settings { transport = transport, retry = { max_attempts = 2, base_delay = 0.01 } })
+  local res
+  if c then res, err = c:search_customers { email = "setphase@example.org" } end
+  local out = { phase = ngx.get_phase(), ok = res ~= nil, err = errinfo(err),
+                transport = c and c.transport.current_name and c.transport.current_name() or cjson.null }
+  if c then c:close() end
+  return cjson.encode(out)
+end
+
+-- ---- test upstreams ----
+
+local U = {}
+
+local function raw_socket()
+  local sock = assert(ngx.req.socket(true))
+  sock:settimeout(10000)
+  return sock
+end
+
+function U.echo()
+  ngx.req.read_body()
+  local h = ngx.req.get_headers()
+  local out = cjson.encode {
+    method = ngx.req.get_method(), uri = ngx.var.request_uri, host = h.host, user_agent = h["user-agent"],
+    content_length = h["content-length"], x_test = h["x-test"], body = ngx.req.get_body_data() or "",
+  }
+  ngx.header["Content-Length"] = #out
+  ngx.print(out)
+end
+
+-- Content-Length and the connection's number: a second request on the same connection says so.
+function U.conn()
+  local body = "conn=" .. ngx.var.connection
+  ngx.header["Content-Type"] = "text/plain"
+  ngx.header["Content-Length"] = #body
+  ngx.print(body)
+end
+
+-- nginx's own chunked encoding (no Content-Length, flushed in pieces), kept alive.
+function U.chunked_ka()
+  ngx.header["Content-Type"] = "text/plain"
+  ngx.print("conn=")
+  ngx.flush(true)
+  ngx.sleep(0.01)
+  ngx.print(ngx.var.connection)
+end
+
+-- Hand-made chunked body: extensions, a size line split across packets, a trailer field.
+function U.chunked()
+  local sock = raw_socket()
+  sock:send("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n"
+    .. "X-Rep: one\r\nx-rep: two\r\n\r\n")
+  ngx.sleep(0.02)
+  sock:send("5;name=value\r\nhello\r\n")
+  ngx.sleep(0.02)
+  sock:send("1")
+  ngx.sleep(0.02)
+  sock:send("0\r\n, chunked world!\r\n")
+  sock:send("0\r\nX-Trailer: t\r\n\r\n")
+end
+
+function U.bigchunked()
+  local n = tonumber(ngx.var.arg_n) or 100000
+  ngx.header["Content-Type"] = "text/plain"
+  local piece = ("y"):rep(65536)
+  while n > 0 do
+    local k = math.min(n, #piece)
+    ngx.print(piece:sub(1, k))
+    ngx.flush(true)
+    n = n - k
+  end
+end
+
+function U.close()
+  local sock = raw_socket()
+  sock:send("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the server closes")
+end
+
+function U.http10()
+  local sock = raw_socket()
+  sock:send("HTTP/1.0 201 Created\r\nContent-Length: 2\r\n\r\nok")
+end
+
+function U.continue()
+  local sock = raw_socket()
+  sock:send("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Final: yes\r\n\r\nfinal")
+end
+
+function U.slow()
+  ngx.sleep(tonumber(ngx.var.arg_d) or 2)
+  ngx.header["Content-Length"] = 4
+  ngx.print("late")
+end
+
+-- Headers at once, then one byte every 50 ms: no single read is slow, the whole is.
+function U.drip()
+  local sock = raw_socket()
+  sock:send("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+  for _ = 1, 100 do
+    ngx.sleep(0.05)
+    if not sock:send("x") then return end
+  end
+end
+
+function U.drop()
+  return ngx.exit(444)
+end
+
+function U.partial()
+  local sock = raw_socket()
+  sock:send("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+end
+
+function U.big()
+  local n = tonumber(ngx.var.arg_n) or 100000
+  ngx.header["Content-Length"] = n
+  ngx.print(("x"):rep(n))
+end
+
+function U.bad()
+  local sock = raw_socket()
+  sock:send("HELLO THERE\r\n\r\n")
+end
+
+function U.badchunk()
+  local sock = raw_socket()
+  sock:send("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")
+end
+
+function U.repeated()
+  ngx.header["X-Rep"] = { "a", "b" }
+  ngx.header["Content-Length"] = 2
+  ngx.print("ok")
+end
+
+function M.upstream()
+  local name = ngx.var.uri:match("^/up/([%w_%-]+)$")
+  local fn = name and U[(name:gsub("%-", "_"))]
+  if not fn then return ngx.exit(404) end
+  return fn()
+end
+
+return M

@@ -1,0 +1,473 @@
+-- crm inside nginx: the sample plugin (examples/openresty/) runs in a second nginx in front of the
+-- simulator. It proves the ngx transport does not block the worker (20 concurrent webhooks take
+-- about as long as one; with the curl transport forced they queue up), and drives transport
+-- scenarios that can only run inside nginx (spec/openresty/scenarios.lua) through HTTP.
+local core = require "crm.core"
+local cjson = require "cjson"
+local H = require "helper"
+
+local NGINX = os.getenv("NGINX") or "/usr/sbin/nginx"
+local MODULES = "/usr/lib/nginx/modules/"
+
+local function exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+local function sh(cmd)
+  local ok = os.execute(cmd .. " >/dev/null 2>&1")
+  return ok == true or ok == 0
+end
+
+local function slurp(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function spit(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+end
+
+if not (exists(NGINX) and exists(MODULES .. "ngx_http_lua_module.so") and exists(MODULES .. "ndk_http_module.so")) then
+  describe("OpenResty", function()
+    pending("nginx with lua-nginx-module is not installed (" .. NGINX .. ")")
+  end)
+  return
+end
+
+-- The repository root: spec/ is the busted ROOT, and this file lives in it.
+local ROOT = (debug.getinfo(1, "S").source:match("^@(.*)/spec/[^/]+$")) or "."
+if ROOT:sub(1, 1) ~= "/" then
+  local pwd = io.popen("pwd"):read("*l")
+  ROOT = ROOT == "." and pwd or (pwd .. "/" .. ROOT)
+end
+
+local function render(template, vars)
+  return (template:gsub("@([%u_]+)@", function(k) return vars[k] end))
+end
+
+-- An nginx with the sample plugin and the test server. with_core = false leaves crm/core.so out
+-- of lua_package_cpath, as a deployment without the curl transport would.
+local function stop_nginx(dir)
+  sh("env -u LD_PRELOAD " .. NGINX .. " -p " .. dir .. " -c " .. dir .. "/nginx.conf -s stop")
+  for _ = 1, 30 do
+    if not exists(dir .. "/nginx.pid") then break end
+    core.sleep(0.1)
+  end
+end
+
+local function start_nginx(base, with_core)
+  -- One directory per port: an instance left behind by a killed run is stopped here first.
+  local dir = ("%s/crm-openresty-%d"):format(os.getenv("TMPDIR") or "/tmp", base)
+  if exists(dir .. "/nginx.pid") then stop_nginx(dir) end
+  sh("rm -rf " .. dir)
+  assert(sh("mkdir -p " .. dir .. "/tmp"))
+  for _, name in ipairs { "good", "bad" } do
+    assert(sh(("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1"
+      .. " -addext subjectAltName=DNS:127.0.0.1,IP:127.0.0.1 -keyout %s/%s.key -out %s/%s.pem")
+      :format(dir, name, dir, name)))
+  end
+  local n = {
+    PREFIX = dir, ROOT = ROOT, PORT = tostring(base), TEST_PORT = tostring(base + 1),
+    TLS_PORT = tostring(base + 2), TLS_BAD_PORT = tostring(base + 3),
+    CPATH = with_core and (ROOT .. "/build/luajit") or (dir .. "/no-core"),
+    SPEC = ROOT .. "/spec/openresty", CERTS = dir,
+  }
+  spit(dir .. "/test.conf", render(slurp(ROOT .. "/spec/openresty/test.conf.in"), n))
+  local conf = render(slurp(ROOT .. "/examples/openresty/nginx.conf.in"), n)
+  conf = conf:gsub("}%s*$", "    include " .. dir .. "/test.conf;\n}\n")
+  spit(dir .. "/nginx.conf", conf)
+  local user = sh("test $(id -u) = 0") and " -g 'user root;'" or ""
+  -- LUA_PATH and LUA_CPATH would leak into nginx's default search paths (";;"), and make check's
+  -- sanitizer preload has no business in nginx.
+  local env = ("env -u LUA_PATH -u LUA_CPATH -u LD_PRELOAD CRM_TOAST_URL=%s CRM_TOAST_RESTAURANT=%s"
+    .. " CRM_TOAST_CLIENT_ID=%s CRM_TOAST_CLIENT_SECRET=%s "):format(H.base_url, H.restaurant, H.client_id,
+    H.client_secret)
+  local ok = sh(env .. NGINX .. " -p " .. dir .. " -c " .. dir .. "/nginx.conf" .. user)
+  if not ok then
+    local log = exists(dir .. "/error.log") and slurp(dir .. "/error.log") or ""
+    error("the plugin's nginx did not start:\n" .. log)
+  end
+  local probe = assert(core.new { timeout = 1 })
+  for _ = 1, 50 do
+    if probe:request("GET", "http://127.0.0.1:" .. (base + 1) .. "/t/none", {}) then break end
+    core.sleep(0.1)
+  end
+  probe:close()
+  return {
+    dir = dir,
+    plugin = "http://127.0.0.1:" .. base,
+    test = "http://127.0.0.1:" .. (base + 1),
+    tls_port = base + 2, tls_bad_port = base + 3,
+    stop = function()
+      stop_nginx(dir)
+      if os.getenv("CRM_KEEP_NGINX_DIR") then
+        io.stderr:write("\n[openresty] kept " .. dir .. "\n")
+      else
+        sh("rm -rf " .. dir)
+      end
+    end,
+  }
+end
+
+local http = assert(core.new { timeout = 60 })
+
+local function get_json(url)
+  local status, _, body = http:request("GET", url, {})
+  assert(status, "no answer from " .. url)
+  local ok, v = pcall(cjson.decode, body)
+  assert(ok, "not JSON from " .. url .. ": " .. tostring(body))
+  return v, status
+end
+
+local function post_json(url, value)
+  local status, _, body = http:request("POST", url, { "Content-Type: application/json" }, cjson.encode(value))
+  assert(status, "no answer from " .. url)
+  return cjson.decode(body), status
+end
+
+local function q(s) return core.escape(s) end
+
+local function order(i)
+  return { orderId = "ord-" .. i, customer = H.customer { lastName = "Webhook" } }
+end
+
+-- n webhooks at once from this process (libcurl's multi); seconds until the last answer.
+local function burst(url, n)
+  local m = assert(core.multi { size = n, timeout = 60 })
+  local bodies = {}
+  for i = 1, n do bodies[i] = cjson.encode(order(i)) end
+  local t0 = core.now()
+  for i = 1, n do assert(m:submit("POST", url, { "Content-Type: application/json" }, bodies[i])) end
+  local done = {}
+  while #done < n and core.now() - t0 < 60 do
+    local got = m:wait(1)
+    for i = 1, #got do done[#done + 1] = got[i] end
+  end
+  local elapsed = core.now() - t0
+  m:close()
+  return elapsed, done
+end
+
+describe("OpenResty", function()
+  local ng
+
+  setup(function()
+    ng = start_nginx(H.port + 520, true)
+  end)
+
+  teardown(function()
+    if ng then ng.stop() end
+  end)
+
+  before_each(function() H.reset() end)
+
+  describe("the sample plugin", function()
+    it("finds or creates the webhook's guest through the ngx transport", function()
+      local o = order(1)
+      local res, status = post_json(ng.plugin .. "/webhooks/order", o)
+      assert.equal(200, status)
+      assert.equal("created", res.how)
+      assert.equal("ngx", res.transport)
+      assert.equal("ord-1", res.order)
+      local again = post_json(ng.plugin .. "/webhooks/order", o)
+      assert.equal("found", again.how)
+      assert.equal(res.guest, again.guest)
+    end)
+
+    it("answers 422 with the field for a webhook crm refuses, sending nothing", function()
+      local before = H.total()
+      local res, status = post_json(ng.plugin .. "/webhooks/order", { customer = { firstName = "A" } })
+      assert.equal(422, status)
+      assert.equal("validation", res.kind)
+      assert.equal("lastName", res.field)
+      assert.equal(before, H.total())
+    end)
+
+    it("serves 20 concurrent webhooks in about the time of one; forced curl blocks the worker", function()
+      -- Warm both module-level clients (login, pooled connection), then time the bursts.
+      assert.equal("ngx", post_json(ng.plugin .. "/webhooks/order", order(0)).transport)
+      assert.equal("curl", post_json(ng.test .. "/webhooks/order-curl", order(0)).transport)
+      local logins = H.stats().logins
+
+      H.fault { path = "/crm/v1/customers/search", delay = 0.3, count = 20 }
+      local ngx_time, ngx_done = burst(ng.plugin .. "/webhooks/order", 20)
+      H.fault { path = "/crm/v1/customers/search", delay = 0.3, count = 20 }
+      local curl_time, curl_done = burst(ng.test .. "/webhooks/order-curl", 20)
+
+      io.stderr:write(("\n[openresty] 20 concurrent webhooks, 1 nginx worker, 300 ms simulator"
+        .. " delay on search: ngx transport %.2f s, curl transport %.2f s\n"):format(ngx_time, curl_time))
+      for _, set in ipairs { { ngx_done, "ngx" }, { curl_done, "curl" } } do
+        assert.equal(20, #set[1])
+        for _, d in ipairs(set[1]) do
+          assert.equal(200, d.status, d.body or tostring(d.err and d.err.message))
+          local res = cjson.decode(d.body)
+          assert.equal("created", res.how)
+          assert.equal(set[2], res.transport)
+        end
+      end
+      assert.is_true(ngx_time < curl_time / 3, ("ngx %.2f s vs curl %.2f s"):format(ngx_time, curl_time))
+      -- The shared clients kept their tokens across requests.
+      assert.equal(logins, H.stats().logins)
+    end)
+  end)
+
+  describe("the ngx transport", function()
+    local function raw(url, extra)
+      local u = ng.test .. "/t/raw?url=" .. q(url)
+      for k, v in pairs(extra or {}) do u = u .. "&" .. k .. "=" .. q(tostring(v)) end
+      return get_json(u)
+    end
+
+    it("writes the request line, Host, User-Agent crm/<version>, headers and Content-Length", function()
+      local r = raw("/up/echo?a=1", { method = "POST", body = '{"x":1}' })
+      assert.equal(200, r.status)
+      local echo = cjson.decode(r.body)
+      assert.equal("POST", echo.method)
+      assert.equal("/up/echo?a=1", echo.uri)
+      assert.equal("127.0.0.1:" .. (H.port + 521), echo.host)
+      assert.equal("crm/" .. core.version, echo.user_agent)
+      assert.equal("7", echo.content_length)
+      assert.equal('{"x":1}', echo.body)
+      assert.equal("yes", echo.x_test)
+      local own = cjson.decode(raw("/up/echo", { ua = "plugin/2" }).body)
+      assert.equal("plugin/2", own.user_agent)
+    end)
+
+    it("decodes chunked bodies: extensions, split size lines, trailers; joins repeated headers", function()
+      local r = raw("/up/chunked")
+      assert.equal(200, r.status)
+      assert.equal("hello, chunked world!", r.body)
+      assert.equal("one, two", r.headers["x-rep"])
+      assert.equal("chunked", r.headers["transfer-encoding"])
+      local big = raw("/up/bigchunked?n=300000")
+      assert.equal(300000, big.size)
+      assert.equal("a, b", raw("/up/repeated").headers["x-rep"])
+    end)
+
+    it("reads bodies until close, HTTP/1.0 answers, and skips 100 Continue", function()
+      assert.equal("until the server closes", raw("/up/close").body)
+      local r10 = raw("/up/http10")
+      assert.equal(201, r10.status)
+      assert.equal("ok", r10.body)
+      local c = raw("/up/continue")
+      assert.equal(200, c.status)
+      assert.equal("final", c.body)
+      assert.equal("yes", c.headers["x-final"])
+    end)
+
+    it("keeps connections alive, and does not when the server says close or the request is fresh", function()
+      local function distinct(list)
+        local seen, k = {}, 0
+        for _, v in ipairs(list) do
+          if not seen[v] then seen[v], k = true, k + 1 end
+        end
+        return k
+      end
+      local ka = get_json(ng.test .. "/t/keepalive?n=5&path=" .. q("/up/conn"))
+      assert.equal(5, #ka.conns)
+      assert.equal(1, distinct(ka.conns))
+      local chunked = get_json(ng.test .. "/t/keepalive?n=5&path=" .. q("/up/chunked-ka"))
+      assert.equal(1, distinct(chunked.conns))
+      local closing = get_json(ng.test .. "/t/keepalive?n=5&path=" .. q("/up/conn-close"))
+      assert.equal(5, distinct(closing.conns))
+      local fresh = get_json(ng.test .. "/t/keepalive?n=5&fresh=1&path=" .. q("/up/conn"))
+      assert.equal(5, distinct(fresh.conns))
+    end)
+
+    it("reuses one pooled connection for a whole Toast session (the simulator counts them)", function()
+      local r = get_json(ng.test .. "/t/toast_sequential?n=10")
+      assert.equal(10, r.ok, r.err and r.err.text)
+      local stats = H.stats()
+      assert.equal(11, stats.total) -- the login and ten searches
+      assert.equal(1, stats.connections)
+    end)
+
+    it("keeps one deadline for the whole response: slow answers and slow drips time out", function()
+      local slow = raw("/up/slow?d=2", { timeout = 0.3 })
+      assert.equal("timeout", slow.err.kind)
+      assert.is_true(slow.err.sent)
+      assert.is_true(slow.elapsed < 1, slow.elapsed)
+      local drip = raw("/up/drip", { timeout = 0.5 })
+      assert.equal("timeout", drip.err.kind)
+      assert.is_true(drip.elapsed >= 0.45 and drip.elapsed < 1.2, drip.elapsed)
+    end)
+
+    it("reports dropped connections, cut bodies and garbage like the C core does", function()
+      local drop = raw("/up/drop")
+      assert.equal("transport", drop.err.kind)
+      assert.equal("empty_reply", drop.err.name)
+      assert.is_true(drop.err.sent)
+      local part = raw("/up/partial")
+      assert.equal("partial_body", part.err.name)
+      assert.equal("bad_response", raw("/up/bad").err.name)
+      assert.equal("bad_response", raw("/up/badchunk").err.name)
+      local refused = raw("http://127.0.0.1:1/")
+      assert.equal("transport", refused.err.kind)
+      assert.equal("connect_failed", refused.err.name)
+      assert.is_false(refused.err.sent)
+      assert.equal("unsupported_protocol", raw("ftp://127.0.0.1/").err.name)
+      local unresolved = raw("http://crm-test.invalid/") -- the test nginx has no `resolver`
+      assert.equal("no_resolver", unresolved.err.name)
+      assert.is_false(unresolved.err.sent)
+    end)
+
+    it("refuses responses over max_response_bytes, with or without Content-Length", function()
+      assert.equal(1000, raw("/up/big?n=1000", { max = 1000 }).size)
+      assert.equal("response_too_large", raw("/up/big?n=1001", { max = 1000 }).err.name)
+      assert.equal("response_too_large", raw("/up/bigchunked?n=200000", { max = 100000 }).err.name)
+      assert.equal("response_too_large", raw("/up/close", { max = 10 }).err.name)
+    end)
+
+    it("verifies TLS against lua_ssl_trusted_certificate unless insecure_skip_verify", function()
+      local good = raw("https://127.0.0.1:" .. ng.tls_port .. "/")
+      assert.equal(200, good.status, good.err and good.err.message)
+      local bad = raw("https://127.0.0.1:" .. ng.tls_bad_port .. "/")
+      assert.equal("tls_verify_failed", bad.err.name)
+      assert.is_false(bad.err.sent)
+      assert.equal(200, raw("https://127.0.0.1:" .. ng.tls_bad_port .. "/", { insecure = 1 }).status)
+      -- Through a client: a certificate failure is final, never retried.
+      local c = get_json(ng.test .. "/t/tls_client?port=" .. ng.tls_bad_port)
+      assert.equal("tls_verify_failed", c.err.code)
+      assert.equal(1, c.err.attempts)
+      assert.is_false(c.err.retryable)
+      assert.equal("tls-ok", get_json(ng.test .. "/t/tls_client?port=" .. ng.tls_port).guid)
+      assert.equal("tls-bad", get_json(ng.test .. "/t/tls_client?insecure=1&port=" .. ng.tls_bad_port).guid)
+    end)
+  end)
+
+  describe("crm inside nginx", function()
+    it("retries through the same policy: 503s, then a dropped connection", function()
+      H.fault { path = "/crm/v1/customers/search", status = 503, count = 2 }
+      local r = get_json(ng.test .. "/t/retry")
+      assert.is_true(r.ok, r.err and r.err.text)
+      assert.equal(3, H.count("POST /crm/v1/customers/search"))
+      H.reset()
+      H.fault { path = "/crm/v1/customers/search", drop = true, count = 1 }
+      assert.is_true(get_json(ng.test .. "/t/retry").ok)
+      H.reset()
+      H.fault { path = "/crm/v1/customers/search", status = 400, count = 1 }
+      local final = get_json(ng.test .. "/t/retry")
+      assert.is_false(final.ok)
+      assert.equal("http", final.err.kind)
+      assert.equal(400, final.err.status)
+      assert.equal(1, final.err.attempts)
+    end)
+
+    it("runs client:batch in light threads: bounded, in input order, same result shape", function()
+      H.fault { path = "/crm/v1/customers/search", delay = 0.3, count = 10 }
+      local all = get_json(ng.test .. "/t/batch?n=10&c=10")
+      assert.equal(10, all.succeeded)
+      for i = 1, 10 do
+        assert.equal(i, all.values[i])
+        assert.equal("extra" .. i, all.extras[i])
+      end
+      assert.is_true(all.elapsed < 1.2, all.elapsed) -- ten 0.3 s searches at once
+      H.fault { path = "/crm/v1/customers/search", delay = 0.3, count = 10 }
+      local bounded = get_json(ng.test .. "/t/batch?n=10&c=5")
+      assert.equal(10, bounded.succeeded)
+      assert.is_true(bounded.elapsed >= 0.55, bounded.elapsed) -- two rounds of five
+      assert.is_true(bounded.elapsed < 2, bounded.elapsed)
+
+      local mixed = get_json(ng.test .. "/t/batch?n=6&c=2&fail=2&raise=4")
+      assert.equal(4, mixed.succeeded)
+      assert.equal(2, mixed.failed)
+      assert.equal("validation", mixed.errs[2].kind)
+      assert.matches("raised an error: .*boom 4", mixed.errs[4].message)
+      local stopped = get_json(ng.test .. "/t/batch?n=6&c=1&fail=2&stop=1")
+      assert.equal(1, stopped.succeeded)
+      assert.equal("cancelled", stopped.errs[3].code)
+      assert.equal(5, stopped.failed)
+    end)
+
+    it("sleeps with ngx.sleep: the rate limiter's waits let other light threads run", function()
+      local r = get_json(ng.test .. "/t/sleeps")
+      assert.is_true(r.elapsed >= 0.25, r.elapsed) -- four requests at 10 per second, burst 1
+      assert.is_true(r.ticks >= 0.5 * r.elapsed / 0.01, r.ticks .. " ticks in " .. r.elapsed .. " s")
+    end)
+
+    it("logs in once per worker for a module-level client shared by concurrent requests", function()
+      H.fault { path = "/authentication/v1/authentication/login", delay = 0.3, count = 1 }
+      local gen = core.guid()
+      local m = assert(core.multi { size = 10, timeout = 30 })
+      for i = 1, 10 do
+        assert(m:submit("GET", ng.test .. "/t/shared?gen=" .. gen .. "&email=" .. q("s" .. i .. "@example.org"), {}))
+      end
+      local done, t0 = {}, core.now()
+      while #done < 10 and core.now() - t0 < 30 do
+        for _, d in ipairs(m:wait(1)) do done[#done + 1] = d end
+      end
+      m:close()
+      assert.equal(10, #done)
+      for _, d in ipairs(done) do
+        local r = cjson.decode(d.body)
+        assert.is_true(r.ok, r.err and r.err.text)
+        assert.equal("ngx", r.transport)
+      end
+      assert.equal(1, H.stats().logins)
+    end)
+
+    it("takes the clock from the transport and has Lua stand-ins for the C functions", function()
+      local p = get_json(ng.test .. "/t/platform")
+      assert.equal("content", p.phase)
+      assert.is_true(p.core)
+      assert.equal(core.version, p.version)
+      assert.is_true(p.escape_ok)
+      assert.equal(core.escape("a/b?# %\195\169"), p.lua_escape)
+      for _, g in ipairs(p.guids) do
+        assert.matches("^%x%x%x%x%x%x%x%x%-%x%x%x%x%-4%x%x%x%-[89ab]%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$", g)
+      end
+      assert.are_not.equal(p.guids[1], p.guids[2])
+      assert.equal("ngx", p.auto_transport)
+      assert.is_true(p.auto_clock_is_ngx)
+      assert.is_true(p.ngx_clock_is_ngx)
+      assert.is_true(p.curl_clock_is_curl)
+      assert.equal("validation", p.cafile_err.kind)
+      assert.equal("transport", p.cafile_err.field)
+    end)
+
+    it("uses cosockets from an ngx.timer callback too", function()
+      local r = get_json(ng.test .. "/t/timer")
+      assert.equal("timer", r.phase)
+      assert.equal("ngx", r.transport)
+      assert.is_true(r.ok, r.err and r.err.text)
+    end)
+
+    it("falls back to curl where nginx allows no cosockets, and says why ngx cannot run there", function()
+      local auto = get_json(ng.test .. "/set/search")
+      assert.equal("set", auto.phase)
+      assert.is_true(auto.ok, auto.err and auto.err.text)
+      assert.equal("curl", auto.transport)
+      local forced = get_json(ng.test .. "/set/search?transport=ngx")
+      assert.is_false(forced.ok)
+      assert.equal("no_cosockets", forced.err.code)
+      assert.equal(1, forced.err.attempts)
+      assert.matches("set phase", forced.err.message)
+    end)
+  end)
+
+  describe("without the C core (lua_package_cpath without crm/core.so)", function()
+    local bare
+    setup(function() bare = start_nginx(H.port + 524, false) end)
+    teardown(function() if bare then bare.stop() end end)
+
+    it("still serves the plugin over the ngx transport; curl says what is missing", function()
+      local res, status = post_json(bare.plugin .. "/webhooks/order", order(1))
+      assert.equal(200, status)
+      assert.equal("created", res.how)
+      local p = get_json(bare.test .. "/t/platform")
+      assert.is_false(p.core)
+      assert.equal(core.version, p.version)
+      assert.matches("^%x+%-%x+%-4%x+%-[89ab]%x+%-%x+$", p.crm_guid)
+      assert.equal("no_curl", p.curl_without_core.code)
+      local curl, cstatus = post_json(bare.test .. "/webhooks/order-curl", order(2))
+      assert.equal(500, cstatus)
+      assert.matches("C core", curl.error)
+    end)
+  end)
+end)
