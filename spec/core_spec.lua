@@ -3,6 +3,9 @@ local core = require "crm.core"
 local H = require "helper"
 
 describe("crm.core", function()
+  -- `<close>` and __pairs are Lua 5.4; LuaJIT (5.1 ABI) has neither.
+  local it_54 = _VERSION == "Lua 5.4" and it or pending
+
   it("makes lowercase, unique version-4 GUIDs", function()
     local seen = {}
     for _ = 1, 1000 do
@@ -32,6 +35,26 @@ describe("crm.core", function()
     assert.equal(200, status)
     assert.matches("application/json", headers["content-type"])
     assert.matches('"total"', body)
+    h:close()
+  end)
+
+  it("parses headers on first lookup, joining repeats", function()
+    local h = assert(core.new { timeout = 5 })
+    local _, headers = h:request("GET", H.base_url .. "/__sim/stats", {})
+    assert.equal("keep-alive", headers.connection)
+    assert.is_nil(headers["Content-Type"]) -- names are lower-case
+    assert.is_nil(rawget(headers, ":raw"))
+    h:close()
+  end)
+
+  it_54("iterates parsed headers with pairs", function()
+    local h = assert(core.new { timeout = 5 })
+    local _, headers = h:request("GET", H.base_url .. "/__sim/stats", {})
+    local names = {}
+    for k in pairs(headers) do names[#names + 1] = k end
+    table.sort(names)
+    assert.is_true(#names >= 3)
+    assert.equal("connection", names[1])
     h:close()
   end)
 
@@ -65,8 +88,6 @@ describe("crm.core", function()
     assert.equal("closed", err.name)
   end)
 
-  -- `<close>` is Lua 5.4 syntax; LuaJIT has no scope-exit hook to test.
-  local it_54 = _VERSION == "Lua 5.4" and it or pending
   it_54("closes on scope exit with <close>", function()
     local chunk = assert(load([[
       local core = ...

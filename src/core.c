@@ -291,11 +291,53 @@ static void add_header(void *ud, const char *name, size_t nl, const char *v, siz
     lua_rawset(L, -3);
 }
 
+/* Response headers are handed over as one raw block and parsed on first lookup: most calls
+ * never read a header, and this keeps a dozen strings per request out of the collector. */
+#define CRM_HEADERS_MT "crm.core.headers"
+#define CRM_RAW_KEY ":raw" /* a header name cannot contain ':' */
+
+/* Raw access only: a plain lookup of the missing key would land in __index again. */
+static void parse_pending(lua_State *L, int t)
+{
+    lua_pushliteral(L, CRM_RAW_KEY);
+    lua_rawget(L, t);
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        size_t n;
+        const char *raw = lua_tolstring(L, -1, &n);
+        lua_pushliteral(L, CRM_RAW_KEY);
+        lua_pushnil(L);
+        lua_rawset(L, t);
+        lua_pushvalue(L, t);
+        crm_parse_headers(raw, n, add_header, L);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+static int l_headers_index(lua_State *L)
+{
+    parse_pending(L, 1);
+    lua_settop(L, 2);
+    lua_rawget(L, 1);
+    return 1;
+}
+
+static int l_headers_pairs(lua_State *L)
+{
+    parse_pending(L, 1);
+    lua_getglobal(L, "next");
+    lua_pushvalue(L, 1);
+    lua_pushnil(L);
+    return 3;
+}
+
 static void push_headers(lua_State *L, const struct buf *b)
 {
-    lua_newtable(L);
-    if (b->data)
-        crm_parse_headers(b->data, b->len, add_header, L);
+    lua_createtable(L, 0, 1);
+    lua_pushlstring(L, b->data ? b->data : "", b->len);
+    lua_setfield(L, -2, CRM_RAW_KEY);
+    luaL_getmetatable(L, CRM_HEADERS_MT);
+    lua_setmetatable(L, -2);
 }
 
 /* Sets up h for the request whose arguments start at stack index `a`:
@@ -655,6 +697,13 @@ int luaopen_crm_core(lua_State *L)
         lua_setfield(L, -2, "__close");
         lua_pushliteral(L, CRM_HANDLE_MT);
         lua_setfield(L, -2, "__name");
+    }
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, CRM_HEADERS_MT)) {
+        lua_pushcfunction(L, l_headers_index);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, l_headers_pairs);
+        lua_setfield(L, -2, "__pairs");
     }
     lua_pop(L, 1);
     if (luaL_newmetatable(L, CRM_MULTI_MT)) {

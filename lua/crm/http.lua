@@ -13,7 +13,7 @@ json.encode_invalid_numbers(false)
 
 local escape = platform.escape
 local type, pairs, next, pcall, tostring = type, pairs, next, pcall, tostring
-local concat, sort = table.concat, table.sort
+local concat, sort, find = table.concat, table.sort, string.find
 local null = json.null
 M.null = null
 
@@ -69,7 +69,8 @@ end
 function M.decode(s)
   local ok, v = pcall(json.decode, s)
   if not ok then return nil, "response body is not valid JSON" end
-  if type(v) == "table" then strip_nulls(v) end
+  -- A body without the word null has nothing to strip: skip the walk.
+  if type(v) == "table" and find(s, "null", 1, true) then strip_nulls(v) end
   return v
 end
 
