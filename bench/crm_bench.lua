@@ -4,6 +4,7 @@
 --   crm_bench.lua create SECONDS        Toast create_customer
 --   crm_bench.lua export N              TableCheck scroll export of N customers, to /dev/null
 --   crm_bench.lua require               time to require "crm"
+--   crm_bench.lua count N GUID          N sequential get_customer calls (for callgrind)
 local mode = arg[1]
 if mode == "require" then
   local t0 = os.clock()
@@ -30,7 +31,11 @@ local function peak_rss_kb()
 end
 
 local seconds = tonumber(arg[2])
-if mode == "seq" then
+if mode == "count" then
+  -- A fixed number of requests, for instruction counts under callgrind.
+  local c, guid = toast(), arg[3]
+  for _ = 1, seconds do assert(c:get_customer(guid)) end
+elseif mode == "seq" then
   local c, guid = toast(), arg[3]
   assert(c:get_customer(guid))
   local n, t0 = 0, core.now()

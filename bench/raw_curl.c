@@ -27,10 +27,12 @@ static double now(void)
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: raw_curl URL SECONDS [HEADER...]\n");
+        fprintf(stderr, "usage: raw_curl URL SECONDS|-COUNT [HEADER...]\n");
         return 2;
     }
+    /* A negative second argument means a fixed request count (for callgrind). */
     double seconds = atof(argv[2]);
+    long count = seconds < 0 ? (long)-seconds : -1;
     curl_global_init(CURL_GLOBAL_DEFAULT);
     CURL *c = curl_easy_init();
     struct curl_slist *headers = NULL;
@@ -48,7 +50,7 @@ int main(int argc, char **argv)
     curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
     long n = 0, failed = 0;
     double start = now(), end = start + seconds;
-    while (now() < end) {
+    while (count >= 0 ? n < count : now() < end) {
         long status = 0;
         /* A client fetching records sets each request's URL; so does this baseline. */
         curl_easy_setopt(c, CURLOPT_URL, argv[1]);

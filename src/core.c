@@ -660,6 +660,38 @@ static int l_escape(lua_State *L)
     return 1;
 }
 
+/* Removes JSON nulls (lua-cjson's null is a NULL light userdata) from the object fields of a
+ * decoded value, recursively; array slots keep theirs so no element disappears. The walk is
+ * the hot part of every decoded response, which is why it is in C. */
+static void strip_nulls(lua_State *L, int t, int depth)
+{
+    if (depth > 1000 || !lua_checkstack(L, 4))
+        return;
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        int vt = lua_type(L, -1);
+        if (vt == LUA_TLIGHTUSERDATA && lua_touserdata(L, -1) == NULL) {
+            if (lua_type(L, -2) == LUA_TSTRING) {
+                lua_pushvalue(L, -2);
+                lua_pushnil(L);
+                lua_rawset(L, t); /* clearing a visited field is allowed during lua_next */
+            }
+        } else if (vt == LUA_TTABLE) {
+            strip_nulls(L, lua_gettop(L), depth + 1);
+        }
+        lua_pop(L, 1);
+    }
+}
+
+/* core.strip_nulls(value) -> value */
+static int l_strip_nulls(lua_State *L)
+{
+    if (lua_type(L, 1) == LUA_TTABLE)
+        strip_nulls(L, 1, 0);
+    lua_settop(L, 1);
+    return 1;
+}
+
 static const luaL_Reg handle_methods[] = {
     {"request", l_request},
     {"close", l_handle_close},
@@ -682,6 +714,7 @@ static const luaL_Reg module_functions[] = {
     {"now", l_now},
     {"sleep", l_sleep},
     {"escape", l_escape},
+    {"strip_nulls", l_strip_nulls},
     {NULL, NULL},
 };
 

@@ -55,16 +55,7 @@ end
 
 -- JSON null becomes nil in objects, so `if c.phone then` means what it says. In arrays it stays
 -- crm.null: removing it would leave a hole and silently drop an element.
-local function strip_nulls(v)
-  for k, x in next, v do
-    if x == null then
-      if type(k) == "string" then v[k] = nil end
-    elseif type(x) == "table" then
-      strip_nulls(x)
-    end
-  end
-  return v
-end
+local strip_nulls = platform.strip_nulls
 
 function M.decode(s)
   local ok, v = pcall(json.decode, s)
@@ -183,9 +174,9 @@ function Engine:send(req)
 
   local data
   if raw ~= "" and status ~= 204 then
-    local ct = headers["content-type"] or ""
     local decoded, derr = M.decode(raw)
     if decoded == nil and status >= 200 and status < 300 then
+      local ct = headers["content-type"] or "" -- read only here: headers parse on first lookup
       return nil, errors.new("decode", derr .. " (status " .. status .. ", content-type "
         .. ct:gsub("%c", "") .. ")", { status = status, retryable = false })
     end

@@ -74,6 +74,21 @@ local function ngx_now()
   return ngx.now()
 end
 
+-- JSON null (cjson.null, a NULL light userdata) removed from object fields, kept in arrays.
+local cjson_null = require("cjson").null
+local function lua_strip_nulls(v)
+  for k, x in next, v do
+    if x == cjson_null then
+      if type(k) == "string" then v[k] = nil end
+    elseif type(x) == "table" then
+      lua_strip_nulls(x)
+    end
+  end
+  return v
+end
+M.lua_strip_nulls = lua_strip_nulls
+
+M.strip_nulls = core and core.strip_nulls or lua_strip_nulls
 M.escape = core and core.escape or M.lua_escape
 M.guid = core and core.guid or M.lua_guid
 M.ngx_now = ngx and ngx_now or nil
