@@ -255,15 +255,21 @@ static int setup_easy(lua_State *L, int t, handle_t *h)
     return 0;
 }
 
-/* core.new{timeout, connect_timeout, cafile, capath, insecure_skip_verify, user_agent,
- *          max_response_bytes} -> handle | nil, err */
-static int l_new(lua_State *L)
+/* The constructors' options table, `{}` when none is given, at stack index 1. */
+static void options_at_1(lua_State *L)
 {
     if (lua_isnoneornil(L, 1)) {
         lua_settop(L, 0);
         lua_newtable(L);
     }
     luaL_checktype(L, 1, LUA_TTABLE);
+}
+
+/* core.new{timeout, connect_timeout, cafile, capath, insecure_skip_verify, user_agent,
+ *          max_response_bytes} -> handle | nil, err */
+static int l_new(lua_State *L)
+{
+    options_at_1(L);
 
     handle_t *h = lua_newuserdata(L, sizeof *h);
     memset(h, 0, sizeof *h);
@@ -507,11 +513,7 @@ static int l_multi_close(lua_State *L)
 /* core.multi{size = N, <the same options as core.new>} -> multi | nil, err */
 static int l_multi(lua_State *L)
 {
-    if (lua_isnoneornil(L, 1)) {
-        lua_settop(L, 0);
-        lua_newtable(L);
-    }
-    luaL_checktype(L, 1, LUA_TTABLE);
+    options_at_1(L);
     double size = opt_number(L, 1, "size", 16);
     if (!(size >= 1 && size <= 1024))
         return push_error(L, "validation", "bad_size", 0, "size must be 1 to 1024", 0);
