@@ -113,4 +113,30 @@ describe("batch", function()
     assert.equal("customerId", results[1].err.field)
     assert.equal(before, H.total())
   end)
+
+  it("imports a CSV with the example script, creating nobody twice", function()
+    local csv = os.tmpname()
+    local f = assert(io.open(csv, "w"))
+    f:write("firstName,lastName,email,phone\r\n")
+    for i = 1, 30 do f:write(("Guest%d,\"Smith, Jr\",guest%d@example.org,\n"):format(i, i)) end
+    f:write("Nope,,,\n") -- no last name, no contact: refused before sending
+    f:close()
+    local lua = rawget(_G, "jit") and "luajit" or "lua5.4"
+    local function run()
+      local p = assert(io.popen(lua .. " examples/toast_import_csv.lua " .. csv .. " 2>&1"))
+      local out = p:read("a")
+      p:close()
+      return out
+    end
+    local before = H.count("POST /crm/v1/customers")
+    local first = run()
+    assert.matches("imported 31 rows: 30 created, 0 found, 1 failed", first, 1, true)
+    assert.matches("row 32: crm validation: lastName", first, 1, true)
+    local second = run()
+    assert.matches("imported 31 rows: 0 created, 30 found, 1 failed", second, 1, true)
+    assert.equal(before + 30, H.count("POST /crm/v1/customers"))
+    local one = assert(c:search_customers { email = "guest7@example.org" })
+    assert.equal("Smith, Jr", one[1].lastName)
+    os.remove(csv)
+  end)
 end)
