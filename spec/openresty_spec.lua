@@ -288,6 +288,50 @@ describe("OpenResty", function()
       assert.equal(1, stats.connections)
     end)
 
+    it("closes after framing it cannot trust, and reuses a hand-made keep-alive answer", function()
+      local function conns(response)
+        local path = "/up/send?n=3&r=" .. q(response)
+        local r = get_json(ng.test .. "/t/keepalive?n=3&path=" .. q(path))
+        assert.is_nil(r.err, r.err and r.err.message)
+        local seen, k = {}, 0
+        for _, c in ipairs(r.conns) do
+          if not seen[c] then seen[c], k = true, k + 1 end
+        end
+        return k, r.bodies
+      end
+      -- The control: the same server, a plain Content-Length answer, one connection.
+      assert.equal(1, (conns("HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nconn=@CONN@")))
+      -- Transfer-Encoding next to Content-Length: decoded as chunked, then closed.
+      local k, bodies = conns("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+        .. "b\r\nconn=@CONN@\r\n0\r\n\r\n")
+      assert.equal(3, k)
+      assert.matches("^conn=%d+$", bodies[1])
+      -- HTTP/1.0 with Transfer-Encoding: closed too, whatever Connection says.
+      assert.equal(3, (conns("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+        .. "b\r\nconn=@CONN@\r\n0\r\n\r\n")))
+    end)
+
+    it("refuses malformed status lines, chunk sizes and Content-Length as bad_response", function()
+      for _, response in ipairs {
+        "HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n",
+        "HTTP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5x\r\nhello\r\n0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 2, 3\r\n\r\nabc",
+      } do
+        local r = raw("/up/send?r=" .. q(response))
+        assert.is_table(r.err, response)
+        assert.equal("bad_response", r.err.name, response)
+        assert.is_true(r.err.sent)
+      end
+      -- Folded and repeated headers, a reason phrase left out, a chunk extension with spaces.
+      local ok = raw("/up/send?r=" .. q("HTTP/1.1 200\r\nX-Fold: a\r\n  b\r\nx-fold: c\r\n"
+        .. "Transfer-Encoding: chunked\r\n\r\n2 ; x=1\r\nok\r\n0\r\n\r\n"))
+      assert.equal(200, ok.status, ok.err and ok.err.message)
+      assert.equal("ok", ok.body)
+      assert.equal("a b, c", ok.headers["x-fold"])
+    end)
+
     it("keeps one deadline for the whole response: slow answers and slow drips time out", function()
       local slow = raw("/up/slow?d=2", { timeout = 0.3 })
       assert.equal("timeout", slow.err.kind)

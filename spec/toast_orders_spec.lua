@@ -225,6 +225,24 @@ describe("Toast guest history", function()
       assert.is_true(elapsed >= 8 * 0.2)
     end)
 
+    it("keeps the spacing when concurrent operations share one client", function()
+      load_data()
+      local c = H.toast()
+      local ops = {}
+      for i = 1, 4 do
+        ops[i] = function(client)
+          return client:orders_bulk { startDate = iso(NOW - (i + 1) * DAY), endDate = iso(NOW - i * DAY),
+                                      spacing = 0.2, allow_fast = true }
+        end
+      end
+      assert.equal(4, assert(c:batch(ops, { concurrency = 4 })).succeeded)
+      local seen = calls()
+      assert.equal(4, #seen)
+      for i = 2, #seen do
+        assert.is_true(seen[i].t - seen[i - 1].t >= 0.195, "gap " .. (seen[i].t - seen[i - 1].t))
+      end
+    end)
+
     it("hands every order of the range to on_window exactly once", function()
       local seen, n = {}, 0
       for _, w in ipairs(windows_seen) do
@@ -378,6 +396,60 @@ describe("Toast guest history", function()
       for key, e in pairs(want) do
         assert.equal(e.n, done.profiles:get(key).order_count)
         assert.near(e.cents / 100, done.profiles:get(key).total_spend, 0.001)
+      end
+    end)
+  end)
+
+  describe("backfill against a hand-made ordersBulk", function()
+    -- A Toast stand-in (a custom transport): ordersBulk answers serve(start, finish, page) as the
+    -- JSON body, so the spec decides the server's window semantics and its data.
+    local function client_for(serve)
+      local t = { clock = H.manual_clock(NOW) }
+      local function unescape(v) return (v:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)) end
+      function t.request(_, _, url)
+        local q = {}
+        for k, v in url:gmatch("[?&]([^=&]+)=([^&]*)") do q[k] = unescape(v) end
+        local body = serve(guests.parse_time(q.startDate), guests.parse_time(q.endDate), tonumber(q.page))
+        return 200, { ["content-type"] = "application/json" }, body
+      end
+      function t.close() return true end
+      return assert(crm.toast { base_url = "http://toast.test", restaurant_guid = H.restaurant, token = "t",
+                                transport = t })
+    end
+
+    local function order_json(guid, t)
+      return cjson.encode { guid = guid, openedDate = iso(t), diningOption = { guid = "d" }, checks = {} }
+    end
+
+    it("hands an order on a window boundary out once, even if the server counts both ends in", function()
+      local at = { a = NOW - 40 * DAY, b = NOW - 28 * DAY, c = NOW - DAY } -- b: where windows meet
+      local c = client_for(function(from, to, page)
+        local out = {}
+        if page == 1 then
+          for _, g in ipairs { "a", "b", "c" } do
+            if at[g] >= from and at[g] <= to then out[#out + 1] = order_json(g, at[g]) end
+          end
+        end
+        return "[" .. table.concat(out, ",") .. "]"
+      end)
+      local handed = {}
+      local res = assert(c:backfill_orders(fast { weeks = 8, profiles = false, on_window = function(orders)
+        for _, o in ipairs(orders) do handed[#handed + 1] = o.guid end
+      end }))
+      assert.equal(2, res.windows)
+      assert.same({ "a", "b", "c" }, handed)
+      assert.equal(3, res.orders)
+    end)
+
+    it("fails with a decode error, never a Lua error, on orders that are not objects with a guid", function()
+      for _, body in ipairs { "[false]", '[{"guid":"x"},null]', "[1]", '[{"checks":[]}]', '[{"guid":""}]' } do
+        local c = client_for(function() return body end)
+        local ok, res, err = pcall(c.backfill_orders, c, fast { weeks = 1, profiles = false })
+        assert.is_true(ok, res)
+        assert.is_nil(res, body)
+        assert.equal("decode", err.kind, body)
+        assert.equal(1, err.window.index)
+        assert.equal(0, err.checkpoint.windows_done)
       end
     end)
   end)

@@ -379,6 +379,25 @@ function U.badchunk()
   sock:send("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")
 end
 
+-- Sends the query argument r as the whole response, @CONN@ replaced by nginx's $connection
+-- (six digits, so a Content-Length can count on it).
+-- With n > 1 it is a hand-made keep-alive server: it reads the next GET on the same connection
+-- and answers it the same way, n answers in all, then closes.
+function U.send()
+  local text = ngx.unescape_uri(ngx.var.arg_r or ""):gsub("@CONN@", ("%06d"):format(tonumber(ngx.var.connection)))
+  local sock = raw_socket()
+  sock:settimeout(2000)
+  for i = 1, tonumber(ngx.var.arg_n) or 1 do
+    if i > 1 then
+      repeat
+        local line = sock:receive("*l")
+        if not line then return end
+      until line == ""
+    end
+    if not sock:send(text) then return end
+  end
+end
+
 function U.repeated()
   ngx.header["X-Rep"] = { "a", "b" }
   ngx.header["Content-Length"] = 2

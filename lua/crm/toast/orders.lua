@@ -94,20 +94,32 @@ end
 -- Spacing: every ordersBulk attempt through this client waits until `spacing` seconds after the
 -- previous one finished. Measured from the end of the previous call, so arrivals at the server
 -- are at least `spacing` apart whatever the latency; sleeps use the client's clock.
+-- Calls from concurrent operations on one client (a batch, nginx light threads) take turns:
+-- one call is in flight at a time, so two can never wait out the same gap and send together.
+-- A turn held longer than STALE_TURN (an operation abandoned mid-call) is taken over.
 ---------------------------------------------------------------------------
 
+local STALE_TURN = 300
+
 local function spaced_policy(self, spacing)
+  local clock = self.clock
   return {
     run = function(_, fn, idempotent)
       return self.policy:run(function(attempt)
+        while self._orders_bulk_turn and clock.now() - self._orders_bulk_turn < STALE_TURN do
+          clock.sleep(0.01)
+        end
+        self._orders_bulk_turn = clock.now()
         local last = self._orders_bulk_last
         if last and spacing > 0 then
-          local wait = last + spacing - self.clock.now()
-          if wait > 0 then self.clock.sleep(wait) end
+          local wait = last + spacing - clock.now()
+          if wait > 0 then clock.sleep(wait) end
         end
-        local res, err = fn(attempt)
-        self._orders_bulk_last = self.clock.now()
+        local ok, res, err = pcall(fn, attempt)
+        self._orders_bulk_last = clock.now()
         self._orders_bulk_calls = (self._orders_bulk_calls or 0) + 1
+        self._orders_bulk_turn = nil
+        if not ok then error(res, 0) end
         return res, err
       end, idempotent)
     end,
@@ -154,32 +166,21 @@ function Orders:orders_bulk_iter(opts)
   return bulk_pager(self, q, opts.page or 1, opts.pageSize or M.MAX_PAGE_SIZE, opts.spacing or M.MIN_SPACING)
 end
 
+-- A GET of a whole document: its decoded JSON (an empty table for an empty body) | nil, err
 local function get(self, path, shape)
   local res, err = self:_call({ method = "GET", path = path, shape = shape }, true)
   if not res then return nil, err end
-  return res.data
+  return res.data or {}
 end
 
 -- dining_options() -> array of DiningOption {guid, name, behavior, ...} | nil, err
-function Orders:dining_options()
-  local list, err = get(self, DINING_OPTIONS, "array")
-  if list == nil and err then return nil, err end
-  return list or {}
-end
+function Orders:dining_options() return get(self, DINING_OPTIONS, "array") end
 
 -- employees() -> array of Employee {guid, firstName, lastName, ...} | nil, err
-function Orders:employees()
-  local list, err = get(self, EMPLOYEES, "array")
-  if list == nil and err then return nil, err end
-  return list or {}
-end
+function Orders:employees() return get(self, EMPLOYEES, "array") end
 
 -- menus() -> the menus document {menus = [{menuGroups = [{menuItems, menuGroups}]}], ...} | nil, err
-function Orders:menus()
-  local doc, err = get(self, MENUS, "object")
-  if doc == nil and err then return nil, err end
-  return doc or {}
-end
+function Orders:menus() return get(self, MENUS, "object") end
 
 -- menu_items() -> {[guid] = {guid, name, price, menu, group}} | nil, err
 function Orders:menu_items()
@@ -327,18 +328,29 @@ function Orders:backfill_orders(opts)
     return nil, err
   end
 
+  -- GUIDs of the previous window's orders: should a server count an order on the boundary in
+  -- both windows, it is still handed out once.
+  local previous = {}
   for i, w in ipairs(windows) do
     local q = { startDate = fmt(w[1]), endDate = fmt(w[2]) }
     local orders, seen = {}, {}
-    for order, err in bulk_pager(self, q, 1, size, spacing) do
-      if order == false then return failed(err, i, w) end
-      -- a page boundary moving under us can repeat an order: keep it once per window
-      local g = type(order) == "table" and order.guid
-      if not g or not seen[g] then
-        if g then seen[g] = true end
-        orders[#orders + 1] = order
+    local pages = bulk_pager(self, q, 1, size, spacing)
+    for page, err in pages:each_page() do
+      if not page then return failed(err, i, w) end
+      for k, order in ipairs(page) do
+        local g = type(order) == "table" and order.guid
+        if type(g) ~= "string" or g == "" then
+          return failed(errors.new("decode", ("ordersBulk answered an order that is not an object with"
+            .. " a guid (item %d of page %d)"):format(k, pages.page - 1)), i, w)
+        end
+        -- a page boundary moving under us can repeat an order: keep it once
+        if not seen[g] and not previous[g] then
+          seen[g] = true
+          orders[#orders + 1] = order
+        end
       end
     end
+    previous = seen
     if set then
       for _, order in ipairs(orders) do set:fold(order) end
     end

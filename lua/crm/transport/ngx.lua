@@ -273,8 +273,10 @@ local function read_response(r, method, limit)
   repeat
     line, err = read_line(r)
     if not line then return nil, err end
-    local v1, v2, code = match(line, "^HTTP/(%d)%.(%d) (%d%d%d)")
-    if not v1 or v1 ~= "1" then return nil, "bad", "status line is not HTTP/1.x" end
+    local v2, code, reason = match(line, "^HTTP/1%.(%d) (%d%d%d)(.*)$")
+    if not v2 or (reason ~= "" and sub(reason, 1, 1) ~= " ") then
+      return nil, "bad", "status line is not HTTP/1.x"
+    end
     minor, status = tonumber(v2), tonumber(code)
     headers = {}
     local ok, herr = read_headers(r, headers, limit)
@@ -282,21 +284,25 @@ local function read_response(r, method, limit)
     -- 1xx answers (100 Continue, 103 Early Hints) come before the real one.
   until status >= 200 or status == 101
 
+  local te = headers["transfer-encoding"]
   local reusable
   if minor >= 1 then
     reusable = not has_token(headers.connection, "close")
   else
     reusable = has_token(headers.connection, "keep-alive")
   end
+  -- A switched protocol is no longer HTTP; Transfer-Encoding in HTTP/1.0 or next to a
+  -- Content-Length is faulty framing (RFC 9112, 6.1 and 6.3): read the answer, then close.
+  if status == 101 or (te and (minor == 0 or headers["content-length"])) then reusable = false end
 
   r.in_body = true
   local parts = {}
   if method == "HEAD" or status < 200 or status == 204 or status == 304 then
     return status, headers, "", reusable
   end
-  local te = headers["transfer-encoding"]
   if te then
-    if not match(lower(te), "chunked%s*$") then
+    local last_coding = lower(match(te, "([^,]*)$"))
+    if match(last_coding, "^%s*(.-)%s*$") ~= "chunked" then
       -- Some other coding last: the body runs until the server closes.
       local ok, rerr = read_all(r, parts, limit)
       if not ok then return nil, rerr end
@@ -306,8 +312,10 @@ local function read_response(r, method, limit)
     while true do
       local size_line, lerr = read_line(r)
       if not size_line then return nil, lerr end
-      local hex = match(size_line, "^%s*(%x+)%s*[;]?")
-      if not hex or #hex > 15 then return nil, "bad", "bad chunk size line" end
+      local hex, ext = match(size_line, "^%s*(%x+)%s*(.*)$")
+      if not hex or #hex > 15 or (ext ~= "" and sub(ext, 1, 1) ~= ";") then
+        return nil, "bad", "bad chunk size line"
+      end
       local size = tonumber(hex, 16)
       if size == 0 then break end
       total = total + size
@@ -333,6 +341,7 @@ local function read_response(r, method, limit)
       if not this or (n and this ~= n) then return nil, "bad", "bad Content-Length" end
       n = this
     end
+    if not n then return nil, "bad", "bad Content-Length" end
     if n > limit then return nil, "too large" end
     local ok, rerr = read_n(r, n, parts)
     if not ok then return nil, rerr end
@@ -448,9 +457,10 @@ function Transport:request(method, url, headers, body, timeout, fresh)
     end
 
     if status then
-      if reusable and not fresh and r.pos > #r.buf then
-        sock:setkeepalive(self.keepalive_ms, self.pool_size)
-      else
+      -- Back to the pool only when the answer was read exactly to its end and the server
+      -- keeps the connection open; nginx refuses (and we close) a socket with unread data.
+      if not (reusable and not fresh and r.pos > #r.buf
+              and sock:setkeepalive(self.keepalive_ms, self.pool_size)) then
         sock:close()
       end
       return status, rheaders, rbody
