@@ -720,20 +720,29 @@ static const luaL_Reg module_functions[] = {
     {NULL, NULL},
 };
 
-int luaopen_crm_core(lua_State *L)
+/* A userdata class: methods, and one close function behind close(), __gc and __close, so a
+ * script can free early and the collector catches the rest. */
+static void register_class(lua_State *L, const char *name, const luaL_Reg *methods,
+                           lua_CFunction close)
 {
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-    if (luaL_newmetatable(L, CRM_HANDLE_MT)) {
-        crm_newlib(L, handle_methods);
+    if (luaL_newmetatable(L, name)) {
+        lua_newtable(L);
+        crm_setfuncs(L, methods);
         lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, l_handle_close);
+        lua_pushcfunction(L, close);
         lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, l_handle_close);
+        lua_pushcfunction(L, close);
         lua_setfield(L, -2, "__close");
-        lua_pushliteral(L, CRM_HANDLE_MT);
+        lua_pushstring(L, name);
         lua_setfield(L, -2, "__name");
     }
     lua_pop(L, 1);
+}
+
+int luaopen_crm_core(lua_State *L)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    register_class(L, CRM_HANDLE_MT, handle_methods, l_handle_close);
     if (luaL_newmetatable(L, CRM_HEADERS_MT)) {
         lua_pushcfunction(L, l_headers_index);
         lua_setfield(L, -2, "__index");
@@ -741,17 +750,7 @@ int luaopen_crm_core(lua_State *L)
         lua_setfield(L, -2, "__pairs");
     }
     lua_pop(L, 1);
-    if (luaL_newmetatable(L, CRM_MULTI_MT)) {
-        crm_newlib(L, multi_methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, l_multi_close);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, l_multi_close);
-        lua_setfield(L, -2, "__close");
-        lua_pushliteral(L, CRM_MULTI_MT);
-        lua_setfield(L, -2, "__name");
-    }
-    lua_pop(L, 1);
+    register_class(L, CRM_MULTI_MT, multi_methods, l_multi_close);
     crm_newlib(L, module_functions);
     lua_pushliteral(L, CRM_VERSION);
     lua_setfield(L, -2, "version");
