@@ -222,6 +222,17 @@ function M.known_keys(t, allowed, prefix)
   return nil
 end
 
+-- Options of the polling waits (merge, images): {timeout, interval, max_interval}, all optional.
+local WAIT_OPTIONS = { timeout = true, interval = true, max_interval = true }
+function M.wait_options(w, field)
+  local e = M.table(w, field)
+  if e or w == nil then return e end
+  return M.known_keys(w, WAIT_OPTIONS, field .. ".")
+    or M.number(w.timeout, field .. ".timeout", { min = 0, max = 86400 })
+    or M.number(w.interval, field .. ".interval", { gt = 0, max = 3600 })
+    or M.number(w.max_interval, field .. ".max_interval", { gt = 0, max = 3600 })
+end
+
 function M.table(value, field, required)
   if value == nil then
     if required then return fail(field, "is required") end

@@ -68,19 +68,12 @@ function M.pending_ids(list)
   return out
 end
 
-local WAIT_OPTIONS = { timeout = true, interval = true, max_interval = true }
-
 -- wait_for_images(client, customer_id [, {timeout = 60, interval = 0.25, max_interval = 5}])
 -- -> images | nil, err. Polls the customer until every image has url and image_variants.
 function M.wait(client, customer_id, opts)
-  local e = validate.id(customer_id, "customer_id") or validate.table(opts, "options")
+  local e = validate.id(customer_id, "customer_id") or validate.wait_options(opts, "options")
   if e then return nil, e end
   opts = opts or {}
-  e = validate.known_keys(opts, WAIT_OPTIONS)
-    or validate.number(opts.timeout, "timeout", { min = 0, max = 86400 })
-    or validate.number(opts.interval, "interval", { gt = 0, max = 3600 })
-    or validate.number(opts.max_interval, "max_interval", { gt = 0, max = 3600 })
-  if e then return nil, e end
   local timeout = opts.timeout or 60
   local images, err, pending = retry.poll(client.clock,
     { timeout = timeout, interval = opts.interval, max_interval = opts.max_interval },

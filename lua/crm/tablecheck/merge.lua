@@ -198,17 +198,6 @@ local function check_ids(primary_id, secondary_ids)
   return nil
 end
 
-local WAIT_OPTIONS = { timeout = true, interval = true, max_interval = true }
-
-local function check_wait(w, field)
-  local e = validate.table(w, field)
-  if e or w == nil then return e end
-  return validate.known_keys(w, WAIT_OPTIONS, field .. ".")
-    or validate.number(w.timeout, field .. ".timeout", { min = 0, max = 86400 })
-    or validate.number(w.interval, field .. ".interval", { gt = 0, max = 3600 })
-    or validate.number(w.max_interval, field .. ".max_interval", { gt = 0, max = 3600 })
-end
-
 -- Reads one customer for a merge; a 404 says which argument named it.
 local function read(client, id, field)
   local c, err = client:customers_show(id)
@@ -253,7 +242,7 @@ end
 -- -> customer | nil, err. Done when the primary's merged_customer_ids holds every secondary and
 -- no reservation or membership still names one.
 function M.wait(client, primary_id, secondary_ids, opts)
-  local e = check_ids(primary_id, secondary_ids) or check_wait(opts, "options")
+  local e = check_ids(primary_id, secondary_ids) or validate.wait_options(opts, "options")
   if e then return nil, e end
   opts = opts or {}
   local timeout = opts.timeout or 300
@@ -325,7 +314,7 @@ function M.merge(client, primary_id, secondary_ids, opts)
     return nil, fail("resolve", "must be a function")
   end
   if opts.wait ~= nil and opts.wait ~= true and opts.wait ~= false then
-    e = check_wait(opts.wait, "wait")
+    e = validate.wait_options(opts.wait, "wait")
     if e then return nil, e end
   end
 
