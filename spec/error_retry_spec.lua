@@ -20,7 +20,7 @@ describe("crm.error", function()
 
   it("redacts emails, phone numbers, bearer tokens and registered secrets", function()
     local e = errors.new("http", "customer jane.doe+x@example.org / +1 (206) 555-0100 rejected;"
-      .. " Authorization: Bearer abc.def-123 with s3cr3t-value", { _secrets = { "s3cr3t-value" } })
+      .. " Authorization: Bearer abc.def-123 with s3cr3t-value", nil, { secrets = { "s3cr3t-value" } })
     local s = tostring(e)
     assert.not_matches("jane", s)
     assert.not_matches("555", s)
@@ -30,10 +30,12 @@ describe("crm.error", function()
     assert.matches("<phone>", s)
   end)
 
-  it("keeps dates readable while redacting phones", function()
-    local s = errors.redact("at 2018-06-16T15:01:14.000+0000 call 2065550100")
-    assert.matches("2018%-06%-16", s)
-    assert.not_matches("2065550100", s)
+  it("keeps dates readable while redacting phone-shaped text and the phones it sent", function()
+    local s = errors.redact("at 2018-06-16T15:01:14.000+0000 call 206-555-0100 or 2065550199",
+      { pii = { "2065550199" } })
+    assert.matches("2018%-06%-16T15:01:14%.000%+0000", s)
+    assert.not_matches("555", s)
+    assert.equal("at 2018-06-16T15:01:14.000+0000 call <phone> or <pii>", s)
   end)
 end)
 

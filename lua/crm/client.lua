@@ -86,12 +86,24 @@ function M.init(self, opts, known, parse_error)
     transport = transport,
     base_url = (opts.base_url:gsub("/+$", "")),
     parse_error = parse_error,
-    secrets = {},
     limiter = limiter,
     debug = opts.debug,
     clock = clock,
   }
   return self
+end
+
+-- private(client) -> a table only crm's code reaches: credentials, tokens and the header lines
+-- that carry them live here, never on the client table (cjson.encode(client) and pairs(client)
+-- show no secret). Weak-keyed: it goes away with the client.
+local PRIVATE = setmetatable({}, { __mode = "k" })
+function M.private(self)
+  local p = PRIVATE[self]
+  if not p then
+    p = {}
+    PRIVATE[self] = p
+  end
+  return p
 end
 
 function M.closed_error()

@@ -1,8 +1,14 @@
 -- The one error type of crm: a table with fields and a one-line, redacted tostring.
+--
+-- Redaction happens twice. When an error is built (errors.new with a context), every text field
+-- is scrubbed of the client's secrets and of the PII values the request sent, so the error never
+-- has to carry those secrets around. When it is printed, tostring scrubs every part once more
+-- with the shape rules (bearer tokens, email addresses, phone-shaped text), in case text that
+-- was never seen by a context ends up in it.
 local M = {}
 
-local tostring, type, setmetatable, getmetatable = tostring, type, setmetatable, getmetatable
-local concat = table.concat
+local tostring, type, setmetatable, getmetatable, pairs = tostring, type, setmetatable, getmetatable, pairs
+local concat, find, sub, gsub = table.concat, string.find, string.sub, string.gsub
 
 M.KINDS = {
   validation = true, -- bad input; nothing was sent
@@ -16,70 +22,173 @@ M.KINDS = {
 local Error = {}
 Error.__index = Error
 
--- Redaction: everything that reaches tostring goes through here, so a server that echoes
--- a customer's email or phone, or a token, does not leak it into logs.
-local function redact(s, secrets)
+-- Replaces every occurrence of `value` in s (plain text, not a pattern).
+local function replace_all(s, value, with)
+  local from, to = find(s, value, 1, true)
+  if not from then return s end
+  local out, pos = {}, 1
+  while from do
+    out[#out + 1] = sub(s, pos, from - 1)
+    out[#out + 1] = with
+    pos = to + 1
+    from, to = find(s, value, pos, true)
+  end
+  out[#out + 1] = sub(s, pos)
+  return concat(out)
+end
+
+-- The same, but only where the value stands as a word of its own (names: "Al" in "Already" stays).
+local function is_word_byte(c)
+  return c ~= "" and find(c, "^[%w\128-\255]") ~= nil
+end
+local function replace_words(s, value, with)
+  local from, to = find(s, value, 1, true)
+  if not from then return s end
+  local out, pos = {}, 1
+  while from do
+    if not is_word_byte(sub(s, from - 1, from - 1)) and not is_word_byte(sub(s, to + 1, to + 1)) then
+      out[#out + 1] = sub(s, pos, from - 1)
+      out[#out + 1] = with
+      pos = to + 1
+    end
+    from, to = find(s, value, to + 1, true)
+  end
+  out[#out + 1] = sub(s, pos)
+  return concat(out)
+end
+
+-- JSON writes "/" as "\/" in some servers' echoes; a secret is scrubbed in both spellings.
+local function json_escaped(v)
+  return (gsub(gsub(v, "\\", "\\\\"), "/", "\\/"))
+end
+
+-- Email addresses as validation accepts them: any local part (non-ASCII, apostrophes, plus
+-- tags), a domain with at least one dot (one-letter TLDs too).
+local EMAIL = "[^%s@<>%(%)%[%],;:\"]+@[^%s@<>%(%)%[%],;:\"]+%.[^%s@<>%(%)%[%],;:\"]+"
+
+-- Phone-shaped text: a + or separators (space, dot, dash, parentheses) among 7 to 16 digits,
+-- standing on its own (not inside an id such as a0b1234567bc or a GUID), and not a date.
+local GUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
+local function redact_phones(s)
+  local out, pos = {}, 1
+  local n = #s
+  while pos <= n do
+    local from, to = find(s, "[%+%(]?%d[%d%s%.%-%(%)]*%d%)?", pos)
+    if not from then break end
+    local run = sub(s, from, to)
+    local before, after = sub(s, from - 1, from - 1), sub(s, to + 1, to + 1)
+    local digits = #gsub(run, "%D", "")
+    local shaped = find(run, "^%+") or find(run, "%d[%s%.%-%(%)]+%d")
+    local phone = shaped and digits >= 7 and digits <= 16
+      and not find(before, "^[%w%-%./\\:_]") and not find(after, "^[%w%-_/\\:]")
+      and not find(run, "^%d%d%d%d%-%d%d%-%d%d") and not find(run, GUID)
+      and not find(run, "^%d+%.%d+$") -- a decimal amount
+    out[#out + 1] = sub(s, pos, from - 1)
+    out[#out + 1] = phone and "<phone>" or run
+    pos = to + 1
+  end
+  out[#out + 1] = sub(s, pos)
+  return concat(out)
+end
+
+--[[ redact(s [, ctx]) -> s scrubbed, one line, at most 300 bytes.
+  ctx.secrets  strings replaced by <redacted> wherever they occur (tokens, keys, secrets)
+  ctx.pii      strings this client sent (names, emails, phones) replaced by <pii> where they
+               stand as words
+  Then bearer tokens, email addresses and phone-shaped text are replaced whatever ctx says.
+  Kept: GUIDs, 24-hex ids, amounts, counts, dates, paths. ]]
+local function redact(s, ctx)
   s = tostring(s)
-  if secrets then
-    for i = 1, #secrets do
-      local secret = secrets[i]
-      if type(secret) == "string" and #secret >= 4 then
-        local from, to = s:find(secret, 1, true)
-        while from do
-          s = s:sub(1, from - 1) .. "<redacted>" .. s:sub(to + 1)
-          from, to = s:find(secret, from + 10, true)
+  if ctx then
+    local secrets, pii = ctx.secrets, ctx.pii
+    if secrets then
+      for i = 1, #secrets do
+        local v = secrets[i]
+        if type(v) == "string" and #v >= 4 then
+          s = replace_all(s, v, "<redacted>")
+          local esc = json_escaped(v)
+          if esc ~= v then s = replace_all(s, esc, "<redacted>") end
         end
       end
     end
+    if pii then
+      for i = 1, #pii do
+        local v = pii[i]
+        if type(v) == "string" and #v >= 2 then s = replace_words(s, v, "<pii>") end
+      end
+    end
   end
-  s = s:gsub("[Bb]earer%s+[%w%-%._~%+/=]+", "Bearer <redacted>")
-  s = s:gsub("[%w%.%%%+%-_]+@[%w%-%.]+%.%a%a+", "<email>")
-  -- Phone-like runs: an optional +, then 7 or more digits possibly split by space, dot or dash.
-  s = s:gsub("%+?%d[%d%s%.%-%(%)]*%d", function(run)
-    local digits = run:gsub("%D", "")
-    if #digits >= 7 and not run:find("^%d%d%d%d%-%d%d%-%d%d") then return "<phone>" end
-  end)
-  s = s:gsub("[%c]", " ")
-  if #s > 300 then s = s:sub(1, 297) .. "..." end
+  s = gsub(s, "[Bb][Ee][Aa][Rr][Ee][Rr]%s+[%w%-%._~%+/=]+", "Bearer <redacted>")
+  s = gsub(s, EMAIL, "<email>")
+  s = redact_phones(s)
+  s = gsub(s, "%c", " ")
+  if #s > 300 then s = sub(s, 1, 297) .. "..." end
   return s
 end
 M.redact = redact
 
-local function plain(v)
-  return (tostring(v):gsub("%c", " "):sub(1, 100))
+-- Strings of a decoded body, scrubbed of secrets only (the body is data for the program, and
+-- a customer's own fields are what it asked for). Bounded in depth.
+local function scrub_secrets(v, ctx, depth)
+  if type(v) == "string" then
+    local secrets = ctx.secrets
+    for i = 1, #secrets do
+      local x = secrets[i]
+      if type(x) == "string" and #x >= 4 and find(v, x, 1, true) then
+        v = replace_all(v, x, "<redacted>")
+      end
+    end
+    return v
+  end
+  if type(v) ~= "table" or depth > 20 then return v end
+  local out = {}
+  for k, x in pairs(v) do out[k] = scrub_secrets(x, ctx, depth + 1) end
+  return setmetatable(out, getmetatable(v))
 end
 
+-- Text fields that may hold what a server said; all are scrubbed at build and at print.
+local TEXT_FIELDS = { "message", "field", "code", "request_id" }
+
 function Error.__tostring(e)
-  local parts = { "crm", e.kind }
+  local parts = { "crm", tostring(e.kind) }
   if e.status then parts[#parts + 1] = tostring(e.status) end
-  local head = concat(parts, " ") .. ": " .. redact(e.message or "error", e._secrets)
+  local head = concat(parts, " ") .. ": " .. redact(e.message or "error")
   local tail = {}
-  -- These are ours or ids, never PII; only control characters are taken out.
-  if e.field then tail[#tail + 1] = "field=" .. plain(e.field) end
-  if e.code then tail[#tail + 1] = "code=" .. plain(e.code) end
-  if e.request_id then tail[#tail + 1] = "request_id=" .. plain(e.request_id) end
-  if e.guid then tail[#tail + 1] = "guid=" .. plain(e.guid) end
+  if e.field then tail[#tail + 1] = "field=" .. redact(e.field):sub(1, 100) end
+  if e.code then tail[#tail + 1] = "code=" .. redact(e.code):sub(1, 100) end
+  if e.request_id then tail[#tail + 1] = "request_id=" .. redact(e.request_id):sub(1, 100) end
+  if e.guid then tail[#tail + 1] = "guid=" .. redact(e.guid):sub(1, 100) end
   if type(e.ids) == "table" and #e.ids > 0 then
     local ids = {}
-    for i = 1, math.min(#e.ids, 10) do ids[i] = plain(e.ids[i]) end
+    for i = 1, math.min(#e.ids, 10) do ids[i] = redact(e.ids[i]):sub(1, 100) end
     if #e.ids > 10 then ids[#ids + 1] = "+" .. (#e.ids - 10) .. " more" end
     tail[#tail + 1] = "ids=" .. concat(ids, ",")
   end
-  if e.attempts and e.attempts > 1 then tail[#tail + 1] = "attempts=" .. e.attempts end
+  if e.outcome_unknown then tail[#tail + 1] = "outcome_unknown" end
+  if type(e.attempts) == "number" and e.attempts > 1 then tail[#tail + 1] = "attempts=" .. e.attempts end
   if #tail > 0 then head = head .. " (" .. concat(tail, ", ") .. ")" end
   return head
 end
 
--- new(kind, message, fields): fields may carry status, field, code, request_id, retryable,
--- retry_after, sent, attempts, guid, ids (the record ids the error is about), body.
--- `_secrets` lists strings to scrub from tostring.
-function M.new(kind, message, fields)
+--[[ new(kind, message, fields [, ctx]) -> error
+  fields may carry status, field, code, request_id, retryable, retry_after, sent, attempts, guid,
+  ids (the record ids the error is about), body (the decoded answer), outcome_unknown.
+  ctx = {secrets, pii} (see redact): message, field, code and request_id are redacted with it
+  now, and secrets are scrubbed from the body's strings. The error keeps no reference to ctx. ]]
+function M.new(kind, message, fields, ctx)
   local e = {}
   if fields then
     for k, v in pairs(fields) do e[k] = v end
   end
   e.kind = kind
   e.message = message
+  if ctx then
+    for i = 1, #TEXT_FIELDS do
+      local k = TEXT_FIELDS[i]
+      if e[k] ~= nil then e[k] = redact(e[k], ctx) end
+    end
+    if e.body ~= nil and ctx.secrets then e.body = scrub_secrets(e.body, ctx, 0) end
+  end
   if e.retryable == nil then e.retryable = false end
   return setmetatable(e, Error)
 end
@@ -90,6 +199,17 @@ end
 
 function M.validation(field, rule)
   return M.new("validation", field .. " " .. rule, { field = field })
+end
+
+-- Marks a write whose bytes reached the server but whose answer cannot be used: the server may
+-- have acted. Sending it again could make a second record, so crm never does.
+function M.mark_unknown(e)
+  if not e.outcome_unknown then
+    e.outcome_unknown = true
+    e.message = (e.message or "error") .. "; the request may have reached the server, so it was"
+      .. " not retried and its outcome is unknown"
+  end
+  return e
 end
 
 return M

@@ -10,6 +10,8 @@ local M = {}
 local json = cjson.new()
 json.encode_sparse_array(false)
 json.encode_invalid_numbers(false)
+-- NaN, Infinity and hex numbers in an answer are decode errors, not numbers.
+json.decode_invalid_numbers(false)
 
 local escape = platform.escape
 local type, pairs, next, pcall, tostring = type, pairs, next, pcall, tostring
@@ -57,9 +59,23 @@ end
 -- crm.null: removing it would leave a hole and silently drop an element.
 local strip_nulls = platform.strip_nulls
 
+-- A number too large for a double (1e400) decodes as infinity: refused like Infinity itself.
+local huge = math.huge
+local function has_infinity(v, depth)
+  if v == huge or v == -huge then return true end
+  if type(v) ~= "table" or depth > 1000 then return false end
+  for _, x in pairs(v) do
+    if has_infinity(x, depth + 1) then return true end
+  end
+  return false
+end
+
 function M.decode(s)
   local ok, v = pcall(json.decode, s)
   if not ok then return nil, "response body is not valid JSON" end
+  if find(s, "[eE]%+?%d%d%d") and has_infinity(v, 0) then
+    return nil, "response body has a number out of range"
+  end
   -- A body without the word null has nothing to strip: skip the walk.
   if type(v) == "table" and find(s, "null", 1, true) then strip_nulls(v) end
   return v
@@ -79,6 +95,9 @@ function M.query(params)
       for j = 1, #v do items[j] = tostring(v[j]) end
       v = concat(items, ",")
     end
+    if type(v) == "number" and v % 1 == 0 and v > -2 ^ 53 and v < 2 ^ 53 then
+      v = string.format("%d", v)
+    end
     out[#out + 1] = escape(k) .. "=" .. escape(tostring(v))
   end
   return "?" .. concat(out, "&")
@@ -96,21 +115,73 @@ end
   transport  object with :request(method, url, headers, body, timeout)
   base_url   without trailing slash
   parse_error(body_table) -> message, request_id, code, field   (API-specific)
-  secrets    array of strings scrubbed from error text
+  The client's secrets (keys, tokens, client secrets) are set with engine:set_secret(slot, v)
+  and live outside the engine table, so neither the engine nor the client ever shows them
+  (cjson.encode(client) and pairs() see no secret).
 ]]
 local Engine = {}
 Engine.__index = Engine
 
+local PRIVATE = setmetatable({}, { __mode = "k" })
+
 function M.engine(opts)
-  return setmetatable({
+  local e = setmetatable({
     transport = opts.transport,
     base_url = opts.base_url,
     parse_error = opts.parse_error,
-    secrets = opts.secrets or {},
     limiter = opts.limiter,
     debug = opts.debug,
     clock = opts.clock,
   }, Engine)
+  PRIVATE[e] = { secrets = {} }
+  return e
+end
+
+function Engine:set_secret(slot, value)
+  PRIVATE[self].secrets[slot] = value
+end
+
+-- The secrets in force, as a fresh array (for error contexts built outside the engine).
+function Engine:secrets()
+  local out, src = {}, PRIVATE[self].secrets
+  for _, v in pairs(src) do out[#out + 1] = v end
+  return out
+end
+
+-- PII a request carries: the strings under keys that name a person or a contact (first_name,
+-- lastName, emails, phones, phone_objects[].number, ...), in the body and the query.
+local function is_pii_key(k)
+  if type(k) ~= "string" then return false end
+  k = k:lower()
+  return find(k, "name", 1, true) ~= nil or find(k, "mail", 1, true) ~= nil
+    or find(k, "phone", 1, true) ~= nil or k == "number" or k == "kana"
+end
+
+local function collect_pii(v, under, out, depth)
+  if depth > 8 then return end
+  if type(v) == "string" then
+    if under then out[#out + 1] = v end
+  elseif type(v) == "table" then
+    for k, x in pairs(v) do
+      collect_pii(x, under or is_pii_key(k), out, depth + 1)
+    end
+  end
+end
+
+-- context(req) -> {secrets, pii}: what errors and debug lines about `req` are scrubbed of.
+function Engine:context(req)
+  local pii = {}
+  if req then
+    collect_pii(req.body, false, pii, 0)
+    collect_pii(req.query, false, pii, 0)
+    if req.pii then collect_pii(req.pii, true, pii, 0) end
+  end
+  return { secrets = self:secrets(), pii = pii }
+end
+
+-- A debug hook that raises must not break the call it reports on: its errors are dropped.
+local function emit(debug, line)
+  pcall(debug, line)
 end
 
 local RETRYABLE_STATUS = { [408] = true, [429] = true, [500] = true, [502] = true,
@@ -144,12 +215,13 @@ function Engine:send(req)
   end
   local url = self.base_url .. req.path .. M.query(req.query)
   if self.limiter then self.limiter:take() end
-  local debug, started = self.debug, nil
+  local debug, started, ctx = self.debug, nil, nil
   if debug then
     started = self.clock.now()
+    ctx = self:context(req)
     -- Method and path only: query strings and bodies can carry PII.
-    debug(errors.redact(("-> %s %s (%d body bytes)"):format(req.method, req.path, body and #body or 0),
-      self.secrets))
+    emit(debug, errors.redact(("-> %s %s (%d body bytes)"):format(req.method, req.path,
+      body and #body or 0), ctx))
   end
   -- A request that must not run twice gets a connection of its own (see src/core.c, `fresh`).
   local status, headers, raw = self.transport:request(req.method, url, req.headers, body, req.timeout,
@@ -157,19 +229,19 @@ function Engine:send(req)
   if debug then
     local ms = (self.clock.now() - started) * 1000
     if status then
-      debug(("<- %d %s %s in %.1f ms (%d bytes)"):format(status, req.method,
-        errors.redact(req.path, self.secrets), ms, #raw))
+      emit(debug, errors.redact(("<- %d %s %s in %.1f ms (%d bytes)"):format(status, req.method,
+        req.path, ms, #raw), ctx))
     else
-      debug(("<- %s %s %s in %.1f ms"):format(headers.name or "error", req.method,
-        errors.redact(req.path, self.secrets), ms))
+      emit(debug, errors.redact(("<- %s %s %s in %.1f ms"):format(tostring(headers.name or "error"),
+        req.method, req.path, ms), ctx))
     end
   end
   if not status then
     local e = headers
     return nil, errors.new(e.kind, e.message, {
-      code = e.name, sent = e.sent, _secrets = self.secrets,
+      code = e.name, sent = e.sent,
       retryable = e.kind ~= "validation" and not FINAL_TRANSPORT[e.name],
-    })
+    }, ctx or self:context(req))
   end
 
   local data
@@ -178,7 +250,8 @@ function Engine:send(req)
     if decoded == nil and status >= 200 and status < 300 then
       local ct = headers["content-type"] or "" -- read only here: headers parse on first lookup
       return nil, errors.new("decode", derr .. " (status " .. status .. ", content-type "
-        .. ct:gsub("%c", "") .. ")", { status = status, retryable = false })
+        .. ct:gsub("%c", "") .. ")", { status = status, retryable = false, sent = true },
+        ctx or self:context(req))
     end
     data = decoded
   end
@@ -189,7 +262,7 @@ function Engine:send(req)
       if type(data) ~= "table" or is_array(data) ~= want_array
           and not (want_array == false and next(data) == nil) then
         return nil, errors.new("decode", "response body is not a JSON " .. req.shape,
-          { status = status })
+          { status = status, sent = true })
       end
     end
     return { status = status, headers = headers, data = data }
@@ -210,8 +283,7 @@ function Engine:send(req)
   return nil, errors.new(kind, message or ("HTTP " .. status), {
     status = status, request_id = request_id, code = code, field = field,
     retryable = retryable, pending = pending, retry_after = retry_after, sent = true, body = data,
-    _secrets = self.secrets,
-  })
+  }, ctx or self:context(req))
 end
 
 return M

@@ -1,4 +1,6 @@
 -- The one retry policy of crm: what is retried, how long to wait, and when to give up.
+local errors = require "crm.error"
+
 local M = {}
 
 local floor, min, max, random = math.floor, math.min, math.max, math.random
@@ -80,6 +82,24 @@ local function may_retry(err, idempotent)
 end
 M.may_retry = may_retry
 
+-- Whether an error is the server's own word that it did not act: a 4xx it answered in full
+-- (other than 408 and 429, which say "not now"), or anything that never left this machine.
+-- Everything else after the bytes went out (5xx, lost or cut answers, bodies that are not the
+-- JSON asked for, garbage framing, HTTP/0.9, oversized answers, timeouts) leaves the outcome of
+-- a write unknown.
+function M.is_definitive(err)
+  if err.sent == false or err.kind == "validation" then return true end
+  local s = err.status
+  return (err.kind == "http" or err.kind == "auth") and s ~= nil and s >= 400 and s < 500
+    and s ~= 408 and s ~= 429
+end
+
+-- settle(err, idempotent): marks a failed non-idempotent write whose outcome is unknown.
+function M.settle(err, idempotent)
+  if not idempotent and not M.is_definitive(err) then errors.mark_unknown(err) end
+  return err
+end
+
 -- run(fn, idempotent): calls fn(attempt) -> res, err until success, a final error, the attempt
 -- limit or the deadline. The returned error records `attempts`.
 function Policy:run(fn, idempotent)
@@ -92,28 +112,23 @@ function Policy:run(fn, idempotent)
     if err == nil then return res end
     err.attempts = attempt
     if err.pending then pending = pending + 1 else failures = failures + 1 end
-    if not may_retry(err, idempotent) then
-      if err.retryable and not idempotent then
-        err.outcome_unknown = true
-        err.message = err.message .. "; the request may have reached the server, so it was not"
-          .. " retried and its outcome is unknown"
-      end
-      return nil, err
+    if not may_retry(err, idempotent) then return nil, M.settle(err, idempotent) end
+    if failures >= self.max_attempts or pending >= self.max_pending then
+      return nil, M.settle(err, idempotent)
     end
-    if failures >= self.max_attempts or pending >= self.max_pending then return nil, err end
     local wait = self:backoff(err.pending and pending or failures)
     local remaining = self.deadline - (clock.now() - started)
     if err.retry_after then
       if err.retry_after > remaining then
         err.message = err.message .. "; the server asked to retry after " .. err.retry_after
           .. "s, beyond the remaining deadline"
-        return nil, err
+        return nil, M.settle(err, idempotent)
       end
       wait = max(wait, err.retry_after)
     end
     if wait >= remaining then
       err.message = err.message .. "; gave up: retry deadline reached"
-      return nil, err
+      return nil, M.settle(err, idempotent)
     end
     clock.sleep(wait)
   end

@@ -80,9 +80,11 @@ function M.new(opts)
     self.policy.clock = o.clock
   end
   self.scroll_ttl = o.scroll_ttl or M.SCROLL_TTL
-  self.engine.secrets[1] = o.api_key
-  self.headers = { "Authorization: " .. o.api_key, "Accept: application/json" }
-  self.body_headers = { self.headers[1], self.headers[2], "Content-Type: application/json" }
+  self.engine:set_secret(1, o.api_key)
+  -- The header lines carry the key, so they live in the private table, not on the client.
+  local private = client.private(self)
+  private.headers = { "Authorization: " .. o.api_key, "Accept: application/json" }
+  private.body_headers = { private.headers[1], private.headers[2], "Content-Type: application/json" }
   return self
 end
 
@@ -90,7 +92,8 @@ end
 -- settle(err) -> res | nil, err: may turn an attempt's error into a result.
 function TableCheck:_call(req, idempotent, settle)
   if self._closed then return nil, client.closed_error() end
-  req.headers = req.body ~= nil and self.body_headers or self.headers
+  local private = client.private(self)
+  req.headers = req.body ~= nil and private.body_headers or private.headers
   req.shape = "object"
   req.idempotent = idempotent
   local engine = self.engine

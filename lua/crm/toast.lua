@@ -57,17 +57,20 @@ function M.new(opts)
     return nil, err
   end
   self.restaurant_guid = o.restaurant_guid
-  self.client_id, self.client_secret = o.client_id, o.client_secret
+  -- Credentials and the current token live in the private table (crm.client.private), never on
+  -- the client table itself.
+  local private = client.private(self)
+  self.client_id, private.client_secret = o.client_id, o.client_secret
   self.fixed_token = o.token ~= nil
-  self.token = o.token
+  private.token = o.token
   self.token_expires = math.huge
   self.confirm_timeout = o.confirm_timeout or 30
   self.confirm_attempts = o.confirm_attempts or 100
   -- The longest a login can take: the retry deadline plus one last request.
   self.login_wait = self.policy.deadline + (o.timeout or 30)
   -- Scrubbed from any error text: the secret and whatever token is current.
-  self.engine.secrets[1] = o.client_secret
-  self.engine.secrets[2] = o.token
+  self.engine:set_secret(1, o.client_secret)
+  self.engine:set_secret(2, o.token)
   return self
 end
 
@@ -76,12 +79,13 @@ end
 -- login() -> token | nil, err. Called lazily; exposed so a script can fail fast.
 function Toast:login()
   if self._closed then return nil, client.closed_error() end
-  if self.fixed_token then return self.token end
+  local private = client.private(self)
+  if self.fixed_token then return private.token end
   local res, err = self.policy:run(function()
     return self.engine:send {
       method = "POST", path = LOGIN_PATH, shape = "object", ok = { [200] = true },
       headers = { "Content-Type: application/json", "Accept: application/json" },
-      body = { clientId = self.client_id, clientSecret = self.client_secret,
+      body = { clientId = self.client_id, clientSecret = private.client_secret,
                userAccessType = "TOAST_MACHINE_CLIENT" },
     }
   end, true)
@@ -97,11 +101,11 @@ function Toast:login()
     return nil, errors.new("decode", "login response has no token.accessToken", { status = res.status })
   end
   local ttl = type(t.expiresIn) == "number" and t.expiresIn > 0 and t.expiresIn or 3600
-  self.token = t.accessToken
+  private.token = t.accessToken
   -- Renew a little early so a token never expires in flight.
   self.token_expires = self.clock.now() + ttl - math.min(60, ttl * 0.1)
-  self.engine.secrets[2] = self.token
-  return self.token
+  self.engine:set_secret(2, private.token)
+  return private.token
 end
 
 -- One login at a time per client: concurrent operations (a curl batch, nginx light threads,
@@ -117,8 +121,9 @@ local function current_token(self)
       and (clock.yields == nil or clock.yields()) do
     clock.sleep(0.005)
   end
-  if self.token and clock.now() < self.token_expires then return self.token end
-  self.token = nil
+  local private = client.private(self)
+  if private.token and clock.now() < self.token_expires then return private.token end
+  private.token = nil
   local started = clock.now()
   self._logging_in = started
   local ok, token, err = pcall(self.login, self)
@@ -129,7 +134,8 @@ end
 
 -- Header arrays are rebuilt only when the token changes: they are the same for every call.
 local function headers_for(self, token, has_body)
-  local cache = self._headers
+  local private = client.private(self)
+  local cache = private.headers
   if not cache or cache.token ~= token then
     local base = {
       "Authorization: Bearer " .. token,
@@ -138,7 +144,7 @@ local function headers_for(self, token, has_body)
     }
     local with_body = { base[1], base[2], base[3], "Content-Type: application/json" }
     cache = { token = token, [false] = base, [true] = with_body }
-    self._headers = cache
+    private.headers = cache
   end
   return cache[has_body]
 end
@@ -157,7 +163,8 @@ function Toast:_call(req, idempotent, policy)
     if err and err.status == 401 and not self.fixed_token and not relogged then
       relogged = true
       -- Only drop the token this request used; another operation may have renewed it already.
-      if self.token == token then self.token = nil end
+      local private = client.private(self)
+      if private.token == token then private.token = nil end
       token, err = current_token(self)
       if not token then return nil, err end
       req.headers = headers_for(self, token, req.body ~= nil)

@@ -6,6 +6,7 @@ local M = {}
 
 local type, pairs, tostring, tonumber, byte = type, pairs, tostring, tonumber, string.byte
 local huge = math.huge
+local MAX_INT = 2 ^ 53
 
 local function fail(field, rule)
   return errors.validation(field, rule)
@@ -82,6 +83,7 @@ end
 function M.header_value(value, field)
   if type(value) ~= "string" or value == "" then return fail(field, "must be a non-empty string") end
   if value:find("[%c]") then return fail(field, "must not contain CR, LF or other control characters") end
+  if value:find("[\128-\255]") then return fail(field, "must be ASCII (HTTP header values carry no other bytes safely)") end
   if #value > 4096 then return fail(field, "must be at most 4096 bytes") end
   return nil
 end
@@ -108,6 +110,10 @@ function M.number(value, field, opts)
   if opts.min and value < opts.min then return fail(field, "must be at least " .. opts.min) end
   if opts.max and value > opts.max then return fail(field, "must be at most " .. opts.max) end
   if opts.integer and value % 1 ~= 0 then return fail(field, "must be an integer") end
+  -- Integers beyond 2^53 lose precision and print as 1e+308: never sent.
+  if opts.integer and (value > MAX_INT or value < -MAX_INT) then
+    return fail(field, "must be an integer between -2^53 and 2^53")
+  end
   return nil
 end
 
@@ -145,33 +151,96 @@ function M.e164(value, field)
   return nil
 end
 
--- ISO-8601 date-time, e.g. 2024-03-05T00:21:40Z, 2024-03-05T00:21:40.978+09:00 or +0900.
-function M.is_iso8601(s)
+-- ---- dates and times: real calendar values only ----
+
+local function is_leap(y) return y % 4 == 0 and (y % 100 ~= 0 or y % 400 == 0) end
+local MONTH_DAYS = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 }
+
+-- is_real_date(2024, 2, 29) -> true; (2023, 2, 29) -> false; month 1-12, day within the month.
+function M.is_real_date(y, m, d)
+  if not (y and m and d) or m < 1 or m > 12 or d < 1 then return false end
+  local last = MONTH_DAYS[m]
+  if m == 2 and is_leap(y) then last = 29 end
+  return d <= last
+end
+
+--[[ parse_datetime(s [, opts]) -> t | nil, reason
+  RFC 3339 date-time: YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM), real values only (month
+  01-12, a day of that month, hour 00-23, minute 00-59, second 00-60, offset at most 23:59).
+  opts.compact_offset  also accept +HHMM (Toast's yyyy-MM-ddTHH:mm:ss.SSS+hhmm)
+  opts.seconds_optional  HH:MM without seconds is accepted (second = 0)
+  opts.offset_optional   no zone at all is accepted (offset = nil)
+  t = {year, month, day, hour, min, sec, frac = "digits" | "", offset = minutes east | nil}. ]]
+function M.parse_datetime(s, opts)
+  if type(s) ~= "string" then return nil, "is not a string" end
+  opts = opts or {}
+  local y, mo, d, h, mi, rest = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)[Tt](%d%d):(%d%d)(.*)$")
+  if not y then return nil, "is not YYYY-MM-DDTHH:MM:SS" end
+  y, mo, d, h, mi = tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi)
+  local sec, frac = 0, ""
+  local ss, r2 = rest:match("^:(%d%d)(.*)$")
+  if ss then
+    sec, rest = tonumber(ss), r2
+    local f, r3 = rest:match("^%.(%d+)(.*)$")
+    if f then frac, rest = f, r3 end
+  elseif not opts.seconds_optional then
+    return nil, "has no seconds"
+  end
+  if not M.is_real_date(y, mo, d) then return nil, "is not a real calendar date" end
+  if h > 23 or mi > 59 or sec > 60 then return nil, "is not a real time of day" end
+  local offset
+  if rest == "Z" or rest == "z" then
+    offset = 0
+  elseif rest == "" then
+    if not opts.offset_optional then return nil, "has no time zone offset (Z or +HH:MM)" end
+  else
+    local sign, oh, om = rest:match("^([+-])(%d%d):(%d%d)$")
+    if not sign and opts.compact_offset then sign, oh, om = rest:match("^([+-])(%d%d)(%d%d)$") end
+    if not sign then return nil, "has a malformed time zone offset" end
+    oh, om = tonumber(oh), tonumber(om)
+    if oh > 23 or om > 59 then return nil, "has an impossible time zone offset" end
+    offset = (oh * 60 + om) * (sign == "-" and -1 or 1)
+  end
+  return { year = y, month = mo, day = d, hour = h, min = mi, sec = sec, frac = frac,
+           offset = offset }
+end
+
+-- A calendar date, YYYY-MM-DD, that names a real day.
+function M.is_date(s)
   if type(s) ~= "string" then return false end
-  local rest = s:match("^%d%d%d%d%-[01]%d%-[0-3]%dT[0-2]%d:[0-5]%d(.*)$")
-  if not rest then return s:find("^%d%d%d%d%-[01]%d%-[0-3]%d$") ~= nil end
-  rest = rest:gsub("^:[0-6]%d", ""):gsub("^%.%d+", "")
-  return rest == "" or rest == "Z" or rest:find("^[+-][0-2]%d:?[0-5]%d$") ~= nil
+  local y, m, d = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)$")
+  return y ~= nil and M.is_real_date(tonumber(y), tonumber(m), tonumber(d))
+end
+
+-- ISO-8601 as Toast's query parameters take it: a real date, or a real date-time whose seconds
+-- and zone may be left out (2024-03-05, 2024-03-05T00:21, 2024-03-05T00:21:40.978+0900).
+function M.is_iso8601(s)
+  if M.is_date(s) then return true end
+  return M.parse_datetime(s, { compact_offset = true, seconds_optional = true,
+                               offset_optional = true }) ~= nil
 end
 
 function M.iso8601(value, field)
   if value ~= nil and not M.is_iso8601(value) then
-    return fail(field, "must be an ISO-8601 date-time (e.g. 2024-03-05T00:21:40.000+0000)")
+    return fail(field, "must be a real ISO-8601 date or date-time (e.g. 2024-03-05T00:21:40.000+0000)")
   end
   return nil
 end
 
--- A calendar date, YYYY-MM-DD, with a month 01-12 and a day 01-31.
-function M.is_date(s)
-  if type(s) ~= "string" then return false end
-  local m, d = s:match("^%d%d%d%d%-(%d%d)%-(%d%d)$")
-  m, d = tonumber(m), tonumber(d)
-  return m ~= nil and m >= 1 and m <= 12 and d >= 1 and d <= 31
+-- A full RFC 3339 date-time (the OpenAPI `date-time` format): seconds and an offset required.
+function M.datetime(value, field)
+  if value == nil then return nil end
+  local t, why = M.parse_datetime(value)
+  if not t then
+    return fail(field, "must be an RFC 3339 date-time with seconds and an offset"
+      .. " (e.g. 2024-03-05T00:21:40+09:00); it " .. why)
+  end
+  return nil
 end
 
 function M.date(value, field)
   if value ~= nil and not M.is_date(value) then
-    return fail(field, "must be a date, YYYY-MM-DD (e.g. 2024-03-05)")
+    return fail(field, "must be a real calendar date, YYYY-MM-DD (e.g. 2024-03-05)")
   end
   return nil
 end
