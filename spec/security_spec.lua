@@ -40,7 +40,7 @@ describe("secrets and PII", function()
     local c = H.toast { client_id = false, client_secret = false, token = "tok-abcdef-123456" }
     H.fault { path = "/crm/v1/customers/", status = 403, count = 1,
               body = '{"message":"token tok-abcdef-123456 is not allowed"}' }
-    local _, err = c:get_customer("x")
+    local _, err = c:get_customer("0b7d3f0e-1111-4a2b-9c3d-000000000001")
     assert.equal("auth", err.kind)
     assert.not_matches("tok%-abcdef", tostring(err))
   end)
@@ -53,7 +53,7 @@ describe("hostile servers", function()
     H.fault { path = "/crm/v1/customers/", status = 200, count = 5,
               body = '{"pad":"' .. ("x"):rep(200000) .. '"}' }
     local c = H.toast { max_response_bytes = 100000 }
-    local res, err = c:get_customer("x")
+    local res, err = c:get_customer("0b7d3f0e-1111-4a2b-9c3d-000000000001")
     assert.is_nil(res)
     assert.equal("response_too_large", err.code)
     assert.equal(1, err.attempts)
@@ -65,7 +65,7 @@ describe("hostile servers", function()
               body = '{"guid":"drip","firstName":"slow-slow"}' }
     local c = H.toast { timeout = 0.5, retry = { max_attempts = 1 } }
     local t0 = require("crm.core").now()
-    local res, err = c:get_customer("drip")
+    local res, err = c:get_customer("0b7d3f0e-1111-4a2b-9c3d-000000000002")
     assert.is_nil(res)
     assert.equal("timeout", err.kind)
     assert.is_true(require("crm.core").now() - t0 < 2)
@@ -85,10 +85,10 @@ describe("hostile servers", function()
 
   it("does not follow redirects", function()
     H.fault { path = "/crm/v1/customers/", status = 302, count = 1, body = "" }
-    local res, err = H.toast():get_customer("x")
+    local res, err = H.toast():get_customer("0b7d3f0e-1111-4a2b-9c3d-000000000001")
     assert.is_nil(res)
     assert.equal(302, err.status)
-    assert.equal(1, H.count("GET /crm/v1/customers/x"))
+    assert.equal(1, H.count("GET /crm/v1/customers/0b7d3f0e-1111-4a2b-9c3d-000000000001"))
   end)
 end)
 
@@ -98,7 +98,7 @@ describe("hostile callers", function()
   it("refuses CR/LF in header values and tokens", function()
     local _, e1 = crm.toast { base_url = H.base_url, restaurant_guid = H.restaurant, token = "a\r\nX: y" }
     assert.equal("token", e1.field)
-    local _, e2 = crm.toast { base_url = H.base_url, restaurant_guid = H.restaurant, token = "t",
+    local _, e2 = crm.toast { base_url = H.base_url, restaurant_guid = H.restaurant, token = "tok-test",
                               user_agent = "x\ny" }
     assert.equal("user_agent", e2.field)
     assert.equal(0, H.total())
@@ -137,7 +137,7 @@ describe("rate limiter", function()
     assert.is_nil((ratelimit.new({ per_second = 0 }, fake_clock())))
     assert.is_nil((ratelimit.new({ per_second = 5, burst = 0.5 }, fake_clock())))
     assert.is_nil((ratelimit.new({ rps = 5 }, fake_clock())))
-    local _, err = crm.toast { base_url = H.base_url, restaurant_guid = H.restaurant, token = "t",
+    local _, err = crm.toast { base_url = H.base_url, restaurant_guid = H.restaurant, token = "tok-test",
                                rate = { per_second = -1 } }
     assert.equal("rate.per_second", err.field)
   end)
@@ -146,7 +146,7 @@ describe("rate limiter", function()
     H.reset()
     local c = H.toast { rate = { per_second = 50, burst = 1 } }
     local t0 = require("crm.core").now()
-    for _ = 1, 6 do c:get_customer("missing") end
+    for _ = 1, 6 do c:get_customer("0b7d3f0e-1111-4a2b-9c3d-000000000003") end
     -- 1 login + 6 calls with a burst of 1 at 50/s: at least 6 gaps of 20 ms.
     assert.is_true(require("crm.core").now() - t0 >= 0.11)
   end)

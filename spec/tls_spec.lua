@@ -49,13 +49,13 @@ http {
   end)
 
   local function client(extra)
-    local o = { base_url = url, restaurant_guid = H.restaurant, token = "t", retry = { max_attempts = 3 } }
+    local o = { base_url = url, restaurant_guid = H.restaurant, token = "tls-token", retry = { max_attempts = 3 } }
     for k, v in pairs(extra or {}) do o[k] = v end
     return assert(crm.toast(o))
   end
 
   it("refuses an untrusted certificate by default, without retrying", function()
-    local res, err = client():get_customer("x")
+    local res, err = client():get_customer("0b7d3f0e-1111-4a2b-9c3d-000000000001")
     assert.is_nil(res)
     assert.equal("transport", err.kind)
     assert.equal("CURLE_PEER_FAILED_VERIFICATION", err.code)
@@ -64,21 +64,21 @@ http {
   end)
 
   it("trusts the certificate given as cafile", function()
-    local c = assert(client { cafile = dir .. "/cert.pem" }:get_customer("x"))
+    local c = assert(client { cafile = dir .. "/cert.pem" }:get_customer("0b7d3f0e-1111-4a2b-9c3d-000000000001"))
     assert.equal("tls-ok", c.guid)
   end)
 
   it("skips verification only with insecure_skip_verify", function()
-    local c = assert(client { insecure_skip_verify = true }:get_customer("x"))
+    local c = assert(client { insecure_skip_verify = true }:get_customer("0b7d3f0e-1111-4a2b-9c3d-000000000001"))
     assert.equal("tls-ok", c.guid)
-    local bad, err = crm.toast { base_url = url, restaurant_guid = H.restaurant, token = "t",
+    local bad, err = crm.toast { base_url = url, restaurant_guid = H.restaurant, token = "tls-token",
                                  ssl_verify = false }
     assert.is_nil(bad)
     assert.equal("validation", err.kind)
   end)
 
   it("reports a missing CA file clearly", function()
-    local res, err = client { cafile = dir .. "/nope.pem" }:get_customer("x")
+    local res, err = client { cafile = dir .. "/nope.pem" }:get_customer("0b7d3f0e-1111-4a2b-9c3d-000000000001")
     assert.is_nil(res)
     assert.equal("transport", err.kind)
     assert.matches("^CURLE_", err.code)

@@ -252,6 +252,14 @@ static int setup_easy(lua_State *L, int t, handle_t *h)
                           "cafile could not be set", 0);
     if (capath)
         curl_easy_setopt(c, CURLOPT_CAPATH, capath);
+    /* Proxies: only the one named by the `proxy` option. The empty string turns off libcurl's
+     * reading of http_proxy, https_proxy, ALL_PROXY and NO_PROXY, so an environment variable
+     * never routes tokens and customer data through a host the caller did not choose. */
+    const char *proxy = opt_string(L, t, "proxy");
+    if (curl_easy_setopt(c, CURLOPT_PROXY, proxy ? proxy : "") != CURLE_OK)
+        return push_error(L, "validation", "bad_proxy", 0, "proxy could not be set", 0);
+    if (proxy)
+        curl_easy_setopt(c, CURLOPT_NOPROXY, "");
     return 0;
 }
 
@@ -379,11 +387,12 @@ static int prepare(lua_State *L, handle_t *h, int a, int copy_body)
             }
             size_t hl;
             const char *hv = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &hl) : NULL;
-            if (hv == NULL || crm_has_ctl(hv, hl)) {
+            if (hv == NULL || crm_has_ctl(hv, hl) || crm_has_non_ascii(hv, hl)) {
                 lua_pop(L, 1);
                 curl_slist_free_all(list);
                 return push_error(L, "validation", "bad_header", 0,
-                                  "header contains CR, LF or NUL, or is not a string", 0);
+                                  "header contains CR, LF, NUL or a non-ASCII byte, or is not a string",
+                                  0);
             }
             struct curl_slist *nl = curl_slist_append(list, hv);
             lua_pop(L, 1);

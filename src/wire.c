@@ -34,6 +34,14 @@ int crm_has_ctl(const char *s, size_t n)
     return 0;
 }
 
+int crm_has_non_ascii(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] >= 0x80)
+            return 1;
+    return 0;
+}
+
 size_t crm_parse_headers(const char *data, size_t len, crm_header_fn fn, void *ud)
 {
     char name[CRM_HEADER_NAME_MAX + 1];

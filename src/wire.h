@@ -22,5 +22,7 @@ size_t crm_escape(const char *s, size_t n, char *out);
 
 /* 1 when s contains CR, LF or NUL. */
 int crm_has_ctl(const char *s, size_t n);
+/* 1 when s[0..n) has a byte >= 0x80 (header values must be ASCII). */
+int crm_has_non_ascii(const char *s, size_t n);
 
 #endif

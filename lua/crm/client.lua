@@ -12,18 +12,64 @@ local M = {}
 local COMMON = {
   base_url = true, timeout = true, connect_timeout = true, cafile = true, capath = true,
   insecure_skip_verify = true, user_agent = true, max_response_bytes = true, retry = true,
-  transport = true, rate = true, debug = true,
+  transport = true, rate = true, debug = true, proxy = true,
 }
 M.COMMON_OPTIONS = COMMON
 
 local batch = require "crm.batch"
 
+-- url_error(url, field, {schemes, userinfo}) -> nil | validation error. An absolute URL whose
+-- authority is exactly host[:port]: no userinfo (user:pw@ or other @ tricks), no backslashes
+-- (which some parsers read as /), no query or fragment, a port of 1-65535 when one is written.
+local function url_error(url, field, allow)
+  local e = validate.string(url, field, { required = true, max = 2048 })
+  if e then return e end
+  local function bad(rule) return validate.fail(field, rule) end
+  if url:find("[%s%c\128-\255]") then return bad("must not contain spaces, control characters or non-ASCII bytes") end
+  if url:find("\\", 1, true) then return bad("must not contain a backslash") end
+  local scheme, rest = url:match("^(%a[%w+.%-]*)://(.*)$")
+  if not scheme or not allow.schemes[scheme:lower()] then
+    return bad("must be a " .. allow.names .. " URL")
+  end
+  local authority, path = rest:match("^([^/?#]*)(.*)$")
+  if path:find("[?#]") then return bad("must not have a query or a fragment") end
+  local userinfo, hostport = authority:match("^(.*)@(.*)$")
+  if userinfo and not allow.userinfo then
+    return bad("must not contain credentials or '@' (user:password@host)")
+  end
+  hostport = hostport or authority
+  if hostport:find("@", 1, true) then return bad("must not contain '@' in its host") end
+  local host, port
+  if hostport:sub(1, 1) == "[" then
+    host, port = hostport:match("^(%[[%x:.]+%])(.*)$")
+  else
+    host, port = hostport:match("^([%w%-%.%_~!$&'()*+,;=]+)(.*)$")
+  end
+  if not host then return bad("must have a host") end
+  if port ~= "" then
+    local n = tonumber(port:match("^:(%d%d?%d?%d?%d?)$"))
+    if not n or n < 1 or n > 65535 then return bad("must have a port between 1 and 65535") end
+  end
+  return nil
+end
+
+local BASE_URL = { schemes = { http = true, https = true }, names = "http:// or https://" }
+local PROXY_URL = { schemes = { http = true, https = true, socks4 = true, socks4a = true,
+                                socks5 = true, socks5h = true },
+                    names = "http://, https://, socks4://, socks4a://, socks5:// or socks5h://",
+                    userinfo = true }
+
 -- Checks the options every client takes. Returns nil or a validation error.
 local function check_common(opts)
-  local e = validate.string(opts.base_url, "base_url", { required = true, max = 2048 })
+  local e = url_error(opts.base_url, "base_url", BASE_URL)
   if e then return e end
-  if not opts.base_url:find("^https?://[^/%s]+") or opts.base_url:find("[%s%c]") then
-    return validate.fail("base_url", "must be an http:// or https:// URL")
+  if opts.proxy ~= nil then
+    e = url_error(opts.proxy, "proxy", PROXY_URL)
+    if e then return e end
+    if opts.transport == "ngx" or (opts.transport == nil and transports.in_nginx) then
+      return validate.fail("proxy", "is not supported by the ngx transport (nginx cosockets);"
+        .. " use transport = \"curl\"")
+    end
   end
   e = validate.number(opts.timeout, "timeout", { gt = 0, max = 3600 })
     or validate.number(opts.connect_timeout, "connect_timeout", { gt = 0, max = 600 })
@@ -73,6 +119,7 @@ function M.init(self, opts, known, parse_error)
       cafile = opts.cafile, capath = opts.capath,
       insecure_skip_verify = opts.insecure_skip_verify,
       user_agent = opts.user_agent, max_response_bytes = opts.max_response_bytes,
+      proxy = opts.proxy,
     }
   end
   self._transport_options = transport_options
@@ -90,6 +137,12 @@ function M.init(self, opts, known, parse_error)
     debug = opts.debug,
     clock = clock,
   }
+  -- A proxy URL may carry credentials: scrubbed from errors, the password on its own too.
+  local userinfo = opts.proxy and opts.proxy:match("^[^:]+://([^@/]*)@")
+  if userinfo then
+    self.engine:set_secret("proxy_userinfo", userinfo)
+    self.engine:set_secret("proxy_password", userinfo:match(":(.*)$"))
+  end
   return self
 end
 

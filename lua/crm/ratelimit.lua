@@ -25,19 +25,16 @@ function M.new(opts, clock)
                         clock = clock }, Bucket)
 end
 
--- take(): waits (through the client's clock) until a token is free, then spends it.
+-- take(): reserves a token, then waits (through the client's clock) until it is due. The token
+-- is taken before sleeping, so concurrent callers (a curl batch, nginx light threads) queue up
+-- behind each other: the k-th caller past the burst waits k / rate, and the rate holds.
 function Bucket:take()
   local now = self.clock.now()
-  local tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+  local tokens = min(self.burst, self.tokens + (now - self.last) * self.rate) - 1
   self.last = now
-  if tokens >= 1 then
-    self.tokens = tokens - 1
-    return
-  end
-  local wait = (1 - tokens) / self.rate
-  self.clock.sleep(wait)
-  self.last = now + wait
-  self.tokens = 0
+  self.tokens = tokens
+  if tokens >= 0 then return end
+  self.clock.sleep(-tokens / self.rate)
 end
 
 return M

@@ -3,7 +3,7 @@ local errors = require "crm.error"
 
 local M = {}
 
-local floor, min, max, random = math.floor, math.min, math.max, math.random
+local floor, min, max = math.floor, math.min, math.max
 local tonumber, type, os_time = tonumber, type, os.time
 
 -- max_attempts bounds failures; max_pending bounds "accepted, still processing" answers (Toast's
@@ -55,22 +55,84 @@ local function days_from_civil(y, m, d)
 end
 M.days_from_civil = days_from_civil
 
--- Retry-After is either delta-seconds or an HTTP-date (IMF-fixdate). Returns seconds or nil.
+local WEEKDAYS = { Mon = true, Tue = true, Wed = true, Thu = true, Fri = true, Sat = true, Sun = true,
+                   Monday = true, Tuesday = true, Wednesday = true, Thursday = true, Friday = true,
+                   Saturday = true, Sunday = true }
+
+local function epoch_of(y, mon, d, hh, mm, ss)
+  y, d, hh, mm, ss = tonumber(y), tonumber(d), tonumber(hh), tonumber(mm), tonumber(ss)
+  mon = MONTHS[mon]
+  if not mon or d < 1 or d > 31 or hh > 23 or mm > 59 or ss > 60 then return nil end
+  return days_from_civil(y, mon, d) * 86400 + hh * 3600 + mm * 60 + ss
+end
+
+-- An HTTP-date in any of the three forms RFC 9110 (5.6.7) asks recipients to parse -> epoch | nil:
+--   IMF-fixdate  Sun, 06 Nov 1994 08:49:37 GMT
+--   RFC 850      Sunday, 06-Nov-94 08:49:37 GMT   (two-digit years: 70-99 -> 19xx, else 20xx)
+--   asctime      Sun Nov  6 08:49:37 1994
+function M.parse_http_date(v)
+  local wd, d, mon, y, hh, mm, ss = v:match("^(%a+), (%d%d) (%a%a%a) (%d%d%d%d) (%d%d):(%d%d):(%d%d) GMT$")
+  if not wd then
+    wd, d, mon, y, hh, mm, ss = v:match("^(%a+), (%d%d)%-(%a%a%a)%-(%d%d) (%d%d):(%d%d):(%d%d) GMT$")
+    if y then
+      y = tonumber(y)
+      y = y >= 70 and 1900 + y or 2000 + y
+    end
+  end
+  if not wd then
+    wd, mon, d, hh, mm, ss, y = v:match("^(%a%a%a) (%a%a%a) +(%d%d?) (%d%d):(%d%d):(%d%d) (%d%d%d%d)$")
+  end
+  if not wd or not WEEKDAYS[wd] then return nil end
+  return epoch_of(y, mon, d, hh, mm, ss)
+end
+
+--[[ parse_retry_after(value [, now_epoch]) -> seconds | nil
+  delta-seconds: a non-negative integer. A fraction ("1.5") is read as that many seconds; a
+  negative number ("-3") means "now" (0). An HTTP-date in the past also means 0. Anything else
+  is ignored (nil): the usual backoff applies. ]]
 function M.parse_retry_after(v, now_epoch)
   if type(v) ~= "string" then return nil end
-  local secs = tonumber(v:match("^%s*(%d+)%s*$"))
-  if secs then return secs end
-  local d, mon, y, hh, mm, ss = v:match("^%a%a%a, (%d%d) (%a%a%a) (%d%d%d%d) (%d%d):(%d%d):(%d%d) GMT$")
-  if not d or not MONTHS[mon] then return nil end
-  local epoch = days_from_civil(tonumber(y), MONTHS[mon], tonumber(d)) * 86400
-    + tonumber(hh) * 3600 + tonumber(mm) * 60 + tonumber(ss)
+  v = v:match("^%s*(.-)%s*$")
+  if v:find("^%-?%d+%.?%d*$") or v:find("^%-?%.%d+$") then
+    local secs = tonumber(v)
+    if not secs or secs ~= secs then return nil end
+    return max(0, secs)
+  end
+  local epoch = M.parse_http_date(v)
+  if not epoch then return nil end
   return max(0, epoch - (now_epoch or os_time()))
 end
+
+-- Backoff jitter comes from crm's own generator, seeded once per process from libuuid's (or
+-- /dev/urandom's) randomness and the process id, on first use: processes (nginx workers forked
+-- after loading crm among them) never retry in lockstep, and math.random's seed, which is the
+-- user's, is left alone.
+local rng_state
+local function seed()
+  local platform = require "crm.platform"
+  local g = platform.guid():gsub("%-", "")
+  local s = tonumber(g:sub(1, 7), 16) + tonumber(g:sub(8, 14), 16)
+  local ngx = platform.ngx
+  local pid = ngx and ngx.worker and ngx.worker.pid and ngx.worker.pid() or 0
+  s = (s + pid * 7919) % 2147483647
+  if s <= 0 then s = 1 end
+  return s
+end
+
+-- A Park-Miller generator: exact in doubles, so the same under Lua 5.4 and LuaJIT. -> [0, 1)
+function M.random()
+  if not rng_state then rng_state = seed() end
+  rng_state = (rng_state * 48271) % 2147483647
+  return (rng_state - 1) / 2147483646
+end
+
+-- The generator's state is reseeded on the next call (specs, and a process that forks).
+function M.reseed() rng_state = nil end
 
 -- Full jitter: a random wait in [0, min(max_delay, base * 2^(attempt-1))].
 function Policy:backoff(attempt)
   local cap = min(self.max_delay, self.base_delay * 2 ^ (attempt - 1))
-  return cap * random()
+  return cap * M.random()
 end
 
 -- Whether `err` may be retried for a request. A request that is not idempotent is retried

@@ -20,6 +20,7 @@ local errors = require "crm.error"
 local M = {}
 
 local ngx = platform.ngx
+M.in_nginx = ngx ~= nil
 local yieldable, in_batch, block = platform.yieldable, batch.in_batch, platform.block
 local type = type
 
