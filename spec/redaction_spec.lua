@@ -1,6 +1,5 @@
 -- What crm prints never carries a secret or the PII it sent, and what is not PII survives.
 local H = require "helper"
-local crm = require "crm"
 local cjson = require "cjson"
 local errors = require "crm.error"
 

@@ -239,6 +239,20 @@ describe("TableCheck merge", function()
     assert.same({ b.id }, err.report.request.body.merge_customer_ids) -- what may have happened
   end)
 
+  it("reports a merge answered with a body of the wrong shape as outcome unknown", function()
+    local a, b = pair()
+    -- the server merges, then its answer is replaced by a 200 without a customer object
+    H.fault { method = "PUT", path = BASE .. "/customers/" .. a.id, status = 200, body = '{"ok":true}',
+              after = true }
+    local res, err = c:merge(a.id, { b.id })
+    assert.is_nil(res)
+    assert.equal("decode", err.kind)
+    assert.is_true(err.outcome_unknown)
+    assert.equal(1, puts(a.id))
+    assert.same({ b.id }, err.report.request.body.merge_customer_ids)
+    assert.same({ b.id }, assert(c:customers_show(a.id)).merged_customer_ids) -- it happened, once
+  end)
+
   describe("wait", function()
     -- b has a reservation and a membership, which move to a asynchronously.
     local function with_links()

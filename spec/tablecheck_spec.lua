@@ -26,15 +26,32 @@ describe("TableCheck client", function()
       assert.not_matches("Evil", tostring(err))
     end)
 
+    it("refuses an api_key shorter than 4 bytes (it could not be scrubbed from errors)", function()
+      for _, key in ipairs { "k", "ab", "abc" } do
+        local err = refused({ base_url = H.tablecheck_url, api_key = key }, "api_key")
+        assert.matches("at least 4 bytes", err.message, 1, true)
+      end
+      assert(crm.tablecheck { base_url = H.tablecheck_url, api_key = "abcd" }):close()
+      assert.equal(0, H.total())
+    end)
+
+    it("refuses an api_key with a byte outside ASCII", function()
+      for _, key in ipairs { "sim-key-\195\169", "\128\128\128\128", "key\255key" } do
+        local err = refused({ base_url = H.tablecheck_url, api_key = key }, "api_key")
+        assert.matches("ASCII", err.message, 1, true)
+      end
+      assert.equal(0, H.total())
+    end)
+
     it("refuses unknown options, a bad clock and a bad scroll_ttl", function()
-      refused({ api_key = "k", apikey = "k" }, "apikey")
-      refused({ api_key = "k", clock = os.time }, "clock")
-      refused({ api_key = "k", scroll_ttl = 0 }, "scroll_ttl")
-      refused({ api_key = "k", base_url = "ftp://x" }, "base_url")
+      refused({ api_key = "key1", apikey = "key1" }, "apikey")
+      refused({ api_key = "key1", clock = os.time }, "clock")
+      refused({ api_key = "key1", scroll_ttl = 0 }, "scroll_ttl")
+      refused({ api_key = "key1", base_url = "ftp://x" }, "base_url")
     end)
 
     it("defaults to the production base URL of the contract and sends nothing", function()
-      local c = assert(crm.tablecheck { api_key = "k" })
+      local c = assert(crm.tablecheck { api_key = "key1" })
       assert.equal("https://api.tablecheck.com/api/crm/v1", c.engine.base_url)
       assert.equal(tablecheck.DEFAULT_BASE_URL, c.engine.base_url)
       c:close()
@@ -233,7 +250,7 @@ describe("TableCheck client", function()
         { { ids = { cust.id, "nope" } }, "ids[2]" },
         { { ids = {} }, "ids", "empty" },
         { { ids = { "a,b" } }, "ids[1]" },
-        { { created_at_min = "yesterday" }, "created_at_min", "ISO-8601" },
+        { { created_at_min = "yesterday" }, "created_at_min", "RFC 3339" },
         { { updated_at_max = "2024-01-01" }, "updated_at_max", "date-time" },
         { { include_fields = "id,bad field" }, "include_fields[2]" },
         { { exclude_fields = {} }, "exclude_fields" },
@@ -490,6 +507,52 @@ describe("TableCheck client", function()
       assert.equal(503, err.status)
       assert.is_true(err.outcome_unknown)
       assert.equal(1, H.count("POST " .. BASE .. "/customers"))
+    end)
+
+    -- The server stores the record, then its answer is replaced by a 200 of the wrong shape.
+    it("reports a create whose answer has the wrong shape as outcome unknown, sent once", function()
+      local c = H.tablecheck()
+      local creates = {
+        { "/customers", function() return c:customers_create(H.tc_customer()) end,
+          function() return c:customers_list() end },
+        { "/reservations", function()
+            return c:reservations_create { shop_id = H.tc.shop_ids[1], pax = 2, start_at = "2030-01-29T19:15:00Z" }
+          end, function() return c:reservations_list() end },
+        { "/memberships", function()
+            return c:memberships_create { membership_program_id = H.tc.program_ids[1], code = "SHAPE-1" }
+          end, function() return c:memberships_list() end },
+      }
+      for _, case in ipairs(creates) do
+        for _, body in ipairs { '{"nope":1}', '{"customer":[1],"reservation":7}' } do
+          H.reset()
+          H.fault { method = "POST", path = BASE .. case[1], status = 200, body = body, after = true }
+          local res, err = case[2]()
+          assert.is_nil(res, case[1])
+          assert.equal("decode", err.kind, case[1])
+          assert.is_true(err.outcome_unknown, case[1])
+          assert.matches("outcome is unknown", tostring(err), 1, true)
+          assert.equal(1, H.count("POST " .. BASE .. case[1]), case[1])
+          assert.equal(1, #assert(case[3]()), case[1]) -- the server acted, once
+        end
+      end
+    end)
+
+    it("reports a non-repeatable amend whose answer has the wrong shape as outcome unknown", function()
+      local c = H.tablecheck()
+      local cust = assert(c:customers_create(H.tc_customer { phones = { "+12061112222" } }))
+      local path = BASE .. "/customers/" .. cust.id
+      H.fault { method = "PUT", path = path, status = 200, body = '{"customer":"saved"}', after = true }
+      local res, err = c:customers_amend(cust.id, { phones = { "+14253334444" } }) -- appends
+      assert.is_nil(res)
+      assert.is_true(err.outcome_unknown)
+      assert.equal(1, H.count("PUT " .. path))
+      assert.same({ "+12061112222", "+14253334444" }, assert(c:customers_show(cust.id)).phones)
+      -- a repeatable amend may be sent again, so its outcome is not in doubt
+      H.fault { method = "PUT", path = path, status = 200, body = '{"customer":"saved"}', after = true }
+      res, err = c:customers_amend(cust.id, { first_name = "Same" })
+      assert.is_nil(res)
+      assert.equal("decode", err.kind)
+      assert.is_nil(err.outcome_unknown)
     end)
 
     it("retries a create that never left the machine", function()

@@ -55,7 +55,8 @@ end
 
 --[[ crm.tablecheck{ api_key, base_url = M.DEFAULT_BASE_URL, clock, scroll_ttl = 300, ... }
   -> client | nil, err
-  api_key    sent as the raw Authorization header (ApiKeyAuth); scrubbed from error text
+  api_key    sent as the raw Authorization header (ApiKeyAuth); scrubbed from error text, so
+             it must be at least 4 bytes (and ASCII, as every header value)
   clock      {now = fn, sleep = fn}: replaces the monotonic clock for retries, scroll expiry and
              the waits (merge, images); for tests and schedulers
   scroll_ttl seconds a customer_search scroll_id stays usable between pages (TableCheck: 300)
@@ -68,7 +69,9 @@ function M.new(opts)
   local self = setmetatable({}, MT)
   local ok, err = client.init(self, o, KNOWN, parse_error)
   if not ok then return nil, err end
-  err = validate.header_value(o.api_key, "api_key")
+  -- A key shorter than 4 bytes could not be told from other text, so it could not be scrubbed
+  -- from error messages (crm.error redacts secrets of 4 bytes and more).
+  err = validate.header_value(o.api_key, "api_key", { min = 4 })
     or validate.number(o.scroll_ttl, "scroll_ttl", { gt = 0, max = 86400 })
     or check_clock(o.clock)
   if err then
@@ -239,6 +242,8 @@ local function show_one(self, name, id, params)
 end
 
 -- A checked body: POST (create) or PUT (update) -> the written object | nil, err.
+-- A success status with a body of the wrong shape still means the server acted: for a write
+-- that must not run twice the error says the outcome is unknown, so no caller sends it again.
 function TableCheck:_write(name, method, id, body, idempotent)
   local r = RESOURCES[name]
   local path = r.path
@@ -247,8 +252,13 @@ function TableCheck:_write(name, method, id, body, idempotent)
   if not res then return nil, err end
   local item
   item, err = unwrap(res, r.one)
-  if not item then return nil, err end
-  return prepare(res, name, item)
+  if item then item, err = prepare(res, name, item) end
+  if not item then
+    err.sent = true
+    if not idempotent then errors.mark_unknown(err) end
+    return nil, err
+  end
+  return item
 end
 
 local function create(self, name, kind, body)

@@ -4,7 +4,7 @@ local errors = require "crm.error"
 
 local M = {}
 
-local type, pairs, tostring, tonumber, byte = type, pairs, tostring, tonumber, string.byte
+local type, pairs, ipairs, tostring, tonumber, byte = type, pairs, ipairs, tostring, tonumber, string.byte
 local huge = math.huge
 local MAX_INT = 2 ^ 53
 
@@ -76,15 +76,25 @@ function M.id(value, field)
   if value:find("[/?#%%%c%s\\]") or value:find("..", 1, true) then
     return fail(field, "must not contain '/', '?', '#', '%', '..', spaces or control characters")
   end
+  -- "." is a dot segment: curl and servers remove it, so /customers/./x would reach /customers/x.
+  -- ("%2e" cannot get here: '%' is refused above.)
+  if value == "." then return fail(field, "must not be '.' (a dot segment, removed from the path)") end
   if not M.is_utf8(value) then return fail(field, "must be valid UTF-8") end
   return nil
 end
 
-function M.header_value(value, field)
+-- header_value(value, field [, {min = bytes}]): one HTTP header value. opts.min: secrets shorter
+-- than that cannot be told from ordinary text, so they could not be scrubbed from error messages.
+function M.header_value(value, field, opts)
   if type(value) ~= "string" or value == "" then return fail(field, "must be a non-empty string") end
   if value:find("[%c]") then return fail(field, "must not contain CR, LF or other control characters") end
-  if value:find("[\128-\255]") then return fail(field, "must be ASCII (HTTP header values carry no other bytes safely)") end
+  if value:find("[\128-\255]") then
+    return fail(field, "must be ASCII (HTTP header values carry no other bytes safely)")
+  end
   if #value > 4096 then return fail(field, "must be at most 4096 bytes") end
+  if opts and opts.min and #value < opts.min then
+    return fail(field, "must be at least " .. opts.min .. " bytes")
+  end
   return nil
 end
 
@@ -130,10 +140,65 @@ function M.enum(value, field, allowed)
   return fail(field, "must be one of " .. table.concat(allowed, ", "))
 end
 
+-- ---- email addresses (RFC 5322 addr-spec, with UTF-8 as RFC 6531 allows) ----
+
+-- Bytes of a dot-atom (RFC 5322 atext and the dot) and of a domain label (letters, digits,
+-- hyphen), both with any UTF-8 byte; is_utf8 checks the sequences as a whole.
+local ATEXT = "^[%w!#%$%%&'%*%+%-/=%?%^_`{|}~\128-\255%.]+$"
+local LABEL = "^[%w\128-\255%-]+$"
+
+local function is_local_part(s)
+  if s == "" or #s > 64 then return false end
+  local q = s:match('^"(.*)"$')
+  if q then
+    -- quoted-string: printable ASCII and space, \ escapes one of them, no bare " or \
+    q = q:gsub("\\[ -~]", "")
+    return not q:find('["\\%c]')
+  end
+  return s:find(ATEXT) ~= nil and not s:find("^%.") and not s:find("%.$")
+    and not s:find("..", 1, true)
+end
+
+local function is_ipv4(s)
+  local a, b, c, d = s:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
+  if not a then return false end
+  for _, n in ipairs { a, b, c, d } do
+    if #n > 3 or tonumber(n) > 255 then return false end
+  end
+  return true
+end
+
+-- A host name with at least one dot (labels of 1 to 63 bytes, no hyphen at either end), or an
+-- address literal: [192.0.2.1] or [IPv6:2001:db8::1].
+local function is_domain(s)
+  if #s > 253 then return false end
+  local lit = s:match("^%[(.*)%]$")
+  if lit then
+    local v6 = lit:match("^[Ii][Pp][Vv]6:(.+)$")
+    if v6 then return v6:find("^[%x:%.]+$") ~= nil and v6:find(":", 1, true) ~= nil end
+    return is_ipv4(lit)
+  end
+  if not s:find(".", 1, true) then return false end
+  for label in (s .. "."):gmatch("([^.]*)%.") do
+    if label == "" or #label > 63 or not label:find(LABEL) or label:find("^%-") or label:find("%-$") then
+      return false
+    end
+  end
+  return true
+end
+
+-- is_email(s): local-part@domain as above, at most 254 bytes, valid UTF-8.
+function M.is_email(s)
+  if type(s) ~= "string" or #s > 254 or not M.is_utf8(s) then return false end
+  local at = s:match("^.*()@")
+  if not at then return false end
+  return is_local_part(s:sub(1, at - 1)) and is_domain(s:sub(at + 1))
+end
+
 function M.email(value, field)
   local e = M.string(value, field, { nonempty = true, max = 254 })
   if e then return e end
-  if value ~= nil and not value:find("^[^%s@]+@[^%s@]+%.[^%s@]+$") then
+  if value ~= nil and not M.is_email(value) then
     return fail(field, "must be an email address (name@domain)")
   end
   return nil

@@ -30,12 +30,14 @@ end
 local STRING, LONG_TEXT = text(1024), text(65536)
 local BOOL, DATE = validate.boolean, validate.date
 
--- "format: date-time": a date alone is not enough.
+-- "format: date-time" is RFC 3339's date-time: a real date and time with seconds and an offset
+-- (2024-03-05T00:21:40Z, 2024-03-05T00:21:40.5+09:00). RFC 3339 lets T and Z be lower case;
+-- they are sent upper case, the form every parser reads.
 local function TIME(v, f)
   if v == nil then return nil end
-  if not validate.is_iso8601(v) or not v:find("T", 1, true) then
-    return fail(f, "must be an ISO-8601 date-time (e.g. 2020-01-29T19:15:00Z)")
-  end
+  local e = validate.datetime(v, f)
+  if e then return e end
+  if v:find("[tz]") then return nil, (v:gsub("^(%d%d%d%d%-%d%d%-%d%d)t", "%1T"):gsub("z$", "Z")) end
   return nil
 end
 
@@ -83,14 +85,6 @@ local function int(min, max)
   end
 end
 
-local function one_of(list)
-  return function(v, f)
-    if v == nil then return nil end
-    if type(v) ~= "string" then return fail(f, "must be a string") end
-    return validate.enum(v, f, list)
-  end
-end
-
 local function EMAIL(v, f)
   if v == nil then return nil end
   return validate.email(v, f)
@@ -108,7 +102,19 @@ local function DECIMAL(v, f)
   if type(v) == "number" then
     local e = validate.number(v, f)
     if e then return e end
-    return nil, tostring(v)
+    -- A decimal string has no exponent, and %g writes one outside this range (1e+20, 1e-05).
+    local a = v < 0 and -v or v
+    if a >= 1e15 or (a ~= 0 and a < 1e-4) then
+      return fail(f, "must be a number between 1e-4 and 1e15 in size (or 0) to be sent as a decimal;"
+        .. " pass other values as a decimal string such as \"0.00001\"")
+    end
+    -- the shortest form that reads back as the same number (12.5, not 12.500000000000002)
+    local s
+    for digits = 15, 17 do
+      s = string.format("%." .. digits .. "g", v)
+      if tonumber(s) == v then break end
+    end
+    return nil, s
   end
   if type(v) ~= "string" or not (v:find("^%-?%d+%.?%d*$") or v:find("^%-?%.%d+$")) then
     return fail(f, "must be a decimal number or a string such as \"12.50\"")
@@ -119,18 +125,24 @@ end
 -- customer_search's phone is a prefix ("+1206" in the guide), so only the shape is E.164's.
 local function PHONE_PREFIX(v, f)
   if v == nil then return nil end
-  if type(v) ~= "string" or not v:find("^%+%d+$") or #v > 16 then
+  if type(v) ~= "string" or not v:find("^%+[1-9]%d*$") or #v > 16 then
     return fail(f, "must be all or the start of an E.164 number (+ then up to 15 digits)")
   end
   return nil
 end
 
-local function COUNTRY(v, f)
-  if v == nil then return nil end
-  if type(v) ~= "string" or not v:find("^%u%u$") then
-    return fail(f, "must be an ISO 3166 alpha-2 country code such as JP")
+-- An enum: the value is one of `list`. what: how the message names the set when the list is too
+-- long to print.
+local function enum(list, what)
+  local set = {}
+  for _, v in ipairs(list) do set[v] = true end
+  local rule = what and ("must be " .. what) or ("must be one of " .. table.concat(list, ", "))
+  return function(v, f)
+    if v == nil then return nil end
+    if type(v) ~= "string" then return fail(f, "must be a string") end
+    if not set[v] then return fail(f, rule) end
+    return nil
   end
-  return nil
 end
 
 -- sex: 0 unknown, 1 male, 2 female; the contract allows the number or its string.
@@ -190,10 +202,30 @@ end
 
 local STRINGS = array_of(STRING)
 
--- A query list of free text: an array, or one comma-separated string.
+-- A query list of free text (slugs, names), sent comma-joined: an array, or one comma-separated
+-- string. The server splits on commas, so an item cannot contain one, and none may be empty.
 local function TEXT_LIST(v, f)
-  if type(v) == "string" then return STRING(v, f) end
-  return STRINGS(v, f)
+  if v == nil then return nil end
+  if type(v) == "string" then
+    local e = STRING(v, f)
+    if e then return e end
+    local i = 0
+    for part in (v .. ","):gmatch("([^,]*),") do
+      i = i + 1
+      if part == "" then return fail(f .. "[" .. i .. "]", "must not be empty") end
+    end
+    return nil
+  end
+  local e = STRINGS(v, f)
+  if e then return e end
+  if #v == 0 then return fail(f, "must not be empty") end
+  for i = 1, #v do
+    if v[i] == "" then return fail(f .. "[" .. i .. "]", "must not be empty") end
+    if v[i]:find(",", 1, true) then
+      return fail(f .. "[" .. i .. "]", "must not contain ',' (the list is sent comma-separated)")
+    end
+  end
+  return nil
 end
 
 -- An object with known fields. opts: required = {names}, check = function(copy, field) for rules
@@ -257,6 +289,30 @@ local RESERVATION_STATUSES = { "tentative", "pending", "request", "accepted", "c
 local CANCEL_REASONS = { "mistake", "shop", "travel", "deal", "delay", "personal", "covid", "other" }
 local MEMBERSHIP_STATUSES = { "active", "pre_enrollment", "cancelled" }
 
+-- ISO 3166-1 alpha-2 as the contract enumerates it (CustomerCreateParams/CustomerUpdateParams
+-- country); Address.country (iso-country) and customer_search's address_country (country) name
+-- the same codes.
+M.COUNTRIES = {
+  "AD", "AE", "AF", "AG", "AI", "AL", "AM", "AO", "AQ", "AR", "AS", "AT", "AU", "AW", "AX", "AZ",
+  "BA", "BB", "BD", "BE", "BF", "BG", "BH", "BI", "BJ", "BL", "BM", "BN", "BO", "BQ", "BR", "BS",
+  "BT", "BV", "BW", "BY", "BZ", "CA", "CC", "CD", "CF", "CG", "CH", "CI", "CK", "CL", "CM", "CN",
+  "CO", "CR", "CU", "CV", "CW", "CX", "CY", "CZ", "DE", "DJ", "DK", "DM", "DO", "DZ", "EC", "EE",
+  "EG", "EH", "ER", "ES", "ET", "FI", "FJ", "FK", "FM", "FO", "FR", "GA", "GB", "GD", "GE", "GF",
+  "GG", "GH", "GI", "GL", "GM", "GN", "GP", "GQ", "GR", "GS", "GT", "GU", "GW", "GY", "HK", "HM",
+  "HN", "HR", "HT", "HU", "ID", "IE", "IL", "IM", "IN", "IO", "IQ", "IR", "IS", "IT", "JE", "JM",
+  "JO", "JP", "KE", "KG", "KH", "KI", "KM", "KN", "KP", "KR", "KW", "KY", "KZ", "LA", "LB", "LC",
+  "LI", "LK", "LR", "LS", "LT", "LU", "LV", "LY", "MA", "MC", "MD", "ME", "MF", "MG", "MH", "MK",
+  "ML", "MM", "MN", "MO", "MP", "MQ", "MR", "MS", "MT", "MU", "MV", "MW", "MX", "MY", "MZ", "NA",
+  "NC", "NE", "NF", "NG", "NI", "NL", "NO", "NP", "NR", "NU", "NZ", "OM", "PA", "PE", "PF", "PG",
+  "PH", "PK", "PL", "PM", "PN", "PR", "PS", "PT", "PW", "PY", "QA", "RE", "RO", "RS", "RU", "RW",
+  "SA", "SB", "SC", "SD", "SE", "SG", "SH", "SI", "SJ", "SK", "SL", "SM", "SN", "SO", "SR", "SS",
+  "ST", "SV", "SX", "SY", "SZ", "TC", "TD", "TF", "TG", "TH", "TJ", "TK", "TL", "TM", "TN", "TO",
+  "TR", "TT", "TV", "TW", "TZ", "UA", "UG", "UM", "US", "UY", "UZ", "VA", "VC", "VE", "VG", "VI",
+  "VN", "VU", "WF", "WS", "YE", "YT", "ZA", "ZM", "ZW"
+}
+local COUNTRY = enum(M.COUNTRIES, "an ISO 3166-1 alpha-2 country code in upper case, as the"
+  .. " contract lists them (e.g. JP, US, GB)")
+
 -- ---- nested objects: phones, emails, images, addresses, socials, events, shop memos ----
 
 local STAMPS = { created_at = TIME, updated_at = TIME }
@@ -278,9 +334,9 @@ local function nested_rules(value_key)
   end
 end
 
-local PHONE_OBJECT = object(with_stamps { id = OBJECT_ID, number = E164, tag = one_of(PHONE_TAGS),
+local PHONE_OBJECT = object(with_stamps { id = OBJECT_ID, number = E164, tag = enum(PHONE_TAGS),
                                           _destroy = BOOL }, { check = nested_rules("number") })
-local EMAIL_OBJECT = object(with_stamps { id = OBJECT_ID, email = EMAIL, tag = one_of(EMAIL_TAGS),
+local EMAIL_OBJECT = object(with_stamps { id = OBJECT_ID, email = EMAIL, tag = enum(EMAIL_TAGS),
                                           _destroy = BOOL }, { check = nested_rules("email") })
 
 -- phones: E.164 strings (appended unless overwrite_phones) or Phone objects (by id).
@@ -311,12 +367,12 @@ local function one_form(rule)
 end
 M.PHONES, M.EMAILS = one_form(PHONE_ITEM), one_form(EMAIL_ITEM)
 
-local ADDRESS = object(with_stamps { id = OBJECT_ID, tag = one_of(ADDRESS_TAGS), street = STRING,
+local ADDRESS = object(with_stamps { id = OBJECT_ID, tag = enum(ADDRESS_TAGS), street = STRING,
   street2 = STRING, city = STRING, region = STRING, postal_code = STRING, country = COUNTRY,
   _destroy = BOOL }, { check = nested_rules() })
-local SOCIAL = object(with_stamps { id = OBJECT_ID, service = one_of(SOCIAL_SERVICES), username = STRING,
+local SOCIAL = object(with_stamps { id = OBJECT_ID, service = enum(SOCIAL_SERVICES), username = STRING,
   _destroy = BOOL }, { check = nested_rules("username") })
-local EVENT = object(with_stamps { id = OBJECT_ID, tag = one_of(EVENT_TAGS), date = DATE,
+local EVENT = object(with_stamps { id = OBJECT_ID, tag = enum(EVENT_TAGS), date = DATE,
   months = array_of(int(1, 12)), day = int(1, 31), memo = LONG_TEXT, _destroy = BOOL },
   { check = nested_rules() })
 local SHOP_MEMO = object { id = OBJECT_ID, shop_id = ID, memo = LONG_TEXT, _destroy = BOOL }
@@ -387,7 +443,7 @@ local CUSTOMER_UPDATE = {
   events = array_of(EVENT), overwrite_events = BOOL,
   addresses = array_of(ADDRESS), overwrite_addresses = BOOL,
   kanji_first_name = STRING, kanji_last_name = STRING, title = STRING, sex = SEX, division = STRING,
-  source = one_of(CUSTOMER_SOURCES), age_range = one_of(AGE_RANGES),
+  source = enum(CUSTOMER_SOURCES), age_range = enum(AGE_RANGES),
   tags = STRINGS, likes = STRINGS, allerges = STRINGS, dislikes = STRINGS,
   -- The contract lists locales but says an unsupported one is stored as null without failing.
   locale = STRING, country = COUNTRY,
@@ -415,11 +471,11 @@ local function SECONDS(v, f) return validate.number(v, f, { min = 0 }) end
 local RESERVATION_UPDATE = {
   customer_ref = STRING, customer_id = ID, ref = STRING,
   pax = int(0), pax_adult = int(0), pax_senior = int(0), pax_child = int(0), pax_baby = int(0),
-  start_at = TIME, duration = SECONDS, source = one_of(RESERVATION_SOURCES), channel = STRING,
+  start_at = TIME, duration = SECONDS, source = enum(RESERVATION_SOURCES), channel = STRING,
   special_request = LONG_TEXT, memo = LONG_TEXT, memo2 = LONG_TEXT,
-  seat_types = array_of(one_of(SEAT_TYPES)), smoking = one_of(SMOKING),
-  status = one_of(RESERVATION_STATUSES), points = int(), party_name = STRING, room_name = STRING,
-  cancel_reason_type = one_of(CANCEL_REASONS), cancel_reason = LONG_TEXT,
+  seat_types = array_of(enum(SEAT_TYPES)), smoking = enum(SMOKING),
+  status = enum(RESERVATION_STATUSES), points = int(), party_name = STRING, room_name = STRING,
+  cancel_reason_type = enum(CANCEL_REASONS), cancel_reason = LONG_TEXT,
   cancelled_by_customer = BOOL, send_emails = BOOL, send_texts = BOOL,
   email = EMAIL, phone = E164, reservation_flag_ids = array_of(validate.id),
   images = IMAGES_UPDATE,
@@ -427,7 +483,7 @@ local RESERVATION_UPDATE = {
 
 local MEMBERSHIP_UPDATE = {
   code = STRING, customer_ids = array_of(OBJECT_ID), membership_program_id = OBJECT_ID,
-  membership_tier_id = OBJECT_ID, points = int(), status = one_of(MEMBERSHIP_STATUSES),
+  membership_tier_id = OBJECT_ID, points = int(), status = enum(MEMBERSHIP_STATUSES),
   start_date = DATE, expiry_date = DATE,
 }
 
@@ -486,12 +542,12 @@ CUSTOMER_SEARCH.franchise_id = OBJECT_ID
 CUSTOMER_SEARCH.order_menu_category_id = OBJECT_ID
 CUSTOMER_SEARCH.order_menu_item_id = OBJECT_ID
 CUSTOMER_SEARCH.phone = PHONE_PREFIX
-CUSTOMER_SEARCH.gender = one_of { "male", "female" }
-CUSTOMER_SEARCH.age_ranges = array_of(one_of(AGE_RANGES))
-CUSTOMER_SEARCH.locales = array_of(one_of(LOCALES))
+CUSTOMER_SEARCH.gender = enum { "male", "female" }
+CUSTOMER_SEARCH.age_ranges = array_of(enum(AGE_RANGES))
+CUSTOMER_SEARCH.locales = array_of(enum(LOCALES))
 CUSTOMER_SEARCH.address_country = COUNTRY
-CUSTOMER_SEARCH.reservation_stages = array_of(one_of { "past", "future", "cancelled", "rejected" })
-CUSTOMER_SEARCH.payment_currency = one_of { "local", "USD" }
+CUSTOMER_SEARCH.reservation_stages = array_of(enum { "past", "future", "cancelled", "rejected" })
+CUSTOMER_SEARCH.payment_currency = enum { "local", "USD" }
 
 local BODIES = {
   customer_create = object(merge_fields(CUSTOMER_UPDATE, { franchise_id = OBJECT_ID,
@@ -544,8 +600,8 @@ local QUERIES = {
   shops = merge_fields({ ids = IDS, slugs = TEXT_LIST, franchise_ids = IDS }, PAGING, FIELDS),
   franchises = merge_fields({ ids = IDS, names = TEXT_LIST, slugs = TEXT_LIST }, PAGING, FIELDS),
   reservations = merge_fields({ ids = IDS, customer_ids = IDS, start_at_min = TIME,
-    start_at_max = TIME, sort = one_of { "start_at", "created_at", "updated_at" },
-    sort_order = one_of { "asc", "desc" } }, STAMPED, PAGING, FIELDS),
+    start_at_max = TIME, sort = enum { "start_at", "created_at", "updated_at" },
+    sort_order = enum { "asc", "desc" } }, STAMPED, PAGING, FIELDS),
   reservations_show = FIELDS,
   reservation_flags = merge_fields({ ids = IDS, shop_ids = IDS }, STAMPED, PAGING),
   memberships = merge_fields({ ids = IDS, customer_ids = IDS, code = STRING,
