@@ -112,11 +112,19 @@ bench: deps-tools
 	@$(MAKE) -s --no-print-directory all
 	@bash bench/run.sh
 
-# ---- fault suite: CHAOS_OPS mixed operations with random faults under a fixed seed ----
+# ---- fault suite: CHAOS_OPS mixed operations, CHAOS_CONCURRENCY at a time, random faults ----
+# A new seed every run unless CHAOS_SEED is given (printed first: CHAOS_SEED=... replays it); then
+# a CHAOS_OPENRESTY_OPS slice of the same plan inside nginx light threads (0 skips it).
 CHAOS_OPS ?= 2000
-CHAOS_SEED ?= 20261121
+CHAOS_SEED ?=
+CHAOS_CONCURRENCY ?= 16
+CHAOS_RATE ?= 0.3
+CHAOS_OPENRESTY_OPS ?= 300
 .PHONY: chaos
 chaos: deps
 	@$(MAKE) -s --no-print-directory all
+	@$(MAKE) -s --no-print-directory all LUA=luajit
 	@bash scripts/sim.sh start $(SIM_PORT) >/dev/null && \
-	  { $(LUA) scripts/chaos.lua $(CHAOS_OPS) $(CHAOS_SEED); rc=$$?; bash scripts/sim.sh stop $(SIM_PORT) >/dev/null; exit $$rc; }
+	  { CHAOS_SEED="$(CHAOS_SEED)" CHAOS_CONCURRENCY="$(CHAOS_CONCURRENCY)" CHAOS_RATE="$(CHAOS_RATE)" \
+	    CHAOS_OPENRESTY_OPS="$(CHAOS_OPENRESTY_OPS)" $(LUA) scripts/chaos.lua $(CHAOS_OPS); rc=$$?; \
+	    bash scripts/sim.sh stop $(SIM_PORT) >/dev/null; exit $$rc; }

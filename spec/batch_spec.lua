@@ -69,7 +69,7 @@ describe("batch", function()
   end)
 
   it("stops starting new operations after a failure when asked", function()
-    local ops = { { "get_customer", guids[1] }, { "get_customer", "missing" },
+    local ops = { { "get_customer", guids[1] }, { "get_customer", "0b7d3f0e-1111-4a2b-9c3d-00000000dead" },
                   { "get_customer", guids[3] }, { "get_customer", guids[4] } }
     local results = assert(c:batch(ops, { concurrency = 1, stop_on_error = true }))
     assert.equal(guids[1], results[1].value.guid)

@@ -59,7 +59,7 @@ describe("errors echoing secrets and PII", function()
 
   it("redact a non-JSON 200 whose Content-Type echoes the key", function()
     local tc = H.tablecheck()
-    H.fault { path = "/api/crm/v1/customers/", status = 200, count = 1, body = "<html>oops</html>",
+    H.fault { path = "/api/crm/v1/customers/", status = 200, count = 10, body = "<html>oops</html>",
               content_type = "text/html; key=" .. H.tablecheck_key }
     local _, err = tc:customers_show("5ed64e249551e80639a4d995")
     assert.equal("decode", err.kind)

@@ -78,7 +78,7 @@ describe("hostile servers", function()
   end)
 
   it("treats truncated JSON as a decode error", function()
-    H.fault { path = "/crm/v1/customers/search", status = 200, body = '[{"guid":"a"', count = 1 }
+    H.fault { path = "/crm/v1/customers/search", status = 200, body = '[{"guid":"a"', count = 10 }
     local _, err = H.toast():search_customers { lastName = "X" }
     assert.equal("decode", err.kind)
   end)

@@ -31,6 +31,11 @@ local CASES = {
   { "a JSON array where an object belongs", { status = 200, body = "[1,2,3]" } },
   { "a redirect", { status = 302, body = "" } },
   { "a 5xx", { status = 500 } },
+  { "bytes that are not HTTP at all", { raw = "\22\3\1\0\5 SSH-2.0-OpenSSH_9.6 not http\r\n\r\n" } },
+  { "a broken status line", { raw = "HTTP/1.1 2x0 OK\r\nContent-Length: @LEN@\r\n\r\n@BODY@" } },
+  { "broken chunked framing", { raw = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                  .. "Transfer-Encoding: chunked\r\n\r\nzz\r\n@BODY@\r\n0\r\n\r\n" } },
+  { "an HTTP/0.9 reply (the body alone)", { raw = "@BODY@" } },
 }
 
 describe("a non-idempotent write with a spoiled answer", function()
@@ -81,10 +86,34 @@ describe("answers with numbers JSON does not have", function()
                           '{"guid":"g","amount":1e400}' } do
     it("are decode errors: " .. body, function()
       local c = H.toast()
-      H.fault { path = "/crm/v1/customers/", method = "GET", status = 200, body = body, count = 1 }
+      H.fault { path = "/crm/v1/customers/", method = "GET", status = 200, body = body, count = 10 }
       local res, err = c:get_customer("0b7d3f0e-1111-4a2b-9c3d-000000000001")
       assert.is_nil(res)
       assert.equal("decode", err.kind)
+      assert.equal(4, err.attempts) -- a read: retried, the answer stayed spoiled
     end)
   end
+end)
+
+describe("a read with a spoiled answer", function()
+  before_each(function() H.reset() end)
+
+  it("is retried and succeeds when the next answer is sound", function()
+    local c = H.toast()
+    local cust = assert(c:create_customer(H.customer()))
+    H.fault { path = "/crm/v1/customers/", method = "GET", status = 200, count = 1,
+              content_type = "text/html", body = "<html>proxy error</html>" }
+    local got = assert(c:get_customer(cust.guid))
+    assert.equal(cust.guid, got.guid)
+    assert.equal(2, H.count("GET /crm/v1/customers/" .. cust.guid))
+  end)
+
+  it("is retried after an HTTP/0.9 reply, as after any other unreadable answer", function()
+    local c = H.toast()
+    local cust = assert(c:create_customer(H.customer()))
+    H.fault { path = "/crm/v1/customers/", method = "GET", after = true, raw = "@BODY@", count = 1 }
+    local got = assert(c:get_customer(cust.guid))
+    assert.equal(cust.guid, got.guid)
+    assert.equal(2, H.count("GET /crm/v1/customers/" .. cust.guid))
+  end)
 end)

@@ -199,6 +199,8 @@ local FINAL_TRANSPORT = {
   no_cosockets = true, no_transport = true,
 }
 
+local SPOILED_WHEN_SENT = { CURLE_UNSUPPORTED_PROTOCOL = true }
+
 -- One attempt. req = {method, path, query, body (table), headers (array), shape ("object",
 -- "array" or nil), ok = {[status]=true}, pending_status = {[status]=true} (statuses that mean
 -- "accepted, still processing": retried until the deadline, see crm.retry)}.
@@ -238,9 +240,13 @@ function Engine:send(req)
   end
   if not status then
     local e = headers
+    -- libcurl says CURLE_UNSUPPORTED_PROTOCOL both for a bad URL scheme (nothing sent: final)
+    -- and for an HTTP/0.9 or otherwise unreadable answer (sent: a bad answer, as the ngx
+    -- transport's bad_response, which another attempt may not get).
+    local final = FINAL_TRANSPORT[e.name] and not (e.sent and SPOILED_WHEN_SENT[e.name])
     return nil, errors.new(e.kind, e.message, {
       code = e.name, sent = e.sent,
-      retryable = e.kind ~= "validation" and not FINAL_TRANSPORT[e.name],
+      retryable = e.kind ~= "validation" and not final,
     }, ctx or self:context(req))
   end
 
@@ -249,8 +255,10 @@ function Engine:send(req)
     local decoded, derr = M.decode(raw)
     if decoded == nil and status >= 200 and status < 300 then
       local ct = headers["content-type"] or "" -- read only here: headers parse on first lookup
+      -- A spoiled 2xx (an HTML page from a proxy, a cut body) may not come again: requests that
+      -- may run twice are retried; others end with outcome_unknown (crm.retry).
       return nil, errors.new("decode", derr .. " (status " .. status .. ", content-type "
-        .. ct:gsub("%c", "") .. ")", { status = status, retryable = false, sent = true },
+        .. ct:gsub("%c", "") .. ")", { status = status, retryable = true, sent = true },
         ctx or self:context(req))
     end
     data = decoded

@@ -223,12 +223,58 @@ end
 function S.tls_client()
   local c, cerr = crm.toast {
     base_url = "https://127.0.0.1:" .. arg("port"), restaurant_guid = os.getenv("CRM_TOAST_RESTAURANT"),
-    token = "t", transport = "ngx", insecure_skip_verify = arg("insecure") == "1",
+    token = "tls-token", transport = "ngx", insecure_skip_verify = arg("insecure") == "1",
     retry = { max_attempts = 3, base_delay = 0.01 },
   }
   if not c then return { err = errinfo(cerr) } end
-  local res, err = c:get_customer("x")
+  local res, err = c:get_customer("0b7d3f0e-1111-4a2b-9c3d-000000000001")
   return { guid = res and res.guid, err = errinfo(err) }
+end
+
+-- The fault suite's concurrent slice (spec/chaos.lua through spec/chaos_nginx.lua): POST
+-- {gen, concurrency, settings, ops} runs the planned operations with client:batch, which here
+-- means ngx.thread light threads over cosockets, and answers {outcomes, debug}: the same plain
+-- outcomes spec/chaos_ops.lua gives in plain Lua, and every debug line the clients wrote. The
+-- clients of one run (`gen`) live on across its windows, as a module-level client would.
+local HERE = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+local chaos_runs = {}
+function S.chaos()
+  ngx.req.read_body()
+  local raw = ngx.req.get_body_data()
+  if not raw then
+    local path = ngx.req.get_body_file()
+    local f = path and io.open(path, "rb")
+    raw = f and f:read("*a")
+    if f then f:close() end
+  end
+  local req = raw and cjson.decode(raw)
+  if type(req) ~= "table" or type(req.ops) ~= "table" then return { error = "POST {gen, settings, ops}" } end
+  package.loaded.chaos_ops = package.loaded.chaos_ops or dofile(HERE .. "/../chaos_ops.lua")
+  local run = chaos_runs[req.gen]
+  if not run then
+    for k in pairs(chaos_runs) do chaos_runs[k] = nil end -- one run at a time
+    local st = req.settings
+    run = { lines = {} }
+    local function hook(line) run.lines[#run.lines + 1] = line end
+    local common = { transport = "ngx", timeout = st.timeout, retry = st.retry,
+                     max_response_bytes = st.max_response_bytes, debug = hook }
+    local t = { base_url = st.toast_url, restaurant_guid = st.restaurant, client_id = st.client_id,
+                client_secret = st.client_secret }
+    local c = { base_url = st.tablecheck_url, api_key = st.tablecheck_key }
+    for k, v in pairs(common) do t[k], c[k] = v, v end
+    local terr, cerr
+    run.toast, terr = crm.toast(t)
+    run.tc, cerr = crm.tablecheck(c)
+    if not run.toast or not run.tc then return { error = tostring(terr or cerr) } end
+    chaos_runs[req.gen] = run
+  end
+  local outcomes, err = package.loaded.chaos_ops.batch({ toast = run.toast, tc = run.tc }, req.ops,
+    tonumber(req.concurrency) or 16)
+  local lines = run.lines
+  run.lines = {}
+  if not outcomes then return { error = tostring(err) } end
+  return { outcomes = outcomes, debug = lines, mode = run.toast.transport.batch_mode
+    and run.toast.transport:batch_mode() or cjson.null }
 end
 
 function M.run()

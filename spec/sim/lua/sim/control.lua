@@ -4,10 +4,17 @@
 --   GET    /__sim/config  effective config                           -> {setting: value, ...}
 --   POST   /__sim/config  merge {setting: value|null, ...}           -> effective config
 --                         (null resets a setting; unknown settings or wrong types -> 400)
---   GET    /__sim/faults  pending faults                             -> {"faults":[{id,left,...}]}
+--   GET    /__sim/faults  pending faults                             -> {"faults":[{id,left,hits,...}],
+--                         ?all=1: spent ones too                       "inflight":n}
+--                         (inflight: API requests being handled right now)
 --   POST   /__sim/faults  queue a fault object, or an array of them  -> {"ok":true,"faults":[...]}
 --   DELETE /__sim/faults  drop all pending faults                    -> {"ok":true}
 --   GET    /__sim/stats   {"total":n,"requests":{"METHOD /path":n},"logins":n,"connections":n}
+--   GET    /__sim/secrets the credentials the simulator accepts and every Toast token it
+--                         issued that is still stored -> {"toast_client_secret", "toast_client_id",
+--                         "tablecheck_api_key", "tokens":[...]} (for leak checks)
+--   GET    /__sim/toast/customers  every stored Toast customer, all restaurants
+--                         -> {"customers":[{guid, firstName, lastName, email, phone, restaurant}]}
 --
 -- API modules add their own routes through `control_routes` (sim.tablecheck:
 -- /__sim/tablecheck/seed, /__sim/tablecheck/fixtures; sim.toast_orders: /__sim/toast/orders_calls,
@@ -56,14 +63,55 @@ local function post_faults()
   return common.send_json(200, { ok = true, faults = added })
 end
 
+-- Keys of the shared dict "sim" that start with `prefix`, sorted (at most `max`).
+local function keys_with(prefix, max)
+  local out = {}
+  for _, k in ipairs(common.state():get_keys(0)) do
+    if k:sub(1, #prefix) == prefix then out[#out + 1] = k end
+    if #out >= max then break end
+  end
+  table.sort(out)
+  return out
+end
+
+local function secrets()
+  local cfg = common.config()
+  local tokens = common.array()
+  for _, k in ipairs(keys_with("toast:token:", 100000)) do tokens[#tokens + 1] = k:sub(13) end
+  return common.send_json(200, {
+    toast_client_id = cfg.toast_client_id, toast_client_secret = cfg.toast_client_secret,
+    tablecheck_api_key = cfg.tablecheck_api_key, tokens = tokens,
+  })
+end
+
+-- sim.toast stores customer <guid> of restaurant <rid> as JSON under toast:cust:<rid>:<guid>.
+local function toast_customers()
+  local d = common.state()
+  local out = common.array()
+  for _, k in ipairs(keys_with("toast:cust:", 1000000)) do
+    local rid = k:match("^toast:cust:(.+):[^:]+$")
+    local c = rid and common.get_json(d, k)
+    if type(c) == "table" then
+      c.restaurant = rid
+      out[#out + 1] = c
+    end
+  end
+  return common.send_json(200, { customers = out })
+end
+
 local routes = {
   ["/__sim/reset"] = { POST = reset },
+  ["/__sim/secrets"] = { GET = secrets },
+  ["/__sim/toast/customers"] = { GET = toast_customers },
   ["/__sim/config"] = {
     GET = function() return common.send_json(200, common.config()) end,
     POST = post_config,
   },
   ["/__sim/faults"] = {
-    GET = function() return common.send_json(200, { faults = faults.list() }) end,
+    GET = function()
+      local all = ngx.var.arg_all == "1" or ngx.var.arg_all == "true"
+      return common.send_json(200, { faults = faults.list(all), inflight = faults.inflight() })
+    end,
     POST = post_faults,
     DELETE = function()
       faults.clear()

@@ -1,11 +1,38 @@
 -- Fault injection. A fault is queued with POST /__sim/faults and applies to the
--- next `count` API requests whose method matches (when given) and whose URI
--- path starts with `path`. Each request takes at most one fault: the oldest
--- matching one that still has uses left (FIFO).
+-- next `count` API requests whose method matches (when given), whose URI
+-- path starts with `path` and, when `match` is given, whose request URI
+-- (with its query) or body contains `match` (plain text, case-insensitive).
+-- Each request takes at most one fault: the oldest matching one that still
+-- has uses left (FIFO). `match` binds a fault to one operation of a
+-- concurrent run (an email, a note, an id only that operation sends).
+--
+-- What a fault does:
+--   status/body/content_type  answer this instead (before the handler runs)
+--   delay                     sleep first (then the rest, or the handler)
+--   drop                      close the connection without an answer
+--   after                     let the handler act, then spoil its answer with
+--                             the rest of the fault (a lost/spoiled answer)
+--   partial                   cut the body in half (Content-Length promises all)
+--   drip                      send the body one byte every `drip` seconds
+--   pad                       append `pad` spaces to the body (a too-large answer;
+--                             with `after` the handler's own, still valid JSON)
+--   raw                       bytes written on the raw downstream socket instead
+--                             of an HTTP answer, then the connection is closed:
+--                             garbage framing, a broken status line or chunking,
+--                             an HTTP/0.9 reply. Placeholders: @BODY@ (the
+--                             handler's body with `after`, else ""), @HALF@ (its
+--                             first half), @LEN@ and @HEXLEN@ (its length)
+--   echo                      the error body's message repeats the request body
+--                             and its Authorization header (a server that echoes
+--                             what it was sent: secrets and PII the client must
+--                             never pass on)
 --
 -- Storage (shared dict "sim"): fault:n = number of faults ever queued since the
 -- last reset; fault:<i> = the spec as JSON (immutable); fault:<i>:left = uses
--- left, decremented atomically, so several workers never over-apply a fault.
+-- left, decremented atomically, so several workers never over-apply a fault;
+-- fault:<i>:hits = requests it was applied to. fault:inflight = API requests
+-- being handled now (a delayed request the client gave up on still acts later;
+-- a test waits for 0 before it reads the state).
 
 local common = require("sim.common")
 
@@ -15,6 +42,7 @@ local FIELDS = {
   method = "string", path = "string", status = "number", count = "number",
   retry_after = "any", delay = "number", drop = "boolean", body = "any",
   content_type = "string", after = "boolean", partial = "boolean", drip = "number",
+  match = "string", raw = "string", pad = "number", echo = "boolean",
 }
 
 -- Validates and normalises one fault spec. Returns spec or nil, message.
@@ -53,9 +81,21 @@ local function normalise(f)
   if spec.drip and not (spec.status and spec.body) then
     return nil, "fault 'drip' needs 'status' and 'body'"
   end
-  if not spec.status and not spec.drop and not spec.delay and not spec.partial then
-    return nil, "fault needs at least one of 'status', 'delay', 'drop', 'partial'"
+  if not spec.status and not spec.drop and not spec.delay and not spec.partial and not spec.raw
+      and not spec.pad then
+    return nil, "fault needs at least one of 'status', 'delay', 'drop', 'partial', 'raw', 'pad'"
   end
+  if spec.match and (spec.match == "" or #spec.match > 512) then
+    return nil, "fault 'match' must be 1 to 512 bytes"
+  end
+  if spec.match then spec.match = spec.match:lower() end
+  if spec.pad and (spec.pad ~= math.floor(spec.pad) or spec.pad < 1 or spec.pad > 8 * 1024 * 1024) then
+    return nil, "fault 'pad' must be an integer from 1 to 8388608"
+  end
+  if spec.pad and not spec.after and not spec.status then
+    return nil, "fault 'pad' needs 'after', or 'status' (and 'body')"
+  end
+  if spec.raw and #spec.raw > 65536 then return nil, "fault 'raw' must be at most 65536 bytes" end
   if spec.partial and not spec.after and not spec.status then
     return nil, "fault 'partial' needs 'status' and 'body', or 'after'"
   end
@@ -81,22 +121,24 @@ function M.add(f)
     local id = common.incr(d, "fault:n")
     common.set(d, "fault:" .. id, common.encode(spec))
     common.set(d, "fault:" .. id .. ":left", spec.count)
+    common.set(d, "fault:" .. id .. ":hits", 0)
     spec.id = id
     out[#out + 1] = spec
   end
   return out
 end
 
--- Pending faults (uses left > 0), oldest first.
-function M.list()
+-- Pending faults (uses left > 0), oldest first; all = true: spent ones too. Each has its
+-- id, uses left and hits (requests it was applied to).
+function M.list(all)
   local d = common.state()
   local out = common.array()
   for id = 1, d:get("fault:n") or 0 do
     local left = d:get("fault:" .. id .. ":left")
-    if left and left > 0 then
+    if left and (left > 0 or all) then
       local spec = common.get_json(d, "fault:" .. id)
       if spec then
-        spec.id, spec.left = id, left
+        spec.id, spec.left, spec.hits = id, math.max(left, 0), d:get("fault:" .. id .. ":hits") or 0
         out[#out + 1] = spec
       end
     end
@@ -104,18 +146,37 @@ function M.list()
   return out
 end
 
+-- API requests being handled right now (see M.begin and M.finish).
+function M.inflight()
+  return math.max(0, common.state():get("fault:inflight") or 0)
+end
+
 function M.clear()
   local d = common.state()
   for id = 1, d:get("fault:n") or 0 do
     d:delete("fault:" .. id .. ":left")
+    d:delete("fault:" .. id .. ":hits")
     d:delete("fault:" .. id)
   end
   d:delete("fault:n")
 end
 
+-- The request's URI (with query) and body, lower-cased, read once per request.
+local function request_text()
+  local text = ngx.ctx.fault_text
+  if text then return text end
+  local body = common.read_body() or ""
+  text = (ngx.var.request_uri or "") .. "\n" .. body
+  text = text:lower()
+  ngx.ctx.fault_text = text
+  return text
+end
+
 local function matches(spec, method, path)
   if spec.method and spec.method ~= method then return false end
-  return path:sub(1, #spec.path) == spec.path
+  if path:sub(1, #spec.path) ~= spec.path then return false end
+  if spec.match and not request_text():find(spec.match, 1, true) then return false end
+  return true
 end
 
 -- Takes the oldest matching fault with uses left, or nil.
@@ -130,20 +191,52 @@ local function take(method, path)
       local spec = common.get_json(d, "fault:" .. id)
       if spec and matches(spec, method, path) then
         local now_left = d:incr(key, -1)
-        if now_left and now_left >= 0 then return spec end
+        if now_left and now_left >= 0 then
+          d:incr("fault:" .. id .. ":hits", 1, 0)
+          return spec
+        end
       end
     end
   end
   return nil
 end
 
--- Default error body for a faulted request, by API.
-local function default_body(status, path)
+-- Default error body for a faulted request, by API; `message` defaults to "simulated fault".
+local function default_body(status, path, message)
+  message = message or "simulated fault"
   if path:sub(1, 5) == "/api/" then
     -- TableCheck's error shape: {errors:[{code, message}]}
-    return common.encode({ errors = common.array({ { code = "simulated_fault", message = "simulated fault" } }) })
+    return common.encode({ errors = common.array({ { code = "simulated_fault", message = message } }) })
   end
-  return common.encode(common.toast_error_body(status, "simulated fault"))
+  return common.encode(common.toast_error_body(status, message))
+end
+
+-- What an echoing server says: the request's body and its credentials, repeated back.
+local function echo_message()
+  local auth = ngx.req.get_headers()["authorization"]
+  if type(auth) == "table" then auth = auth[1] end
+  return "could not process " .. ngx.req.get_method() .. " " .. (ngx.var.request_uri or "")
+    .. " with body " .. (common.read_body() or "") .. " (authorization: " .. tostring(auth) .. ")"
+end
+
+-- Writes bytes that are not (or not quite) an HTTP answer on the raw downstream socket, then
+-- closes the connection. Only possible before any header went out.
+local function send_raw_bytes(template, body)
+  body = body or ""
+  local values = {
+    BODY = body, HALF = body:sub(1, math.floor(#body / 2)),
+    LEN = string.format("%d", #body), HEXLEN = string.format("%x", #body),
+  }
+  local bytes = template:gsub("@(%u+)@", function(k) return values[k] end)
+  ngx.req.read_body()
+  local sock, err = ngx.req.socket(true)
+  if not sock then
+    ngx.log(ngx.ERR, "fault 'raw': no raw request socket: ", tostring(err))
+    return ngx.exit(444)
+  end
+  sock:settimeout(2000)
+  sock:send(bytes)
+  return ngx.exit(ngx.OK)
 end
 
 -- Sends status + body but cuts the body in half and closes the connection, so the client sees
@@ -189,6 +282,10 @@ local function respond(spec, path)
     ngx.exit(444) -- close the connection without a response
     return true
   end
+  if spec.raw then
+    send_raw_bytes(spec.raw, "")
+    return true
+  end
   if not spec.status then return false end
   local headers = retry_after_headers(spec)
   local status = spec.status
@@ -197,7 +294,8 @@ local function respond(spec, path)
     return true
   end
   local body = spec.body
-  if body == nil then body = default_body(status, path) end
+  if body == nil then body = default_body(status, path, spec.echo and echo_message() or nil) end
+  if spec.pad then body = body .. (" "):rep(spec.pad) end
   if spec.partial then
     send_partial(status, body, spec.content_type, headers)
     return true
@@ -216,6 +314,10 @@ end
 -- `after` fault, which lets the handler do its work and then spoils the answer:
 -- the server acted, the client never hears of it).
 function M.apply(method, path)
+  if not ngx.ctx.fault_counted then
+    ngx.ctx.fault_counted = true
+    common.incr(common.state(), "fault:inflight")
+  end
   local spec = take(method, path)
   if not spec then return false end
   if spec.delay and spec.delay > 0 then ngx.sleep(spec.delay) end
@@ -234,11 +336,35 @@ function M.spoil(status, body, content_type, headers)
   if not pending then return false end
   ngx.ctx.after_fault = nil
   local spec = pending.spec
+  body = body or ""
+  if spec.raw then
+    send_raw_bytes(spec.raw, body)
+    return true
+  end
+  if spec.pad and not spec.status then
+    -- the handler's own answer, made larger than a client may accept (spaces keep it JSON)
+    body = body .. (" "):rep(spec.pad)
+    if spec.partial then
+      send_partial(status, body, content_type, headers)
+      return true
+    end
+    common.send_raw(status, body, content_type, headers)
+    return true
+  end
   if spec.partial and not spec.status then
-    send_partial(status, body or "", content_type, headers)
+    send_partial(status, body, content_type, headers)
     return true
   end
   return respond(spec, pending.path)
+end
+
+-- The log phase of every API request (nginx.conf): it is no longer in flight.
+function M.finish()
+  if ngx.ctx.fault_counted then
+    ngx.ctx.fault_counted = nil
+    local d = common.state()
+    if d:get("fault:inflight") then d:incr("fault:inflight", -1) end
+  end
 end
 
 return M
