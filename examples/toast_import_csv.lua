@@ -1,8 +1,12 @@
 -- Imports guests from a CSV file into Toast CRM, 16 at a time: each row is find_or_create'd, so
--- running the import twice creates nobody twice. The CSV has a header row naming the columns
--- firstName, lastName, email, phone (any order; simple quoting with "..." is understood).
+-- running the import twice creates nobody twice, and a guest the file lists several times (in
+-- any spelling of the email's case or the phone's format) is created once: concurrent
+-- find_or_creates for one guest take turns on its email and phone. The CSV has a header row
+-- naming the columns firstName, lastName, email, phone (any order; simple quoting with "..." is
+-- understood; spaces around a value are dropped).
 --   lua examples/toast_import_csv.lua guests.csv
--- Runs against the local simulator unless CRM_TOAST_URL (and credentials) say otherwise.
+-- Runs against the local simulator unless CRM_TOAST_URL (and credentials) say otherwise;
+-- CRM_TOAST_COUNTRY is the country of national phone numbers (default "1").
 local crm = require "crm"
 
 local path = arg[1]
@@ -46,7 +50,8 @@ for line in f:lines() do
   if line:find("%S") then
     local values, row = split_csv(line), {}
     for k, name in ipairs(header) do
-      if values[k] and values[k] ~= "" then row[name] = values[k] end
+      local v = values[k] and values[k]:gsub("^%s+", ""):gsub("%s+$", "")
+      if v and v ~= "" then row[name:gsub("^%s+", ""):gsub("%s+$", "")] = v end
     end
     rows[#rows + 1] = row
   end
@@ -59,6 +64,7 @@ local client = assert(crm.toast {
   restaurant_guid = os.getenv("CRM_TOAST_RESTAURANT") or "6f1d2d0e-8f65-4d7b-9b59-0f1f0c8e0a11",
   client_id = os.getenv("CRM_TOAST_CLIENT_ID") or "sim-client",
   client_secret = os.getenv("CRM_TOAST_CLIENT_SECRET") or "sim-secret",
+  default_country_code = os.getenv("CRM_TOAST_COUNTRY"),
 })
 
 local ops = {}

@@ -21,6 +21,13 @@ function crm.tablecheck(opts)
   return require("crm.tablecheck").new(opts)
 end
 
-crm.toast_time = function(epoch) return require("crm.toast").format_time(epoch) end
+-- crm.toast_time([epoch | RFC 3339 string]) -> "yyyy-MM-ddTHH:mm:ss.SSS+hhmm" | nil, err.
+-- Never raises: bad input gives a validation error naming "time" (see crm.toast.format_time).
+function crm.toast_time(x)
+  return require("crm.toast").format_time(x)
+end
+
+-- crm.normalize_phone(s [, country_code]) -> E.164 | nil: the library's one normaliser.
+crm.normalize_phone = require("crm.phone").normalize
 
 return crm

@@ -435,6 +435,35 @@ describe("OpenResty", function()
       assert.is_true(r.ticks >= 0.5 * r.elapsed / 0.01, r.ticks .. " ticks in " .. r.elapsed .. " s")
     end)
 
+    it("find_or_create creates one customer from light threads and from shared-client requests", function()
+      H.fault { method = "POST", path = "/crm/v1/customers/search", delay = 0.2, count = 100 }
+      local tag = core.guid():sub(1, 8)
+      local r = get_json(ng.test .. "/t/foc_threads?last=T" .. tag .. "&email=" .. q("t" .. tag .. "@example.org"))
+      assert.same({ created = 1, found = 7, failed = 0 }, r)
+      local gen = core.guid()
+      local m = assert(core.multi { size = 8, timeout = 30 })
+      for _ = 1, 8 do
+        assert(m:submit("GET", ng.test .. "/t/foc_shared?gen=" .. gen .. "&last=S" .. tag .. "&email="
+          .. q("s" .. tag .. "@example.org"), {}))
+      end
+      local done, t0 = {}, core.now()
+      while #done < 8 and core.now() - t0 < 30 do
+        for _, d in ipairs(m:wait(1)) do done[#done + 1] = d end
+      end
+      m:close()
+      local hows = {}
+      for _, d in ipairs(done) do
+        local x = cjson.decode(d.body)
+        assert.is_true(x.ok, x.err and x.err.text)
+        hows[x.how] = (hows[x.how] or 0) + 1
+      end
+      H.clear_faults()
+      local c = H.toast()
+      assert.equal(1, #assert(c:search_customers { lastName = "T" .. tag }))
+      assert.equal(1, #assert(c:search_customers { lastName = "S" .. tag }))
+      assert.same({ created = 1, found = 7 }, hows)
+    end)
+
     it("logs in once per worker for a module-level client shared by concurrent requests", function()
       H.fault { path = "/authentication/v1/authentication/login", delay = 0.3, count = 1 }
       local gen = core.guid()

@@ -413,7 +413,7 @@ describe("Toast guest history", function()
         return 200, { ["content-type"] = "application/json" }, body
       end
       function t.close() return true end
-      return assert(crm.toast { base_url = "http://toast.test", restaurant_guid = H.restaurant, token = "t",
+      return assert(crm.toast { base_url = "http://toast.test", restaurant_guid = H.restaurant, token = "tok-test",
                                 transport = t })
     end
 

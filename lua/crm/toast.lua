@@ -3,7 +3,10 @@
 local platform = require "crm.platform"
 local client = require "crm.client"
 local errors = require "crm.error"
+local flight = require "crm.flight"
+local http = require "crm.http"
 local pager = require "crm.pager"
+local phones = require "crm.phone"
 local validate = require "crm.validate"
 
 local M = {}
@@ -11,7 +14,8 @@ local Toast = {}
 local MT = client.class(Toast)
 
 local escape = platform.escape
-local type, floor = type, math.floor
+local type, floor, pcall, error = type, math.floor, pcall, error
+local null = http.null
 
 local LOGIN_PATH = "/authentication/v1/authentication/login"
 local CRM = "/crm/v1"
@@ -20,8 +24,27 @@ M.DEFAULT_BASE_URL = "https://ws-api.toasttab.com"
 
 local KNOWN = {
   restaurant_guid = true, client_id = true, client_secret = true, token = true,
-  confirm_timeout = true, confirm_attempts = true,
+  confirm_timeout = true, confirm_attempts = true, default_country_code = true,
 }
+
+-- Secrets shorter than this are refused: error text could not scrub them safely (crm.error
+-- redacts secrets of at least 4 bytes; shorter ones would match ordinary text).
+M.MIN_SECRET_BYTES = 4
+
+local function check_secret(v, field)
+  if type(v) == "string" and #v < M.MIN_SECRET_BYTES then
+    return validate.fail(field, "must be at least " .. M.MIN_SECRET_BYTES .. " bytes")
+  end
+  return nil
+end
+
+-- Every id Toast puts in a path or a header is a "Toast POS GUID".
+local function check_guid(v, field)
+  if not validate.is_uuid(v) then
+    return validate.fail(field, "must be a Toast POS GUID (8-4-4-4-12 hex digits)")
+  end
+  return nil
+end
 
 -- Toast's error body: {status, code, message, fieldName, requestId, ...}.
 local function parse_error(body)
@@ -35,6 +58,8 @@ local function parse_error(body)
 end
 
 -- crm.toast{ base_url, restaurant_guid, client_id, client_secret | token, ... } -> client | nil, err
+-- restaurant_guid is a Toast POS GUID; client_secret and token are at least 4 bytes;
+-- default_country_code ("1" unless given; digits such as "44") places national phone numbers.
 function M.new(opts)
   if type(opts) ~= "table" then return nil, validate.fail("options", "must be a table") end
   local o = {}
@@ -44,14 +69,18 @@ function M.new(opts)
   local ok, err = client.init(self, o, KNOWN, parse_error)
   if not ok then return nil, err end
   err = validate.header_value(o.restaurant_guid, "restaurant_guid")
+    or check_guid(o.restaurant_guid, "restaurant_guid")
   if not err and o.token ~= nil then
-    err = validate.header_value(o.token, "token")
+    err = validate.header_value(o.token, "token") or check_secret(o.token, "token")
   elseif not err then
     err = validate.string(o.client_id, "client_id", { required = true, max = 256 })
       or validate.string(o.client_secret, "client_secret", { required = true, max = 1024 })
+      or check_secret(o.client_secret, "client_secret")
   end
   err = err or validate.number(o.confirm_timeout, "confirm_timeout", { gt = 0, max = 3600 })
     or validate.number(o.confirm_attempts, "confirm_attempts", { min = 1, integer = true })
+    or validate.string(o.default_country_code, "default_country_code", { max = 3 })
+    or phones.check_country_code(o.default_country_code, "default_country_code")
   if err then
     self:close()
     return nil, err
@@ -66,8 +95,16 @@ function M.new(opts)
   self.token_expires = math.huge
   self.confirm_timeout = o.confirm_timeout or 30
   self.confirm_attempts = o.confirm_attempts or 100
+  -- National phone numbers (no + or 00) belong to this country: search keys, profiles, sync.
+  self.default_country_code = o.default_country_code or "1"
   -- The longest a login can take: the retry deadline plus one last request.
   self.login_wait = self.policy.deadline + (o.timeout or 30)
+  -- The longest a find_or_create holds its keys: a login, two searches and a confirmed create.
+  -- Past it, a holder that never finished (an aborted nginx request) no longer holds others.
+  self.flight_ttl = self.login_wait + 2 * self.policy.deadline + self.confirm_timeout
+  -- The single-flight locks of find_or_create live off the client table too: their keys are
+  -- the guests' normalised emails and phones.
+  private.flight = flight.new { clock = self.clock }
   -- Scrubbed from any error text: the secret and whatever token is current.
   self.engine:set_secret(1, o.client_secret)
   self.engine:set_secret(2, o.token)
@@ -176,7 +213,11 @@ end
 
 -- ---- input checks ----
 
-local CUSTOMER_FIELDS = { guid = true, firstName = true, lastName = true, email = true, phone = true }
+-- The Customer fields a request may carry; entityType is what Toast answers ("Customer"), so a
+-- customer read back can be passed in again: it is checked, then left out of the request.
+local CUSTOMER_FIELDS = { guid = true, firstName = true, lastName = true, email = true, phone = true,
+                          entityType = true }
+local READ_ONLY = { entityType = true }
 local QUERY_FIELDS = { firstName = true, lastName = true, email = true, phone = true }
 
 local function check_phone(v, field)
@@ -188,22 +229,48 @@ local function check_phone(v, field)
   return nil
 end
 
+-- crm.null (JSON null) for email or phone means "not given", as Toast's own Customer shows it.
+local function given(v)
+  if v == null then return nil end
+  return v
+end
+
 local function check_customer(c)
   local e = validate.table(c, "customer", true)
     or validate.known_keys(c, CUSTOMER_FIELDS)
     or validate.string(c.firstName, "firstName", { required = true, max = 255 })
     or validate.string(c.lastName, "lastName", { required = true, max = 255 })
-    or validate.email(c.email, "email")
-    or check_phone(c.phone, "phone")
+    or validate.email(given(c.email), "email")
+    or check_phone(given(c.phone), "phone")
+    or validate.enum(c.entityType, "entityType", { "Customer" })
   if e then return e end
   if c.guid ~= nil then
     e = validate.uuid(c.guid, "guid")
     if e then return e end
   end
-  if c.email == nil and c.phone == nil then
+  if given(c.email) == nil and given(c.phone) == nil then
     return validate.fail("email", "or phone is required (at least one of them)")
   end
   return nil
+end
+
+-- The body of a create: the caller's fields without the read-only ones and without nulls (the
+-- seed's POST example leaves out the contact it does not have), and a GUID.
+local function customer_body(c)
+  local body = {}
+  for k, v in pairs(c) do
+    if not READ_ONLY[k] and v ~= null then body[k] = v end
+  end
+  -- The GUID is fixed before the first attempt, so every retry and 202 re-POST is the same record.
+  body.guid = body.guid or platform.guid()
+  return body
+end
+
+local function check_confirm_opts(opts)
+  local e = validate.table(opts, "options")
+  if e or opts == nil then return e end
+  return validate.known_keys(opts, { confirm_timeout = true })
+    or validate.number(opts.confirm_timeout, "confirm_timeout", { gt = 0, max = 3600 })
 end
 
 local function check_page_opts(opts)
@@ -215,35 +282,62 @@ local function check_page_opts(opts)
     or validate.number(opts.pageSize, "pageSize", { min = 1, max = M.MAX_PAGE_SIZE, integer = true })
 end
 
-local TOAST_TIME = "^%d%d%d%d%-[01]%d%-[0-3]%dT[0-2]%d:[0-5]%d:[0-6]%d%.%d%d%d[+-]%d%d%d%d$"
+-- ---- Toast's date-time: yyyy-MM-ddTHH:mm:ss.SSS+hhmm, e.g. 2018-06-16T15:01:14.000+0000 ----
 
--- Toast's date-time format: yyyy-MM-ddTHH:mm:ss.SSS+hhmm, e.g. 2018-06-16T15:01:14.000+0000.
-function M.format_time(epoch)
-  epoch = epoch or os.time()
-  local secs = floor(epoch)
-  local ms = floor((epoch - secs) * 1000 + 0.5)
-  if ms >= 1000 then ms = 999 end
+-- Epoch seconds Toast's four-digit years can show: 1970-01-01 up to the end of 9999.
+local MAX_EPOCH = 253402300800
+
+-- A parsed RFC 3339 date-time (validate.parse_datetime) in Toast's form: the same local time
+-- and offset (not converted to UTC). Fractions beyond milliseconds are truncated (.9999 ->
+-- .999, so the date never moves); a leap second :60 is sent as :59.999, which Toast's format
+-- can show.
+local function toast_form(t)
+  local sec, ms = t.sec, (t.frac .. "000"):sub(1, 3)
+  if sec == 60 then sec, ms = 59, "999" end
+  local off = t.offset
+  local sign = off < 0 and "-" or "+"
+  if off < 0 then off = -off end
+  return ("%04d-%02d-%02dT%02d:%02d:%02d.%s%s%02d%02d"):format(t.year, t.month, t.day, t.hour,
+    t.min, sec, ms, sign, floor(off / 60), off % 60)
+end
+
+local TIME_RULE = "must be an RFC 3339 date-time with an offset (e.g. 2024-03-05T09:21:40+09:00,"
+  .. " 2018-06-16T15:01:14.000+0000 or ...Z)"
+
+-- toast_time(s, field) -> Toast's form of an RFC 3339 date-time | nil, validation error
+local function toast_time(s, field)
+  local t, why = validate.parse_datetime(s, { compact_offset = true })
+  if not t then return nil, validate.fail(field, TIME_RULE .. "; it " .. why) end
+  return toast_form(t)
+end
+
+--[[ format_time([x]) -> "yyyy-MM-ddTHH:mm:ss.SSS+hhmm" | nil, err (crm.toast_time). Never raises.
+  nil      the current time, in UTC
+  number   epoch seconds (1970 to 9999), in UTC, milliseconds rounded
+  string   an RFC 3339 date-time (Z, +HH:MM or Toast's +HHMM; any fraction): the same local
+           time and offset in Toast's form, fractions truncated to milliseconds
+  Anything else, or an impossible date-time, gives a validation error naming "time". ]]
+function M.format_time(x)
+  if x == nil then x = os.time() end
+  if type(x) == "string" then return toast_time(x, "time") end
+  local e = validate.number(x, "time", { min = 0 })
+  if e then return nil, e end
+  local secs = floor(x)
+  local ms = floor((x - secs) * 1000 + 0.5)
+  if ms >= 1000 then secs, ms = secs + 1, ms - 1000 end
+  if secs >= MAX_EPOCH then
+    return nil, validate.fail("time", "must be epoch seconds before the year 10000")
+  end
   return os.date("!%Y-%m-%dT%H:%M:%S", secs) .. string.format(".%03d+0000", ms)
 end
 
 -- ---- customers ----
 
--- create_customer(customer [, {confirm_timeout}]) -> customer | nil, err (err.guid set)
-function Toast:create_customer(c, opts)
-  local e = check_customer(c) or validate.table(opts, "options")
-  if e then return nil, e end
-  opts = opts or {}
-  e = validate.known_keys(opts, { confirm_timeout = true })
-    or validate.number(opts.confirm_timeout, "confirm_timeout", { gt = 0, max = 3600 })
-  if e then return nil, e end
-  local body = {}
-  for k, v in pairs(c) do body[k] = v end
-  -- The GUID is fixed before the first attempt, so every retry and 202 re-POST is the same record.
-  body.guid = body.guid or platform.guid()
-  local deadline = opts.confirm_timeout or self.confirm_timeout
+-- Toast's contract for 202: POST the same record again until it answers 200, within `deadline`.
+-- `what` names the record in the error; `lookup` the call that finds it later.
+local function confirmed_post(self, path, body, deadline, what, lookup)
   local policy = self.policy:with { deadline = deadline, max_pending = self.confirm_attempts }
-  -- Toast's contract for 202: POST the same record again until it answers 200.
-  local req = { method = "POST", path = CRM .. "/customers", body = body, shape = "object",
+  local req = { method = "POST", path = path, body = body, shape = "object",
                 ok = { [200] = true }, pending_status = { [202] = true } }
   local res, err = self:_call(req, true, policy)
   if res then return res.data end
@@ -251,14 +345,28 @@ function Toast:create_customer(c, opts)
   if err.status == 202 then
     err.kind = "timeout"
     err.pending = true
-    err.message = "customer creation was accepted (202) but not confirmed within "
-      .. deadline .. "s; look it up later with get_customer(err.guid)"
+    err.message = what .. " was accepted (202) but not confirmed within " .. deadline
+      .. "s; look it up later with " .. lookup .. "(err.guid), or send it again with that guid"
   end
   return nil, err
 end
 
+local function create(self, body, opts)
+  return confirmed_post(self, CRM .. "/customers", body,
+    opts and opts.confirm_timeout or self.confirm_timeout, "customer creation", "get_customer")
+end
+
+-- create_customer(customer [, {confirm_timeout}]) -> customer | nil, err (err.guid set)
+-- customer: {firstName, lastName, email and/or phone, guid?}; one of email and phone may be
+-- crm.null, and a customer read back from Toast (entityType = "Customer") is accepted as it is.
+function Toast:create_customer(c, opts)
+  local e = check_customer(c) or check_confirm_opts(opts)
+  if e then return nil, e end
+  return create(self, customer_body(c), opts)
+end
+
 function Toast:get_customer(id)
-  local e = validate.id(id, "customerId")
+  local e = check_guid(id, "customerId")
   if e then return nil, e end
   local res, err = self:_call({ method = "GET", path = CRM .. "/customers/" .. escape(id),
                                 shape = "object" }, true)
@@ -324,27 +432,79 @@ function Toast:search_iter(q, opts)
   return pages(self, "POST", CRM .. "/customers/search", opts or {}, { query = q })
 end
 
--- find_or_create(customer) -> customer, "found" | "created" | nil, err
--- Searches by email, then by phone, as Toast asks, and creates only when nothing matches.
-function Toast:find_or_create(c, opts)
-  local e = check_customer(c)
-  if e then return nil, e end
-  for _, key in ipairs { "email", "phone" } do
-    if c[key] ~= nil then
-      local found, err = self:search_customers({ [key] = c[key] }, { pageSize = 1 })
-      if not found then return nil, err end
-      if found[1] then return found[1], "found" end
-    end
+local function trim(v)
+  if type(v) ~= "string" then return v end
+  return (v:gsub("^%s+", ""):gsub("%s+$", ""))
+end
+
+-- The searches find_or_create makes, in order, the record it would create, and its lock keys.
+-- Emails are compared trimmed and lower-cased, phones in E.164 (national numbers take the
+-- client's default_country_code). The seeds do not say how Toast matches either, so where the
+-- value as given differs from its normal form it is searched for as given too (a record stored
+-- before in that spelling). A new record is created with the normal forms.
+local function plan_find(self, c)
+  local searches, keys = {}, {}
+  local body = customer_body(c)
+  local ns = "toast:" .. self.restaurant_guid:lower() .. ":"
+  local email, phone = given(c.email), given(c.phone)
+  if email ~= nil then
+    local n = email:lower()
+    searches[#searches + 1] = { email = n }
+    if n ~= email then searches[#searches + 1] = { email = email } end
+    keys[#keys + 1] = ns .. "e:" .. n
+    body.email = n
   end
-  local created, err = self:create_customer(c, opts)
+  if phone ~= nil then
+    local n = phones.normalize(phone, self.default_country_code)
+    searches[#searches + 1] = { phone = n or phone }
+    if n and n ~= phone then searches[#searches + 1] = { phone = phone } end
+    keys[#keys + 1] = ns .. "p:" .. (n or phone:gsub("%D", ""))
+    body.phone = n or phone
+  end
+  return searches, body, keys
+end
+
+local function find_then_create(self, searches, body, opts)
+  for i = 1, #searches do
+    local found, err = self:search_customers(searches[i], { pageSize = 1 })
+    if not found then return nil, err end
+    if found[1] then return found[1], "found" end
+  end
+  local created, err = create(self, body, opts)
   if not created then return nil, err end
   return created, "created"
+end
+
+--[[ find_or_create(customer [, {confirm_timeout}]) -> customer, "found" | "created" | nil, err
+Searches by email, then by phone, as Toast asks, and creates only when nothing matches (see
+plan_find for the normal forms). Concurrent calls on one client (a batch, nginx light threads,
+requests of one worker sharing the client) for the same guest take turns: each holds its
+guest's email key and phone key (crm.flight) from the first search to the end of the create,
+so the next one's search finds what the first created. A key is held at most flight_ttl
+seconds (a login, two searches and a confirmed create). ]]
+function Toast:find_or_create(c, opts)
+  local e = validate.table(c, "customer", true)
+  if e then return nil, e end
+  local input = {}
+  for k, v in pairs(c) do input[k] = v end
+  input.email, input.phone = trim(input.email), trim(input.phone)
+  e = check_customer(input) or check_confirm_opts(opts)
+  if e then return nil, e end
+  if self._closed then return nil, client.closed_error() end
+  local searches, body, keys = plan_find(self, input)
+  local locks = client.private(self).flight
+  local held, err = locks:acquire(keys, { ttl = self.flight_ttl })
+  if not held then return nil, err end
+  local ok, res, how = pcall(find_then_create, self, searches, body, opts)
+  locks:release(held)
+  if not ok then error(res, 0) end
+  return res, how
 end
 
 -- ---- credit ----
 
 function Toast:credit_summary(id)
-  local e = validate.id(id, "customerId")
+  local e = check_guid(id, "customerId")
   if e then return nil, e end
   local res, err = self:_call({ method = "GET", shape = "object",
     path = CRM .. "/customers/" .. escape(id) .. "/creditSummary" }, true)
@@ -353,14 +513,14 @@ function Toast:credit_summary(id)
 end
 
 function Toast:customer_credit_transactions(id, opts)
-  local e = validate.id(id, "customerId") or check_page_opts(opts)
+  local e = check_guid(id, "customerId") or check_page_opts(opts)
   if e then return nil, e end
   return fetch_page(self, "GET", CRM .. "/customers/" .. escape(id) .. "/creditTransactions",
     opts or {})
 end
 
 function Toast:customer_credit_transactions_iter(id, opts)
-  local e = validate.id(id, "customerId") or check_page_opts(opts)
+  local e = check_guid(id, "customerId") or check_page_opts(opts)
   if e then return pager.failed(e) end
   return pages(self, "GET", CRM .. "/customers/" .. escape(id) .. "/creditTransactions", opts or {})
 end
@@ -386,7 +546,7 @@ function Toast:credit_transactions_iter(opts)
 end
 
 function Toast:credit_transaction(id)
-  local e = validate.id(id, "transactionId")
+  local e = check_guid(id, "transactionId")
   if e then return nil, e end
   local res, err = self:_call({ method = "GET", shape = "object",
     path = CRM .. "/creditTransactions/" .. escape(id) }, true)
@@ -397,36 +557,35 @@ end
 local CREDIT_FIELDS = { guid = true, transactionType = true, amount = true,
                         localCreatedDate = true, note = true }
 
--- add_credit(customerId, {amount, localCreatedDate, note, guid}) -> transaction | nil, err
--- The GUID is made once; pass err.guid back in to retry the same transaction later.
-function Toast:add_credit(id, txn)
-  local e = validate.id(id, "customerId") or validate.table(txn, "transaction", true)
+--[[ add_credit(customerId, {amount, localCreatedDate, note, guid} [, {confirm_timeout}])
+  -> transaction | nil, err
+localCreatedDate is any RFC 3339 date-time with an offset (Z, +09:00 or Toast's +0900, with or
+without a fraction); it is sent in Toast's yyyy-MM-ddTHH:mm:ss.SSS+hhmm form with the same local
+time and offset (see toast_form). The GUID is made once; pass err.guid back in to retry the
+same transaction later. The seed documents only 200 for this POST; should Toast answer 202 as
+it does for a customer, the same transaction (same GUID) is POSTed again until 200, within
+confirm_timeout, and err.pending says when it was never confirmed. ]]
+function Toast:add_credit(id, txn, opts)
+  local e = check_guid(id, "customerId") or validate.table(txn, "transaction", true)
   if e then return nil, e end
   e = validate.known_keys(txn, CREDIT_FIELDS)
     or validate.enum(txn.transactionType, "transactionType", { "ADD_VALUE" })
     or validate.number(txn.amount, "amount", { required = true, gt = 0, max = 1e9 })
-    or validate.string(txn.localCreatedDate, "localCreatedDate", { required = true, max = 40 })
+    or validate.string(txn.localCreatedDate, "localCreatedDate", { required = true, max = 64 })
     or validate.string(txn.note, "note", { max = 1024 })
+    or (txn.guid ~= nil and validate.uuid(txn.guid, "guid"))
+    or check_confirm_opts(opts)
   if e then return nil, e end
-  if not txn.localCreatedDate:find(TOAST_TIME) then
-    return nil, validate.fail("localCreatedDate",
-      "must be yyyy-MM-ddTHH:mm:ss.SSS+hhmm (e.g. 2018-06-16T15:01:14.000+0000)")
-  end
-  if txn.guid ~= nil then
-    e = validate.uuid(txn.guid, "guid")
-    if e then return nil, e end
-  end
+  local date, derr = toast_time(txn.localCreatedDate, "localCreatedDate")
+  if not date then return nil, derr end
   local body = {}
   for k, v in pairs(txn) do body[k] = v end
   body.transactionType = "ADD_VALUE"
+  body.localCreatedDate = date
   body.guid = body.guid or platform.guid()
-  local res, err = self:_call({ method = "POST", shape = "object", ok = { [200] = true },
-    path = CRM .. "/customers/" .. escape(id) .. "/creditTransactions", body = body }, true)
-  if not res then
-    err.guid = body.guid
-    return nil, err
-  end
-  return res.data
+  return confirmed_post(self, CRM .. "/customers/" .. escape(id) .. "/creditTransactions", body,
+    opts and opts.confirm_timeout or self.confirm_timeout, "the credit transaction",
+    "credit_transaction")
 end
 
 -- Guest history from orders (orders, dining options, employees, menus, backfill, sync to CRM):

@@ -154,6 +154,34 @@ function S.shared()
   return { ok = res ~= nil, err = errinfo(err), transport = c.transport.current_name() }
 end
 
+-- find_or_create of one guest from light threads, and from requests sharing one client.
+function S.foc_threads()
+  local c = assert(crm.toast(settings { transport = "ngx" }))
+  assert(c:login())
+  local guest = { firstName = "Ngx", lastName = arg("last"), email = arg("email") }
+  local ops = {}
+  for i = 1, 8 do ops[i] = function(cl) return cl:find_or_create(guest) end end
+  local results = assert(c:batch(ops, { concurrency = 8 }))
+  local out = { created = 0, found = 0, failed = results.failed }
+  for i = 1, 8 do
+    local how = results[i].extra
+    if how == "created" or how == "found" then out[how] = out[how] + 1 end
+  end
+  return out
+end
+
+local shared_foc = {}
+function S.foc_shared()
+  local gen = arg("gen", "0")
+  local c = shared_foc[gen]
+  if not c then
+    c = assert(crm.toast(settings()))
+    shared_foc[gen] = c
+  end
+  local res, how = c:find_or_create { firstName = "Ngx", lastName = arg("last"), email = arg("email") }
+  return { ok = res ~= nil, how = res and how or cjson.null, err = not res and errinfo(how) or nil }
+end
+
 -- Sleeps (here the rate limiter's) go through ngx.sleep: a ticker light thread keeps running.
 function S.sleeps()
   local c = assert(crm.toast(settings { transport = arg("transport"), rate = { per_second = 10, burst = 1 } }))

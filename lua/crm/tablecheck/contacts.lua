@@ -2,6 +2,7 @@
 -- compare them, both response shapes (phones and phone_objects), and the builder of nested
 -- updates (keep, modify or _destroy objects by id, add new ones, the overwrite_* flags).
 local http = require "crm.http"
+local phones = require "crm.phone"
 local schema = require "crm.tablecheck.schema"
 local validate = require "crm.validate"
 
@@ -21,14 +22,11 @@ function M.normalize_email(s)
   return s
 end
 
--- E.164 with spaces, dots, dashes and parentheses taken out and a 00 prefix read as +; nil when
--- the result is not E.164 (a national number cannot be placed without its country).
+-- E.164 through the library's one normaliser (crm.phone): separators dropped, a 00 prefix
+-- read as +; nil for a national number, which cannot be placed without its country (TableCheck
+-- has no default country: its contract asks for E.164 phones).
 function M.normalize_phone(s)
-  if type(s) ~= "string" then return nil end
-  local t = s:gsub("[%s%.%-%(%)]", "")
-  if t:sub(1, 2) == "00" then t = "+" .. t:sub(3) end
-  if validate.is_e164(t) then return t end
-  return nil
+  return phones.normalize(s)
 end
 
 -- ---- response shape ----

@@ -4,6 +4,7 @@
 -- by order GUID, so a backfill, its resume and the orders-updated webhook can all feed one set.
 local errors = require "crm.error"
 local http = require "crm.http"
+local phones = require "crm.phone"
 local retry = require "crm.retry"
 local validate = require "crm.validate"
 
@@ -86,22 +87,11 @@ function M.normalize_email(s)
   return s
 end
 
--- normalize_phone("(617) 555-0137") -> "+16175550137". E.164-ish: a leading + keeps its country
--- code; ten digits get `country_code` (default "1", North America); eleven digits starting with
--- the country code get a +. Fewer than 7 or more than 15 digits -> nil.
+-- normalize_phone("(617) 555-0137") -> "+16175550137": the library's one normaliser
+-- (crm.phone.normalize) with `country_code` (default "1", North America) for national numbers;
+-- nil when the text is not a phone number that places in E.164.
 function M.normalize_phone(s, country_code)
-  s = text(s)
-  if not s then return nil end
-  local digits = s:gsub("%D", "")
-  if #digits < 7 or #digits > 15 then return nil end
-  if s:sub(1, 1) == "+" then return "+" .. digits end
-  if s:sub(1, 2) == "00" then return "+" .. digits:sub(3) end
-  country_code = country_code or "1"
-  if #digits == 10 then return "+" .. country_code .. digits end
-  if #digits == 10 + #country_code and digits:sub(1, #country_code) == country_code then
-    return "+" .. digits
-  end
-  return "+" .. digits
+  return phones.normalize(s, country_code or "1")
 end
 
 -- guest_key(customer [, country_code]) -> key, email, phone | nil. The key is the normalised
@@ -290,11 +280,8 @@ function M.new(ctx, opts)
   opts = opts or {}
   e = validate.known_keys(opts, { max_items = true, country_code = true })
     or validate.number(opts.max_items, "max_items", { min = 1, integer = true })
-    or validate.string(opts.country_code, "country_code", { nonempty = true, max = 3 })
+    or phones.check_country_code(opts.country_code, "country_code")
   if e then return nil, e end
-  if opts.country_code and not opts.country_code:find("^[1-9]%d*$") then
-    return nil, validate.fail("country_code", "must be digits, e.g. \"1\" or \"44\"")
-  end
   return setmetatable({
     context = ctx, max_items = opts.max_items or M.DEFAULT_MAX_ITEMS,
     country_code = opts.country_code or "1",

@@ -204,12 +204,19 @@ function Orders:guest_context()
 end
 
 -- profile_set([{max_items, country_code}]) -> an empty profile set with a fresh context | nil, err
+-- country_code defaults to the client's default_country_code.
 function Orders:profile_set(opts)
   local e = validate.table(opts, "options")
   if e then return nil, e end
+  local o = { country_code = self.default_country_code }
+  for k, v in pairs(opts or {}) do o[k] = v end
+  local set
+  set, e = guests.new({ dining_options = {}, employees = {}, items = {} }, o)
+  if not set then return nil, e end
   local ctx, err = self:guest_context()
   if not ctx then return nil, err end
-  return guests.new(ctx, opts)
+  set.context = ctx
+  return set
 end
 
 ---------------------------------------------------------------------------
@@ -420,8 +427,10 @@ function Orders:sync_to_crm(profiles, opts)
     local c, why = customer_for(p)
     if c then
       report.results[i] = { key = key }
+      -- The keys find_or_create locks on: the same normal forms (crm.phone for phones).
       local ids = { c.email and ("e:" .. (guests.normalize_email(c.email) or c.email:lower())),
-                    c.phone and ("p:" .. (guests.normalize_phone(c.phone) or c.phone:gsub("%D", ""))) }
+                    c.phone and ("p:" .. (guests.normalize_phone(c.phone, self.default_country_code)
+                      or c.phone:gsub("%D", ""))) }
       local g
       for _, id in pairs(ids) do
         local other = group_of_key[id] and root(group_of_key[id])
