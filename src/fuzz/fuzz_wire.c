@@ -73,6 +73,10 @@ static void fuzz_ctl(const char *s, size_t n)
 {
     int naive = memchr(s, '\r', n) || memchr(s, '\n', n) || memchr(s, '\0', n);
     check(crm_has_ctl(s, n) == naive);
+    int high = 0;
+    for (size_t i = 0; i < n; i++)
+        high |= (unsigned char)s[i] >= 0x80;
+    check(crm_has_non_ascii(s, n) == high);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
