@@ -3,6 +3,20 @@ local crm = require "crm"
 local core = require "crm.core"
 local H = require "helper"
 
+describe("client:batch options", function()
+  it("refuses unknown or mistyped options before running anything", function()
+    local c = H.toast()
+    local ran = false
+    local ops = { function() ran = true return 1 end }
+    for _, opts in ipairs { { stop_on_eror = true }, { concurency = 4 }, { stop_on_error = "yes" } } do
+      local res, err = c:batch(ops, opts)
+      assert.is_nil(res)
+      assert.equal("validation", err.kind)
+    end
+    assert.is_false(ran)
+  end)
+end)
+
 describe("batch", function()
   local c, guids
   before_each(function()

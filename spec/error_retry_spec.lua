@@ -40,6 +40,17 @@ describe("crm.error", function()
 end)
 
 describe("crm.retry", function()
+  it("says 'gave up' once, even when runs are nested around the same error", function()
+    local clock = { t = 0 }
+    function clock.now() return clock.t end
+    function clock.sleep(x) clock.t = clock.t + x end
+    local p = assert(retry.new({ deadline = 0, base_delay = 1, max_delay = 1 }, clock))
+    local e = errors.new("transport", "boom", { retryable = true, sent = false })
+    local _, err = p:run(function() return p:run(function() return nil, e end, true) end, true)
+    local _, n = err.message:gsub("gave up", "")
+    assert.equal(1, n)
+  end)
+
   local function fake_clock()
     local c = { t = 0, slept = {} }
     c.now = function() return c.t end

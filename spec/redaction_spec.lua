@@ -92,6 +92,27 @@ describe("errors echoing secrets and PII", function()
   end)
 end)
 
+describe("the error body", function()
+  before_each(function() H.reset() end)
+
+  it("is scrubbed like the message: secrets, sent PII, bearer text, emails, phones", function()
+    local c = H.toast()
+    local token = assert(c:login())
+    H.fault { path = "/crm/v1/customers", method = "POST", status = 400, count = 1,
+              body = cjson.encode { message = "bad Leaky", errors = { {
+                detail = "leak.check@example.org / other.person@example.com / 206.555.0100 / Bearer "
+                  .. token .. " / Bearer abc.def.ghi / " .. H.client_secret } } } }
+    local _, err = c:create_customer { firstName = "Leaky", lastName = "Person",
+                                       email = "leak.check@example.org" }
+    assert.equal(400, err.status)
+    local encoded = cjson.encode(err)
+    assert_absent(encoded, { "Leaky", "leak.check", "other.person", "555.0100", "abc.def.ghi", token,
+                             H.client_secret })
+    assert.matches("<email>", err.body.errors[1].detail)
+    assert.matches("Bearer <redacted>", err.body.errors[1].detail)
+  end)
+end)
+
 describe("the client table", function()
   it("exposes no secret, token or Authorization line, before and after login", function()
     local c = H.toast()

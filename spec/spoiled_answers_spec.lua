@@ -52,6 +52,8 @@ describe("a non-idempotent write with a spoiled answer", function()
       assert.is_nil(res)
       assert.is_true(crm.is_error(err))
       assert.is_true(err.outcome_unknown, tostring(err))
+      -- never retryable: a caller that replays on `retryable` must not make a second record
+      assert.is_false(err.retryable)
       assert.matches("outcome is unknown", err.message)
       assert.matches("outcome_unknown", tostring(err))
       assert.equal(1, H.count(POST))

@@ -184,4 +184,22 @@ describe("Toast inputs", function()
                                               { confirm_timeout = 0 }))
     end)
   end)
+
+  describe("credit ranges and dates", function()
+    it("refuses a reversed range and an epoch for localCreatedDate, sending nothing", function()
+      local c = H.toast { token = "tok-test", client_id = false, client_secret = false }
+      refused("endDate", c:credit_transactions { startDate = "2024-03-31", endDate = "2024-03-01" })
+      refused("endDate", c:credit_transactions { startDate = "2024-03-05T10:00:00+09:00",
+                                                 endDate = "2024-03-05T00:59:59Z" })
+      local _, err = c:add_credit("0b7d3f0e-1111-4a2b-9c3d-000000000001",
+        { amount = 1, localCreatedDate = os.time() })
+      refused("localCreatedDate", nil, err)
+      assert.matches("toast_time", err.message)
+      assert.equal(0, H.total())
+      -- the same instant written in two zones is not reversed
+      local ok, e2 = H.toast():credit_transactions { startDate = "2024-03-05T10:00:00+09:00",
+                                                     endDate = "2024-03-05T01:00:00Z" }
+      assert.is_truthy(ok, tostring(e2))
+    end)
+  end)
 end)

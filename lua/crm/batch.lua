@@ -132,6 +132,14 @@ function M.run(client, ops, opts)
   opts = opts or {}
   if type(ops) ~= "table" then return nil, errors.validation("ops", "must be an array") end
   if type(opts) ~= "table" then return nil, errors.validation("options", "must be a table") end
+  for k in pairs(opts) do
+    if k ~= "concurrency" and k ~= "stop_on_error" then
+      return nil, errors.validation(tostring(k), "is not a known option (concurrency, stop_on_error)")
+    end
+  end
+  if opts.stop_on_error ~= nil and type(opts.stop_on_error) ~= "boolean" then
+    return nil, errors.validation("stop_on_error", "must be a boolean")
+  end
   local concurrency = opts.concurrency or 16
   if type(concurrency) ~= "number" or concurrency < 1 or concurrency > 1024 or concurrency % 1 ~= 0 then
     return nil, errors.validation("concurrency", "must be an integer from 1 to 1024")

@@ -97,7 +97,7 @@ end
                stand as words
   Then bearer tokens, email addresses and phone-shaped text are replaced whatever ctx says.
   Kept: GUIDs, 24-hex ids, amounts, counts, dates, paths. ]]
-local function redact(s, ctx)
+local function scrub(s, ctx)
   s = tostring(s)
   if ctx then
     local secrets, pii = ctx.secrets, ctx.pii
@@ -120,29 +120,24 @@ local function redact(s, ctx)
   end
   s = gsub(s, "[Bb][Ee][Aa][Rr][Ee][Rr]%s+[%w%-%._~%+/=]+", "Bearer <redacted>")
   s = gsub(s, EMAIL, "<email>")
-  s = redact_phones(s)
-  s = gsub(s, "%c", " ")
+  return redact_phones(s)
+end
+
+local function redact(s, ctx)
+  s = gsub(scrub(s, ctx), "%c", " ")
   if #s > 300 then s = sub(s, 1, 297) .. "..." end
   return s
 end
 M.redact = redact
 
--- Strings of a decoded body, scrubbed of secrets only (the body is data for the program, and
--- a customer's own fields are what it asked for). Bounded in depth.
-local function scrub_secrets(v, ctx, depth)
-  if type(v) == "string" then
-    local secrets = ctx.secrets
-    for i = 1, #secrets do
-      local x = secrets[i]
-      if type(x) == "string" and #x >= 4 and find(v, x, 1, true) then
-        v = replace_all(v, x, "<redacted>")
-      end
-    end
-    return v
-  end
+-- Strings of a decoded error body get the same rules as the message (secrets, the PII the
+-- request sent, bearer tokens, emails, phone-shaped text), without the one-line cut, so
+-- logging err.body or cjson.encode(err) is as safe as tostring(err). Bounded in depth.
+local function scrub_body(v, ctx, depth)
+  if type(v) == "string" then return (scrub(v, ctx)) end
   if type(v) ~= "table" or depth > 20 then return v end
   local out = {}
-  for k, x in pairs(v) do out[k] = scrub_secrets(x, ctx, depth + 1) end
+  for k, x in pairs(v) do out[k] = scrub_body(x, ctx, depth + 1) end
   return setmetatable(out, getmetatable(v))
 end
 
@@ -174,7 +169,7 @@ end
   fields may carry status, field, code, request_id, retryable, retry_after, sent, attempts, guid,
   ids (the record ids the error is about), body (the decoded answer), outcome_unknown.
   ctx = {secrets, pii} (see redact): message, field, code and request_id are redacted with it
-  now, and secrets are scrubbed from the body's strings. The error keeps no reference to ctx. ]]
+  now, and the body's strings are scrubbed by the same rules. The error keeps no reference to ctx. ]]
 function M.new(kind, message, fields, ctx)
   local e = {}
   if fields then
@@ -187,7 +182,7 @@ function M.new(kind, message, fields, ctx)
       local k = TEXT_FIELDS[i]
       if e[k] ~= nil then e[k] = redact(e[k], ctx) end
     end
-    if e.body ~= nil and ctx.secrets then e.body = scrub_secrets(e.body, ctx, 0) end
+    if e.body ~= nil then e.body = scrub_body(e.body, ctx, 0) end
   end
   if e.retryable == nil then e.retryable = false end
   return setmetatable(e, Error)
@@ -204,6 +199,8 @@ end
 -- Marks a write whose bytes reached the server but whose answer cannot be used: the server may
 -- have acted. Sending it again could make a second record, so crm never does.
 function M.mark_unknown(e)
+  -- Never retryable: sending it again is exactly what could make a second record.
+  e.retryable = false
   if not e.outcome_unknown then
     e.outcome_unknown = true
     e.message = (e.message or "error") .. "; the request may have reached the server, so it was"

@@ -182,14 +182,18 @@ function Policy:run(fn, idempotent)
     local remaining = self.deadline - (clock.now() - started)
     if err.retry_after then
       if err.retry_after > remaining then
-        err.message = err.message .. "; the server asked to retry after " .. err.retry_after
-          .. "s, beyond the remaining deadline"
+        if not err.message:find("beyond the remaining deadline", 1, true) then
+          err.message = err.message .. "; the server asked to retry after " .. err.retry_after
+            .. "s, beyond the remaining deadline"
+        end
         return nil, M.settle(err, idempotent)
       end
       wait = max(wait, err.retry_after)
     end
     if wait >= remaining then
-      err.message = err.message .. "; gave up: retry deadline reached"
+      if not err.message:find("; gave up: retry deadline reached", 1, true) then
+        err.message = err.message .. "; gave up: retry deadline reached"
+      end
       return nil, M.settle(err, idempotent)
     end
     clock.sleep(wait)

@@ -525,11 +525,32 @@ function Toast:customer_credit_transactions_iter(id, opts)
   return pages(self, "GET", CRM .. "/customers/" .. escape(id) .. "/creditTransactions", opts or {})
 end
 
+-- The instant an ISO-8601 range bound names, in seconds (a date alone is its midnight; no zone
+-- is read as UTC), for comparing the two bounds. nil when it cannot be told.
+local function range_instant(s)
+  if type(s) ~= "string" then return nil end
+  local y, m, d = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)$")
+  local t = y and { year = tonumber(y), month = tonumber(m), day = tonumber(d), hour = 0, min = 0,
+                    sec = 0 }
+    or validate.parse_datetime(s, { compact_offset = true, seconds_optional = true,
+                                    offset_optional = true })
+  if not t then return nil end
+  local days = require("crm.retry").days_from_civil(t.year, t.month, t.day)
+  return days * 86400 + t.hour * 3600 + t.min * 60 + t.sec - (t.offset or 0) * 60
+end
+
 local function check_range(opts)
   local e = check_page_opts(opts)
   if e then return e end
   opts = opts or {}
-  return validate.iso8601(opts.startDate, "startDate") or validate.iso8601(opts.endDate, "endDate")
+  e = validate.iso8601(opts.startDate, "startDate") or validate.iso8601(opts.endDate, "endDate")
+  if e then return e end
+  -- A reversed range can only come back empty: say so instead of sending it.
+  local from, to = range_instant(opts.startDate), range_instant(opts.endDate)
+  if from and to and from > to then
+    return validate.fail("endDate", "must not be before startDate")
+  end
+  return nil
 end
 
 -- credit_transactions{startDate, endDate, page, pageSize}: the restaurant's, newest first.
@@ -571,6 +592,8 @@ function Toast:add_credit(id, txn, opts)
   e = validate.known_keys(txn, CREDIT_FIELDS)
     or validate.enum(txn.transactionType, "transactionType", { "ADD_VALUE" })
     or validate.number(txn.amount, "amount", { required = true, gt = 0, max = 1e9 })
+    or (type(txn.localCreatedDate) == "number"
+        and validate.fail("localCreatedDate", "must be a date-time string; crm.toast_time(epoch) makes one"))
     or validate.string(txn.localCreatedDate, "localCreatedDate", { required = true, max = 64 })
     or validate.string(txn.note, "note", { max = 1024 })
     or (txn.guid ~= nil and validate.uuid(txn.guid, "guid"))
