@@ -7,6 +7,7 @@ local platform = require "crm.platform"
 local errors = require "crm.error"
 
 local M = {}
+local function key_name(k) return require("crm.validate").key_name(k) end
 
 local co_create, co_resume, co_status, co_running, co_yield =
   coroutine.create, coroutine.resume, coroutine.status, coroutine.running, coroutine.yield
@@ -132,9 +133,9 @@ function M.run(client, ops, opts)
   opts = opts or {}
   if type(ops) ~= "table" then return nil, errors.validation("ops", "must be an array") end
   if type(opts) ~= "table" then return nil, errors.validation("options", "must be a table") end
-  for k in pairs(opts) do
+  for k in next, opts do
     if k ~= "concurrency" and k ~= "stop_on_error" then
-      return nil, errors.validation(tostring(k), "is not a known option (concurrency, stop_on_error)")
+      return nil, errors.validation(key_name(k), "is not a known option (concurrency, stop_on_error)")
     end
   end
   if opts.stop_on_error ~= nil and type(opts.stop_on_error) ~= "boolean" then

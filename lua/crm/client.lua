@@ -92,9 +92,9 @@ end
 -- Builds the shared parts into `self`: engine, policy, clock. Returns self | nil, err.
 function M.init(self, opts, known, parse_error)
   if type(opts) ~= "table" then return nil, validate.fail("options", "must be a table") end
-  for k in pairs(opts) do
+  for k in next, opts do
     if not COMMON[k] and not known[k] then
-      return nil, validate.fail(tostring(k), "is not a known option")
+      return nil, validate.fail(validate.key_name(k), "is not a known option")
     end
   end
   local e = check_common(opts) or transports.check(opts.transport)

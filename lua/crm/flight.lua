@@ -20,6 +20,7 @@ The store is where the keys live. The default is a table in this process; anythi
   store:add(key, value, ttl) -> true | false   (false: the key is present and not expired)
   store:get(key)             -> value | nil
   store:set(key, nil)        removes the key
+  store:set(key, value, ttl) replaces it (extend: a holder still at work)
 can take its place (an ngx.shared.DICT has these very methods), so a later version can share
 the locks between nginx workers or processes. ]]
 local errors = require "crm.error"
@@ -128,6 +129,23 @@ function Locks:acquire(keys, opts)
     end
   end
   return { keys = sorted, owner = owner, locked = true, waited = clock.now() - started }
+end
+
+-- locks:extend(held, ttl): the holder is still at work: its keys now expire `ttl` seconds from
+-- now. Keys it no longer owns (its ttl ran out and another took them) are left alone; returns
+-- false when any was lost. Lets a long operation hold its keys step by step, each step bounded.
+function Locks:extend(held, ttl)
+  if type(held) ~= "table" or not held.owner then return true end
+  local store, ok = self.store, true
+  for i = 1, #held.keys do
+    local k = held.keys[i]
+    if store:get(k) == held.owner then
+      store:set(k, held.owner, ttl)
+    else
+      ok = false
+    end
+  end
+  return ok
 end
 
 -- locks:release(held): gives the keys back (only those still held by this owner: one whose

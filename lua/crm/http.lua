@@ -21,19 +21,34 @@ M.null = null
 
 -- An empty table encodes as {}; callers that mean [] pass this marker instead.
 M.empty_array = setmetatable({}, { __name = "crm.empty_array" })
+require("crm.validate").keep_marker(M.empty_array)
 -- The marker travels through cjson as a string and is swapped for [] afterwards. cjson writes
 -- its NULs as \u0000, so the swap looks for that form.
 local EMPTY_ARRAY_JSON = '"\\u0000crm:empty%-array\\u0000"'
 
-local function mark_empty_arrays(v, seen)
+-- cjson writes numbers with 14 significant digits. A fraction is rounded at the 14th digit
+-- (0.1 + 0.2 goes out as 0.3), which changes no amount anyone means; an integer past 10^14
+-- would be sent as another integer, so it is refused.
+local function exact(x)
+  return x ~= x or x % 1 ~= 0 or tonumber(string.format("%.14g", x)) == x
+end
+
+-- Walks the value once: swaps the empty-array marker (in a copy of the tables on its path) and
+-- finds numbers JSON would change. -> value, found_marker | nil, nil, bad_number
+local function prepare_value(v, seen)
   if v == M.empty_array then return "\0crm:empty-array\0", true end
-  if type(v) ~= "table" then return v, false end
-  seen = seen or {}
+  local tv = type(v)
+  if tv == "number" then
+    if not exact(v) then return nil, nil, v end
+    return v, false
+  end
+  if tv ~= "table" then return v, false end
   if seen[v] then return v, false end
   seen[v] = true
   local copy, any = nil, false
   for k, x in pairs(v) do
-    local nx, found = mark_empty_arrays(x, seen)
+    local nx, found, bad = prepare_value(x, seen)
+    if bad then return nil, nil, bad end
     if found then
       copy = copy or {}
       copy[k] = nx
@@ -48,7 +63,11 @@ local function mark_empty_arrays(v, seen)
 end
 
 function M.encode(v)
-  local marked, found = mark_empty_arrays(v)
+  local marked, found, bad = prepare_value(v, {})
+  if bad then
+    return nil, "the number " .. string.format("%.17g", bad) .. " cannot be sent exactly (JSON"
+      .. " numbers go out with 14 significant digits); round it, or send it as text"
+  end
   local ok, s = pcall(json.encode, marked)
   if not ok then return nil, tostring(s) end
   if found then s = s:gsub(EMPTY_ARRAY_JSON, "[]") end
@@ -153,8 +172,13 @@ end
 local function is_pii_key(k)
   if type(k) ~= "string" then return false end
   k = k:lower()
+  -- The contract's [PII] fields too: addresses, birthdays and event dates, memos and notes.
   return find(k, "name", 1, true) ~= nil or find(k, "mail", 1, true) ~= nil
     or find(k, "phone", 1, true) ~= nil or k == "number" or k == "kana"
+    or find(k, "street", 1, true) ~= nil or k == "city" or k == "region"
+    or find(k, "postal", 1, true) ~= nil or find(k, "address", 1, true) ~= nil
+    or find(k, "birth", 1, true) ~= nil or find(k, "anniversar", 1, true) ~= nil or k == "date"
+    or find(k, "memo", 1, true) ~= nil or k == "note" or k == "notes"
 end
 
 local function collect_pii(v, under, out, depth)
@@ -227,7 +251,7 @@ function Engine:send(req)
   end
   -- A request that must not run twice gets a connection of its own (see src/core.c, `fresh`).
   local status, headers, raw = self.transport:request(req.method, url, req.headers, body, req.timeout,
-    req.idempotent == false)
+    req.idempotent == false or req.fresh == true)
   if debug then
     local ms = (self.clock.now() - started) * 1000
     if status then

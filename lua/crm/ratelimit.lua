@@ -1,6 +1,7 @@
 -- A client-side token bucket: `rate = { per_second = N, burst = B }` spaces requests out so a
 -- script stays under an API's rate limit instead of collecting 429s.
 local M = {}
+local function key_name(k) return require("crm.validate").key_name(k) end
 
 local min = math.min
 
@@ -10,8 +11,8 @@ Bucket.__index = Bucket
 -- new(opts, clock) -> bucket | nil, field, rule
 function M.new(opts, clock)
   if type(opts) ~= "table" then return nil, "rate", "must be a table" end
-  for k in pairs(opts) do
-    if k ~= "per_second" and k ~= "burst" then return nil, "rate." .. tostring(k), "is not a known option" end
+  for k in next, opts do
+    if k ~= "per_second" and k ~= "burst" then return nil, "rate." .. key_name(k), "is not a known option" end
   end
   local rate, burst = opts.per_second, opts.burst
   if type(rate) ~= "number" or rate ~= rate or rate <= 0 or rate == math.huge then

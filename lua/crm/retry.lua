@@ -2,6 +2,7 @@
 local errors = require "crm.error"
 
 local M = {}
+local function key_name(k) return require("crm.validate").key_name(k) end
 
 local floor, min, max = math.floor, math.min, math.max
 local tonumber, type, os_time = tonumber, type, os.time
@@ -20,8 +21,8 @@ function M.new(opts, clock)
   for k, v in pairs(DEFAULTS) do p[k] = v end
   if opts ~= nil then
     if type(opts) ~= "table" then return nil, "retry", "must be a table" end
-    for k, v in pairs(opts) do
-      if DEFAULTS[k] == nil then return nil, "retry." .. tostring(k), "is not a known option" end
+    for k, v in next, opts do
+      if DEFAULTS[k] == nil then return nil, "retry." .. key_name(k), "is not a known option" end
       if type(v) ~= "number" or v ~= v or v < 0 or v == math.huge and k ~= "deadline" then
         return nil, "retry." .. k, "must be a finite number >= 0"
       end

@@ -6,6 +6,7 @@ local errors = require "crm.error"
 local http = require "crm.http"
 local pager = require "crm.pager"
 local validate = require "crm.validate"
+local retry = require "crm.retry"
 local contacts = require "crm.tablecheck.contacts"
 local images = require "crm.tablecheck.images"
 local merge = require "crm.tablecheck.merge"
@@ -15,7 +16,7 @@ local M = {}
 local TableCheck = {}
 local MT = client.class(TableCheck)
 
-local type, pairs, ipairs, next, concat = type, pairs, ipairs, next, table.concat
+local type, ipairs, next, concat = type, ipairs, next, table.concat
 local escape = http.escape
 
 M.DEFAULT_BASE_URL = "https://api.tablecheck.com/api/crm/v1"
@@ -64,7 +65,7 @@ end
 function M.new(opts)
   if type(opts) ~= "table" then return nil, validate.fail("options", "must be a table") end
   local o = {}
-  for k, v in pairs(opts) do o[k] = v end
+  for k, v in next, opts do o[k] = v end
   if o.base_url == nil then o.base_url = M.DEFAULT_BASE_URL end
   local self = setmetatable({}, MT)
   local ok, err = client.init(self, o, KNOWN, parse_error)
@@ -83,6 +84,7 @@ function M.new(opts)
     self.policy.clock = o.clock
   end
   self.scroll_ttl = o.scroll_ttl or M.SCROLL_TTL
+  self._timeout = o.timeout
   self.engine:set_secret(1, o.api_key)
   -- The header lines carry the key, so they live in the private table, not on the client.
   local private = client.private(self)
@@ -284,10 +286,14 @@ local function delete(self, name, id)
   local e = validate.id(id, r.id)
   if e then return nil, e end
   local maybe_done = false
-  local res, err = self:_call({ method = "DELETE", path = r.path .. "/" .. escape(id) }, true,
-    function(aerr)
+  -- A connection of its own: libcurl would otherwise re-send it silently on a reused connection
+  -- that died after the server acted, and the 404 of that second DELETE would look like failure.
+  local res, err = self:_call({ method = "DELETE", path = r.path .. "/" .. escape(id), fresh = true },
+    true, function(aerr)
       if aerr.status == 404 and maybe_done then return { status = 404 } end
-      maybe_done = maybe_done or aerr.sent ~= false and (aerr.status or 500) >= 500
+      -- Anything but the server's final word (a 5xx, a lost, cut or spoiled answer) may have
+      -- come after the delete was done.
+      maybe_done = maybe_done or not retry.is_definitive(aerr)
       return nil, aerr
     end)
   if not res then return nil, err end
@@ -380,8 +386,18 @@ function TableCheck:customers_search(query, opts)
         .. " passed between pages and a scroll_id lasts %gs", idle, ttl) .. RESTART_HINT,
         { code = "scroll_expired", expired_by = "client" })
     end
-    local res, cerr = self:_call({ method = "POST", path = SEARCH_PATH, body = { scroll_id = p.scroll_id } },
-      true)
+    -- A scroll moves on each time the server serves a page (the seed's scroll ids are
+    -- Elasticsearch's), so a continuation that reached the server is never sent again: a lost
+    -- answer would silently skip a page. It gets a connection of its own for the same reason.
+    local res, cerr = self:_call({ method = "POST", path = SEARCH_PATH, body = { scroll_id = p.scroll_id },
+                                   fresh = true }, true, function(aerr)
+      if not retry.is_definitive(aerr) then
+        aerr.retryable, aerr.scroll_lost = false, true
+        aerr.message = aerr.message .. "; the scroll may have moved past this page, so it was not"
+          .. " sent again" .. RESTART_HINT
+      end
+      return nil, aerr
+    end)
     if not res and scroll_expired(cerr) then
       cerr.kind, cerr.expired_by = "timeout", "server"
       cerr.code = cerr.code or "scroll_expired"
@@ -433,7 +449,7 @@ function TableCheck:customers_search(query, opts)
         if #out > 0 then p.restarted = 0 end
         -- A page of customers all yielded before the restart gives nothing new: read on.
         if #out > 0 or last then return out, last end
-      elseif rerr.expired_by and seen and p.restarted < max_restarts then
+      elseif (rerr.expired_by or rerr.scroll_lost) and seen and p.restarted < max_restarts then
         p.restarted, p.restarts = p.restarted + 1, p.restarts + 1
         p.scroll_id, p.started, p.fetched = nil, false, 0
       else
@@ -525,6 +541,17 @@ function TableCheck:membership_programs_show(id) return show_one(self, "membersh
 -- contacts(customer, spec) -> body | nil, err: a nested phones/emails/... update for
 -- customers_amend (see crm.tablecheck.contacts.plan). Sends nothing.
 function TableCheck.contacts(_, customer, spec) return contacts.plan(customer, spec) end
+
+-- The client's single-flight locks (crm.flight), for merges that share a customer, and how long
+-- one step may hold them (a read or the PUT, each within the retry deadline and one request).
+function TableCheck:_locks()
+  local private = client.private(self)
+  private.flight = private.flight or require("crm.flight").new { clock = self.clock }
+  return private.flight
+end
+function TableCheck:_flight_ttl()
+  return 2 * (self.policy.deadline + (self._timeout or 30))
+end
 
 -- merge(primary_id, secondary_ids [, {resolve, dry_run, wait}]) -> customer, report
 function TableCheck:merge(primary_id, secondary_ids, opts)

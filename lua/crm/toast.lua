@@ -63,7 +63,7 @@ end
 function M.new(opts)
   if type(opts) ~= "table" then return nil, validate.fail("options", "must be a table") end
   local o = {}
-  for k, v in pairs(opts) do o[k] = v end
+  for k, v in next, opts do o[k] = v end
   if o.base_url == nil then o.base_url = M.DEFAULT_BASE_URL end
   local self = setmetatable({}, MT)
   local ok, err = client.init(self, o, KNOWN, parse_error)
@@ -99,12 +99,17 @@ function M.new(opts)
   self.default_country_code = o.default_country_code or "1"
   -- The longest a login can take: the retry deadline plus one last request.
   self.login_wait = self.policy.deadline + (o.timeout or 30)
-  -- The longest a find_or_create holds its keys: a login, two searches and a confirmed create.
-  -- Past it, a holder that never finished (an aborted nginx request) no longer holds others.
-  self.flight_ttl = self.login_wait + 2 * self.policy.deadline + self.confirm_timeout
+  -- How long a find_or_create holds its keys per step (one search, or the confirmed create):
+  -- a login, the step's retry deadline and its last request, with room for rate-limit waits.
+  -- The holder extends its keys before every step, so a slow server cannot make them expire
+  -- under it; a holder that never finished (an aborted nginx request) stops holding the others
+  -- one step later.
+  self.flight_ttl = 2 * (self.login_wait + self.policy.deadline + (o.timeout or 30))
+    + self.confirm_timeout
   -- The single-flight locks of find_or_create live off the client table too: their keys are
   -- the guests' normalised emails and phones.
   private.flight = flight.new { clock = self.clock }
+  private.pending_guids = {}
   -- Scrubbed from any error text: the secret and whatever token is current.
   self.engine:set_secret(1, o.client_secret)
   self.engine:set_secret(2, o.token)
@@ -273,11 +278,15 @@ local function check_confirm_opts(opts)
     or validate.number(opts.confirm_timeout, "confirm_timeout", { gt = 0, max = 3600 })
 end
 
-local function check_page_opts(opts)
+-- Paging options; startDate/endDate only where the seed gives them (the restaurant's credit
+-- transactions), so nothing else sends a parameter Toast does not define.
+local PAGE_KEYS = { page = true, pageSize = true }
+local RANGE_KEYS = { page = true, pageSize = true, startDate = true, endDate = true }
+local function check_page_opts(opts, with_range)
   local e = validate.table(opts, "options")
   if e then return e end
   opts = opts or {}
-  return validate.known_keys(opts, { page = true, pageSize = true, startDate = true, endDate = true })
+  return validate.known_keys(opts, with_range and RANGE_KEYS or PAGE_KEYS)
     or validate.number(opts.page, "page", { min = 1, integer = true })
     or validate.number(opts.pageSize, "pageSize", { min = 1, max = M.MAX_PAGE_SIZE, integer = true })
 end
@@ -340,7 +349,15 @@ local function confirmed_post(self, path, body, deadline, what, lookup)
   local req = { method = "POST", path = path, body = body, shape = "object",
                 ok = { [200] = true }, pending_status = { [202] = true } }
   local res, err = self:_call(req, true, policy)
-  if res then return res.data end
+  if res then
+    local got = res.data.guid
+    if got == nil or (type(got) == "string" and got:lower() == body.guid:lower()) then
+      return res.data
+    end
+    -- The answer is about another record: what happened to ours is not known.
+    err = errors.mark_unknown(errors.new("decode", what .. " was answered with another record's"
+      .. " guid", { status = res.status, sent = true }))
+  end
   err.guid = body.guid
   if err.status == 202 then
     err.kind = "timeout"
@@ -360,7 +377,12 @@ end
 -- customer: {firstName, lastName, email and/or phone, guid?}; one of email and phone may be
 -- crm.null, and a customer read back from Toast (entityType = "Customer") is accepted as it is.
 function Toast:create_customer(c, opts)
-  local e = check_customer(c) or check_confirm_opts(opts)
+  local e
+  c, e = validate.plain(c, "customer")
+  if e then return nil, e end
+  opts, e = validate.plain(opts, "options")
+  if e then return nil, e end
+  e = check_customer(c) or check_confirm_opts(opts)
   if e then return nil, e end
   return create(self, customer_body(c), opts)
 end
@@ -398,36 +420,67 @@ local function list_request(method, path, params, body, page, size)
   return { method = method, path = path, query = query, body = body, shape = "array" }
 end
 
+-- The items of a page answer: every one an object (a Customer, a transaction); `[null]`,
+-- `["x"]` or `[[]]` are not results. -> items | nil, decode error
+local function page_items(res)
+  local items = res.data or {}
+  for i = 1, #items do
+    local item = items[i]
+    if type(item) ~= "table" or (item[1] ~= nil) then
+      return nil, errors.new("decode", "page answer has an entry that is not an object (entry " .. i
+        .. ")", { status = res.status, sent = true })
+    end
+  end
+  return items
+end
+
 -- One page: array (empty on 204) | nil, err
 local function fetch_page(self, method, path, params, body)
   local res, err = self:_call(list_request(method, path, params, body, params.page,
     params.pageSize), true)
   if not res then return nil, err end
-  return res.data or {}
+  return page_items(res)
 end
 
 -- A pager over a page/pageSize endpoint; stops on 204, an empty page or a short page.
 local function pages(self, method, path, params, body)
   local size = params.pageSize or M.MAX_PAGE_SIZE
   return pager.new(function(p)
-    local items, err = self:_call(list_request(method, path, params, body, p.page, size), true)
-    if not items then return nil, err end
-    items = items.data or {}
+    local res, err = self:_call(list_request(method, path, params, body, p.page, size), true)
+    if not res then return nil, err end
+    local items, ierr = page_items(res)
+    if not items then return nil, ierr end
     p.page = p.page + 1
     return items, #items < size
   end, { page = params.page or 1, page_size = size })
 end
 
 -- search_customers(query [, {page, pageSize}]) -> array | nil, err
+-- Inputs are read from raw copies (validate.plain): checked exactly as sent.
+local function plain2(a, fa, b, fb)
+  local e
+  a, e = validate.plain(a, fa)
+  if e then return nil, nil, e end
+  b, e = validate.plain(b, fb)
+  if e then return nil, nil, e end
+  return a, b
+end
+
 function Toast:search_customers(q, opts)
-  local e = check_query(q) or check_page_opts(opts)
+  local e
+  q, opts, e = plain2(q, "query", opts, "options")
+  if e then return nil, e end
+  e = check_query(q) or check_page_opts(opts)
   if e then return nil, e end
   return fetch_page(self, "POST", CRM .. "/customers/search", opts or {}, { query = q })
 end
 
 -- search_iter(query [, {page, pageSize}]) -> pager yielding customers
 function Toast:search_iter(q, opts)
-  local e = check_query(q) or check_page_opts(opts)
+  local e
+  q, opts, e = plain2(q, "query", opts, "options")
+  if e then return pager.failed(e) end
+  e = check_query(q) or check_page_opts(opts)
   if e then return pager.failed(e) end
   return pages(self, "POST", CRM .. "/customers/search", opts or {}, { query = q })
 end
@@ -464,12 +517,30 @@ local function plan_find(self, c)
   return searches, body, keys
 end
 
-local function find_then_create(self, searches, body, opts)
-  for i = 1, #searches do
-    local found, err = self:search_customers(searches[i], { pageSize = 1 })
-    if not found then return nil, err end
-    if found[1] then return found[1], "found" end
+-- Whether a customer from a search answer is the one searched for: the same email (trimmed,
+-- lower-cased) or the same phone (in E.164, or as given). A server that matches loosely
+-- (`ann@` finding `joann@`) must not hand another guest's record back as "found".
+local function matches(self, found, search)
+  if type(found) ~= "table" then return false end
+  if search.email then
+    return type(found.email) == "string" and trim(found.email):lower() == search.email:lower()
   end
+  if type(found.phone) ~= "string" then return false end
+  if found.phone == search.phone then return true end
+  local a = phones.normalize(found.phone, self.default_country_code)
+  return a ~= nil and a == phones.normalize(search.phone, self.default_country_code)
+end
+
+local function find_then_create(self, searches, body, opts, locks, held)
+  for i = 1, #searches do
+    locks:extend(held, self.flight_ttl)
+    local found, err = self:search_customers(searches[i], { pageSize = 10 })
+    if not found then return nil, err end
+    for j = 1, #found do
+      if matches(self, found[j], searches[i]) then return found[j], "found" end
+    end
+  end
+  locks:extend(held, self.flight_ttl)
   local created, err = create(self, body, opts)
   if not created then return nil, err end
   return created, "created"
@@ -483,7 +554,10 @@ guest's email key and phone key (crm.flight) from the first search to the end of
 so the next one's search finds what the first created. A key is held at most flight_ttl
 seconds (a login, two searches and a confirmed create). ]]
 function Toast:find_or_create(c, opts)
-  local e = validate.table(c, "customer", true)
+  local e
+  c, opts, e = plain2(c, "customer", opts, "options")
+  if e then return nil, e end
+  e = validate.table(c, "customer", true)
   if e then return nil, e end
   local input = {}
   for k, v in pairs(c) do input[k] = v end
@@ -492,10 +566,25 @@ function Toast:find_or_create(c, opts)
   if e then return nil, e end
   if self._closed then return nil, client.closed_error() end
   local searches, body, keys = plan_find(self, input)
-  local locks = client.private(self).flight
+  local private = client.private(self)
+  local locks = private.flight
   local held, err = locks:acquire(keys, { ttl = self.flight_ttl })
   if not held then return nil, err end
-  local ok, res, how = pcall(find_then_create, self, searches, body, opts)
+  -- A create of this guest that was accepted (202) but never confirmed, or whose outcome was
+  -- not learnt, may still appear: the next attempt sends the same GUID, so Toast keeps one.
+  local pending = private.pending_guids
+  if input.guid == nil then
+    for i = 1, #keys do
+      if pending[keys[i]] then body.guid = pending[keys[i]] break end
+    end
+  end
+  local ok, res, how = pcall(find_then_create, self, searches, body, opts, locks, held)
+  if ok and res then
+    for i = 1, #keys do pending[keys[i]] = nil end
+  elseif ok and how and how.guid == body.guid and how.kind ~= "validation"
+      and not (how.status and how.status >= 400 and how.status < 500) then
+    for i = 1, #keys do pending[keys[i]] = body.guid end
+  end
   locks:release(held)
   if not ok then error(res, 0) end
   return res, how
@@ -540,7 +629,7 @@ local function range_instant(s)
 end
 
 local function check_range(opts)
-  local e = check_page_opts(opts)
+  local e = check_page_opts(opts, true)
   if e then return e end
   opts = opts or {}
   e = validate.iso8601(opts.startDate, "startDate") or validate.iso8601(opts.endDate, "endDate")
@@ -587,7 +676,10 @@ same transaction later. The seed documents only 200 for this POST; should Toast 
 it does for a customer, the same transaction (same GUID) is POSTed again until 200, within
 confirm_timeout, and err.pending says when it was never confirmed. ]]
 function Toast:add_credit(id, txn, opts)
-  local e = check_guid(id, "customerId") or validate.table(txn, "transaction", true)
+  local e
+  txn, opts, e = plain2(txn, "transaction", opts, "options")
+  if e then return nil, e end
+  e = check_guid(id, "customerId") or validate.table(txn, "transaction", true)
   if e then return nil, e end
   e = validate.known_keys(txn, CREDIT_FIELDS)
     or validate.enum(txn.transactionType, "transactionType", { "ADD_VALUE" })

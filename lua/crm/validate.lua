@@ -6,7 +6,8 @@ local M = {}
 
 local type, pairs, ipairs, tostring, tonumber, byte = type, pairs, ipairs, tostring, tonumber, string.byte
 local huge = math.huge
-local MAX_INT = 2 ^ 53
+-- JSON numbers go out with 14 significant digits (lua-cjson 2.1.0): larger integers would change.
+local MAX_INT = 1e14
 
 local function fail(field, rule)
   return errors.validation(field, rule)
@@ -120,9 +121,9 @@ function M.number(value, field, opts)
   if opts.min and value < opts.min then return fail(field, "must be at least " .. opts.min) end
   if opts.max and value > opts.max then return fail(field, "must be at most " .. opts.max) end
   if opts.integer and value % 1 ~= 0 then return fail(field, "must be an integer") end
-  -- Integers beyond 2^53 lose precision and print as 1e+308: never sent.
+  -- Integers past 10^14 would be sent changed (or as 1e+308): never sent.
   if opts.integer and (value > MAX_INT or value < -MAX_INT) then
-    return fail(field, "must be an integer between -2^53 and 2^53")
+    return fail(field, "must be an integer between -10^14 and 10^14")
   end
   return nil
 end
@@ -346,14 +347,46 @@ function M.http_url(value, field)
   return nil
 end
 
+-- A printable name for a table key, whatever it is (a key's own __tostring may raise).
+local function key_name(k)
+  if type(k) == "string" or type(k) == "number" then return tostring(k) end
+  return "<" .. type(k) .. " key>"
+end
+M.key_name = key_name
+
 -- Unknown keys are refused, so a typo such as `firstname` is caught before sending.
 function M.known_keys(t, allowed, prefix)
-  for k in pairs(t) do
+  for k in next, t do
     if not allowed[k] then
-      return fail((prefix or "") .. tostring(k), "is not a known field")
+      return fail((prefix or "") .. key_name(k), "is not a known field")
     end
   end
   return nil
+end
+
+--[[ plain(v, field) -> a raw deep copy of v | nil, err
+  Input tables are read raw (next, no __index or __pairs), so what is checked is exactly what is
+  sent: a field inherited through a metatable is not there, and a metamethod that raises cannot
+  escape. crm's own markers (crm.null, crm.empty_array) are kept as they are; other metatables
+  are dropped. Cycles and nesting deeper than 32 are refused. ]]
+local KEEP = {}
+function M.keep_marker(v) KEEP[v] = true end
+local function plain(v, field, depth, seen)
+  if type(v) ~= "table" or KEEP[v] then return v end
+  if depth > 32 then return nil, fail(field, "is nested too deeply (more than 32 levels)") end
+  if seen[v] then return nil, fail(field, "must not contain itself (a cycle)") end
+  seen[v] = true
+  local out = {}
+  for k, x in next, v do
+    local c, e = plain(x, field, depth + 1, seen)
+    if e then return nil, e end
+    out[k] = c
+  end
+  seen[v] = nil
+  return out
+end
+function M.plain(v, field)
+  return plain(v, field, 0, {})
 end
 
 -- Options of the polling waits (merge, images): {timeout, interval, max_interval}, all optional.

@@ -304,7 +304,29 @@ end
       `body`/`report` are the default plan, which it may edit and return. Return nil, err to stop.
   opts.dry_run = true: read and resolve, return {method, path, body} without sending the PUT.
   opts.wait = true | {timeout, interval, max_interval}: after the PUT, wait_for_merge. ]]
+local merge_locked
+
 function M.merge(client, primary_id, secondary_ids, opts)
+  local e = check_ids(primary_id, secondary_ids) or validate.table(opts, "options")
+  if e then return nil, e end
+  if opts == nil or not opts.dry_run then
+    -- Merges that share a customer take turns (crm.flight, per client): one reads its records
+    -- only after another that touches them has finished, so no merge is planned from a record
+    -- that another merge is changing or destroying.
+    local keys = { "tc:merge:" .. primary_id }
+    for i, id in ipairs(secondary_ids) do keys[i + 1] = "tc:merge:" .. id end
+    local locks = client:_locks()
+    local held, lerr = locks:acquire(keys, { ttl = client:_flight_ttl() })
+    if not held then return nil, lerr end
+    local ok, r1, r2 = pcall(merge_locked, client, primary_id, secondary_ids, opts, locks, held)
+    locks:release(held)
+    if not ok then error(r1, 0) end
+    return r1, r2
+  end
+  return merge_locked(client, primary_id, secondary_ids, opts)
+end
+
+function merge_locked(client, primary_id, secondary_ids, opts, locks, held)
   local e = check_ids(primary_id, secondary_ids) or validate.table(opts, "options")
   if e then return nil, e end
   opts = opts or {}
@@ -369,6 +391,7 @@ function M.merge(client, primary_id, secondary_ids, opts)
   -- Not repeatable: once the secondaries are destroyed a second PUT fails, so a lost answer is
   -- reported as an unknown outcome rather than retried.
   local merged
+  if locks then locks:extend(held, client:_flight_ttl()) end
   merged, err = client:_write("customers", "PUT", primary_id, checked, false)
   if not merged then
     err.report = report
@@ -376,6 +399,10 @@ function M.merge(client, primary_id, secondary_ids, opts)
   end
   if opts.wait then
     local done
+    if locks then
+      local w = type(opts.wait) == "table" and opts.wait.timeout or 30
+      locks:extend(held, w + client:_flight_ttl())
+    end
     done, err = M.wait(client, primary_id, ids, opts.wait ~= true and opts.wait or nil)
     if not done then
       err.customer, err.report = merged, report

@@ -7,7 +7,7 @@ local validate = require "crm.validate"
 
 local M = {}
 
-local type, pairs, ipairs, next, tostring, floor = type, pairs, ipairs, next, tostring, math.floor
+local type, pairs, ipairs, next, floor = type, pairs, ipairs, next, math.floor
 local fail = validate.fail
 local null, empty_array = http.null, http.empty_array
 
@@ -16,12 +16,14 @@ M.CUSTOMERS_MAX_PAGES = 10
 
 -- ---- rules: rule(value, field) -> err | nil [, replacement]; nil means "absent" ----
 
+-- Keys 1..n and nothing else: no holes ({"a", nil, "c"} would go out as ["a",null,"c"]).
 local function is_array(t)
-  local n = #t
+  local n, count = #t, 0
   for k in pairs(t) do
     if type(k) ~= "number" or k < 1 or k > n or k % 1 ~= 0 then return false end
+    count = count + 1
   end
-  return true
+  return count == n
 end
 
 local function text(max)
@@ -179,7 +181,9 @@ local function array_of(rule, opts)
       if opts.nonempty then return fail(f, "must not be empty") end
       return nil
     end
-    if type(v) ~= "table" or not is_array(v) then return fail(f, "must be an array") end
+    if type(v) ~= "table" or not is_array(v) then
+      return fail(f, "must be an array (keys 1..n, no holes)")
+    end
     if #v == 0 then
       if opts.nonempty then return fail(f, "must not be empty") end
       return nil, empty_array
@@ -241,7 +245,7 @@ local function object(fields, opts)
     for k in pairs(v) do
       if type(k) ~= "string" or not fields[k] then
         local hint = opts.hints and opts.hints[k]
-        return fail(prefix .. tostring(k), hint or "is not a known field")
+        return fail(prefix .. validate.key_name(k), hint or "is not a known field")
       end
     end
     for _, k in ipairs(opts.required or {}) do
@@ -249,12 +253,15 @@ local function object(fields, opts)
     end
     local out = {}
     for k, x in pairs(v) do
-      out[k] = x
-      if x ~= null then -- JSON null clears an optional field
-        local e, r = fields[k](x, prefix .. k)
-        if e then return e end
-        if r ~= nil then out[k] = r end
+      -- The contract marks no request field nullable: a null would be a request it forbids.
+      if x == null then
+        return fail(prefix .. k, "must not be null (the contract allows no null here; leave the"
+          .. " field out instead)")
       end
+      out[k] = x
+      local e, r = fields[k](x, prefix .. k)
+      if e then return e end
+      if r ~= nil then out[k] = r end
     end
     if opts.check then
       local e = opts.check(out, f)
@@ -389,7 +396,7 @@ local function image_item(allow_destroy)
       if e then return e end
       for k in pairs(v) do
         if k ~= "id" and k ~= "_destroy" then
-          return fail(f .. "." .. tostring(k), "cannot be changed on an existing image; destroy it"
+          return fail(f .. "." .. validate.key_name(k), "cannot be changed on an existing image; destroy it"
             .. " ({id = ..., _destroy = true}) and upload a new one")
         end
       end
@@ -401,7 +408,7 @@ local function image_item(allow_destroy)
     for k in pairs(v) do
       if k == "_destroy" then return fail(f .. ".id", "is required to destroy an image") end
       if k ~= "image_upload_url" then
-        return fail(f .. "." .. tostring(k), "is not a known field (a new image takes only"
+        return fail(f .. "." .. validate.key_name(k), "is not a known field (a new image takes only"
           .. " image_upload_url)")
       end
     end
@@ -570,6 +577,10 @@ local BODIES = {
 -- body(name, value) -> copy | nil, err
 function M.body(name, value)
   if value == nil then return nil, fail("body", "is required") end
+  -- Checked and sent from one raw copy: what __index inherits or __pairs invents is not data.
+  local copy, cerr = validate.plain(value, "body")
+  if not copy then return nil, cerr end
+  value = copy
   local e, out = BODIES[name](value, nil)
   if e then return nil, e end
   return out
@@ -612,6 +623,9 @@ local QUERIES = {
 -- query(name, params) -> copy | nil, err. Values stay scalars or lists (sent comma-separated).
 function M.query(name, params)
   if params == nil then return {} end
+  local copy, cerr = validate.plain(params, "params")
+  if not copy then return nil, cerr end
+  params = copy
   local rules = QUERIES[name] or {}
   if type(params) ~= "table" or params[1] ~= nil then
     return nil, fail("params", "must be a table of query parameters")
@@ -619,7 +633,7 @@ function M.query(name, params)
   local out = {}
   for k, v in pairs(params) do
     local rule = type(k) == "string" and rules[k]
-    if not rule then return nil, fail(tostring(k), "is not a query parameter of this endpoint") end
+    if not rule then return nil, fail(validate.key_name(k), "is not a query parameter of this endpoint") end
     local e, r = rule(v, k)
     if e then return nil, e end
     if r == empty_array then return nil, fail(k, "must not be empty") end
