@@ -12,7 +12,7 @@ local ok, failed = 0, 0
 for i = 1, n do
   local res
   if i % 10 == 0 then
-    res = c:get_customer("missing-" .. i)
+    res = c:get_customer(crm.guid()) -- a 404 from the server
   else
     res = c:get_customer(cust.guid)
   end
@@ -25,7 +25,8 @@ for _ = 1, 100 do
   assert(crm.toast(opts)) -- left to the collector
 end
 collectgarbage()
-local dead = assert(crm.toast { base_url = "http://127.0.0.1:1", restaurant_guid = "r", token = "t",
-                                retry = { max_attempts = 1 } })
-assert(not dead:get_customer("x"))
+local dead = assert(crm.toast { base_url = "http://127.0.0.1:1",
+                                restaurant_guid = "6f1d2d0e-8f65-4d7b-9b59-0f1f0c8e0a11",
+                                token = "tok-test", retry = { max_attempts = 1 } })
+assert(not dead:get_customer(crm.guid()))
 print(("leak loop: %d requests, %d ok, %d errors"):format(n, ok, failed))
