@@ -71,7 +71,7 @@ elseif mode == "export" then
   local cjson = require "cjson"
   local out = assert(io.open("/dev/null", "w"))
   local n, bytes, t0, work = 0, 0, core.now(), 0
-  local it = tc:customers_search {}
+  local it = tc:iter_search_customers {}
   while true do
     local page, err = it:next_page()
     if page == false then error(tostring(err)) end

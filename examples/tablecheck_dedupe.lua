@@ -27,7 +27,7 @@ for i, g in ipairs(groups) do
   print(("group %d: keep %s, merge %s (shared: %s)"):format(i, g.primary,
     table.concat(g.secondaries, ", "), table.concat(shared, ", ")))
 
-  local plan, report = client:merge(g.primary, g.secondaries, { dry_run = true })
+  local plan, report = client:merge_customers(g.primary, g.secondaries, { dry_run = true })
   if not plan then
     io.stderr:write("  cannot plan: ", tostring(report), "\n")
     failed = failed + 1
@@ -43,7 +43,7 @@ for i, g in ipairs(groups) do
         conflict.kept, #conflict.others))
     end
     if not dry_run then
-      local merged, err = client:merge(g.primary, g.secondaries, { wait = { timeout = 120 } })
+      local merged, err = client:merge_customers(g.primary, g.secondaries, { wait = { timeout = 120 } })
       if merged then
         print(("  merged: %s now has %d merged customer(s)"):format(merged.id,
           #(merged.merged_customer_ids or {})))

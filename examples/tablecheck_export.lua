@@ -20,7 +20,7 @@ local LISTS = { "phones", "emails", "tags", "likes", "dislikes", "allergies", "a
 local out = io.stdout
 if arg[1] then out = assert(io.open(arg[1], "w")) end
 
-local it = client:customers_search()
+local it = client:iter_search_customers()
 local n = 0
 for customer, err in it do
   if customer == false then

@@ -30,7 +30,7 @@ step(("find_or_create again: %s the same customer (%s)"):format(how2 or "?",
   tostring(again and again.guid == customer.guid)), again, how2)
 
 local n = 0
-for c, err in client:search_iter { lastName = "Banton" } do
+for c, err in client:iter_search_customers { lastName = "Banton" } do
   if c == false then step("search", nil, err) end
   n = n + 1
 end
@@ -42,12 +42,12 @@ local txn, err = client:add_credit(customer.guid, {
 step(("add_credit: %.2f added, transaction %s"):format(txn and txn.amount or 0, txn and txn.guid), txn, err)
 
 local summary
-summary, err = client:credit_summary(customer.guid)
-step(("credit_summary: %.2f available, earliest expiration %s"):format(
+summary, err = client:get_credit_summary(customer.guid)
+step(("get_credit_summary: %.2f available, earliest expiration %s"):format(
   summary and summary.amount or 0, summary and summary.earliestExpirationDate or "none"), summary, err)
 
 local history = {}
-for t, terr in client:customer_credit_transactions_iter(customer.guid) do
+for t, terr in client:iter_customer_credit_transactions(customer.guid) do
   if t == false then step("credit transactions", nil, terr) end
   history[#history + 1] = ("%s %.2f"):format(t.transactionType, t.amount)
 end

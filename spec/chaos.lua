@@ -532,8 +532,8 @@ function M.run(opts)
           merges[#merges + 1] = { primary = r.primary_id, secondary = r.secondary_id, op = op }
         elseif not o.crash then
           -- Did the server merge although the client heard otherwise? The secondary is gone.
-          local p = verify_tc:customers_show(r.primary_id)
-          local s = verify_tc:customers_show(r.secondary_id)
+          local p = verify_tc:get_customer(r.primary_id)
+          local s = verify_tc:get_customer(r.secondary_id)
           if p and not s then
             merges[#merges + 1] = { primary = r.primary_id, secondary = r.secondary_id, op = op,
                                     inferred = tostring(o.kind) .. " " .. code_of(o) }
@@ -660,7 +660,7 @@ function M.run(opts)
         if t.ok then lost(t.op, "credit reported added to a customer that is not stored") end
       end
     elseif next(txns) ~= nil then
-      for t, err in verify_toast:customer_credit_transactions_iter(cust) do
+      for t, err in verify_toast:iter_customer_credit_transactions(cust) do
         assert(t, "credit listing failed during verification: " .. tostring(err))
         local mine = txns[t.guid]
         if seen[t.guid] then dup(mine and mine.op, 1, "credit transaction listed twice") end
@@ -671,7 +671,7 @@ function M.run(opts)
       for guid, t in pairs(txns) do
         if t.ok and not seen[guid] then lost(t.op, "credit reported added but missing") end
       end
-      local summary = verify_toast:credit_summary(cust)
+      local summary = verify_toast:get_credit_summary(cust)
       if summary and math.abs(summary.amount - sum) > 1e-9 then
         dup(nil, 1, ("credit summary %s is not the sum %s"):format(tostring(summary.amount), tostring(sum)))
       end
@@ -686,7 +686,7 @@ function M.run(opts)
     local o = outcomes[op.i]
     if op.kind == "tc_create" and not o.skipped then
       local ids = {}
-      for c, err in verify_tc:customers_search { email = op.email } do
+      for c, err in verify_tc:iter_search_customers { email = op.email } do
         assert(c, "search failed during verification: " .. tostring(err))
         for _, e in ipairs(c.emails or {}) do
           if norm_email(type(e) == "table" and e.email or e) == op.email then ids[#ids + 1] = c.id break end
@@ -711,8 +711,8 @@ function M.run(opts)
   end
   -- Merges: the secondary is gone and the primary lists it.
   for _, m in ipairs(merges) do
-    if verify_tc:customers_show(m.secondary) then lost(m.op, "merged secondary still exists") end
-    local p = verify_tc:customers_show(m.primary)
+    if verify_tc:get_customer(m.secondary) then lost(m.op, "merged secondary still exists") end
+    local p = verify_tc:get_customer(m.primary)
     local has = p == nil and absorbed[m.primary] ~= nil
     for _, id in ipairs(p and p.merged_customer_ids or {}) do
       if id == m.secondary then has = true end
@@ -736,7 +736,7 @@ function M.run(opts)
     local last
     for j, a in ipairs(list) do if a.ok then last = j end end
     if last and not merge_tried[id] then
-      local c = verify_tc:customers_show(id)
+      local c = verify_tc:get_customer(id)
       local allowed = {}
       for j = last, #list do allowed[list[j].name] = true end
       if not c then

@@ -116,7 +116,7 @@ end
 
 function OPS.toast_pages(c, op, out)
   out.guids = {}
-  for x, err in c.toast:search_iter({ lastName = op.last_name }, { pageSize = op.page_size }) do
+  for x, err in c.toast:iter_search_customers({ lastName = op.last_name }, { pageSize = op.page_size }) do
     if x == false or x == nil then return failed(out, err) end
     out.guids[#out.guids + 1] = x.guid
     if #out.guids >= MAX_ITEMS then
@@ -129,14 +129,14 @@ function OPS.toast_pages(c, op, out)
 end
 
 function OPS.tc_create(c, op, out)
-  local res, err = c.tc:customers_create(op.customer)
+  local res, err = c.tc:create_customer(op.customer)
   if res == nil then return failed(out, err) end
   out.ok, out.id = true, res.id
   return out
 end
 
 function OPS.tc_amend(c, op, out)
-  local res, err = c.tc:customers_amend(op.target_id, { first_name = op.first_name })
+  local res, err = c.tc:update_customer(op.target_id, { first_name = op.first_name })
   if res == nil then return failed(out, err) end
   out.ok, out.id = true, res.id
   return out
@@ -144,7 +144,7 @@ end
 
 function OPS.tc_search(c, op, out)
   out.ids = {}
-  for x, err in c.tc:customers_search { email = op.email } do
+  for x, err in c.tc:iter_search_customers { email = op.email } do
     if x == false or x == nil then return failed(out, err) end
     out.ids[#out.ids + 1] = x.id
     if #out.ids >= MAX_ITEMS then
@@ -157,7 +157,7 @@ function OPS.tc_search(c, op, out)
 end
 
 function OPS.tc_merge(c, op, out)
-  local res, err = c.tc:merge(op.primary_id, { op.secondary_id })
+  local res, err = c.tc:merge_customers(op.primary_id, { op.secondary_id })
   if res == nil then return failed(out, err) end
   out.ok, out.id = true, res.id
   return out

@@ -63,7 +63,7 @@ describe("proxies", function()
       :format(dead, dead, dead, dead, dead), ([[
         local crm = require "crm"
         local c = assert(crm.tablecheck { base_url = %q, api_key = %q, timeout = 3 })
-        local shops, err = c:shops_list()
+        local shops, err = c:list_shops()
         print(shops and "OK" or tostring(err))
       ]]):format(H.tablecheck_url, H.tablecheck_key))
     assert.matches("OK", out)
@@ -74,12 +74,12 @@ describe("proxies", function()
     H.reset()
     local c = assert(tablecheck { base_url = "http://tablecheck.invalid/api/crm/v1",
                                   proxy = "http://127.0.0.1:" .. H.port })
-    assert(c:shops_list())
+    assert(c:list_shops())
     assert.equal(1, H.count("GET /api/crm/v1/shops"))
     -- Without it, the same host does not resolve.
     local direct = assert(tablecheck { base_url = "http://tablecheck.invalid/api/crm/v1",
                                        retry = { max_attempts = 1 } })
-    local res, err = direct:shops_list()
+    local res, err = direct:list_shops()
     assert.is_nil(res)
     assert.equal("transport", err.kind)
   end)
@@ -92,7 +92,7 @@ describe("proxies", function()
     end
     local c = assert(tablecheck { proxy = "http://crm:hunter22pw@127.0.0.1:1",
                                   retry = { max_attempts = 1 } })
-    local _, err = c:shops_list()
+    local _, err = c:list_shops()
     assert.equal("transport", err.kind)
     assert.is_nil(tostring(err):find("hunter22pw", 1, true))
     for k, v in pairs(c) do

@@ -15,17 +15,17 @@ describe("concurrent TableCheck merges on one client", function()
 
   it("take turns when they share a customer, so no customer's data is lost", function()
     local tc = H.tablecheck()
-    local A = assert(tc:customers_create(H.tc_customer()))
-    local B = assert(tc:customers_create(H.tc_customer()))
-    local C = assert(tc:customers_create(H.tc_customer()))
+    local A = assert(tc:create_customer(H.tc_customer()))
+    local B = assert(tc:create_customer(H.tc_customer()))
+    local C = assert(tc:create_customer(H.tc_customer()))
     -- A's PUT is slow, so without turns merge(B <- C) would finish while merge(A <- B) still
     -- holds the B it read before C went into it.
     H.fault { method = "PUT", path = "/api/crm/v1/customers/" .. A.id, delay = 0.3 }
-    local res = assert(tc:batch({ { "merge", A.id, { B.id } }, { "merge", B.id, { C.id } } },
+    local res = assert(tc:batch({ { "merge_customers", A.id, { B.id } }, { "merge_customers", B.id, { C.id } } },
       { concurrency = 2 }))
     assert.is_truthy(res[1].value)
-    local a = assert(tc:customers_show(A.id))
-    local c = tc:customers_show(C.id)
+    local a = assert(tc:get_customer(A.id))
+    local c = tc:get_customer(C.id)
     -- C's phone is either still with C (its merge found B gone) or went into A through B.
     local kept = c ~= nil
     for _, p in ipairs(a.phones or {}) do
@@ -121,14 +121,14 @@ describe("answers that lie", function()
       { drop = true },
       { raw = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n{\"a\":" },
     } do
-      local c = assert(tc:customers_create(H.tc_customer()))
-      assert(tc:shops_list()) -- a warm connection libcurl would like to reuse
+      local c = assert(tc:create_customer(H.tc_customer()))
+      assert(tc:list_shops()) -- a warm connection libcurl would like to reuse
       local fault = { method = "DELETE", path = "/api/crm/v1/customers/" .. c.id, after = true }
       for k, v in pairs(spoil) do fault[k] = v end
       H.fault(fault)
-      local ok, err = tc:customers_delete(c.id)
+      local ok, err = tc:delete_customer(c.id)
       assert.is_true(ok, tostring(err))
-      assert.is_nil(tc:customers_show(c.id))
+      assert.is_nil(tc:get_customer(c.id))
     end
   end)
 
@@ -138,7 +138,7 @@ describe("answers that lie", function()
     H.fault { path = "/api/crm/v1/customer_search", method = "POST", match = "scroll_id", after = true,
               status = 500 }
     local n, failure = 0, nil
-    for c, e in tc:customers_search {} do
+    for c, e in tc:iter_search_customers {} do
       if c == false then failure = e break end
       n = n + 1
     end
@@ -151,7 +151,7 @@ describe("answers that lie", function()
     H.fault { path = "/api/crm/v1/customer_search", method = "POST", match = "scroll_id", after = true,
               status = 500 }
     local seen, dups = {}, 0
-    for c, e in tc:customers_search({}, { restart_on_expiry = true }) do
+    for c, e in tc:iter_search_customers({}, { restart_on_expiry = true }) do
       assert(c, tostring(e))
       if seen[c.id] then dups = dups + 1 end
       seen[c.id] = true
@@ -171,7 +171,7 @@ describe("inputs that are not what they seem", function()
     local t, tc = H.toast(), H.tablecheck()
     refused("firstName", t:create_customer(setmetatable({ email = "meta@example.org" },
       { __index = { firstName = "In", lastName = "Herited" } })))
-    refused("franchise_id", tc:customers_create(setmetatable({ first_name = "A", last_name = "B" },
+    refused("franchise_id", tc:create_customer(setmetatable({ first_name = "A", last_name = "B" },
       { __index = { franchise_id = H.tc.franchise_id } })))
     -- A metamethod that raises cannot escape either.
     local evil = setmetatable({ firstName = "A", lastName = "B", email = "evil@example.org" },
@@ -186,15 +186,15 @@ describe("inputs that are not what they seem", function()
     local tc = H.tablecheck()
     local holes = { "a" }
     holes[3] = "c"
-    refused("tags", tc:customers_create(H.tc_customer { tags = holes }))
-    refused("first_name", tc:customers_create(H.tc_customer { first_name = crm.null }))
-    refused("tags", tc:customers_create(H.tc_customer { tags = crm.null }))
+    refused("tags", tc:create_customer(H.tc_customer { tags = holes }))
+    refused("first_name", tc:create_customer(H.tc_customer { first_name = crm.null }))
+    refused("tags", tc:create_customer(H.tc_customer { tags = crm.null }))
     assert.equal(0, H.count("POST /api/crm/v1/customers"))
   end)
 
   it("integers JSON would change are refused, fractions go out rounded", function()
     local tc = H.tablecheck()
-    local _, err = tc:memberships_create { membership_program_id = H.tc.program_ids[1], code = "M1",
+    local _, err = tc:create_membership { membership_program_id = H.tc.program_ids[1], code = "M1",
                                            points = 123456789012345 }
     refused("points", nil, err)
     assert.equal(0, H.count("POST /api/crm/v1/memberships"))
@@ -206,7 +206,7 @@ describe("inputs that are not what they seem", function()
   it("Toast sends startDate and endDate only where the seed has them", function()
     local t = H.toast()
     refused("startDate", t:search_customers({ lastName = "X" }, { startDate = "2024-01-01" }))
-    local it = t:customer_credit_transactions_iter(crm.guid(), { endDate = "2024-01-01" })
+    local it = t:iter_customer_credit_transactions(crm.guid(), { endDate = "2024-01-01" })
     local first, err = it()
     assert.is_false(first)
     assert.equal("endDate", err.field)
@@ -218,7 +218,7 @@ describe("inputs that are not what they seem", function()
     H.fault { path = "/api/crm/v1/customers", method = "POST", status = 422,
               body = { errors = { { code = "invalid", message = "street 742 Evergreen Terrace /"
                 .. " postal 90210-1234 / birthday 1956-05-12 / memo Allergic to peanuts" } } } }
-    local _, err = tc:customers_create(H.tc_customer {
+    local _, err = tc:create_customer(H.tc_customer {
       addresses = { { street = "742 Evergreen Terrace", postal_code = "90210-1234" } },
       events = { { tag = "birthday", date = "1956-05-12" } }, memo = "Allergic to peanuts" })
     local s = tostring(err)

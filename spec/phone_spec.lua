@@ -69,9 +69,9 @@ describe("Toast default_country_code", function()
   end)
 
   it("is the default country of the client's profile sets", function()
-    assert.equal("44", assert(H.toast { default_country_code = "44" }:profile_set()).country_code)
-    assert.equal("1", assert(H.toast():profile_set()).country_code)
-    assert.equal("7", assert(H.toast { default_country_code = "44" }:profile_set { country_code = "7" })
+    assert.equal("44", assert(H.toast { default_country_code = "44" }:new_profile_set()).country_code)
+    assert.equal("1", assert(H.toast():new_profile_set()).country_code)
+    assert.equal("7", assert(H.toast { default_country_code = "44" }:new_profile_set { country_code = "7" })
       .country_code)
   end)
 

@@ -51,7 +51,7 @@ describe("errors echoing secrets and PII", function()
     H.fault { path = "/api/crm/v1/customers/", status = 422, count = 1,
               body = cjson.encode { errors = { { code = H.tablecheck_key, field = H.tablecheck_key,
                                                  message = "key " .. H.tablecheck_key } } } }
-    local _, err = tc:customers_show("5ed64e249551e80639a4d995")
+    local _, err = tc:get_customer("5ed64e249551e80639a4d995")
     assert.equal(422, err.status)
     assert_absent(tostring(err), { H.tablecheck_key })
     assert_absent(cjson.encode(err), { H.tablecheck_key })
@@ -61,7 +61,7 @@ describe("errors echoing secrets and PII", function()
     local tc = H.tablecheck()
     H.fault { path = "/api/crm/v1/customers/", status = 200, count = 10, body = "<html>oops</html>",
               content_type = "text/html; key=" .. H.tablecheck_key }
-    local _, err = tc:customers_show("5ed64e249551e80639a4d995")
+    local _, err = tc:get_customer("5ed64e249551e80639a4d995")
     assert.equal("decode", err.kind)
     assert.matches("text/html", err.message)
     assert_absent(tostring(err), { H.tablecheck_key })
@@ -125,7 +125,7 @@ describe("the client table", function()
     assert.is_nil(c.token)
     assert_absent(table.concat(strings_in(c), "\n"), { H.client_secret, token })
     local tc = H.tablecheck()
-    assert(tc:shops_list())
+    assert(tc:list_shops())
     assert_absent(table.concat(strings_in(tc), "\n"), { H.tablecheck_key })
   end)
 end)

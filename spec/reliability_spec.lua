@@ -5,13 +5,13 @@ describe("non-idempotent requests", function()
   before_each(function() H.reset() end)
 
   local function create(tc, email)
-    return tc:customers_create { franchise_id = H.tc.franchise_id, first_name = "Once", last_name = "Only",
+    return tc:create_customer { franchise_id = H.tc.franchise_id, first_name = "Once", last_name = "Only",
                                  emails = { email } }
   end
 
   local function stored(tc, email)
     local n = 0
-    for c in tc:customers_search { email = email } do
+    for c in tc:iter_search_customers { email = email } do
       assert(c)
       n = n + 1
     end
@@ -22,7 +22,7 @@ describe("non-idempotent requests", function()
     -- libcurl silently re-sends a request whose reused connection dies before any answer;
     -- a TableCheck create must get a connection of its own so that never happens.
     local tc = H.tablecheck()
-    assert(tc:shops_list()) -- the connection is now warm and will be reused
+    assert(tc:list_shops()) -- the connection is now warm and will be reused
     H.fault { path = "/api/crm/v1/customers", method = "POST", drop = true, after = true, count = 2 }
     local res, err = create(tc, "once@example.org")
     assert.is_nil(res)

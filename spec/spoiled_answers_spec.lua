@@ -6,13 +6,13 @@ local crm = require "crm"
 local POST = "POST /api/crm/v1/customers"
 
 local function create(tc, email)
-  return tc:customers_create { franchise_id = H.tc.franchise_id, first_name = "Spoiled",
+  return tc:create_customer { franchise_id = H.tc.franchise_id, first_name = "Spoiled",
                                last_name = "Answer", emails = { email } }
 end
 
 local function stored(email)
   local n = 0
-  for c in H.tablecheck():customers_search { email = email } do
+  for c in H.tablecheck():iter_search_customers { email = email } do
     assert(c)
     n = n + 1
   end

@@ -39,18 +39,18 @@ describe("path ids that are dot segments", function()
     local t = H.recording_transport()
     local c = H.tablecheck { transport = t }
     local ops = {
-      { "customer_id", function(id) return c:customers_show(id) end },
-      { "customer_id", function(id) return c:customers_amend(id, { first_name = "X" }) end },
-      { "customer_id", function(id) return c:customers_delete(id) end },
-      { "shop_id", function(id) return c:shops_show(id) end },
-      { "franchise_id", function(id) return c:franchises_show(id) end },
-      { "reservation_id", function(id) return c:reservations_show(id) end },
-      { "reservation_id", function(id) return c:reservations_update(id, { pax = 2 }) end },
-      { "reservation_flag_id", function(id) return c:reservation_flags_show(id) end },
-      { "membership_id", function(id) return c:memberships_show(id) end },
-      { "membership_id", function(id) return c:memberships_update(id, { points = 1 }) end },
-      { "membership_id", function(id) return c:memberships_delete(id) end },
-      { "membership_program_id", function(id) return c:membership_programs_show(id) end },
+      { "customer_id", function(id) return c:get_customer(id) end },
+      { "customer_id", function(id) return c:update_customer(id, { first_name = "X" }) end },
+      { "customer_id", function(id) return c:delete_customer(id) end },
+      { "shop_id", function(id) return c:get_shop(id) end },
+      { "franchise_id", function(id) return c:get_franchise(id) end },
+      { "reservation_id", function(id) return c:get_reservation(id) end },
+      { "reservation_id", function(id) return c:update_reservation(id, { pax = 2 }) end },
+      { "reservation_flag_id", function(id) return c:get_reservation_flag(id) end },
+      { "membership_id", function(id) return c:get_membership(id) end },
+      { "membership_id", function(id) return c:update_membership(id, { points = 1 }) end },
+      { "membership_id", function(id) return c:delete_membership(id) end },
+      { "membership_program_id", function(id) return c:get_membership_program(id) end },
     }
     for _, op in ipairs(ops) do
       for _, id in ipairs(DOTS) do refused(t, op[1], function() return op[2](id) end, op[1] .. " " .. id) end
@@ -64,11 +64,11 @@ describe("path ids that are dot segments", function()
     local txn = { amount = 5, localCreatedDate = crm.toast_time(os.time()) }
     local ops = {
       { "customerId", function(id) return c:get_customer(id) end },
-      { "customerId", function(id) return c:credit_summary(id) end },
-      { "customerId", function(id) return c:customer_credit_transactions(id) end },
-      { "customerId", function(id) return c:customer_credit_transactions_iter(id):all() end },
+      { "customerId", function(id) return c:get_credit_summary(id) end },
+      { "customerId", function(id) return c:list_customer_credit_transactions(id) end },
+      { "customerId", function(id) return c:iter_customer_credit_transactions(id):all() end },
       { "customerId", function(id) return c:add_credit(id, txn) end },
-      { "transactionId", function(id) return c:credit_transaction(id) end },
+      { "transactionId", function(id) return c:get_credit_transaction(id) end },
     }
     for _, op in ipairs(ops) do
       for _, id in ipairs(DOTS) do refused(t, op[1], function() return op[2](id) end, op[1] .. " " .. id) end
@@ -78,9 +78,9 @@ describe("path ids that are dot segments", function()
 
   it("leave ids that merely contain a dot alone", function()
     local c = H.tablecheck()
-    local _, err = c:customers_show(".hidden")
+    local _, err = c:get_customer(".hidden")
     assert.equal(404, err.status) -- it went out, as /customers/.hidden
-    _, err = c:shops_show("v1.2")
+    _, err = c:get_shop("v1.2")
     assert.equal(404, err.status)
     assert.equal(2, H.total())
   end)
@@ -112,12 +112,12 @@ describe("dates and date-times", function()
 
   -- Every date-time query parameter of the contract, by list operation.
   local QUERY_TIMES = {
-    customers_list = { "created_at_min", "created_at_max", "updated_at_min", "updated_at_max" },
-    reservations_list = { "created_at_min", "created_at_max", "updated_at_min", "updated_at_max",
+    list_customers = { "created_at_min", "created_at_max", "updated_at_min", "updated_at_max" },
+    list_reservations = { "created_at_min", "created_at_max", "updated_at_min", "updated_at_max",
                           "start_at_min", "start_at_max" },
-    reservation_flags_list = { "created_at_min", "created_at_max", "updated_at_min", "updated_at_max" },
-    memberships_list = { "created_at_min", "created_at_max", "updated_at_min", "updated_at_max" },
-    membership_programs_list = { "created_at_min", "created_at_max", "updated_at_min", "updated_at_max" },
+    list_reservation_flags = { "created_at_min", "created_at_max", "updated_at_min", "updated_at_max" },
+    list_memberships = { "created_at_min", "created_at_max", "updated_at_min", "updated_at_max" },
+    list_membership_programs = { "created_at_min", "created_at_max", "updated_at_min", "updated_at_max" },
   }
 
   it("refuses impossible or incomplete date-times in every query parameter, sending nothing", function()
@@ -154,34 +154,34 @@ describe("dates and date-times", function()
     local c = H.tablecheck { transport = t }
     local shop = H.tc.shop_ids[1]
     for _, v in ipairs(DATETIME_BAD) do
-      refused(t, "start_at", function() return c:reservations_create { shop_id = shop, pax = 2, start_at = v } end)
-      refused(t, "start_at", function() return c:reservations_update("r1", { start_at = v }) end)
-      refused(t, "created_at_min", function() return c:customers_search({ created_at_min = v }):all() end)
-      refused(t, "updated_at_max", function() return c:customers_search({ updated_at_max = v }):all() end)
+      refused(t, "start_at", function() return c:create_reservation { shop_id = shop, pax = 2, start_at = v } end)
+      refused(t, "start_at", function() return c:update_reservation("r1", { start_at = v }) end)
+      refused(t, "created_at_min", function() return c:iter_search_customers({ created_at_min = v }):all() end)
+      refused(t, "updated_at_max", function() return c:iter_search_customers({ updated_at_max = v }):all() end)
       refused(t, "phones[1].created_at", function()
-        return c:customers_create(H.tc_customer { phones = { { number = "+14155550100", created_at = v } } })
+        return c:create_customer(H.tc_customer { phones = { { number = "+14155550100", created_at = v } } })
       end)
     end
     for _, v in ipairs(DATE_BAD) do
       refused(t, "start_date", function()
-        return c:memberships_create { membership_program_id = H.tc.program_ids[1], code = "D", start_date = v }
+        return c:create_membership { membership_program_id = H.tc.program_ids[1], code = "D", start_date = v }
       end)
-      refused(t, "expiry_date", function() return c:memberships_update("m1", { expiry_date = v }) end)
+      refused(t, "expiry_date", function() return c:update_membership("m1", { expiry_date = v }) end)
       refused(t, "events[1].date", function()
-        return c:customers_create(H.tc_customer { events = { { tag = "birthday", date = v } } })
+        return c:create_customer(H.tc_customer { events = { { tag = "birthday", date = v } } })
       end)
       refused(t, "membership_expiry_date_min", function()
-        return c:customers_search({ membership_expiry_date_min = v }):all()
+        return c:iter_search_customers({ membership_expiry_date_min = v }):all()
       end)
     end
     -- and what the contract allows goes out and is stored
     for i, v in ipairs(DATETIME_GOOD) do
-      local r = assert(c:reservations_create { shop_id = shop, pax = 2, start_at = v })
+      local r = assert(c:create_reservation { shop_id = shop, pax = 2, start_at = v })
       assert.is_string(r.id)
       assert.matches('"start_at":"' .. v:gsub("t", "T"):gsub("z", "Z"):gsub("%p", "%%%0") .. '"', t.log[#t.log].body)
-      assert(c:memberships_create { membership_program_id = H.tc.program_ids[1], code = "D" .. i,
+      assert(c:create_membership { membership_program_id = H.tc.program_ids[1], code = "D" .. i,
                                     start_date = DATE_GOOD[(i - 1) % #DATE_GOOD + 1] })
-      assert(c:customers_search({ created_at_min = v }):all())
+      assert(c:iter_search_customers({ created_at_min = v }):all())
     end
   end)
 end)
@@ -195,18 +195,18 @@ describe("formats and enums", function()
     local t = H.recording_transport()
     local c = H.tablecheck { transport = t }
     for _, v in ipairs { "ZZ", "XX", "UK", "jp", "Jp", "JPN", "Japan", "", 81 } do
-      refused(t, "country", function() return c:customers_create(H.tc_customer { country = v }) end, tostring(v))
+      refused(t, "country", function() return c:create_customer(H.tc_customer { country = v }) end, tostring(v))
       refused(t, "addresses[1].country", function()
-        return c:customers_create(H.tc_customer { addresses = { { city = "Tokyo", country = v } } })
+        return c:create_customer(H.tc_customer { addresses = { { city = "Tokyo", country = v } } })
       end, tostring(v))
-      refused(t, "address_country", function() return c:customers_search({ address_country = v }):all() end)
+      refused(t, "address_country", function() return c:iter_search_customers({ address_country = v }):all() end)
     end
     assert.equal(249, #schema.COUNTRIES)
-    local cust = assert(c:customers_create(H.tc_customer { country = "JP" }))
+    local cust = assert(c:create_customer(H.tc_customer { country = "JP" }))
     for _, code in ipairs(schema.COUNTRIES) do
-      assert(c:customers_amend(cust.id, { country = code, addresses = { { city = "X", country = code } } }))
+      assert(c:update_customer(cust.id, { country = code, addresses = { { city = "X", country = code } } }))
     end
-    assert.equal("ZW", assert(c:customers_show(cust.id)).country)
+    assert.equal("ZW", assert(c:get_customer(cust.id)).country)
   end)
 
   it("takes email addresses in the RFC 5322 form and refuses the rest", function()
@@ -217,16 +217,16 @@ describe("formats and enums", function()
                   "a@.b.co", "a@-b.co", "a@b-.co", "a@b.co.", "<a>@b.co", "a,b@c.co", "a@b_c.co",
                   "a\1b@c.co", "a(b)@c.co", '"a"b"@c.co', "a@b.c\127o", "@b.co", "a@" }
     for _, v in ipairs(bad) do
-      refused(t, "emails[1]", function() return c:customers_create(H.tc_customer { emails = { v } }) end, v)
+      refused(t, "emails[1]", function() return c:create_customer(H.tc_customer { emails = { v } }) end, v)
       refused(t, "emails[1].email", function()
-        return c:customers_create(H.tc_customer { emails = { { email = v } } })
+        return c:create_customer(H.tc_customer { emails = { { email = v } } })
       end, v)
-      refused(t, "email", function() return c:reservations_create { shop_id = shop, pax = 1,
+      refused(t, "email", function() return c:create_reservation { shop_id = shop, pax = 1,
         start_at = "2030-01-01T19:00:00Z", email = v } end, v)
     end
     for _, v in ipairs { "a@b.co", "o'brien+tag@example.co.jp", "first.last@sub.example.org", "x@b.c",
                          "user_name-1@host-name.example", "\229\144\141@example.jp" } do
-      local cust = assert(c:customers_create(H.tc_customer { emails = { v } }))
+      local cust = assert(c:create_customer(H.tc_customer { emails = { v } }))
       assert.same({ v }, cust.emails)
     end
   end)
@@ -234,17 +234,17 @@ describe("formats and enums", function()
   it("refuses list items with a comma in comma-joined query lists, and empty items", function()
     local t = H.recording_transport()
     local c = H.tablecheck { transport = t }
-    refused(t, "slugs[1]", function() return c:shops_list { slugs = { "sim-paris-cafe,sim-seattle-grill" } } end)
-    refused(t, "slugs[2]", function() return c:franchises_list { slugs = { "sim-dining", "a,b" } } end)
-    refused(t, "names[1]", function() return c:franchises_list { names = { "Sim, Inc." } } end)
-    refused(t, "slugs[2]", function() return c:shops_list { slugs = "sim-paris-cafe,,x" } end)
-    refused(t, "slugs[1]", function() return c:shops_list { slugs = { "" } } end)
-    refused(t, "names", function() return c:franchises_list { names = {} } end)
-    refused(t, "ids[1]", function() return c:customers_list { ids = { OID .. "," .. OID } } end)
-    refused(t, "include_fields[1]", function() return c:customers_list { include_fields = { "id,memo" } } end)
+    refused(t, "slugs[1]", function() return c:list_shops { slugs = { "sim-paris-cafe,sim-seattle-grill" } } end)
+    refused(t, "slugs[2]", function() return c:list_franchises { slugs = { "sim-dining", "a,b" } } end)
+    refused(t, "names[1]", function() return c:list_franchises { names = { "Sim, Inc." } } end)
+    refused(t, "slugs[2]", function() return c:list_shops { slugs = "sim-paris-cafe,,x" } end)
+    refused(t, "slugs[1]", function() return c:list_shops { slugs = { "" } } end)
+    refused(t, "names", function() return c:list_franchises { names = {} } end)
+    refused(t, "ids[1]", function() return c:list_customers { ids = { OID .. "," .. OID } } end)
+    refused(t, "include_fields[1]", function() return c:list_customers { include_fields = { "id,memo" } } end)
     -- the string form is the list itself
-    assert.equal(2, #assert(c:shops_list { slugs = "sim-paris-cafe,sim-seattle-grill" }))
-    assert.equal(2, #assert(c:shops_list { slugs = { "sim-paris-cafe", "sim-seattle-grill" } }))
+    assert.equal(2, #assert(c:list_shops { slugs = "sim-paris-cafe,sim-seattle-grill" }))
+    assert.equal(2, #assert(c:list_shops { slugs = { "sim-paris-cafe", "sim-seattle-grill" } }))
   end)
 
   it("checks the other enums of the contract", function()
@@ -254,26 +254,26 @@ describe("formats and enums", function()
     local res = function(extra)
       local b = { shop_id = shop, pax = 2, start_at = "2030-01-01T19:00:00Z" }
       for k, v in pairs(extra) do b[k] = v end
-      return function() return c:reservations_create(b) end
+      return function() return c:create_reservation(b) end
     end
     refused(t, "source", res { source = "fax" })
     refused(t, "smoking", res { smoking = true })
     refused(t, "cancel_reason_type", res { cancel_reason_type = "weather" })
     refused(t, "seat_types[2]", res { seat_types = { "open", "roof" } })
     refused(t, "status", res { status = "CONFIRMED" })
-    refused(t, "source", function() return c:customers_create(H.tc_customer { source = "web" }) end)
+    refused(t, "source", function() return c:create_customer(H.tc_customer { source = "web" }) end)
     refused(t, "phones[1].tag", function()
-      return c:customers_create(H.tc_customer { phones = { { number = "+14155550100", tag = "pager" } } })
+      return c:create_customer(H.tc_customer { phones = { { number = "+14155550100", tag = "pager" } } })
     end)
-    refused(t, "status", function() return c:memberships_update("m1", { status = "expired" }) end)
-    refused(t, "gender", function() return c:customers_search({ gender = "other" }):all() end)
-    refused(t, "payment_currency", function() return c:customers_search({ payment_currency = "JPY" }):all() end)
+    refused(t, "status", function() return c:update_membership("m1", { status = "expired" }) end)
+    refused(t, "gender", function() return c:iter_search_customers({ gender = "other" }):all() end)
+    refused(t, "payment_currency", function() return c:iter_search_customers({ payment_currency = "JPY" }):all() end)
     refused(t, "reservation_stages[1]", function()
-      return c:customers_search({ reservation_stages = { "now" } }):all()
+      return c:iter_search_customers({ reservation_stages = { "now" } }):all()
     end)
-    refused(t, "sort", function() return c:reservations_list { sort = "pax" } end)
+    refused(t, "sort", function() return c:list_reservations { sort = "pax" } end)
     -- locale: the contract says an unsupported one is stored as null, not refused
-    assert(c:customers_create(H.tc_customer { locale = "xx" }))
+    assert(c:create_customer(H.tc_customer { locale = "xx" }))
   end)
 end)
 
@@ -282,8 +282,8 @@ end)
 describe("paging numbers", function()
   before_each(function() H.reset() end)
 
-  local LISTS = { "customers_list", "shops_list", "franchises_list", "reservations_list",
-                  "reservation_flags_list", "memberships_list", "membership_programs_list" }
+  local LISTS = { "list_customers", "list_shops", "list_franchises", "list_reservations",
+                  "list_reservation_flags", "list_memberships", "list_membership_programs" }
 
   it("go out only as integers within the contract's range (page >= 0, 1 <= per_page <= 1000)", function()
     local t = H.recording_transport()
@@ -297,7 +297,7 @@ describe("paging numbers", function()
       end
       for _, v in ipairs(bad_per_page) do
         refused(t, "per_page", function() return c[op](c, { per_page = v }) end, op .. " per_page=" .. tostring(v))
-        refused(t, "per_page", function() return c[op:gsub("_list$", "_iter")](c, { per_page = v }):all() end)
+        refused(t, "per_page", function() return c[op:gsub("^list_", "iter_")](c, { per_page = v }):all() end)
       end
       assert(c[op](c, { page = 0, per_page = 1000 }))
       assert.matches("page=0&per_page=1000$", t.log[#t.log].url)
@@ -311,11 +311,11 @@ describe("paging numbers", function()
     local c = H.tablecheck { transport = t }
     for _, v in ipairs { 1e300, 1e15, -1e20, 1e-5, 2 ^ 60 } do
       refused(t, "payment_average_amt_min", function()
-        return c:customers_search({ payment_average_amt_min = v }):all()
+        return c:iter_search_customers({ payment_average_amt_min = v }):all()
       end, tostring(v))
     end
-    refused(t, "pos_total_max", function() return c:customers_search({ pos_total_max = "1e5" }):all() end)
-    assert(c:customers_search({ payment_average_amt_min = 12.5, pos_total_max = 3, order_total_min = "0.00001",
+    refused(t, "pos_total_max", function() return c:iter_search_customers({ pos_total_max = "1e5" }):all() end)
+    assert(c:iter_search_customers({ payment_average_amt_min = 12.5, pos_total_max = 3, order_total_min = "0.00001",
                                 payment_lifetime_amt_max = 1000000000000.25, pos_price_min = 0.1 }):all())
     local body = t.log[#t.log].body
     assert.matches('"payment_lifetime_amt_max":"1000000000000.25"', body, 1, true) -- every digit
@@ -484,7 +484,7 @@ else
   end
 
   -- Fields the client fills itself and refuses from callers.
-  local MANAGED = { ["post /customer_search scroll_id"] = "the customers_search iterator follows it" }
+  local MANAGED = { ["post /customer_search scroll_id"] = "the iter_search_customers iterator follows it" }
 
   -- The contract's writes and the body check the client runs for each.
   local WRITES = {

@@ -16,7 +16,7 @@ describe("TableCheck images", function()
   local function with_images(urls)
     local list = {}
     for i, u in ipairs(urls) do list[i] = { image_upload_url = u } end
-    return assert(c:customers_create(H.tc_customer { images = list }))
+    return assert(c:create_customer(H.tc_customer { images = list }))
   end
 
   it("allows exactly the MIME types of the guide", function()
@@ -59,7 +59,7 @@ describe("TableCheck images", function()
   end)
 
   it("reads answers of an unexpected shape as decode errors or pending images, never Lua errors", function()
-    local cust = assert(c:customers_create(H.tc_customer()))
+    local cust = assert(c:create_customer(H.tc_customer()))
     local path = "/api/crm/v1/customers/" .. cust.id
     H.fault { method = "GET", path = path, status = 200, count = 1,
               body = { customer = { id = cust.id, images = "none" } } }
@@ -76,7 +76,7 @@ describe("TableCheck images", function()
   end)
 
   it("returns at once for a customer without images, and 404 for an unknown one", function()
-    local cust = assert(c:customers_create(H.tc_customer()))
+    local cust = assert(c:create_customer(H.tc_customer()))
     assert.same({}, assert(c:wait_for_images(cust.id)))
     local _, err = c:wait_for_images(MISSING, { timeout = 1 })
     assert.equal(404, err.status)
@@ -85,7 +85,7 @@ describe("TableCheck images", function()
   it("uploads and destroys on amend in one request", function()
     local cust = with_images { "https://i.pravatar.cc/300", "https://i.pravatar.cc/400" }
     local keep, drop = cust.images[1].id, cust.images[2].id
-    local updated = assert(c:customers_amend(cust.id, { images = {
+    local updated = assert(c:update_customer(cust.id, { images = {
       { id = drop, _destroy = true },
       { image_upload_url = "https://cdn.example.com/new.webp" },
     } }))
@@ -115,17 +115,17 @@ describe("TableCheck images", function()
       { "https://x.test/a.png", "images[1]", "object" },
     }
     for _, case in ipairs(amend_cases) do
-      local res, err = c:customers_amend(cust.id, { images = { case[1] } })
+      local res, err = c:update_customer(cust.id, { images = { case[1] } })
       assert.is_nil(res)
       assert.equal("validation", err.kind)
       assert.equal(case[2], err.field)
       if case[3] then assert.matches(case[3], err.message, 1, true) end
     end
-    local res, err = c:customers_create(H.tc_customer { images = { { id = id, _destroy = true } } })
+    local res, err = c:create_customer(H.tc_customer { images = { { id = id, _destroy = true } } })
     assert.is_nil(res)
     assert.equal("images[1].id", err.field)
     assert.equal(before, H.total())
-    assert.equal(1, #assert(c:customers_show(cust.id)).images)
+    assert.equal(1, #assert(c:get_customer(cust.id)).images)
   end)
 
   it("accepts every allowed extension and URLs without one", function()
@@ -140,21 +140,21 @@ describe("TableCheck images", function()
   end)
 
   it("uploads images on reservations too, with the same checks", function()
-    local r = assert(c:reservations_create { shop_id = H.tc.shop_ids[1], pax = 2,
+    local r = assert(c:create_reservation { shop_id = H.tc.shop_ids[1], pax = 2,
       start_at = "2030-01-01T19:00:00Z", images = { { image_upload_url = "https://x.test/menu.png" } } })
     assert.equal(1, #r.images)
-    local _, err = c:reservations_update(r.id, { images = {
+    local _, err = c:update_reservation(r.id, { images = {
       { id = r.images[1].id, image_upload_url = "https://x.test/b.png" } } })
     assert.equal("images[1].image_upload_url", err.field)
-    local updated = assert(c:reservations_update(r.id, { images = { { id = r.images[1].id, _destroy = true } } }))
+    local updated = assert(c:update_reservation(r.id, { images = { { id = r.images[1].id, _destroy = true } } }))
     assert.same({}, updated.images)
   end)
 
   it("does not repeat an amend that uploads", function()
-    local cust = assert(c:customers_create(H.tc_customer()))
+    local cust = assert(c:create_customer(H.tc_customer()))
     local path = "/api/crm/v1/customers/" .. cust.id
     H.fault { method = "PUT", path = path, status = 503, count = 1 }
-    local _, err = c:customers_amend(cust.id, { images = { { image_upload_url = "https://x.test/a.png" } } })
+    local _, err = c:update_customer(cust.id, { images = { { image_upload_url = "https://x.test/a.png" } } })
     assert.equal(503, err.status)
     assert.equal(1, H.count("PUT " .. path))
     assert.equal(crm.is_error(err), true)

@@ -15,11 +15,11 @@ describe("TableCheck merge", function()
 
   -- Two records of one person that disagree: names, company, phones and emails overlap.
   local function pair()
-    local a = assert(c:customers_create(H.tc_customer {
+    local a = assert(c:create_customer(H.tc_customer {
       first_name = "James", last_name = "Smith", phones = { "+12061112222" },
       emails = { "James@Example.com" }, tags = { "vip" },
     }))
-    local b = assert(c:customers_create(H.tc_customer {
+    local b = assert(c:create_customer(H.tc_customer {
       first_name = "Jim", last_name = "Smith", company_name = "Acme", kanji_last_name = "スミス",
       phones = { "+12061112222", "+14253334444" }, emails = { "james@example.com", "jim@acme.test" },
       tags = { "regular" },
@@ -29,7 +29,7 @@ describe("TableCheck merge", function()
 
   it("keeps the primary's fields, fills gaps, unions contacts, and sends one PUT", function()
     local a, b = pair()
-    local merged, report = assert(c:merge(a.id, { b.id }))
+    local merged, report = assert(c:merge_customers(a.id, { b.id }))
     assert.equal(a.id, merged.id)
     assert.equal("James", merged.first_name)       -- primary wins the conflict
     assert.equal("Acme", merged.company_name)      -- gap filled from the secondary
@@ -40,7 +40,7 @@ describe("TableCheck merge", function()
     assert.same({ b.id }, merged.merged_customer_ids)
     assert.equal(1, puts(a.id))
     assert.equal(0, puts(b.id))
-    local _, err = c:customers_show(b.id)
+    local _, err = c:get_customer(b.id)
     assert.equal(404, err.status) -- the secondary is gone
 
     assert.equal(a.id, report.fields.first_name)
@@ -59,15 +59,15 @@ describe("TableCheck merge", function()
 
   it("copies addresses from a secondary only when the primary has none", function()
     local home = { tag = "home", street = "1 Main St", city = "Seattle", country = "US" }
-    local a = assert(c:customers_create(H.tc_customer()))
-    local b = assert(c:customers_create(H.tc_customer { addresses = { home } }))
-    local merged, report = assert(c:merge(a.id, { b.id }))
+    local a = assert(c:create_customer(H.tc_customer()))
+    local b = assert(c:create_customer(H.tc_customer { addresses = { home } }))
+    local merged, report = assert(c:merge_customers(a.id, { b.id }))
     assert.equal(1, #merged.addresses)
     assert.equal("Seattle", merged.addresses[1].city)
     assert.equal(b.id, report.fields.addresses)
-    local d = assert(c:customers_create(H.tc_customer { addresses = { { tag = "work", city = "Tokyo" } } }))
+    local d = assert(c:create_customer(H.tc_customer { addresses = { { tag = "work", city = "Tokyo" } } }))
     local request
-    request, report = assert(c:merge(a.id, { d.id }, { dry_run = true }))
+    request, report = assert(c:merge_customers(a.id, { d.id }, { dry_run = true }))
     assert.is_nil(request.body.addresses) -- appending the primary's own would duplicate them
     -- the secondary's address is not kept, and the report says so
     local lost
@@ -81,7 +81,7 @@ describe("TableCheck merge", function()
 
   it("plans without sending on dry_run", function()
     local a, b = pair()
-    local request, report = assert(c:merge(a.id, { b.id }, { dry_run = true }))
+    local request, report = assert(c:merge_customers(a.id, { b.id }, { dry_run = true }))
     assert.equal("PUT", request.method)
     assert.equal("/customers/" .. a.id, request.path)
     assert.same({ b.id }, request.body.merge_customer_ids)
@@ -90,13 +90,13 @@ describe("TableCheck merge", function()
     assert.equal("Acme", request.body.company_name)
     assert.is_true(report.dry_run)
     assert.equal(0, puts(a.id))
-    assert.equal("Jim", assert(c:customers_show(b.id)).first_name) -- untouched
+    assert.equal("Jim", assert(c:get_customer(b.id)).first_name) -- untouched
   end)
 
   it("lets a resolve function replace the policy", function()
     local a, b = pair()
     local seen
-    local merged, report = assert(c:merge(a.id, { b.id }, {
+    local merged, report = assert(c:merge_customers(a.id, { b.id }, {
       resolve = function(primary, secondaries, body)
         seen = { primary.id, secondaries[1].id, body.company_name }
         return { first_name = secondaries[1].first_name, memo = "merged by hand" }, { note = "mine" }
@@ -113,24 +113,24 @@ describe("TableCheck merge", function()
 
   it("lets resolve edit the default plan, stop the merge, or not touch merge_customer_ids", function()
     local a, b = pair()
-    local request = assert(c:merge(a.id, { b.id }, { dry_run = true, resolve = function(_, _, body)
+    local request = assert(c:merge_customers(a.id, { b.id }, { dry_run = true, resolve = function(_, _, body)
       body.first_name = "Jimmy"
       return body
     end }))
     assert.equal("Jimmy", request.body.first_name)
     assert.equal("Acme", request.body.company_name)
-    local _, err = c:merge(a.id, { b.id }, { resolve = function() return nil end })
+    local _, err = c:merge_customers(a.id, { b.id }, { resolve = function() return nil end })
     assert.equal("resolve", err.field)
-    _, err = c:merge(a.id, { b.id }, { resolve = function() return { merge_customer_ids = { a.id } } end })
+    _, err = c:merge_customers(a.id, { b.id }, { resolve = function() return { merge_customer_ids = { a.id } } end })
     assert.equal("merge_customer_ids", err.field)
-    _, err = c:merge(a.id, { b.id }, { resolve = function() return { phones = { "call me" } } end })
+    _, err = c:merge_customers(a.id, { b.id }, { resolve = function() return { phones = { "call me" } } end })
     assert.equal("phones[1]", err.field)
     assert.equal(0, puts(a.id))
   end)
 
   it("stops, sending nothing, when resolve raises", function()
     local a, b = pair()
-    local res, err = c:merge(a.id, { b.id }, { resolve = function() error("boom") end })
+    local res, err = c:merge_customers(a.id, { b.id }, { resolve = function() error("boom") end })
     assert.is_nil(res)
     assert.equal("validation", err.kind)
     assert.equal("resolve", err.field)
@@ -141,7 +141,7 @@ describe("TableCheck merge", function()
   describe("values the default plan cannot carry over", function()
     -- b as the server might hold it: a phone from before E.164 and an email without a domain.
     local function legacy(b, fields)
-      local raw = assert(c:customers_show(b.id))
+      local raw = assert(c:get_customer(b.id))
       for k, v in pairs(fields) do raw[k] = v end
       raw.phone_objects, raw.email_objects = nil, nil
       H.fault { method = "GET", path = BASE .. "/customers/" .. b.id, status = 200, count = 1,
@@ -151,7 +151,7 @@ describe("TableCheck merge", function()
     it("refuses to merge when a secondary's phone or email would be lost", function()
       local a, b = pair()
       legacy(b, { phones = { "88002000600" }, emails = { "jim@acme" } })
-      local res, err = c:merge(a.id, { b.id })
+      local res, err = c:merge_customers(a.id, { b.id })
       assert.is_nil(res)
       assert.equal("validation", err.kind)
       assert.equal("merge_would_lose_values", err.code)
@@ -161,11 +161,11 @@ describe("TableCheck merge", function()
       assert.not_matches("88002000600", tostring(err), 1, true)
       assert.not_matches("jim@acme", tostring(err), 1, true)
       assert.equal(0, puts(a.id))
-      assert.equal("Jim", assert(c:customers_show(b.id)).first_name) -- still there
+      assert.equal("Jim", assert(c:get_customer(b.id)).first_name) -- still there
 
       -- a resolve function decides, and the merge goes ahead
       legacy(b, { phones = { "88002000600" } })
-      local merged = assert(c:merge(a.id, { b.id }, { resolve = function(_, _, body, report)
+      local merged = assert(c:merge_customers(a.id, { b.id }, { resolve = function(_, _, body, report)
         assert.equal("88002000600", report.skipped[1].value)
         return body
       end }))
@@ -175,22 +175,22 @@ describe("TableCheck merge", function()
     it("refuses when the union would overwrite a phone of the primary, not when it leaves it", function()
       local a, b = pair()
       legacy(a, { phones = { "88002000600" } })
-      local _, err = c:merge(b.id, { a.id }, { dry_run = true }) -- a as the secondary: lost
+      local _, err = c:merge_customers(b.id, { a.id }, { dry_run = true }) -- a as the secondary: lost
       assert.equal("merge_would_lose_values", err.code)
       -- the same record as the primary, and no phones to bring in: nothing is overwritten
-      local d = assert(c:customers_create(H.tc_customer { phones = {} }))
+      local d = assert(c:create_customer(H.tc_customer { phones = {} }))
       legacy(a, { phones = { "88002000600" } })
-      local request = assert(c:merge(a.id, { d.id }, { dry_run = true }))
+      local request = assert(c:merge_customers(a.id, { d.id }, { dry_run = true }))
       assert.is_nil(request.body.overwrite_phones)
       legacy(a, { phones = { "88002000600" } })
-      _, err = c:merge(a.id, { b.id }, { dry_run = true }) -- b's phones would overwrite a's
+      _, err = c:merge_customers(a.id, { b.id }, { dry_run = true }) -- b's phones would overwrite a's
       assert.equal("merge_would_lose_values", err.code)
       assert.same({ a.id }, err.ids)
     end)
   end)
 
   it("refuses bad id lists with nothing sent", function()
-    local a = assert(c:customers_create(H.tc_customer()))
+    local a = assert(c:create_customer(H.tc_customer()))
     local before = H.total()
     local cases = {
       { { a.id, { a.id } }, "secondary_ids[1]", "itself" },
@@ -202,37 +202,37 @@ describe("TableCheck merge", function()
       { { nil, { MISSING } }, "primary_id" },
     }
     for _, case in ipairs(cases) do
-      local res, err = c:merge(case[1][1], case[1][2])
+      local res, err = c:merge_customers(case[1][1], case[1][2])
       assert.is_nil(res)
       assert.equal("validation", err.kind)
       assert.equal(case[2], err.field)
       if case[3] then assert.matches(case[3], err.message, 1, true) end
     end
-    local _, err = c:merge(a.id, { MISSING }, { dryrun = true })
+    local _, err = c:merge_customers(a.id, { MISSING }, { dryrun = true })
     assert.equal("dryrun", err.field)
     assert.equal(before, H.total())
   end)
 
   it("refuses ids that do not exist, sending no PUT", function()
     local a, b = pair()
-    local res, err = c:merge(a.id, { b.id, MISSING })
+    local res, err = c:merge_customers(a.id, { b.id, MISSING })
     assert.is_nil(res)
     assert.equal(404, err.status)
     assert.equal("secondary_ids[2]", err.field)
     assert.same({ MISSING }, err.ids)
     assert.matches("does not exist", tostring(err), 1, true)
     assert.matches(MISSING, tostring(err), 1, true)
-    res, err = c:merge(MISSING, { a.id })
+    res, err = c:merge_customers(MISSING, { a.id })
     assert.is_nil(res)
     assert.equal("primary_id", err.field)
     assert.equal(0, puts(a.id) + puts(MISSING))
-    assert.equal("Jim", assert(c:customers_show(b.id)).first_name)
+    assert.equal("Jim", assert(c:get_customer(b.id)).first_name)
   end)
 
   it("does not repeat the merge PUT once it may have reached the server", function()
     local a, b = pair()
     H.fault { method = "PUT", path = BASE .. "/customers/" .. a.id, status = 502, count = 1 }
-    local _, err = c:merge(a.id, { b.id })
+    local _, err = c:merge_customers(a.id, { b.id })
     assert.equal(502, err.status)
     assert.is_true(err.outcome_unknown)
     assert.equal(1, puts(a.id))
@@ -244,22 +244,22 @@ describe("TableCheck merge", function()
     -- the server merges, then its answer is replaced by a 200 without a customer object
     H.fault { method = "PUT", path = BASE .. "/customers/" .. a.id, status = 200, body = '{"ok":true}',
               after = true }
-    local res, err = c:merge(a.id, { b.id })
+    local res, err = c:merge_customers(a.id, { b.id })
     assert.is_nil(res)
     assert.equal("decode", err.kind)
     assert.is_true(err.outcome_unknown)
     assert.equal(1, puts(a.id))
     assert.same({ b.id }, err.report.request.body.merge_customer_ids)
-    assert.same({ b.id }, assert(c:customers_show(a.id)).merged_customer_ids) -- it happened, once
+    assert.same({ b.id }, assert(c:get_customer(a.id)).merged_customer_ids) -- it happened, once
   end)
 
   describe("wait", function()
     -- b has a reservation and a membership, which move to a asynchronously.
     local function with_links()
       local a, b = pair()
-      local r = assert(c:reservations_create { shop_id = H.tc.shop_ids[1], pax = 2,
+      local r = assert(c:create_reservation { shop_id = H.tc.shop_ids[1], pax = 2,
         start_at = "2030-01-01T19:00:00Z", customer_id = b.id })
-      local m = assert(c:memberships_create { membership_program_id = H.tc.program_ids[1],
+      local m = assert(c:create_membership { membership_program_id = H.tc.program_ids[1],
         code = "M-" .. b.id, customer_ids = { b.id } })
       return a, b, r, m
     end
@@ -268,17 +268,17 @@ describe("TableCheck merge", function()
       H.config { tablecheck_merge_delay = 0.6 }
       local a, b, r, m = with_links()
       local t0 = require("crm.core").now()
-      local merged = assert(c:merge(a.id, { b.id }, { wait = { timeout = 10, interval = 0.05 } }))
+      local merged = assert(c:merge_customers(a.id, { b.id }, { wait = { timeout = 10, interval = 0.05 } }))
       assert.is_true(require("crm.core").now() - t0 >= 0.5)
       assert.same({ b.id }, merged.merged_customer_ids)
-      assert.same({ a.id }, assert(c:reservations_show(r.id)).customer_ids)
-      assert.equal(a.id, assert(c:memberships_show(m.id)).customers[1].id)
+      assert.same({ a.id }, assert(c:get_reservation(r.id)).customer_ids)
+      assert.equal(a.id, assert(c:get_membership(m.id)).customers[1].id)
     end)
 
     it("times out with the pending ids when the move takes too long", function()
       H.config { tablecheck_merge_delay = 30 }
       local a, b = with_links()
-      local res, err = c:merge(a.id, { b.id }, { wait = { timeout = 0.3, interval = 0.05 } })
+      local res, err = c:merge_customers(a.id, { b.id }, { wait = { timeout = 0.3, interval = 0.05 } })
       assert.is_nil(res)
       assert.equal("timeout", err.kind)
       assert.equal("merge_pending", err.code)
@@ -295,7 +295,7 @@ describe("TableCheck merge", function()
       local _, err = c:wait_for_merge(a.id, { b.id }, { timeout = 0 }) -- not merged yet
       assert.equal("merge_pending", err.code)
       assert.equal("merged_customer_ids", err.stage)
-      assert(c:customers_amend(a.id, { merge_customer_ids = { b.id } }))
+      assert(c:update_customer(a.id, { merge_customer_ids = { b.id } }))
       assert.equal(a.id, assert(c:wait_for_merge(a.id, { b.id }, { timeout = 5, interval = 0.05 })).id)
       _, err = c:wait_for_merge(a.id, { MISSING }, { timeout = 0 })
       assert.equal("merged_customer_ids", err.stage)
@@ -307,7 +307,7 @@ describe("TableCheck merge", function()
                 body = { customer = { id = a.id, merged_customer_ids = "all of them" } } }
       H.fault { method = "GET", path = BASE .. "/reservations", status = 200, count = 1,
                 body = { reservations = { { id = MISSING, customer_ids = 7, primary_customer_id = b.id } } } }
-      assert(c:customers_amend(a.id, { merge_customer_ids = { b.id } }))
+      assert(c:update_customer(a.id, { merge_customer_ids = { b.id } }))
       local ok, res, err = pcall(c.wait_for_merge, c, a.id, { b.id }, { timeout = 5, interval = 0.01 })
       assert(ok, res)
       assert.equal(a.id, res and res.id, err and tostring(err))
@@ -320,11 +320,11 @@ describe("TableCheck find_duplicates", function()
 
   it("groups customers sharing a normalised email or phone, transitively, oldest first", function()
     local c = H.tablecheck()
-    local one = assert(c:customers_create(H.tc_customer { emails = { "dup@example.com" }, phones = {} }))
-    local two = assert(c:customers_create(H.tc_customer { emails = { "DUP@Example.com" },
+    local one = assert(c:create_customer(H.tc_customer { emails = { "dup@example.com" }, phones = {} }))
+    local two = assert(c:create_customer(H.tc_customer { emails = { "DUP@Example.com" },
                                                            phones = { "+819012345678" } }))
-    local three = assert(c:customers_create(H.tc_customer { emails = {}, phones = { "+819012345678" } }))
-    assert(c:customers_create(H.tc_customer()))
+    local three = assert(c:create_customer(H.tc_customer { emails = {}, phones = { "+819012345678" } }))
+    assert(c:create_customer(H.tc_customer()))
     H.config { tablecheck_synthetic_customers = 300 } -- plenty of unrelated customers
     local groups, stats = assert(c:find_duplicates())
     assert.equal(1, #groups)
@@ -335,7 +335,7 @@ describe("TableCheck find_duplicates", function()
     assert.same({ by = "email", value = "dup@example.com", ids = { one.id, two.id } }, g.reasons[1])
     assert.same({ by = "phone", value = "+819012345678", ids = { two.id, three.id } }, g.reasons[2])
 
-    local merged = assert(c:merge(g.primary, g.secondaries))
+    local merged = assert(c:merge_customers(g.primary, g.secondaries))
     assert.same({ two.id, three.id }, merged.merged_customer_ids)
     assert.same({ "dup@example.com" }, merged.emails)
     assert.same({ "+819012345678" }, merged.phones)
@@ -352,9 +352,9 @@ describe("TableCheck find_duplicates", function()
 
   it("can match on one kind only and passes a query to the search", function()
     local c = H.tablecheck()
-    assert(c:customers_create(H.tc_customer { first_name = "Pat", emails = { "x@example.com" },
+    assert(c:create_customer(H.tc_customer { first_name = "Pat", emails = { "x@example.com" },
                                               phones = { "+12065550000" } }))
-    assert(c:customers_create(H.tc_customer { first_name = "Pat", emails = { "y@example.com" },
+    assert(c:create_customer(H.tc_customer { first_name = "Pat", emails = { "y@example.com" },
                                               phones = { "+12065550000" } }))
     assert.equal(0, #assert(c:find_duplicates({ first_name = "Pat" }, { by = { "email" } })))
     assert.equal(1, #assert(c:find_duplicates({ first_name = "Pat" }, { by = { "phone" } })))
@@ -368,7 +368,7 @@ describe("TableCheck contacts helper", function()
   before_each(function()
     H.reset()
     c = H.tablecheck()
-    cust = assert(c:customers_create(H.tc_customer {
+    cust = assert(c:create_customer(H.tc_customer {
       phones = { "+12061112222", "+14253334444" }, emails = { "foo@bar.com", "baz@qux.com" },
     }))
   end)
@@ -377,35 +377,35 @@ describe("TableCheck contacts helper", function()
   local function email_id(n) return cust.email_objects[n].id end
 
   it("modifies and destroys by id and adds new entries", function()
-    local body = assert(c:contacts(cust, {
+    local body = assert(c:plan_contacts(cust, {
       phones = { modify = { [phone_id(1)] = "+818044445555" }, destroy = { phone_id(2) } },
       emails = { add = { "me@test.com" } },
     }))
     assert.same({ { id = phone_id(1), number = "+818044445555" }, { id = phone_id(2), _destroy = true } },
       body.phones)
     assert.is_nil(body.overwrite_phones)
-    local updated = assert(c:customers_amend(cust.id, body))
+    local updated = assert(c:update_customer(cust.id, body))
     assert.same({ "+818044445555" }, updated.phones)
     assert.equal(phone_id(1), updated.phone_objects[1].id) -- the same object, changed
     assert.same({ "foo@bar.com", "baz@qux.com", "me@test.com" }, updated.emails)
   end)
 
   it("keeps listed objects under overwrite and drops the rest", function()
-    local body = assert(c:contacts(cust, {
+    local body = assert(c:plan_contacts(cust, {
       emails = { keep = { email_id(2) }, add = { { email = "new@x.org", tag = "work" } }, overwrite = true },
     }))
     assert.is_true(body.overwrite_emails)
-    local updated = assert(c:customers_amend(cust.id, body))
+    local updated = assert(c:update_customer(cust.id, body))
     assert.same({ "baz@qux.com", "new@x.org" }, updated.emails)
     assert.equal("work", updated.email_objects[2].tag)
-    local cleared = assert(c:customers_amend(cust.id, assert(c:contacts(updated,
+    local cleared = assert(c:update_customer(cust.id, assert(c:plan_contacts(updated,
       { phones = { overwrite = true } }))))
     assert.same({}, cleared.phones)
   end)
 
   it("sets an exact list, keeping the objects that stay", function()
-    local body = assert(c:contacts(cust, { emails = { set = { "BAZ@qux.com ", "new@x.org" } } }))
-    local updated = assert(c:customers_amend(cust.id, body))
+    local body = assert(c:plan_contacts(cust, { emails = { set = { "BAZ@qux.com ", "new@x.org" } } }))
+    local updated = assert(c:update_customer(cust.id, body))
     assert.same({ "baz@qux.com", "new@x.org" }, updated.emails)
     assert.equal(email_id(2), updated.email_objects[1].id)
   end)
@@ -425,7 +425,7 @@ describe("TableCheck contacts helper", function()
       { {}, "spec", "changes nothing" },
     }
     for _, case in ipairs(cases) do
-      local body, err = c:contacts(cust, case[1])
+      local body, err = c:plan_contacts(cust, case[1])
       assert.is_nil(body)
       assert.equal("validation", err.kind)
       assert.equal(case[2], err.field)

@@ -18,14 +18,14 @@ local function ids_of(it)
   return ids, n
 end
 
-describe("TableCheck customers_search", function()
+describe("TableCheck iter_search_customers", function()
   before_each(function() H.reset() end)
 
   it("follows scroll_id 200 at a time, sending only the scroll_id after the first page", function()
     H.tc_seed(450, "Scroll")
     local t = H.recording_transport()
     local c = H.tablecheck { transport = t }
-    local it = c:customers_search { first_name = "Scroll", has_email = true }
+    local it = c:iter_search_customers { first_name = "Scroll", has_email = true }
     local first = assert(it())
     assert.equal("Scroll", first.first_name)
     assert.equal(450, it.total) -- known after the first page, long before the end
@@ -51,7 +51,7 @@ describe("TableCheck customers_search", function()
   it("stops on an empty page, not on a short one", function()
     H.config { tablecheck_search_page_size = 2 }
     H.tc_seed(3, "Short")
-    local _, n = ids_of(H.tablecheck():customers_search { first_name = "Short" })
+    local _, n = ids_of(H.tablecheck():iter_search_customers { first_name = "Short" })
     assert.equal(3, n)
     assert.equal(3, H.count(SEARCH)) -- 2, 1, then 0
   end)
@@ -59,7 +59,7 @@ describe("TableCheck customers_search", function()
   it("returns only what the query matches and exposes both phone shapes", function()
     H.tc_seed(3, "Jim")
     H.tc_seed(2, "Ann")
-    local it = H.tablecheck():customers_search { first_name = "jim", phone = "+1206" }
+    local it = H.tablecheck():iter_search_customers { first_name = "jim", phone = "+1206" }
     local n = 0
     for c in it do
       assert.equal("Jim", c.first_name)
@@ -85,7 +85,9 @@ describe("TableCheck customers_search", function()
     local c = H.tablecheck()
     for _, case in ipairs(cases) do
       H.fault { path = "/api/crm/v1/customer_search", status = 200, body = case[1], count = 1 }
-      local ok, items, err = pcall(function() return c:customers_search({}, { restart_on_expiry = true }):all() end)
+      local ok, items, err = pcall(function()
+        return c:iter_search_customers({}, { restart_on_expiry = true }):all()
+      end)
       assert(ok, items)
       assert.is_nil(items)
       assert.equal("decode", err.kind)
@@ -101,20 +103,20 @@ describe("TableCheck customers_search", function()
     local page = '{"customers":[{"id":"5f0000000000000000000001"}],"pagination":{"total_results":%d}}'
     H.fault { path = "/api/crm/v1/customer_search", status = 200, body = page:format(3), count = 1 }
     local c = H.tablecheck()
-    local items, err = c:customers_search():all()
+    local items, err = c:iter_search_customers():all()
     assert.is_nil(items)
     assert.equal("no_scroll_id", err.code)
     assert.equal(1, #err.partial)
     -- the last page may come without one: then the search is simply over
     H.fault { path = "/api/crm/v1/customer_search", status = 200, body = page:format(1), count = 1 }
-    assert.equal(1, #assert(c:customers_search():all()))
+    assert.equal(1, #assert(c:iter_search_customers():all()))
     assert.equal(2, H.count(SEARCH))
   end)
 
   it("reads synthetic customers beyond the stored ones", function()
     H.config { tablecheck_synthetic_customers = 500 }
     H.tc_seed(5, "Real")
-    local it = H.tablecheck():customers_search()
+    local it = H.tablecheck():iter_search_customers()
     local _, n = ids_of(it)
     assert.equal(505, n)
     assert.equal(505, it.total)
@@ -124,7 +126,7 @@ describe("TableCheck customers_search", function()
     it("is recognised from the server's answer and says so", function()
       H.config { tablecheck_search_page_size = 2, tablecheck_scroll_ttl = 0.3 }
       H.tc_seed(5, "Slow")
-      local it = H.tablecheck():customers_search()
+      local it = H.tablecheck():iter_search_customers()
       assert.equal(2, #assert(it:next_page()))
       core.sleep(0.5)
       local page, err = it:next_page()
@@ -143,7 +145,7 @@ describe("TableCheck customers_search", function()
       H.config { tablecheck_search_page_size = 2 }
       H.tc_seed(5, "Idle")
       local clock = H.manual_clock()
-      local it = H.tablecheck({ clock = clock }):customers_search()
+      local it = H.tablecheck({ clock = clock }):iter_search_customers()
       assert(it:next_page())
       clock.advance(299)
       assert(it:next_page()) -- within 5 minutes: fine
@@ -160,7 +162,7 @@ describe("TableCheck customers_search", function()
       H.config { tablecheck_search_page_size = 2 }
       H.tc_seed(3, "Ttl")
       local clock = H.manual_clock()
-      local it = H.tablecheck({ scroll_ttl = 20, clock = clock }):customers_search()
+      local it = H.tablecheck({ scroll_ttl = 20, clock = clock }):iter_search_customers()
       assert(it:next_page())
       clock.advance(21)
       local _, err = it:next_page()
@@ -172,7 +174,7 @@ describe("TableCheck customers_search", function()
     it("restarts the search with restart_on_expiry, without repeating customers", function()
       H.config { tablecheck_search_page_size = 2 }
       H.tc_seed(5, "Again")
-      local it = H.tablecheck():customers_search({ first_name = "Again" }, { restart_on_expiry = true })
+      local it = H.tablecheck():iter_search_customers({ first_name = "Again" }, { restart_on_expiry = true })
       local first = assert(it:next_page())
       -- the next scroll request finds its scroll expired, as the simulator words it
       H.fault { path = "/api/crm/v1/customer_search", status = 404, count = 1,
@@ -195,7 +197,7 @@ describe("TableCheck customers_search", function()
       local clock = H.manual_clock()
       local t = H.recording_transport()
       local it = H.tablecheck({ clock = clock, transport = t })
-        :customers_search({ first_name = "Clock" }, { restart_on_expiry = true })
+        :iter_search_customers({ first_name = "Clock" }, { restart_on_expiry = true })
       assert(it:next_page())
       clock.advance(600)
       local _, n = ids_of(it)
@@ -208,7 +210,7 @@ describe("TableCheck customers_search", function()
       H.config { tablecheck_search_page_size = 1, tablecheck_scroll_ttl = 0.1 }
       H.tc_seed(3, "Never")
       H.fault { path = "/api/crm/v1/customer_search", delay = 0.2, count = 100 }
-      local it = H.tablecheck():customers_search({}, { restart_on_expiry = true, max_restarts = 1 })
+      local it = H.tablecheck():iter_search_customers({}, { restart_on_expiry = true, max_restarts = 1 })
       local items, err = it:all()
       assert.is_nil(items)
       assert.equal("scroll_expired", err.code)
@@ -221,7 +223,7 @@ describe("TableCheck customers_search", function()
   it("passes other errors through once", function()
     H.tc_seed(3, "Err")
     H.config { tablecheck_search_page_size = 1 }
-    local it = H.tablecheck():customers_search()
+    local it = H.tablecheck():iter_search_customers()
     assert(it())
     H.fault { path = "/api/crm/v1/customer_search", status = 400, count = 1 }
     local item, err = it()
@@ -248,16 +250,16 @@ describe("TableCheck customers_search", function()
       { { gender = "other" }, "gender" },
     }
     for _, case in ipairs(cases) do
-      local item, err = c:customers_search(case[1])()
+      local item, err = c:iter_search_customers(case[1])()
       assert.is_false(item)
       assert.equal("validation", err.kind)
       assert.equal(case[2], err.field)
     end
-    local item, err = c:customers_search({}, { restart = true })()
+    local item, err = c:iter_search_customers({}, { restart = true })()
     assert.is_false(item)
     assert.equal("restart", err.field)
     assert.equal(0, H.total())
     -- a prefix is a valid phone query, as in the guide's example
-    assert(c:customers_search({ phone = "+1206", payment_average_amt_min = 12.5 })() == nil)
+    assert(c:iter_search_customers({ phone = "+1206", payment_average_amt_min = 12.5 })() == nil)
   end)
 end)

@@ -30,11 +30,11 @@ describe("Toast inputs", function()
       local txn = { amount = 1, localCreatedDate = "2024-03-05T09:21:40+09:00" }
       for _, bad in ipairs { "abc", "12345", ".", "..", "%2e%2e", H.restaurant .. "x", 7 } do
         refused("customerId", c:get_customer(bad))
-        refused("customerId", c:credit_summary(bad))
-        refused("customerId", c:customer_credit_transactions(bad))
+        refused("customerId", c:get_credit_summary(bad))
+        refused("customerId", c:list_customer_credit_transactions(bad))
         refused("customerId", c:add_credit(bad, txn))
-        refused("transactionId", c:credit_transaction(bad))
-        local item, err = c:customer_credit_transactions_iter(bad)()
+        refused("transactionId", c:get_credit_transaction(bad))
+        local item, err = c:iter_customer_credit_transactions(bad)()
         assert.is_false(item)
         assert.equal("customerId", err.field)
       end
@@ -104,8 +104,8 @@ describe("Toast inputs", function()
         refused("localCreatedDate", c:add_credit(cust.guid, { amount = 1, localCreatedDate = bad }))
       end
       for _, bad in ipairs { "2024-02-31", "2024-03-05T25:00", "2024-03-05T09:21:40+9999" } do
-        refused("startDate", c:credit_transactions { startDate = bad })
-        refused("endDate", c:credit_transactions { endDate = bad })
+        refused("startDate", c:list_credit_transactions { startDate = bad })
+        refused("endDate", c:list_credit_transactions { endDate = bad })
       end
       assert.equal(before, H.total())
     end)
@@ -162,7 +162,7 @@ describe("Toast inputs", function()
       local t = assert(c:add_credit(cust.guid, { amount = 6, localCreatedDate = crm.toast_time() }))
       assert.equal(3, H.count("POST " .. path))
       assert.equal(6, t.amount)
-      assert.equal(6, assert(c:credit_summary(cust.guid)).amount)
+      assert.equal(6, assert(c:get_credit_summary(cust.guid)).amount)
     end)
 
     it("gives a pending timeout carrying the GUID when 202 never ends", function()
@@ -188,8 +188,8 @@ describe("Toast inputs", function()
   describe("credit ranges and dates", function()
     it("refuses a reversed range and an epoch for localCreatedDate, sending nothing", function()
       local c = H.toast { token = "tok-test", client_id = false, client_secret = false }
-      refused("endDate", c:credit_transactions { startDate = "2024-03-31", endDate = "2024-03-01" })
-      refused("endDate", c:credit_transactions { startDate = "2024-03-05T10:00:00+09:00",
+      refused("endDate", c:list_credit_transactions { startDate = "2024-03-31", endDate = "2024-03-01" })
+      refused("endDate", c:list_credit_transactions { startDate = "2024-03-05T10:00:00+09:00",
                                                  endDate = "2024-03-05T00:59:59Z" })
       local _, err = c:add_credit("0b7d3f0e-1111-4a2b-9c3d-000000000001",
         { amount = 1, localCreatedDate = os.time() })
@@ -197,7 +197,7 @@ describe("Toast inputs", function()
       assert.matches("toast_time", err.message)
       assert.equal(0, H.total())
       -- the same instant written in two zones is not reversed
-      local ok, e2 = H.toast():credit_transactions { startDate = "2024-03-05T10:00:00+09:00",
+      local ok, e2 = H.toast():list_credit_transactions { startDate = "2024-03-05T10:00:00+09:00",
                                                      endDate = "2024-03-05T01:00:00Z" }
       assert.is_truthy(ok, tostring(e2))
     end)

@@ -103,15 +103,15 @@ describe("Toast guest history", function()
     end)
 
     it("reads dining options, employees and the menu tree with the Toast client's auth", function()
-      local options = assert(c:dining_options())
+      local options = assert(c:list_dining_options())
       assert.equal(6, #options)
       local behaviors = {}
       for _, o in ipairs(options) do behaviors[o.behavior] = (behaviors[o.behavior] or 0) + 1 end
       assert.same({ DINE_IN = 2, TAKE_OUT = 2, DELIVERY = 1, CATERING = 1 }, behaviors)
-      local staff = assert(c:employees())
+      local staff = assert(c:list_employees())
       assert.equal(8, #staff)
       assert.is_string(staff[1].firstName)
-      local items = assert(c:menu_items())
+      local items = assert(c:list_menu_items())
       local n, names = 0, {}
       for guid, it in pairs(items) do
         n = n + 1
@@ -127,23 +127,23 @@ describe("Toast guest history", function()
 
     it("pages through ordersBulk for one window", function()
       local from = NOW - 5 * DAY
-      local orders = assert(c:orders_bulk_iter { startDate = iso(from), endDate = iso(NOW), pageSize = 15,
+      local orders = assert(c:iter_orders { startDate = iso(from), endDate = iso(NOW), pageSize = 15,
                                                  spacing = 0, allow_fast = true }:all())
       local want = truth(from, NOW).orders
       assert.equal(40, #want)
       assert.equal(#want, #orders)
       for i = 1, #want do assert.equal(want[i].guid, orders[i].guid) end
       assert.equal(3, H.count("GET /orders/v2/ordersBulk")) -- 15 + 15 + 10
-      local one = assert(c:orders_bulk { startDate = from, endDate = NOW, page = 2, pageSize = 15,
+      local one = assert(c:list_orders { startDate = from, endDate = NOW, page = 2, pageSize = 15,
                                          spacing = 0, allow_fast = true })
       assert.equal(want[16].guid, one[1].guid)
     end)
 
     it("refuses windows over a month and short spacing before sending anything", function()
       local before = H.total()
-      local _, e1 = c:orders_bulk { startDate = NOW - 40 * DAY, endDate = NOW }
+      local _, e1 = c:list_orders { startDate = NOW - 40 * DAY, endDate = NOW }
       assert.equal("endDate", e1.field)
-      local _, e2 = c:orders_bulk { startDate = NOW - DAY, endDate = NOW, spacing = 1 }
+      local _, e2 = c:list_orders { startDate = NOW - DAY, endDate = NOW, spacing = 1 }
       assert.equal("spacing", e2.field)
       local _, e3 = c:backfill_orders { spacing = 2, now = NOW }
       assert.equal("validation", e3.kind)
@@ -231,7 +231,7 @@ describe("Toast guest history", function()
       local ops = {}
       for i = 1, 4 do
         ops[i] = function(client)
-          return client:orders_bulk { startDate = iso(NOW - (i + 1) * DAY), endDate = iso(NOW - i * DAY),
+          return client:list_orders { startDate = iso(NOW - (i + 1) * DAY), endDate = iso(NOW - i * DAY),
                                       spacing = 0.2, allow_fast = true }
         end
       end
@@ -459,7 +459,7 @@ describe("Toast guest history", function()
     setup(function()
       load_data()
       c = H.toast()
-      ctx = assert(c:guest_context())
+      ctx = assert(c:get_guest_context())
       t = truth(NOW - 10 * DAY, NOW)
       behavior = {}
       for _, o in ipairs(t.diningOptions) do

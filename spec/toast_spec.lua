@@ -247,7 +247,7 @@ describe("Toast client", function()
     it("iterates across several pages", function()
       local c = H.toast()
       for _ = 1, 7 do assert(c:create_customer(H.customer { lastName = "Paged" })) end
-      local it = c:search_iter({ lastName = "Paged" }, { pageSize = 3 })
+      local it = c:iter_search_customers({ lastName = "Paged" }, { pageSize = 3 })
       local n = 0
       for cust, err in it do
         assert.is_nil(err)
@@ -262,7 +262,7 @@ describe("Toast client", function()
     it("stops on a full last page followed by 204", function()
       local c = H.toast()
       for _ = 1, 4 do assert(c:create_customer(H.customer { lastName = "Even" })) end
-      local it = c:search_iter({ lastName = "Even" }, { pageSize = 2 })
+      local it = c:iter_search_customers({ lastName = "Even" }, { pageSize = 2 })
       local all = assert(it:all())
       assert.equal(4, #all)
       assert.equal(3, H.count("POST /crm/v1/customers/search"))
@@ -272,7 +272,7 @@ describe("Toast client", function()
       local c = H.toast()
       for _ = 1, 5 do assert(c:create_customer(H.customer { lastName = "Pages" })) end
       local sizes = {}
-      for page in c:search_iter({ lastName = "Pages" }, { pageSize = 2 }):each_page() do
+      for page in c:iter_search_customers({ lastName = "Pages" }, { pageSize = 2 }):each_page() do
         sizes[#sizes + 1] = #page
       end
       assert.same({ 2, 2, 1 }, sizes)
@@ -281,7 +281,7 @@ describe("Toast client", function()
     it("reports an error in the middle of paging", function()
       local c = H.toast()
       for _ = 1, 5 do assert(c:create_customer(H.customer { lastName = "Broken" })) end
-      local it = c:search_iter({ lastName = "Broken" }, { pageSize = 2 })
+      local it = c:iter_search_customers({ lastName = "Broken" }, { pageSize = 2 })
       local first = it()
       assert.equal("Broken", first.lastName)
       assert(it())
@@ -295,7 +295,7 @@ describe("Toast client", function()
 
     it("yields a validation error from an iterator built on bad input", function()
       local items = {}
-      for item, err in H.toast():search_iter {} do items[#items + 1] = { item, err } end
+      for item, err in H.toast():iter_search_customers {} do items[#items + 1] = { item, err } end
       assert.equal(1, #items)
       assert.is_false(items[1][1])
       assert.equal("validation", items[1][2].kind)
@@ -367,9 +367,9 @@ describe("Toast client", function()
       local t = assert(c:add_credit(cust.guid, { amount = 7, localCreatedDate = now_toast() }))
       -- Replaying the same GUID later must not add value either.
       assert(c:add_credit(cust.guid, { amount = 7, localCreatedDate = now_toast(), guid = t.guid }))
-      local summary = assert(c:credit_summary(cust.guid))
+      local summary = assert(c:get_credit_summary(cust.guid))
       assert.equal(7, summary.amount)
-      assert.equal(1, #assert(c:customer_credit_transactions(cust.guid)))
+      assert.equal(1, #assert(c:list_customer_credit_transactions(cust.guid)))
     end)
 
     it("carries the GUID on failure so the caller can retry the same transaction", function()
@@ -384,10 +384,10 @@ describe("Toast client", function()
     end)
 
     it("summarises credit with the earliest expiration", function()
-      assert.same({ amount = 0 }, { amount = assert(c:credit_summary(cust.guid)).amount })
+      assert.same({ amount = 0 }, { amount = assert(c:get_credit_summary(cust.guid)).amount })
       assert(c:add_credit(cust.guid, { amount = 5, localCreatedDate = now_toast() }))
       assert(c:add_credit(cust.guid, { amount = 2.5, localCreatedDate = now_toast() }))
-      local s = assert(c:credit_summary(cust.guid))
+      local s = assert(c:get_credit_summary(cust.guid))
       assert.equal(7.5, s.amount)
       assert.matches("^%d%d%d%d%-%d%d%-%d%dT", s.earliestExpirationDate)
     end)
@@ -398,35 +398,35 @@ describe("Toast client", function()
         guids[i] = assert(c:add_credit(cust.guid, { amount = i, localCreatedDate = now_toast() })).guid
       end
       local seen = {}
-      for t in c:customer_credit_transactions_iter(cust.guid, { pageSize = 2 }) do
+      for t in c:iter_customer_credit_transactions(cust.guid, { pageSize = 2 }) do
         seen[#seen + 1] = t.guid
       end
       assert.same({ guids[5], guids[4], guids[3], guids[2], guids[1] }, seen)
     end)
 
     it("returns an empty list on 204 for a customer without transactions", function()
-      assert.same({}, assert(c:customer_credit_transactions(cust.guid)))
+      assert.same({}, assert(c:list_customer_credit_transactions(cust.guid)))
     end)
 
     it("lists the restaurant's transactions in a date range", function()
       local t = assert(c:add_credit(cust.guid, { amount = 4, localCreatedDate = now_toast() }))
-      local inside = assert(c:credit_transactions { startDate = "2000-01-01T00:00:00.000+0000",
+      local inside = assert(c:list_credit_transactions { startDate = "2000-01-01T00:00:00.000+0000",
                                                     endDate = "2999-01-01T00:00:00.000+0000" })
       assert.equal(t.guid, inside[1].guid)
-      local outside = assert(c:credit_transactions { startDate = "2000-01-01T00:00:00.000+0000",
+      local outside = assert(c:list_credit_transactions { startDate = "2000-01-01T00:00:00.000+0000",
                                                      endDate = "2000-01-02T00:00:00.000+0000" })
       assert.same({}, outside)
       local n = 0
-      for _ in c:credit_transactions_iter { pageSize = 1 } do n = n + 1 end
+      for _ in c:iter_credit_transactions { pageSize = 1 } do n = n + 1 end
       assert.equal(1, n)
-      local _, err = c:credit_transactions { startDate = "yesterday" }
+      local _, err = c:list_credit_transactions { startDate = "yesterday" }
       assert.equal("startDate", err.field)
     end)
 
     it("gets one transaction by id, and 404 for an unknown one", function()
       local t = assert(c:add_credit(cust.guid, { amount = 1, localCreatedDate = now_toast() }))
-      assert.equal(1, assert(c:credit_transaction(t.guid)).amount)
-      local _, err = c:credit_transaction(crm.guid())
+      assert.equal(1, assert(c:get_credit_transaction(t.guid)).amount)
+      local _, err = c:get_credit_transaction(crm.guid())
       assert.equal(404, err.status)
     end)
   end)
@@ -474,8 +474,8 @@ describe("Toast client", function()
       H.fault { method = "POST", path = "/crm/v1/customers/" .. cust.guid .. "/creditTransactions",
                 partial = true, after = true, count = 1 }
       assert(c:add_credit(cust.guid, { amount = 12, localCreatedDate = now_toast() }))
-      assert.equal(12, assert(c:credit_summary(cust.guid)).amount)
-      assert.equal(1, #assert(c:customer_credit_transactions(cust.guid)))
+      assert.equal(12, assert(c:get_credit_summary(cust.guid)).amount)
+      assert.equal(1, #assert(c:list_customer_credit_transactions(cust.guid)))
     end)
 
     it("reports a body cut off mid-way as a transport error", function()

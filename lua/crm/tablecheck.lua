@@ -209,7 +209,7 @@ local function iter(self, name, params)
       p.truncated = true
       return nil, errors.new("validation", "GET " .. r.path .. " serves at most " .. r.max_pages
         .. " pages of " .. per_page .. " and the last one was full, so more may exist; use"
-        .. " customers_search to read them all", { code = "list_limit", field = "page" })
+        .. " iter_search_customers to read them all", { code = "list_limit", field = "page" })
     end
     query.page = p.page
     local items, ferr = fetch_page(self, name, query)
@@ -304,22 +304,22 @@ end
 
 -- GET /customers {ids, shop_ids, created_at_min/max, updated_at_min/max, page (0-9), per_page
 -- (<= 1000), include_fields, exclude_fields} -> customers, pagination | nil, err
-function TableCheck:customers_list(params) return list(self, "customers", params) end
+function TableCheck:list_customers(params) return list(self, "customers", params) end
 
 -- The same as a pager; at the 10-page limit it yields a list_limit error (it.truncated = true).
-function TableCheck:customers_iter(params) return iter(self, "customers", params) end
+function TableCheck:iter_customers(params) return iter(self, "customers", params) end
 
 -- GET /customers/{id} {include_fields, exclude_fields} -> customer | nil, err
-function TableCheck:customers_show(id, params) return show_one(self, "customers", id, params) end
+function TableCheck:get_customer(id, params) return show_one(self, "customers", id, params) end
 
 -- POST /customers (CustomerCreateParams: franchise_id required) -> customer | nil, err
-function TableCheck:customers_create(body)
+function TableCheck:create_customer(body)
   return create(self, "customers", "customer_create", body)
 end
 
 -- PUT /customers/{id} (CustomerUpdateParams) -> customer | nil, err. Retried on failure only
 -- when sending it twice changes nothing (no appended phones/emails, uploads or merges).
-function TableCheck:customers_amend(id, body)
+function TableCheck:update_customer(id, body)
   if type(body) == "table" and type(body.merge_customer_ids) == "table" then
     for i, m in ipairs(body.merge_customer_ids) do
       if m == id then
@@ -332,7 +332,7 @@ function TableCheck:customers_amend(id, body)
 end
 
 -- DELETE /customers/{id} -> true | nil, err
-function TableCheck:customers_delete(id) return delete(self, "customers", id) end
+function TableCheck:delete_customer(id) return delete(self, "customers", id) end
 
 local SEARCH_OPTIONS = { restart_on_expiry = true, max_restarts = true }
 local SEARCH_PATH, CUSTOMER_KEYS = "/customer_search", RESOURCES.customers.many
@@ -351,7 +351,7 @@ local RESTART_HINT = "; start the search again, or pass restart_on_expiry = true
   .. " iterator do it"
 
 --[[ POST /customer_search (CustomerSearchParams) as a pager of customers:
-    for c, err in client:customers_search({first_name = "Jim", has_email = true}) do ... end
+    for c, err in client:iter_search_customers({first_name = "Jim", has_email = true}) do ... end
   The first request sends the query, every later one only {scroll_id}; it stops when a page
   comes back empty. it.total is pagination.total_results once the first page is in.
   A scroll_id unused for scroll_ttl seconds (5 minutes) expires: the iterator notices before
@@ -360,7 +360,7 @@ local RESTART_HINT = "; start the search again, or pass restart_on_expiry = true
   opts.restart_on_expiry = true: start the search again instead (at most opts.max_restarts = 3
   times in a row). The ids already yielded are remembered and skipped, so nothing repeats; that
   set grows with the number of customers read, so leave it off for constant-memory exports. ]]
-function TableCheck:customers_search(query, opts)
+function TableCheck:iter_search_customers(query, opts)
   local body, err = schema.body("customer_search", query or {})
   if not body then return pager.failed(err) end
   err = validate.table(opts, "options")
@@ -459,88 +459,103 @@ function TableCheck:customers_search(query, opts)
   end, { started = false, fetched = 0, restarts = 0, restarted = 0, last_at = 0 })
 end
 
+-- search_customers(query) -> customers, pagination | nil, err: the first page only (up to 200),
+-- with pagination.scroll_id and total_results as the server sent them. iter_search_customers
+-- reads every page.
+function TableCheck:search_customers(query)
+  local body, err = schema.body("customer_search", query or {})
+  if not body then return nil, err end
+  local res
+  res, err = self:_call({ method = "POST", path = SEARCH_PATH, body = body }, true)
+  if not res then return nil, err end
+  local items
+  items, err = unwrap_items(res, "customers", CUSTOMER_KEYS)
+  if not items then return nil, err end
+  return items, pagination_of(res)
+end
+
 -- ---- shops and franchises ----
 
 -- GET /shops {ids, slugs, franchise_ids, page, per_page, include_fields, exclude_fields}
-function TableCheck:shops_list(params) return list(self, "shops", params) end
-function TableCheck:shops_iter(params) return iter(self, "shops", params) end
+function TableCheck:list_shops(params) return list(self, "shops", params) end
+function TableCheck:iter_shops(params) return iter(self, "shops", params) end
 -- GET /shops/{shop_id} (id or slug)
-function TableCheck:shops_show(id) return show_one(self, "shops", id) end
+function TableCheck:get_shop(id) return show_one(self, "shops", id) end
 
 -- GET /franchises {ids, names, slugs, page, per_page, include_fields, exclude_fields}
-function TableCheck:franchises_list(params) return list(self, "franchises", params) end
-function TableCheck:franchises_iter(params) return iter(self, "franchises", params) end
+function TableCheck:list_franchises(params) return list(self, "franchises", params) end
+function TableCheck:iter_franchises(params) return iter(self, "franchises", params) end
 -- GET /franchises/{franchise_id} (id or slug)
-function TableCheck:franchises_show(id) return show_one(self, "franchises", id) end
+function TableCheck:get_franchise(id) return show_one(self, "franchises", id) end
 
 -- ---- reservations ----
 
 -- GET /reservations {ids, customer_ids, created_at_*, updated_at_*, start_at_min/max, sort,
 -- sort_order, page, per_page, include_fields, exclude_fields}
-function TableCheck:reservations_list(params) return list(self, "reservations", params) end
-function TableCheck:reservations_iter(params) return iter(self, "reservations", params) end
+function TableCheck:list_reservations(params) return list(self, "reservations", params) end
+function TableCheck:iter_reservations(params) return iter(self, "reservations", params) end
 
 -- GET /reservations/{id} {include_fields, exclude_fields} -> reservation, reservation_flags
-function TableCheck:reservations_show(id, params)
+function TableCheck:get_reservation(id, params)
   local r, data = show(self, "reservations", id, params)
   if not r then return nil, data end
   return r, type(data.reservation_flags) == "table" and data.reservation_flags or {}
 end
 
 -- POST /reservations (ReservationCreateParams: shop_id, pax, start_at required)
-function TableCheck:reservations_create(body)
+function TableCheck:create_reservation(body)
   return create(self, "reservations", "reservation_create", body)
 end
 
 -- PUT /reservations/{id} (ReservationUpdateParams)
-function TableCheck:reservations_update(id, body)
+function TableCheck:update_reservation(id, body)
   return update(self, "reservations", "reservation_update", id, body)
 end
 
 -- ---- reservation flags ----
 
 -- GET /reservation_flags {ids, shop_ids, created_at_*, updated_at_*, page, per_page}
-function TableCheck:reservation_flags_list(params) return list(self, "reservation_flags", params) end
-function TableCheck:reservation_flags_iter(params) return iter(self, "reservation_flags", params) end
+function TableCheck:list_reservation_flags(params) return list(self, "reservation_flags", params) end
+function TableCheck:iter_reservation_flags(params) return iter(self, "reservation_flags", params) end
 -- GET /reservation_flags/{id}
-function TableCheck:reservation_flags_show(id) return show_one(self, "reservation_flags", id) end
+function TableCheck:get_reservation_flag(id) return show_one(self, "reservation_flags", id) end
 
 -- ---- memberships ----
 
 -- GET /memberships {ids, customer_ids, code, membership_program_id, created_at_*, updated_at_*,
 -- page, per_page, include_fields, exclude_fields}
-function TableCheck:memberships_list(params) return list(self, "memberships", params) end
-function TableCheck:memberships_iter(params) return iter(self, "memberships", params) end
+function TableCheck:list_memberships(params) return list(self, "memberships", params) end
+function TableCheck:iter_memberships(params) return iter(self, "memberships", params) end
 -- GET /memberships/{id}
-function TableCheck:memberships_show(id) return show_one(self, "memberships", id) end
+function TableCheck:get_membership(id) return show_one(self, "memberships", id) end
 
 -- POST /memberships (MembershipCreateParams: membership_program_id, code required)
-function TableCheck:memberships_create(body)
+function TableCheck:create_membership(body)
   return create(self, "memberships", "membership_create", body)
 end
 
 -- PUT /memberships/{id} (MembershipUpdateParams)
-function TableCheck:memberships_update(id, body)
+function TableCheck:update_membership(id, body)
   return update(self, "memberships", "membership_update", id, body)
 end
 
 -- DELETE /memberships/{id} -> true
-function TableCheck:memberships_delete(id) return delete(self, "memberships", id) end
+function TableCheck:delete_membership(id) return delete(self, "memberships", id) end
 
 -- ---- membership programs ----
 
 -- GET /membership_programs {ids, membership_ids, created_at_*, updated_at_*, page, per_page,
 -- include_fields, exclude_fields}
-function TableCheck:membership_programs_list(params) return list(self, "membership_programs", params) end
-function TableCheck:membership_programs_iter(params) return iter(self, "membership_programs", params) end
+function TableCheck:list_membership_programs(params) return list(self, "membership_programs", params) end
+function TableCheck:iter_membership_programs(params) return iter(self, "membership_programs", params) end
 -- GET /membership_programs/{id}
-function TableCheck:membership_programs_show(id) return show_one(self, "membership_programs", id) end
+function TableCheck:get_membership_program(id) return show_one(self, "membership_programs", id) end
 
 -- ---- flows ----
 
 -- contacts(customer, spec) -> body | nil, err: a nested phones/emails/... update for
--- customers_amend (see crm.tablecheck.contacts.plan). Sends nothing.
-function TableCheck.contacts(_, customer, spec) return contacts.plan(customer, spec) end
+-- update_customer (see crm.tablecheck.contacts.plan). Sends nothing.
+function TableCheck.plan_contacts(_, customer, spec) return contacts.plan(customer, spec) end
 
 -- The client's single-flight locks (crm.flight), for merges that share a customer, and how long
 -- one step may hold them (a read or the PUT, each within the retry deadline and one request).
@@ -554,7 +569,7 @@ function TableCheck:_flight_ttl()
 end
 
 -- merge(primary_id, secondary_ids [, {resolve, dry_run, wait}]) -> customer, report
-function TableCheck:merge(primary_id, secondary_ids, opts)
+function TableCheck:merge_customers(primary_id, secondary_ids, opts)
   return merge.merge(self, primary_id, secondary_ids, opts)
 end
 

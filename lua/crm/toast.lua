@@ -475,8 +475,8 @@ function Toast:search_customers(q, opts)
   return fetch_page(self, "POST", CRM .. "/customers/search", opts or {}, { query = q })
 end
 
--- search_iter(query [, {page, pageSize}]) -> pager yielding customers
-function Toast:search_iter(q, opts)
+-- iter_search_customers(query [, {page, pageSize}]) -> pager yielding customers
+function Toast:iter_search_customers(q, opts)
   local e
   q, opts, e = plain2(q, "query", opts, "options")
   if e then return pager.failed(e) end
@@ -592,7 +592,7 @@ end
 
 -- ---- credit ----
 
-function Toast:credit_summary(id)
+function Toast:get_credit_summary(id)
   local e = check_guid(id, "customerId")
   if e then return nil, e end
   local res, err = self:_call({ method = "GET", shape = "object",
@@ -601,14 +601,14 @@ function Toast:credit_summary(id)
   return res.data
 end
 
-function Toast:customer_credit_transactions(id, opts)
+function Toast:list_customer_credit_transactions(id, opts)
   local e = check_guid(id, "customerId") or check_page_opts(opts)
   if e then return nil, e end
   return fetch_page(self, "GET", CRM .. "/customers/" .. escape(id) .. "/creditTransactions",
     opts or {})
 end
 
-function Toast:customer_credit_transactions_iter(id, opts)
+function Toast:iter_customer_credit_transactions(id, opts)
   local e = check_guid(id, "customerId") or check_page_opts(opts)
   if e then return pager.failed(e) end
   return pages(self, "GET", CRM .. "/customers/" .. escape(id) .. "/creditTransactions", opts or {})
@@ -642,20 +642,20 @@ local function check_range(opts)
   return nil
 end
 
--- credit_transactions{startDate, endDate, page, pageSize}: the restaurant's, newest first.
-function Toast:credit_transactions(opts)
+-- list_credit_transactions{startDate, endDate, page, pageSize}: the restaurant's, newest first.
+function Toast:list_credit_transactions(opts)
   local e = check_range(opts)
   if e then return nil, e end
   return fetch_page(self, "GET", CRM .. "/creditTransactions", opts or {})
 end
 
-function Toast:credit_transactions_iter(opts)
+function Toast:iter_credit_transactions(opts)
   local e = check_range(opts)
   if e then return pager.failed(e) end
   return pages(self, "GET", CRM .. "/creditTransactions", opts or {})
 end
 
-function Toast:credit_transaction(id)
+function Toast:get_credit_transaction(id)
   local e = check_guid(id, "transactionId")
   if e then return nil, e end
   local res, err = self:_call({ method = "GET", shape = "object",
@@ -700,7 +700,7 @@ function Toast:add_credit(id, txn, opts)
   body.guid = body.guid or platform.guid()
   return confirmed_post(self, CRM .. "/customers/" .. escape(id) .. "/creditTransactions", body,
     opts and opts.confirm_timeout or self.confirm_timeout, "the credit transaction",
-    "credit_transaction")
+    "get_credit_transaction")
 end
 
 -- Guest history from orders (orders, dining options, employees, menus, backfill, sync to CRM):

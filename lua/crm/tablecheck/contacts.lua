@@ -34,7 +34,7 @@ end
 -- The API returns phones/emails as strings and phone_objects/email_objects as objects; when a
 -- response carries only one of the pair (search results, include_fields) the other is derived
 -- on first access, so callers can rely on both. Derived objects have no id. Deriving lazily
--- keeps customers_search exports cheap and keeps what the server did not send out of
+-- keeps iter_search_customers exports cheap and keeps what the server did not send out of
 -- pairs() and JSON encodings.
 local DERIVED = {
   phones = { from = "phone_objects", key = "number" },
@@ -250,7 +250,7 @@ for _, kind in ipairs(PLAN_ORDER) do PLAN_KEYS[kind] = true end
     set     = {value, ...}          phones/emails only: the exact final list, compared in normal
                                     form; unlisted objects are destroyed, missing ones added
   }
-  The result is checked like any customers_amend body (E.164 phones, email addresses). ]]
+  The result is checked like any update_customer body (E.164 phones, email addresses). ]]
 function M.plan(customer, spec)
   local e = validate.table(customer, "customer", true) or validate.table(spec, "spec", true)
     or validate.known_keys(spec, PLAN_KEYS)

@@ -78,7 +78,7 @@ function M.wait(client, customer_id, opts)
   local images, err, pending = retry.poll(client.clock,
     { timeout = timeout, interval = opts.interval, max_interval = opts.max_interval },
     function()
-      local customer, cerr = client:customers_show(customer_id)
+      local customer, cerr = client:get_customer(customer_id)
       if not customer then return nil, cerr end
       local list = customer.images or {}
       if type(list) ~= "table" then

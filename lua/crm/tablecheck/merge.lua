@@ -200,7 +200,7 @@ end
 
 -- Reads one customer for a merge; a 404 says which argument named it.
 local function read(client, id, field)
-  local c, err = client:customers_show(id)
+  local c, err = client:get_customer(id)
   if c then return c end
   if err.status == 404 then
     err.message = "the customer named by " .. field .. " does not exist (a customer merged before"
@@ -223,12 +223,12 @@ local function still_linked(client, secondary_ids)
       left[#left + 1] = id
     end
   end
-  for r, err in client:reservations_iter { customer_ids = secondary_ids } do
+  for r, err in client:iter_reservations { customer_ids = secondary_ids } do
     if r == false then return nil, err end
     for _, id in ipairs(items(r.customer_ids)) do note(id) end
     if r.primary_customer_id then note(r.primary_customer_id) end
   end
-  for m, err in client:memberships_iter { customer_ids = secondary_ids } do
+  for m, err in client:iter_memberships { customer_ids = secondary_ids } do
     if m == false then return nil, err end
     for _, id in ipairs(items(m.customer_ids)) do note(id) end
     for _, c in ipairs(items(m.customers)) do
@@ -249,7 +249,7 @@ function M.wait(client, primary_id, secondary_ids, opts)
   local customer, err, state = retry.poll(client.clock,
     { timeout = timeout, interval = opts.interval, max_interval = opts.max_interval },
     function()
-      local c, cerr = client:customers_show(primary_id)
+      local c, cerr = client:get_customer(primary_id)
       if not c then return nil, cerr end
       local merged = {}
       for _, id in ipairs(items(c.merged_customer_ids)) do merged[tostring(id)] = true end
@@ -420,7 +420,7 @@ local DUP_OPTIONS = { by = true, restart_on_expiry = true }
 
 --[=[ find_duplicates(client [, query [, {by = {"email", "phone"}, restart_on_expiry}]])
   -> groups, {scanned, total} | nil, err
-  Reads every customer the search matches (customers_search) and groups the ones that share a
+  Reads every customer the search matches (iter_search_customers) and groups the ones that share a
   normalised email or E.164 phone, transitively. Each group:
     { primary = id, secondaries = {id, ...}, ids = {...}, reasons = { {by, value, ids} } }
   Ids are ordered oldest first by created_at (ties: the order the search returned them), so
@@ -462,7 +462,7 @@ function M.find_duplicates(client, query, opts)
     end
   end
 
-  local it = client:customers_search(query or {}, { restart_on_expiry = opts.restart_on_expiry })
+  local it = client:iter_search_customers(query or {}, { restart_on_expiry = opts.restart_on_expiry })
   for c, err in it do
     if c == false then return nil, err end
     local id = c.id and tostring(c.id)

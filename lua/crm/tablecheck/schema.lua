@@ -599,7 +599,7 @@ local function customers_page(v, f)
   if e then return e end
   if v ~= nil and v >= M.CUSTOMERS_MAX_PAGES then
     return fail(f, "must be at most " .. (M.CUSTOMERS_MAX_PAGES - 1) .. ": GET /customers serves only "
-      .. M.CUSTOMERS_MAX_PAGES .. " pages (zero-based); use customers_search to read every customer")
+      .. M.CUSTOMERS_MAX_PAGES .. " pages (zero-based); use iter_search_customers to read every customer")
   end
   return nil, r
 end

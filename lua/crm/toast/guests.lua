@@ -273,7 +273,7 @@ local function check_context(ctx)
 end
 
 -- new(context [, {max_items = 10, country_code = "1"}]) -> set | nil, err
--- context = {dining_options, employees, items} as client:guest_context() returns it.
+-- context = {dining_options, employees, items} as client:get_guest_context() returns it.
 function M.new(ctx, opts)
   local e = check_context(ctx) or validate.table(opts, "options")
   if e then return nil, e end

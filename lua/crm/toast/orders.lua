@@ -151,16 +151,16 @@ end
 -- Endpoints
 ---------------------------------------------------------------------------
 
--- orders_bulk{startDate, endDate | businessDate, page, pageSize, spacing, allow_fast}
+-- list_orders{startDate, endDate | businessDate, page, pageSize, spacing, allow_fast}
 --   -> array of Orders | nil, err  (one page)
-function Orders:orders_bulk(opts)
+function Orders:list_orders(opts)
   local q, e = check_bulk(opts)
   if not q then return nil, e end
   return bulk_page(self, q, opts.page or 1, opts.pageSize or M.MAX_PAGE_SIZE, opts.spacing or M.MIN_SPACING)
 end
 
--- orders_bulk_iter{...same...} -> pager over every Order of the range, page after page
-function Orders:orders_bulk_iter(opts)
+-- iter_orders{...same...} -> pager over every Order of the range, page after page
+function Orders:iter_orders(opts)
   local q, e = check_bulk(opts)
   if not q then return pager.failed(e) end
   return bulk_pager(self, q, opts.page or 1, opts.pageSize or M.MAX_PAGE_SIZE, opts.spacing or M.MIN_SPACING)
@@ -173,39 +173,39 @@ local function get(self, path, shape)
   return res.data or {}
 end
 
--- dining_options() -> array of DiningOption {guid, name, behavior, ...} | nil, err
-function Orders:dining_options() return get(self, DINING_OPTIONS, "array") end
+-- list_dining_options() -> array of DiningOption {guid, name, behavior, ...} | nil, err
+function Orders:list_dining_options() return get(self, DINING_OPTIONS, "array") end
 
--- employees() -> array of Employee {guid, firstName, lastName, ...} | nil, err
-function Orders:employees() return get(self, EMPLOYEES, "array") end
+-- list_employees() -> array of Employee {guid, firstName, lastName, ...} | nil, err
+function Orders:list_employees() return get(self, EMPLOYEES, "array") end
 
--- menus() -> the menus document {menus = [{menuGroups = [{menuItems, menuGroups}]}], ...} | nil, err
-function Orders:menus() return get(self, MENUS, "object") end
+-- get_menus() -> the menus document {menus = [{menuGroups = [{menuItems, menuGroups}]}], ...} | nil, err
+function Orders:get_menus() return get(self, MENUS, "object") end
 
--- menu_items() -> {[guid] = {guid, name, price, menu, group}} | nil, err
-function Orders:menu_items()
-  local doc, err = self:menus()
+-- list_menu_items() -> {[guid] = {guid, name, price, menu, group}} | nil, err
+function Orders:list_menu_items()
+  local doc, err = self:get_menus()
   if not doc then return nil, err end
   return guests.menu_items(doc)
 end
 
--- guest_context() -> {dining_options, employees, items}, each indexed by GUID | nil, err
-function Orders:guest_context()
-  local options, err = self:dining_options()
+-- get_guest_context() -> {dining_options, employees, items}, each indexed by GUID | nil, err
+function Orders:get_guest_context()
+  local options, err = self:list_dining_options()
   if not options then return nil, err end
   local staff
-  staff, err = self:employees()
+  staff, err = self:list_employees()
   if not staff then return nil, err end
   local items
-  items, err = self:menu_items()
+  items, err = self:list_menu_items()
   if not items then return nil, err end
   return { dining_options = guests.index_dining_options(options), employees = guests.index_employees(staff),
            items = items }
 end
 
--- profile_set([{max_items, country_code}]) -> an empty profile set with a fresh context | nil, err
+-- new_profile_set([{max_items, country_code}]) -> an empty profile set with a fresh context | nil, err
 -- country_code defaults to the client's default_country_code.
-function Orders:profile_set(opts)
+function Orders:new_profile_set(opts)
   local e = validate.table(opts, "options")
   if e then return nil, e end
   local o = { country_code = self.default_country_code }
@@ -213,7 +213,7 @@ function Orders:profile_set(opts)
   local set
   set, e = guests.new({ dining_options = {}, employees = {}, items = {} }, o)
   if not set then return nil, e end
-  local ctx, err = self:guest_context()
+  local ctx, err = self:get_guest_context()
   if not ctx then return nil, err end
   set.context = ctx
   return set
@@ -291,7 +291,7 @@ function Orders:backfill_orders(opts)
     or check_checkpoint(opts.checkpoint)
   if e then return nil, e end
   if opts.profiles ~= nil and opts.profiles ~= false and not guests.is_set(opts.profiles) then
-    return nil, fail("profiles", "must be a profile set (client:profile_set()) or false")
+    return nil, fail("profiles", "must be a profile set (client:new_profile_set()) or false")
   end
   local now
   if opts.now ~= nil then
@@ -317,7 +317,7 @@ function Orders:backfill_orders(opts)
   local set = opts.profiles
   if set == nil then
     local serr
-    set, serr = self:profile_set()
+    set, serr = self:new_profile_set()
     if not set then return nil, serr end
   end
 
