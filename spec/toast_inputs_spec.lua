@@ -202,4 +202,12 @@ describe("Toast inputs", function()
       assert.is_truthy(ok, tostring(e2))
     end)
   end)
+
+  it("has one date helper: crm.toast_time and guest history format epochs alike", function()
+    local guests = require "crm.toast.guests"
+    for _, t in ipairs { 0, 1.0004, 1.9996, 1709600000.5, 1709600000.9999 } do
+      assert.equal(guests.format_time(t), (crm.toast_time(t)))
+    end
+    assert.equal("1970-01-01T00:00:02.000+0000", (crm.toast_time(1.9996)))
+  end)
 end)

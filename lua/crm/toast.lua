@@ -331,13 +331,11 @@ function M.format_time(x)
   if type(x) == "string" then return toast_time(x, "time") end
   local e = validate.number(x, "time", { min = 0 })
   if e then return nil, e end
-  local secs = floor(x)
-  local ms = floor((x - secs) * 1000 + 0.5)
-  if ms >= 1000 then secs, ms = secs + 1, ms - 1000 end
-  if secs >= MAX_EPOCH then
+  if floor(x + 0.0005) >= MAX_EPOCH then
     return nil, validate.fail("time", "must be epoch seconds before the year 10000")
   end
-  return os.date("!%Y-%m-%dT%H:%M:%S", secs) .. string.format(".%03d+0000", ms)
+  -- The one formatter of epochs in Toast's form (guest history uses it too).
+  return require("crm.toast.guests").format_time(x)
 end
 
 -- ---- customers ----
