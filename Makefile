@@ -12,10 +12,24 @@ else
 LUA_INC  ?= $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
 endif
 
+# lua/crm/version.lua is the one place the version is written (`return "MAJOR.MINOR.PATCH"`);
+# the C core gets it as CRM_VERSION (the curl User-Agent), make dist and make version-check too.
+VERSION  := $(shell sed -n 's/^return "\([0-9][0-9]*\.[0-9][0-9]*\.[0-9][0-9]*\)"$$/\1/p' lua/crm/version.lua)
+ifeq ($(VERSION),)
+$(error lua/crm/version.lua must hold a line `return "MAJOR.MINOR.PATCH"`)
+endif
+
+# CFLAGS and LDFLAGS are the caller's (luarocks passes its own CFLAGS); CORE_* are what every
+# build of the C core gets, make's and the rock's alike (rockspec/*: build.type "make" runs
+# `make all` and `make rock-install` here). WERROR= (empty, e.g. in the environment) drops -Werror.
 CFLAGS   ?= -O2 -g
-CFLAGS   += -std=c11 -Wall -Wextra -Werror -fPIC $(LUA_INC)
+WERROR   ?= -Werror
+CORE_CFLAGS  := -std=c11 -Wall -Wextra $(WERROR) -fPIC -DCRM_VERSION='"$(VERSION)"'
 # nodelete: libcurl keeps global state, so the module must never be unloaded at lua_close.
-LDFLAGS  += -shared -Wl,-z,nodelete
+CORE_LDFLAGS := -shared -Wl,-z,nodelete
+# The rock's build adds the -I/-L of the libraries luarocks found (external_dependencies).
+EXTRA_INC     ?=
+EXTRA_LIBDIRS ?=
 LIBS     := -lcurl -luuid
 
 export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;
@@ -26,16 +40,17 @@ export CRM_SIM_PORT := $(SIM_PORT)
 
 all: $(SO)
 
-$(SO): src/core.c src/wire.c src/wire.h src/compat.h
+$(SO): src/core.c src/wire.c src/wire.h src/compat.h lua/crm/version.lua
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ src/core.c src/wire.c $(LIBS)
+	$(CC) $(CFLAGS) $(CORE_CFLAGS) $(LUA_INC) $(EXTRA_INC) $(LDFLAGS) $(CORE_LDFLAGS) -o $@ \
+	  src/core.c src/wire.c $(EXTRA_LIBDIRS) $(LIBS)
 
 deps:
 	@bash scripts/deps.sh
 
 # The suite runs under every runtime users load crm into: Lua 5.4 and LuaJIT (OpenResty).
 TEST_LUAS ?= lua5.4 luajit
-test: deps
+test: deps version-check
 	@for l in $(TEST_LUAS); do $(MAKE) -s --no-print-directory all LUA=$$l || exit 1; done
 	@bash scripts/test-all.sh $(TEST_LUAS)
 
@@ -67,9 +82,9 @@ ASAN_BUILD := build/asan
 ASAN_SO    := $(ASAN_BUILD)/crm/core.so
 SAN_FLAGS  := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-$(ASAN_SO): src/core.c src/wire.c src/wire.h src/compat.h
+$(ASAN_SO): src/core.c src/wire.c src/wire.h src/compat.h lua/crm/version.lua
 	@mkdir -p $(dir $@)
-	$(CC) -std=c11 -Wall -Wextra -Werror -fPIC $(LUA_INC) $(SAN_FLAGS) -shared -Wl,-z,nodelete -o $@ src/core.c src/wire.c $(LIBS)
+	$(CC) $(CORE_CFLAGS) $(LUA_INC) $(SAN_FLAGS) $(CORE_LDFLAGS) -o $@ src/core.c src/wire.c $(LIBS)
 
 .PHONY: check check-asan check-valgrind deps-tools
 deps-tools:
@@ -128,3 +143,34 @@ chaos: deps
 	  { CHAOS_SEED="$(CHAOS_SEED)" CHAOS_CONCURRENCY="$(CHAOS_CONCURRENCY)" CHAOS_RATE="$(CHAOS_RATE)" \
 	    CHAOS_OPENRESTY_OPS="$(CHAOS_OPENRESTY_OPS)" $(LUA) scripts/chaos.lua $(CHAOS_OPS); rc=$$?; \
 	    bash scripts/sim.sh stop $(SIM_PORT) >/dev/null; exit $$rc; }
+
+# ---- packaging: rockspec/crm-$(VERSION)-1.rockspec, a source rock, offline installs ----
+# make version-check   lua/crm/version.lua, the rockspec's name and version field, the C core
+# make dist            build/dist/crm-$(VERSION)-1.src.rock: the rockspec and crm-$(VERSION).tar.gz
+#                      (the checkout's git-known files), for `luarocks build --deps-mode=none`
+# make rock-test       dist, then installs into clean Lua 5.4 and 5.1 (LuaJIT) trees and runs
+#                      each against the simulator on ROCK_SIM_PORT
+ROCKSPEC      := rockspec/crm-$(VERSION)-1.rockspec
+DIST_DIR      := build/dist
+SRC_ROCK      := $(DIST_DIR)/crm-$(VERSION)-1.src.rock
+ROCK_SIM_PORT ?= 18787
+.PHONY: version-check dist rock-test rock-install
+version-check:
+	@bash scripts/dist.sh check
+
+dist:
+	@bash scripts/dist.sh pack $(DIST_DIR)
+
+# (it packs build/dist itself, after installing luarocks, zip and unzip when they are missing)
+rock-test:
+	@bash scripts/rock-test.sh $(ROCK_SIM_PORT)
+
+# Run by luarocks after `make all` (rockspec build.install_target): every Lua module under lua/
+# and the C core, into the rock's directories.
+LUA_MODULES := $(shell cd lua && find . -name '*.lua' | sed 's,^\./,,' | LC_ALL=C sort)
+rock-install: $(SO)
+	@test -n "$(INST_LUADIR)" && test -n "$(INST_LIBDIR)" || \
+	  { echo "rock-install: INST_LUADIR and INST_LIBDIR must be set (luarocks sets them)" >&2; exit 1; }
+	install -d "$(INST_LIBDIR)/crm"
+	install -m 755 $(SO) "$(INST_LIBDIR)/crm/core.so"
+	@cd lua && for f in $(LUA_MODULES); do install -D -m 644 "$$f" "$(INST_LUADIR)/$$f" || exit 1; done

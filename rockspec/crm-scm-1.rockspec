@@ -1,55 +1,51 @@
+rockspec_format = "3.0"
 package = "crm"
 version = "scm-1"
+-- The work tree, for developers: `luarocks make rockspec/crm-scm-1.rockspec` in a checkout builds
+-- and installs what is on disk (luarocks make fetches nothing). crm has no public repository
+-- yet, so nothing here names one; releases are rockspec/crm-<version>-1.rockspec, packed by
+-- `make dist`. The C core and crm._VERSION still report lua/crm/version.lua's version.
 source = {
-  url = "git+https://example.invalid/crm.git",
+  url = "crm-scm.tar.gz",
+  dir = "crm-scm",
 }
 description = {
   summary = "Toast CRM v1 and TableCheck CRM v1 clients: a libcurl C core with Lua flows",
   detailed = [[
-    crm scripts the Toast CRM v1 and TableCheck CRM v1 APIs from Lua 5.4 and OpenResty:
-    customers, search, credit, merges and image uploads, with retries, paging iterators and
-    one structured error convention (res, err).
+    crm scripts the Toast CRM v1 and TableCheck CRM v1 APIs from Lua 5.4 and from LuaJIT 2.1
+    (OpenResty, lua-nginx-module): customers, search, credit, merges and image uploads, with
+    retries, paging iterators and one structured error convention (res, err).
+    Needs libcurl >= 7.85.0 (CURLOPT_PROTOCOLS_STR) with its headers, and libuuid.
   ]],
   license = "MIT",
 }
+supported_platforms = { "linux" }
 dependencies = {
   "lua >= 5.1",
   "lua-cjson >= 2.1.0",
 }
 external_dependencies = {
-  -- Only the library is probed: Debian keeps curl.h under a multiarch include dir that the
-  -- compiler searches but luarocks does not.
+  -- libcurl >= 7.85.0 (src/core.c stops the build with an #error when curl.h is older). Only
+  -- the library is probed: Debian keeps curl.h under a multiarch include dir.
   CURL = { library = "curl" },
   UUID = { header = "uuid/uuid.h", library = "uuid" },
 }
 build = {
-  type = "builtin",
-  modules = {
-    ["crm.core"] = {
-      sources = { "src/core.c", "src/wire.c" },
-      libraries = { "curl", "uuid" },
-      incdirs = { "src", "$(CURL_INCDIR)", "$(UUID_INCDIR)" },
-      libdirs = { "$(CURL_LIBDIR)", "$(UUID_LIBDIR)" },
-    },
-    ["crm"] = "lua/crm.lua",
-    ["crm.batch"] = "lua/crm/batch.lua",
-    ["crm.client"] = "lua/crm/client.lua",
-    ["crm.error"] = "lua/crm/error.lua",
-    ["crm.http"] = "lua/crm/http.lua",
-    ["crm.pager"] = "lua/crm/pager.lua",
-    ["crm.platform"] = "lua/crm/platform.lua",
-    ["crm.ratelimit"] = "lua/crm/ratelimit.lua",
-    ["crm.retry"] = "lua/crm/retry.lua",
-    ["crm.tablecheck"] = "lua/crm/tablecheck.lua",
-    ["crm.tablecheck.contacts"] = "lua/crm/tablecheck/contacts.lua",
-    ["crm.tablecheck.images"] = "lua/crm/tablecheck/images.lua",
-    ["crm.tablecheck.merge"] = "lua/crm/tablecheck/merge.lua",
-    ["crm.tablecheck.schema"] = "lua/crm/tablecheck/schema.lua",
-    ["crm.toast"] = "lua/crm/toast.lua",
-    ["crm.toast.guests"] = "lua/crm/toast/guests.lua",
-    ["crm.toast.orders"] = "lua/crm/toast/orders.lua",
-    ["crm.transport"] = "lua/crm/transport.lua",
-    ["crm.transport.ngx"] = "lua/crm/transport/ngx.lua",
-    ["crm.validate"] = "lua/crm/validate.lua",
+  -- The same build as rockspec/crm-<version>-1.rockspec: the project's Makefile and its flags.
+  type = "make",
+  build_target = "all",
+  build_variables = {
+    CC = "$(CC)",
+    CFLAGS = "$(CFLAGS)",
+    LUA_INC = "-I$(LUA_INCDIR)",
+    EXTRA_INC = "-I$(CURL_INCDIR) -I$(UUID_INCDIR)",
+    EXTRA_LIBDIRS = "-L$(CURL_LIBDIR) -L$(UUID_LIBDIR)",
+    BUILD = "build/rock",
+  },
+  install_target = "rock-install",
+  install_variables = {
+    BUILD = "build/rock",
+    INST_LUADIR = "$(LUADIR)",
+    INST_LIBDIR = "$(LIBDIR)",
   },
 }

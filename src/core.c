@@ -12,10 +12,19 @@
 #include <curl/curl.h>
 #include <uuid/uuid.h>
 
+/* The oldest libcurl the core builds against: CURLOPT_PROTOCOLS_STR arrived in 7.85.0. */
+#if LIBCURL_VERSION_NUM < 0x075500
+#error "crm needs libcurl >= 7.85.0 (CURLOPT_PROTOCOLS_STR); install a newer libcurl development package"
+#endif
+
 #include "compat.h"
 #include "wire.h"
 
-#define CRM_VERSION "0.1.0"
+/* The version comes from lua/crm/version.lua, passed by the Makefile (make, and the rock's build)
+ * as -DCRM_VERSION="\"x.y.z\"": it is never written here. */
+#ifndef CRM_VERSION
+#error "CRM_VERSION is not set: build with make (it reads lua/crm/version.lua) or luarocks"
+#endif
 #define CRM_HANDLE_MT "crm.core.handle"
 #define CRM_MULTI_MT "crm.core.multi"
 #define CRM_DEFAULT_MAX_RESPONSE (16L * 1024 * 1024)

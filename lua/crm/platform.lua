@@ -4,8 +4,9 @@
 -- the clock have stand-ins here.
 local M = {}
 
--- Must equal CRM_VERSION in src/core.c (a spec checks): the User-Agent of the ngx transport.
-M.VERSION = "0.1.0"
+-- lua/crm/version.lua is the one source: the Makefile compiles the same string into the C core
+-- as CRM_VERSION (a spec checks both agree). The User-Agent of the ngx transport.
+M.VERSION = require "crm.version"
 
 local ngx = rawget(_G, "ngx")
 M.ngx = ngx -- nil outside nginx
