@@ -5,7 +5,6 @@
 -- Runs against the local simulator unless CRM_TABLECHECK_URL and CRM_TABLECHECK_API_KEY say
 -- otherwise.
 local crm = require "crm"
-local http = require "crm.http"
 
 local port = os.getenv("CRM_SIM_PORT") or "18080"
 local client = assert(crm.tablecheck {
@@ -31,7 +30,8 @@ for customer, err in it do
     local v = customer[k]
     if type(v) == "table" and next(v) == nil then customer[k] = crm.empty_array end
   end
-  out:write(assert(http.encode(customer)), "\n")
+  -- crm.json keeps [] as [] (plain cjson would write every empty tags list as {}).
+  out:write(assert(crm.json.encode(customer)), "\n")
   n = n + 1
   if n % 10000 == 0 then io.stderr:write(n, " of ", it.total or "?", " customers\n") end
 end

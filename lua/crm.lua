@@ -2,11 +2,13 @@
 local platform = require "crm.platform"
 local errors = require "crm.error"
 local http = require "crm.http"
+local json = require "crm.json"
 
 local crm = {
   _VERSION = platform.version,
   null = http.null,             -- JSON null, for request bodies that must send it
   empty_array = http.empty_array, -- encodes as [] (an empty Lua table encodes as {})
+  json = json,                  -- decode/encode that round-trip [] and {} (see lua/crm/json.lua)
   guid = platform.guid,         -- a fresh lowercase UUID v4
   is_error = errors.is,
 }

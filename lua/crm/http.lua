@@ -1,103 +1,32 @@
 -- JSON over HTTP for both APIs: builds URLs and headers, runs one request on the transport,
 -- decodes the body and maps every outcome to a result or a crm error.
-local cjson = require "cjson"
+local json = require "crm.json"
 local platform = require "crm.platform"
 local errors = require "crm.error"
 local retry = require "crm.retry"
 
 local M = {}
 
-local json = cjson.new()
-json.encode_sparse_array(false)
-json.encode_invalid_numbers(false)
--- NaN, Infinity and hex numbers in an answer are decode errors, not numbers.
-json.decode_invalid_numbers(false)
-
 local escape = platform.escape
 local type, pairs, next, pcall, tostring = type, pairs, next, pcall, tostring
 local concat, sort, find = table.concat, table.sort, string.find
-local null = json.null
-M.null = null
 
--- An empty table encodes as {}; callers that mean [] pass this marker instead.
-M.empty_array = setmetatable({}, { __name = "crm.empty_array" })
+-- JSON is crm.json's (see lua/crm/json.lua): every answer comes back with array_mt on its
+-- arrays and without nulls in its objects; request bodies go out with [] for the empty-array
+-- marker and for empty tables carrying array_mt, and integers JSON would change are refused.
+M.null = json.null
+M.empty_array = json.empty_array
+M.array_mt = json.array_mt
 require("crm.validate").keep_marker(M.empty_array)
--- The marker travels through cjson as a string and is swapped for [] afterwards. cjson writes
--- its NULs as \u0000, so the swap looks for that form.
-local EMPTY_ARRAY_JSON = '"\\u0000crm:empty%-array\\u0000"'
+require("crm.validate").keep_metatable(M.array_mt)
 
--- cjson writes numbers with 14 significant digits. A fraction is rounded at the 14th digit
--- (0.1 + 0.2 goes out as 0.3), which changes no amount anyone means; an integer past 10^14
--- would be sent as another integer, so it is refused.
-local function exact(x)
-  return x ~= x or x % 1 ~= 0 or tonumber(string.format("%.14g", x)) == x
-end
+-- encode(v) -> text | nil, message
+M.encode = json.encode_text
 
--- Walks the value once: swaps the empty-array marker (in a copy of the tables on its path) and
--- finds numbers JSON would change. -> value, found_marker | nil, nil, bad_number
-local function prepare_value(v, seen)
-  if v == M.empty_array then return "\0crm:empty-array\0", true end
-  local tv = type(v)
-  if tv == "number" then
-    if not exact(v) then return nil, nil, v end
-    return v, false
-  end
-  if tv ~= "table" then return v, false end
-  if seen[v] then return v, false end
-  seen[v] = true
-  local copy, any = nil, false
-  for k, x in pairs(v) do
-    local nx, found, bad = prepare_value(x, seen)
-    if bad then return nil, nil, bad end
-    if found then
-      copy = copy or {}
-      copy[k] = nx
-      any = true
-    end
-  end
-  if not any then return v, false end
-  for k, x in pairs(v) do
-    if copy[k] == nil then copy[k] = x end
-  end
-  return copy, true
-end
-
-function M.encode(v)
-  local marked, found, bad = prepare_value(v, {})
-  if bad then
-    return nil, "the number " .. string.format("%.17g", bad) .. " cannot be sent exactly (JSON"
-      .. " numbers go out with 14 significant digits); round it, or send it as text"
-  end
-  local ok, s = pcall(json.encode, marked)
-  if not ok then return nil, tostring(s) end
-  if found then s = s:gsub(EMPTY_ARRAY_JSON, "[]") end
-  return s
-end
-
--- JSON null becomes nil in objects, so `if c.phone then` means what it says. In arrays it stays
--- crm.null: removing it would leave a hole and silently drop an element.
-local strip_nulls = platform.strip_nulls
-
--- A number too large for a double (1e400) decodes as infinity: refused like Infinity itself.
-local huge = math.huge
-local function has_infinity(v, depth)
-  if v == huge or v == -huge then return true end
-  if type(v) ~= "table" or depth > 1000 then return false end
-  for _, x in pairs(v) do
-    if has_infinity(x, depth + 1) then return true end
-  end
-  return false
-end
-
+-- decode(text) -> value | nil, message. NaN, Infinity, hex numbers and numbers beyond a double
+-- (1e400) are errors; JSON null becomes nil in objects and stays crm.null in arrays.
 function M.decode(s)
-  local ok, v = pcall(json.decode, s)
-  if not ok then return nil, "response body is not valid JSON" end
-  if find(s, "[eE]%+?%d%d%d") and has_infinity(v, 0) then
-    return nil, "response body has a number out of range"
-  end
-  -- A body without the word null has nothing to strip: skip the walk.
-  if type(v) == "table" and find(s, "null", 1, true) then strip_nulls(v) end
-  return v
+  return json.decode_text(s, false)
 end
 
 -- Query string in a stable order; values are percent-encoded, booleans become true/false.

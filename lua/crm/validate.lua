@@ -369,8 +369,10 @@ end
   sent: a field inherited through a metatable is not there, and a metamethod that raises cannot
   escape. crm's own markers (crm.null, crm.empty_array) are kept as they are; other metatables
   are dropped. Cycles and nesting deeper than 32 are refused. ]]
-local KEEP = {}
+local KEEP, KEEP_MT = {}, {}
 function M.keep_marker(v) KEEP[v] = true end
+-- A metatable that copies keep (crm.json's array marker: a decoded [] stays [] when sent back).
+function M.keep_metatable(mt) KEEP_MT[mt] = true end
 local function plain(v, field, depth, seen)
   if type(v) ~= "table" or KEEP[v] then return v end
   if depth > 32 then return nil, fail(field, "is nested too deeply (more than 32 levels)") end
@@ -383,6 +385,8 @@ local function plain(v, field, depth, seen)
     out[k] = c
   end
   seen[v] = nil
+  local mt = getmetatable(v)
+  if mt ~= nil and KEEP_MT[mt] then setmetatable(out, mt) end
   return out
 end
 function M.plain(v, field)
