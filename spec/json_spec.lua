@@ -419,7 +419,6 @@ end)
 
 describe("raw input copies", function()
   it("keep the array marker, so a decoded [] sent back is still []", function()
-    local crm = require "crm"
     local validate = require "crm.validate"
     local v = assert(crm.json.decode('{"a":[],"b":{},"c":[[]]}'))
     local copy = assert(validate.plain(v, "body"))
