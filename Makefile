@@ -75,7 +75,12 @@ lint: deps
 	luacheck --no-color --std ngx_lua spec/sim/lua
 
 clean:
-	rm -rf build spec/sim/run
+	rm -rf build spec/sim/run docs/api
+
+# The API reference from the sources' LDoc comments: docs/api/index.html; fails on any warning.
+.PHONY: docs
+docs: deps
+	@bash scripts/docs.sh
 
 # ---- checks: sanitizers, valgrind, luacheck ----
 ASAN_BUILD := build/asan

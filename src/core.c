@@ -703,6 +703,15 @@ static void strip_nulls(lua_State *L, int t, int depth)
     }
 }
 
+/* core.has_long_exponent(text) -> boolean: see crm_has_long_exponent */
+static int l_has_long_exponent(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    lua_pushboolean(L, crm_has_long_exponent(s, n));
+    return 1;
+}
+
 /* core.strip_nulls(value) -> value */
 static int l_strip_nulls(lua_State *L)
 {
@@ -735,6 +744,7 @@ static const luaL_Reg module_functions[] = {
     {"sleep", l_sleep},
     {"escape", l_escape},
     {"strip_nulls", l_strip_nulls},
+    {"has_long_exponent", l_has_long_exponent},
     {NULL, NULL},
 };
 

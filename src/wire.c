@@ -34,6 +34,24 @@ int crm_has_ctl(const char *s, size_t n)
     return 0;
 }
 
+int crm_has_long_exponent(const char *s, size_t n)
+{
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] != 'e' && s[i] != 'E') || s[i - 1] < '0' || s[i - 1] > '9')
+            continue;
+        size_t j = i + 1, digits = 0;
+        if (j < n && (s[j] == '+' || s[j] == '-'))
+            j++;
+        while (j < n && s[j] >= '0' && s[j] <= '9') {
+            j++;
+            digits++;
+        }
+        if (digits >= 3)
+            return 1;
+    }
+    return 0;
+}
+
 int crm_has_non_ascii(const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++)

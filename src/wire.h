@@ -24,5 +24,9 @@ size_t crm_escape(const char *s, size_t n, char *out);
 int crm_has_ctl(const char *s, size_t n);
 /* 1 when s[0..n) has a byte >= 0x80 (header values must be ASCII). */
 int crm_has_non_ascii(const char *s, size_t n);
+/* 1 when s[0..n) has a digit followed by an exponent of 3 or more digits (1e400, 2E+308): a
+ * number that may not fit a double. Text that only looks like one (inside a string) gives 1
+ * too; the caller then checks the decoded value. */
+int crm_has_long_exponent(const char *s, size_t n);
 
 #endif

@@ -125,10 +125,11 @@ local function run_threads(fns, n, concurrency, opts)
   return cancel_rest(results, n)
 end
 
--- run(client, ops, {concurrency = 16, stop_on_error = false})
+-- run(client, ops, {concurrency = 16, stop_on_error = false}): client:batch (documented for the
+-- reference in lua/crm/client.lua: `batch` and `BatchResults`; keep the two in step).
 -- ops[i] is function(client) -> res, err, or {"method_name", args...}.
--- Returns results in input order: results[i] = {value = res} or {err = err}, plus
--- results.succeeded and results.failed counts; or nil, err for bad arguments.
+-- Returns results in input order: results[i] = {value = res, extra = second return} or
+-- {err = err}, plus results.succeeded and results.failed counts; or nil, err for bad arguments.
 function M.run(client, ops, opts)
   opts = opts or {}
   if type(ops) ~= "table" then return nil, errors.validation("ops", "must be an array") end

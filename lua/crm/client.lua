@@ -1,5 +1,10 @@
--- What every API client shares: option checks, the transport, the clock, the retry policy and
--- the close/__gc/__close life cycle.
+--- What every API client shares: the common options, `close` and `batch`.
+-- Both `crm.toast{}` and `crm.tablecheck{}` take the `Options` below besides their own, and
+-- both client objects have `client:close()` and `client:batch(ops, opts)`.
+--
+-- Internally this module holds the option checks, the transport, the clock, the retry policy
+-- and the close/__gc/__close life cycle.
+-- @module crm.client
 local http = require "crm.http"
 local retry = require "crm.retry"
 local validate = require "crm.validate"
@@ -15,6 +20,38 @@ local COMMON = {
   transport = true, rate = true, debug = true, proxy = true,
 }
 M.COMMON_OPTIONS = COMMON
+
+--- The options every client takes (both constructors check them; unknown options are refused).
+-- Construction validates and sends nothing.
+-- @table Options
+-- @tfield string base_url the API root: `http://` or `https://`, a host, an optional port of
+-- 1-65535 and a path; no userinfo, `@`, backslash, query or fragment. Defaults:
+-- `https://ws-api.toasttab.com` (Toast), `https://api.tablecheck.com/api/crm/v1` (TableCheck)
+-- @tfield[opt=30] number timeout total seconds per HTTP request (at most 3600)
+-- @tfield[opt=10] number connect_timeout seconds to connect (at most 600)
+-- @tfield[opt] string cafile CA bundle file for TLS verification (default: the system store;
+-- curl transport only)
+-- @tfield[opt] string capath CA certificate directory for TLS verification (curl transport only)
+-- @tfield[opt=false] boolean insecure_skip_verify turns TLS verification off; the name says what
+-- it is (`verify`/`ssl_verify` are refused, so it cannot be turned off by accident)
+-- @tfield[opt] string user_agent the `User-Agent` header (default `crm/VERSION`)
+-- @tfield[opt=16777216] number max_response_bytes larger answers fail with
+-- `code = "response_too_large"` (16 MiB by default)
+-- @tfield[opt] string proxy a proxy URL (`http`, `https`, `socks4`, `socks4a`, `socks5`,
+-- `socks5h`; `user:password@` allowed and scrubbed from errors). The environment's proxy
+-- variables are always ignored. Not supported by the ngx transport
+-- @tfield[opt] table retry the retry policy: `{max_attempts = 4, base_delay = 0.2, max_delay = 5,
+-- deadline = 30, max_pending = 100}`. `max_attempts` bounds failures, `max_pending` bounds
+-- "accepted, still processing" answers (Toast's 202), waits are exponential backoff with full
+-- jitter capped by `max_delay`, and `deadline` (seconds) bounds the whole call, waits included
+-- @tfield[opt] string|table transport `"curl"` (the C core), `"ngx"` (nginx cosockets) or an
+-- object with `request()` and `close()`; default: `curl` outside nginx, chosen per request
+-- inside it
+-- @tfield[opt] table rate a client-side rate limit `{per_second = N, burst = B}` (burst defaults
+-- to `max(1, per_second)`), shared by a batch and by nginx light threads
+-- @tfield[opt] function debug `function(line)`: one redacted line per request and answer
+-- (method, path, status, time, sizes; never bodies, query strings, tokens or keys); an error it
+-- raises is caught and dropped
 
 local batch = require "crm.batch"
 
@@ -163,7 +200,11 @@ function M.closed_error()
   return errors.new("transport", "the client is closed", { code = "closed" })
 end
 
--- close(): frees the connection; safe to call twice. Later calls return a "closed" error.
+--- Frees the client's connection (`client:close()`).
+-- Safe to call twice; also runs on `__gc` and at the end of a `local c <close>` scope. Every
+-- later call on the client returns a `transport` error with `code = "closed"`.
+-- @param self the client
+-- @treturn boolean `true`
 function M.close(self)
   if not self._closed then
     self._closed = true
@@ -172,8 +213,42 @@ function M.close(self)
   return true
 end
 
+--- Runs operations concurrently on one client (`client:batch(ops, opts)`).
+-- Each op runs as a coroutine over the ordinary methods (inside nginx: in a light thread), so
+-- retries, validation, rate limits and Toast's 202 flow apply per operation, and its sleeps
+-- let the others run. Toast logins are single-flight: a batch logs in once. One failure does
+-- not stop the rest unless `stop_on_error`.
+-- @function batch
+-- @tparam {function|table,...} ops each op is `function(client) return client:... end` or
+-- `{"method_name", args...}`
+-- @tparam[opt] table opts
+-- @tparam[opt=16] number opts.concurrency operations in flight at once (1 to 1024)
+-- @tparam[opt=false] boolean opts.stop_on_error on the first failure, start no further
+-- operations: those not started get `err.code = "cancelled"`
+-- @treturn[1] BatchResults one record per op, in input order, and the counts
+-- @return[2] `nil` for bad arguments or options (an unknown option, a bad op), a closed client,
+-- or a transport that cannot run a batch
+-- @treturn[2] Error `validation` with `field` (`"ops[3]"`, `"concurrency"`), or `transport`
+-- (`code = "closed"`, `"no_curl"`, `"no_threads"`)
+-- @usage
+-- local ops = {}
+-- for i, id in ipairs(ids) do ops[i] = { "get_customer", id } end
+-- local results = assert(toast:batch(ops, { concurrency = 16 }))
+-- for i, r in ipairs(results) do
+--   if r.err then print(ids[i], tostring(r.err)) else print(r.value.guid) end
+-- end
+
+--- What `batch` returns: an array with one record per op, in input order, plus two counts.
+-- Each record is `{value = res, extra = second_return}` when the op returned a value (`extra`
+-- is its second return value, e.g. `"found"`/`"created"` for `find_or_create`), or
+-- `{err = err}` when it returned `nil, err`, raised (a `validation` error naming `ops[i]`),
+-- returned nothing, or was cancelled (`code = "cancelled"`).
+-- @table BatchResults
+-- @tfield number succeeded records with a `value`
+-- @tfield number failed records with an `err`
+
 -- Metatable entries for a client class: method lookup, close on __gc and __close.
--- client:batch(ops, {concurrency = 16, stop_on_error = false}): see crm.batch.
+-- client:batch(ops, {concurrency = 16, stop_on_error = false}): crm.batch.run does the work.
 local function run_batch(self, ops, opts)
   return batch.run(self, ops, opts)
 end

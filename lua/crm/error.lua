@@ -1,15 +1,24 @@
--- The one error type of crm: a table with fields and a one-line, redacted tostring.
+--- The one error type of crm: a table with fields and a one-line, redacted `tostring`.
+--
+-- Every function of crm returns its result on success and `nil, err` on failure; nothing raises
+-- for bad input or a bad network. `err` is an `Error` table; `crm.is_error(v)` tells one from any
+-- other value, and `tostring(err)` is one line, e.g.
+-- `crm http 404: Customer not found (code=404, request_id=2b1e...)` (`attempts=N` is added after
+-- retries, `outcome_unknown` when the outcome is unknown).
 --
 -- Redaction happens twice. When an error is built (errors.new with a context), every text field
 -- is scrubbed of the client's secrets and of the PII values the request sent, so the error never
 -- has to carry those secrets around. When it is printed, tostring scrubs every part once more
 -- with the shape rules (bearer tokens, email addresses, phone-shaped text), in case text that
 -- was never seen by a context ends up in it.
+-- @module crm.error
 local M = {}
 
 local tostring, type, setmetatable, getmetatable, pairs = tostring, type, setmetatable, getmetatable, pairs
 local concat, find, sub, gsub = table.concat, string.find, string.sub, string.gsub
 
+--- The values of `Error.kind`: `KINDS[err.kind]` is true for each.
+-- @table KINDS
 M.KINDS = {
   validation = true, -- bad input; nothing was sent
   http = true,       -- the server answered with a status we do not accept
@@ -19,6 +28,56 @@ M.KINDS = {
   decode = true,     -- the server's body is not the JSON we expect
 }
 
+--- An error value: what every failed call returns as its second value (`nil, err`).
+-- Only `kind`, `message` and `retryable` are always set; the others appear where they apply.
+-- Every text field is redacted (see the module description): secrets become `<redacted>`, the
+-- names, emails and phones the request sent `<pii>`, and email- or phone-shaped text
+-- `<email>`/`<phone>`; GUIDs, ids, amounts and dates are kept.
+-- @table Error
+-- @tfield string kind `"validation"` (bad input, nothing sent), `"http"` (an unexpected status),
+-- `"transport"` (connect, TLS, dropped, too large, client closed), `"auth"` (login failed,
+-- 401/403), `"timeout"` (a time limit or deadline ran out) or `"decode"` (the body is not the
+-- JSON expected); see `KINDS`
+-- @tfield string message what went wrong, in words
+-- @tfield[opt] number status the HTTP status, when there was a response
+-- @tfield[opt] string field for `validation`: the input that broke a rule (`"firstName"`,
+-- `"query.email"`, `"retry.base_delay"`, `"ops[3]"`)
+-- @tfield[opt] string code the curl or transport error name (`"CURLE_COULDNT_CONNECT"`,
+-- `"connect_failed"`), the server's error code, or crm's own: `"closed"`, `"cancelled"`,
+-- `"response_too_large"`, `"list_limit"`, `"scroll_expired"`, `"no_scroll_id"`,
+-- `"merge_would_lose_values"`, `"merge_pending"`, `"images_pending"`, `"flight_wait"`,
+-- `"write_failed"`, `"no_cosockets"`, ...
+-- @tfield[opt] string request_id Toast's `requestId` from the error body, for Toast support
+-- @tfield boolean retryable whether another attempt could succeed (always false when
+-- `outcome_unknown`)
+-- @tfield[opt] number retry_after seconds the server asked to wait (`Retry-After`)
+-- @tfield[opt] number attempts how many attempts were made, retries included
+-- @tfield[opt] string guid Toast creates and credit adds: the GUID that was sent, to look the
+-- record up or to send the same record again (`guid = err.guid`)
+-- @tfield[opt] boolean pending Toast create or credit: the server kept answering 202 (then
+-- `kind = "timeout"`)
+-- @tfield[opt] boolean sent transport errors: whether any bytes reached the server (`false`
+-- only when nothing left this machine)
+-- @tfield[opt] boolean outcome_unknown a write that must not run twice failed after it may have
+-- reached the server: look the record up before sending it again
+-- @tfield[opt] table body the decoded error body, when there was one (its strings redacted)
+-- @tfield[opt] {string,...} ids the record ids the error is about (a merge, images, a wait)
+-- @tfield[opt] table partial `Pager:all`: the items read before the error
+-- @tfield[opt] table checkpoint `backfill_orders`: the last finished window, to resume from
+-- (see `crm.toast.Checkpoint`)
+-- @tfield[opt] table window `backfill_orders`: the window that failed `{index, startDate, endDate}`
+-- @tfield[opt] crm.toast.guests.Set profiles `backfill_orders`: the profile set, with the finished windows
+-- folded in
+-- @tfield[opt] table report `merge_customers`: the merge report (see
+-- `crm.tablecheck.merge.MergeReport`); with `code = "merge_would_lose_values"` too
+-- @tfield[opt] table customer `merge_customers` with `wait`: the merged customer the PUT answered
+-- @tfield[opt] string stage `wait_for_merge`: `"merged_customer_ids"` or `"associated_objects"`
+-- @tfield[opt] table images `wait_for_images`: the images as last read
+-- @tfield[opt] string expired_by `iter_search_customers`: `"client"` (noticed before sending) or
+-- `"server"` for an expired scroll
+-- @tfield[opt] boolean scroll_lost `iter_search_customers`: a scroll continuation reached the
+-- server and its answer was lost, so it was not sent again
+-- @tfield[opt] number written `write_jsonl`: lines written before the failure
 local Error = {}
 Error.__index = Error
 
@@ -188,6 +247,10 @@ function M.new(kind, message, fields, ctx)
   return setmetatable(e, Error)
 end
 
+--- Whether `v` is a crm error (`crm.is_error`).
+-- @param v any value
+-- @treturn boolean true for a value made by crm's error constructor, false for anything else
+-- @usage if crm.is_error(res) then print(tostring(res)) end
 function M.is(v)
   return type(v) == "table" and getmetatable(v) == Error
 end

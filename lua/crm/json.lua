@@ -1,6 +1,7 @@
--- crm.json: JSON that round-trips. decode marks every array it makes, so encode writes an empty
+--- crm.json: JSON that round-trips. decode marks every array it makes, so encode writes an empty
 -- one back as [] (lua-cjson 2.1.0 decodes [] and {} to the same empty table, and encodes an
 -- empty table as {}). crm's own request and answer path (crm.http) uses these same functions.
+-- Also `require("crm").json`. Like everything in crm, nothing raises: bad input gives `nil, err`.
 --
 --   decode(text [, {keep_nulls = true}]) -> value | nil, err
 --   encode(value)                        -> text  | nil, err
@@ -8,6 +9,15 @@
 --   array_mt    the metatable of every decoded array; set it on a table to make {} encode as []
 --   array([t])  t (or a new table) with array_mt
 --   empty_array a shared marker that always encodes as []
+--
+-- (`decode_text`, `encode_text`, `mark_arrays` and `placeholder_text` are crm.http's plain-message
+-- forms and are not part of the reference.)
+-- @module crm.json
+-- @usage
+-- local json = require("crm").json
+-- local v = assert(json.decode('{"tags": [], "memo": {}}'))
+-- print(json.encode(v))                  --> {"tags":[],"memo":{}} (keys in cjson's order)
+-- print(json.encode({ ids = json.empty_array }))   --> {"ids":[]}
 local cjson = require "cjson"
 local errors = require "crm.error"
 local platform = require "crm.platform"
@@ -27,32 +37,41 @@ codec.decode_invalid_numbers(false)
 local cjson_decode, cjson_encode = codec.decode, codec.encode
 
 local null = codec.null
+--- JSON null (`cjson.null`; the same value as `crm.null`).
 M.null = null
 
 -- No __index, __newindex or __len: a decoded array behaves as a plain table (t[1], #t, next,
 -- ipairs); only crm.json.encode and getmetatable see the difference.
 local array_mt = { __name = "crm.json.array" }
+--- The metatable of every decoded array; set it on a table to make `{}` encode as `[]`.
 M.array_mt = array_mt
 
+--- Marks a table as an array, so it encodes as `[]` even when empty.
+-- @tparam[opt] table t the table (default: a new one)
+-- @treturn table `t`, with `array_mt`
 function M.array(t)
   return setmetatable(t or {}, array_mt)
 end
 
+--- A shared marker that always encodes as `[]` (`crm.empty_array`); never modify it.
 -- An empty table encodes as {}; this marker (never modified) encodes as [].
 M.empty_array = setmetatable({}, { __name = "crm.empty_array" })
 
--- True for a table encode writes as an array: a decoded one, one made with array(), the marker.
+--- Whether `encode` writes `v` as an array: a decoded one, one made with `array()`, the marker.
+-- @param v any value
+-- @treturn boolean
 function M.is_array(v)
   return v == M.empty_array or (type(v) == "table" and getmetatable(v) == array_mt)
 end
 
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 -- decode
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 
 -- JSON null becomes nil in objects, so `if c.phone then` means what it says. In arrays it stays
 -- null: removing it would leave a hole and silently drop an element.
 local strip_nulls = platform.strip_nulls
+local has_long_exponent = platform.has_long_exponent
 
 --[[ mark_arrays(v, placeholders, strip) -> count
   The one pass over a decoded value (the C core may take it over: same contract). Every array
@@ -226,15 +245,15 @@ function M.decode_text(s, keep_nulls)
       if type(v) == "table" then untag(v, strip) end
     end
   end
-  if find(s, "[eE]%+?%d%d%d") and has_infinity(v, 0) then
+  if has_long_exponent(s) and has_infinity(v, 0) then
     return nil, OUT_OF_RANGE
   end
   return v
 end
 
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 -- encode
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 
 -- cjson writes numbers with 14 significant digits. A fraction is rounded at the 14th digit
 -- (0.1 + 0.2 goes out as 0.3), which changes no amount anyone means; an integer past 10^14
@@ -319,23 +338,38 @@ function M.encode_text(v)
   return s
 end
 
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 -- the public functions: crm errors
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 
 local PUBLIC_MESSAGE = {
   [NOT_JSON] = "the text is not valid JSON",
   [OUT_OF_RANGE] = "the text has a number out of range (beyond a double)",
 }
 
--- decode(text [, {keep_nulls = true}]) -> value | nil, err (kind "decode")
+--- Decodes JSON text. Every array gets `array_mt`, so `encode` writes an empty one back as `[]`.
+-- JSON null becomes `nil` in objects and stays `null` in arrays (no element disappears);
+-- NaN, Infinity, hex numbers and numbers beyond a double are errors.
+-- @tparam string s the JSON text
+-- @tparam[opt] table opts
+-- @tparam[opt=false] boolean opts.keep_nulls keep JSON null as `null` in objects too
+-- @treturn[1] any the value
+-- @return[2] `nil`
+-- @treturn[2] crm.error.Error `decode`: "the text is not valid JSON" or a number out of range
 function M.decode(s, opts)
   local v, msg = M.decode_text(s, opts ~= nil and opts.keep_nulls)
   if msg then return nil, errors.new("decode", PUBLIC_MESSAGE[msg] or msg) end
   return v
 end
 
--- encode(value) -> text | nil, err (kind "validation")
+--- Encodes a value as JSON. Tables with `array_mt` (decoded arrays, `array()`) and
+-- `empty_array` are written as `[]` when empty; other empty tables as `{}`. The caller's tables
+-- are not changed.
+-- @param v the value
+-- @treturn[1] string the JSON text
+-- @return[2] `nil`
+-- @treturn[2] crm.error.Error `validation` with `field = "value"`: a number JSON would change
+-- (an integer past 10^14), a cycle (too deep), a function or userdata, ...
 function M.encode(v)
   local s, msg = M.encode_text(v)
   if not s then

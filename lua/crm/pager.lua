@@ -1,12 +1,59 @@
--- Iterators over paged endpoints. A pager yields items (or pages); an error mid-way is yielded
--- as `false, err` once and kept in `pager.err`, so it is never swallowed.
+--- Pagers: iterators over paged endpoints.
+-- Every `iter_*` method of both clients returns a `Pager`. A pager yields items (or pages); an
+-- error mid-way is yielded as `false, err` once and kept in `pager.err`, so it is never
+-- swallowed. Bad input to an `iter_*` method gives a pager that yields only `false, err` (the
+-- validation error) before anything is sent, so one loop handles both.
+-- Toast pagers stop on 204, an empty page or a short page; TableCheck list pagers on a short
+-- page; the `customer_search` pager when a page comes back empty.
+-- @module crm.pager
+-- @usage
+-- local it = toast:iter_search_customers({ lastName = "Banton" }, { pageSize = 50 })
+-- for customer, err in it do
+--   if customer == false then print("stopped: " .. tostring(err)) break end
+--   print(customer.guid)
+-- end
+-- print(it.count, it.pages, it.done, it.err)
 local M = {}
 
 local setmetatable = setmetatable
 
+--- A pager: call it as an iterator, or use its methods. Its fields (read them, do not set
+-- them) say how far it got.
+-- @type Pager
+
+--- Items yielded so far (a number).
+-- @field count
+
+--- Pages fetched so far, empty last pages included (a number).
+-- @field pages
+
+--- `true` once no page follows: the end, or an error.
+-- @field done
+
+--- The `Error` that stopped the pager, once it was yielded; `nil` otherwise.
+-- @field err
+
+--- TableCheck `iter_search_customers`: `pagination.total_results` (a number), once the first
+-- page is in.
+-- @field total
+
+--- TableCheck `iter_customers`: `true` when it stopped at the 10-page limit of `GET /customers`
+-- with the last page full (it yielded a `list_limit` error); `false` before.
+-- @field truncated
+
+--- TableCheck `iter_search_customers` with `restart_on_expiry`: how many times the search was
+-- started again (a number).
+-- @field restarts
+
+--- Toast and TableCheck list pagers: the next page number to fetch (Toast from 1, TableCheck
+-- lists from 0).
+-- @field page
+
+-- (The plain comment keeps LDoc from attaching the last field to the local below.)
 local Pager = {}
 Pager.__index = Pager
 
+-- new(fetch, fields) -> pager (internal: the clients build their pagers with it)
 -- fetch(pager) -> items, done | nil, err.  `items` is an array; `done` says no page follows.
 -- The fetch function keeps its own cursor (page number, scroll id) in the pager table.
 function M.new(fetch, fields)
@@ -24,7 +71,11 @@ function M.failed(err)
   return M.new(function() return nil, err end)
 end
 
--- Next page: items | nil at the end | false, err.
+--- The next page.
+-- @treturn[1] {table,...} the items of the next page (a non-empty array)
+-- @return[2] `nil` at the end (and on every call after an error was yielded)
+-- @return[3] `false`
+-- @treturn[3] Error the error that stopped the pager (also kept in `pager.err`)
 function Pager:next_page()
   if self.err then return nil end
   if self.done then return nil end
@@ -39,7 +90,12 @@ function Pager:next_page()
   return items
 end
 
--- Item iteration: `for item, err in pager do ... end`.
+--- Item iteration: `for item, err in pager do` calls the pager for each item.
+-- A pager is callable, so it is its own iterator; pages are fetched as the loop needs them.
+-- @treturn[1] table the next item
+-- @return[2] `nil` at the end
+-- @return[3] `false`
+-- @treturn[3] Error the error that stopped the pager, yielded once
 function Pager:__call()
   local items = self._items
   if items then
@@ -58,12 +114,19 @@ function Pager:__call()
   return page[1]
 end
 
--- Page iteration: `for page, err in pager:each_page() do ... end`.
+--- Page iteration: `for page, err in pager:each_page() do` loops over the pages.
+-- @treturn function an iterator that yields each page's items (see `Pager:next_page`):
+-- an array, then `nil` at the end, or `false, err` once
+-- @usage for page in toast:iter_search_customers(q):each_page() do print(#page) end
 function Pager:each_page()
   return function() return self:next_page() end
 end
 
--- Everything in one array: items | nil, err (with the items read so far in err.partial).
+--- Everything in one array.
+-- @treturn[1] {table,...} every item, in order
+-- @return[2] `nil`
+-- @treturn[2] Error the error that stopped the pager; `err.partial` holds the items read before it
+-- @usage local all, err = toast:iter_search_customers(q):all()
 function Pager:all()
   local out = {}
   for item, err in self do

@@ -1,6 +1,8 @@
--- The one phone normaliser of crm: E.164 ("+" then the country code and the national number,
+--- The one phone normaliser of crm: E.164 ("+" then the country code and the national number,
 -- 7 to 15 digits in all). Toast (search keys, guest profiles, sync_to_crm) and TableCheck
--- (contact lists, merges) all compare phones through this module.
+-- (contact lists, merges) all compare phones through this module. `crm.normalize_phone` is
+-- `normalize`.
+-- @module crm.phone
 local validate = require "crm.validate"
 
 local M = {}
@@ -11,7 +13,9 @@ local type = type
 -- there the 0 is part of the number, not a trunk prefix.
 local KEEPS_ZERO = { ["39"] = true, ["378"] = true, ["379"] = true }
 
--- is_country_code("44") -> true: one to three digits, not starting with 0.
+--- Whether `s` is a country calling code: one to three digits, not starting with 0.
+-- @tparam string s e.g. `"44"`
+-- @treturn boolean
 function M.is_country_code(s)
   return type(s) == "string" and s:find("^[1-9]%d?%d?$") ~= nil
 end
@@ -26,16 +30,23 @@ end
 
 local function trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
 
---[[ normalize(s [, country_code]) -> "+E164" | nil
-  Separators (spaces, dots, dashes, parentheses) are dropped. An international number is one
-  that starts with +, or with the 00 international prefix (011 where the country is 1); a
-  "(0)" after its country code ("+44 (0)20 ...") is the trunk prefix and goes too.
-  A national number needs `country_code` (digits, e.g. "1" or "44"); without one it gives nil.
-  With country code 1 (North America) it must have 10 digits, or 11 starting with 1. Elsewhere
-  one leading trunk 0 is dropped ("020 7946 0958" with "44" -> "+442079460958"; Italy keeps
-  its 0), and a number that already starts with the country code is taken as international
-  without its +. nil when the result is not 7 to 15 digits, or the text has anything but
-  digits, separators and a leading +. ]]
+--- A phone number in E.164 (`crm.normalize_phone`).
+-- Separators (spaces, dots, dashes, parentheses) are dropped. An international number is one
+-- that starts with +, or with the 00 international prefix (011 where the country is 1); a
+-- "(0)" after its country code ("+44 (0)20 ...") is the trunk prefix and goes too.
+-- A national number needs `country_code` (digits, e.g. "1" or "44"); without one it gives nil.
+-- With country code 1 (North America) it must have 10 digits, or 11 starting with 1. Elsewhere
+-- one leading trunk 0 is dropped ("020 7946 0958" with "44" -> "+442079460958"; Italy keeps
+-- its 0), and a number that already starts with the country code is taken as international
+-- without its +. nil when the result is not 7 to 15 digits, or the text has anything but
+-- digits, separators and a leading +. Never raises (any value may be passed).
+-- @tparam string s the text
+-- @tparam[opt] string country_code the country calling code of national numbers
+-- @treturn[1] string `"+"` and 7 to 15 digits
+-- @return[2] `nil` when it cannot be placed (no error value: nothing was wrong with the call)
+-- @usage crm.normalize_phone("+1 (206) 555-0100")      --> "+12065550100"
+-- crm.normalize_phone("020 7946 0958", "44")   --> "+442079460958"
+-- crm.normalize_phone("206.555.0100")          --> nil (national, no country)
 function M.normalize(s, country_code)
   if type(s) ~= "string" then return nil end
   s = trim(s)

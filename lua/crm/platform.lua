@@ -90,6 +90,14 @@ end
 M.lua_strip_nulls = lua_strip_nulls
 
 M.strip_nulls = core and core.strip_nulls or lua_strip_nulls
+
+-- Whether a JSON text may hold a number too large for a double (1e400): a digit, then an
+-- exponent of 3 or more digits. One byte scan in C; a pattern inside nginx without the core.
+local function lua_has_long_exponent(s)
+  return s:find("%d[eE][%+%-]?%d%d%d") ~= nil
+end
+M.lua_has_long_exponent = lua_has_long_exponent
+M.has_long_exponent = core and core.has_long_exponent or lua_has_long_exponent
 M.escape = core and core.escape or M.lua_escape
 M.guid = core and core.guid or M.lua_guid
 M.ngx_now = ngx and ngx_now or nil

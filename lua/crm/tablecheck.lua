@@ -1,6 +1,23 @@
--- TableCheck CRM v1: every operation of the OpenAPI contract (customers, shops, franchises,
+--- TableCheck CRM v1: the `TableCheck` client.
+-- Every operation of the OpenAPI contract (customers, shops, franchises,
 -- reservations, reservation flags, memberships, membership programs), paging iterators, the
 -- customer_search scroll iterator, and the flows built on them (contacts, merge, images).
+-- `crm.tablecheck(opts)` is `require("crm.tablecheck").new(opts)`; the helper modules are also
+-- `require("crm.tablecheck").contacts`, `.merge`, `.images` and `.schema` (the contract's
+-- shapes, e.g. `schema.COUNTRIES`).
+--
+-- Queries and bodies are checked against the contract before sending (types, enums, formats,
+-- required and unknown fields, 24-hex ids, E.164 phones). A write that is not idempotent (a
+-- POST, a PUT that appends, a merge) is never sent twice: when its bytes reached the server and
+-- the answer cannot be used, the error has `outcome_unknown = true`.
+-- @module crm.tablecheck
+-- @usage
+-- local tc = assert(crm.tablecheck { api_key = os.getenv("CRM_TABLECHECK_API_KEY") })
+-- local c, err = tc:create_customer { franchise_id = "5ed64e249551e80639a4d995",
+--   first_name = "Ann", last_name = "Lee", emails = { "ann@example.org" }, phones = { "+81312345678" } }
+-- if not c and err.outcome_unknown then
+--   -- the server may have stored it: look before sending again
+-- end
 local client = require "crm.client"
 local errors = require "crm.error"
 local http = require "crm.http"
@@ -19,10 +36,15 @@ local MT = client.class(TableCheck)
 local type, ipairs, next, concat = type, ipairs, next, table.concat
 local escape = http.escape
 
+--- The default `base_url` (the contract's server).
 M.DEFAULT_BASE_URL = "https://api.tablecheck.com/api/crm/v1"
+--- The `per_page` limit of every list endpoint (1000).
 M.MAX_PER_PAGE = schema.MAX_PER_PAGE               -- per_page limit of every list endpoint
+--- `GET /customers` serves pages 0..9 only (10).
 M.CUSTOMERS_MAX_PAGES = schema.CUSTOMERS_MAX_PAGES -- GET /customers serves pages 0..9 only
+--- customer_search answers 200 customers at a time.
 M.SEARCH_PAGE_SIZE = 200                           -- customer_search answers 200 at a time
+--- Seconds a scroll_id lasts between pages: unused for 5 minutes, it expires.
 M.SCROLL_TTL = 300                                 -- a scroll_id unused for 5 minutes expires
 
 M.contacts, M.images, M.merge, M.schema = contacts, images, merge, schema
@@ -54,14 +76,23 @@ local function check_clock(c)
   return nil
 end
 
---[[ crm.tablecheck{ api_key, base_url = M.DEFAULT_BASE_URL, clock, scroll_ttl = 300, ... }
-  -> client | nil, err
-  api_key    sent as the raw Authorization header (ApiKeyAuth); scrubbed from error text, so
-             it must be at least 4 bytes (and ASCII, as every header value)
-  clock      {now = fn, sleep = fn}: replaces the monotonic clock for retries, scroll expiry and
-             the waits (merge, images); for tests and schedulers
-  scroll_ttl seconds a customer_search scroll_id stays usable between pages (TableCheck: 300)
-  and the options every client takes (timeout, retry, transport, ...; see crm.client). ]]
+--- The options of `crm.tablecheck{}`: these, and the common `crm.client.Options` (`base_url`
+-- defaults to `https://api.tablecheck.com/api/crm/v1`).
+-- @table Options
+-- @tfield string api_key required: sent as the raw Authorization header (ApiKeyAuth); scrubbed
+-- from error text, so it must be at least 4 bytes (and ASCII, as every header value)
+-- @tfield[opt=300] number scroll_ttl seconds a customer_search scroll_id stays usable between
+-- pages (TableCheck: 300; more than 0, at most 86400)
+-- @tfield[opt] table clock `{now = fn, sleep = fn}`: replaces the monotonic clock for retries,
+-- scroll expiry and the waits (merge, images); for tests and schedulers
+
+--- Builds a TableCheck client (`crm.tablecheck(opts)`). Validates and sends nothing.
+-- @tparam Options opts the TableCheck options and the common `crm.client.Options`
+-- @treturn[1] TableCheck the client
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` with `field` naming the option (an unknown option, a missing
+-- or short `api_key`, a bad `base_url`, `clock` without `now`/`sleep`)
+-- @usage local tc = assert(crm.tablecheck { api_key = os.getenv("CRM_TABLECHECK_API_KEY") })
 function M.new(opts)
   if type(opts) ~= "table" then return nil, validate.fail("options", "must be a table") end
   local o = {}
@@ -300,25 +331,78 @@ local function delete(self, name, id)
   return true
 end
 
+--- What the `list_` methods return second (as the server sent it), and `search_customers` too.
+-- @table Pagination
+-- @tfield[opt] number page list endpoints: the page served (from 0)
+-- @tfield[opt] number per_page list endpoints: the page size
+-- @tfield[opt] string scroll_id `search_customers`: what continues the search
+-- @tfield[opt] number total_results `search_customers`: how many customers match
+
+--- A TableCheck client, made by `crm.tablecheck{}` (`new`). Its methods take and return plain
+-- Lua tables shaped like the contract's JSON. Customers always offer both contact shapes:
+-- `phones`/`emails` (strings) and `phone_objects`/`email_objects` (with ids); the one the
+-- server left out is built when first read (see `crm.tablecheck.contacts.expose`). Bodies
+-- never carry `crm.null` or arrays with holes (both refused).
+-- @type TableCheck
+
 -- ---- customers ----
 
--- GET /customers {ids, shop_ids, created_at_min/max, updated_at_min/max, page (0-9), per_page
--- (<= 1000), include_fields, exclude_fields} -> customers, pagination | nil, err
+--- One page of customers (`GET /customers`).
+-- GET /customers serves at most 10 pages of 1000: `page = 10` or more is refused before
+-- sending; `iter_search_customers` reads every customer.
+-- @tparam[opt] table params the query: `{ids, shop_ids, created_at_min/max, updated_at_min/max,
+-- page, per_page, include_fields, exclude_fields}`; `page` from 0, `per_page` 1 to 1000
+-- @treturn[1] {table,...} the customers of that page
+-- @treturn[1] Pagination the answer's `pagination` (`{}` when absent)
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` with `field` (a parameter the contract does not define, a bad
+-- id, `page`/`per_page` out of range), or `http`, `auth`, `transport`, `timeout`, `decode`
 function TableCheck:list_customers(params) return list(self, "customers", params) end
 
--- The same as a pager; at the 10-page limit it yields a list_limit error (it.truncated = true).
+--- Every page of customers, as a pager (`GET /customers`, 1000 per page unless `per_page`).
+-- Stops at a short page.
+-- @tparam[opt] table params the query, as for the `list_` method (`page` is the first page)
+-- @treturn crm.pager.Pager yields each item; bad input is yielded as `false, err` before
+-- anything is sent
+-- At the 10-page limit, when page 9 came back full, it yields a `validation` error with
+-- `code = "list_limit"` (it never truncates silently) and sets `it.truncated = true`.
 function TableCheck:iter_customers(params) return iter(self, "customers", params) end
 
--- GET /customers/{id} {include_fields, exclude_fields} -> customer | nil, err
+--- Reads one customer (`GET /customers/{id}`).
+-- @tparam string id the customer's id
+-- @tparam[opt] table params `{include_fields, exclude_fields}` (arrays or comma-separated text)
+-- @treturn[1] table the customer (with `phones`, `emails`, `phone_objects`, `email_objects`)
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` (a bad id or parameter), `http` (404: no such customer; a
+-- merged customer is destroyed), `auth`, `transport`, `timeout`, `decode`
 function TableCheck:get_customer(id, params) return show_one(self, "customers", id, params) end
 
--- POST /customers (CustomerCreateParams: franchise_id required) -> customer | nil, err
+--- Creates a customer (`POST /customers`, CustomerCreateParams: `franchise_id` required).
+-- A POST carries no client id, so it is retried only when it never left this machine, and it
+-- always gets a connection of its own.
+-- @tparam table body the customer: `franchise_id`, names, `emails`/`phones` as arrays of
+-- strings (phones E.164), ...; read names (`alt_first_name`, `gender`, ...) are refused with a
+-- hint to the write name
+-- @treturn[1] table the created customer
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` with `field` when the body breaks the contract (nothing sent);
+-- `http` (a 4xx is the server's final word), `auth`, `transport`, `timeout`, `decode`;
+-- `outcome_unknown = true` when it may have been stored (look it up before sending it again)
 function TableCheck:create_customer(body)
   return create(self, "customers", "customer_create", body)
 end
 
--- PUT /customers/{id} (CustomerUpdateParams) -> customer | nil, err. Retried on failure only
--- when sending it twice changes nothing (no appended phones/emails, uploads or merges).
+--- Updates a customer (`PUT /customers/{id}`, CustomerUpdateParams; a partial update).
+-- Retried on failure only when sending it twice changes nothing (no appended phones/emails,
+-- uploads or merges). `images = {{image_upload_url = url}, {id = id, _destroy = true}}` adds and
+-- removes images (allowed types only; changing an existing image is refused).
+-- @tparam string id the customer's id
+-- @tparam table body the fields to change; `client:plan_contacts` builds the nested parts
+-- @treturn[1] table the customer as updated
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` with `field` when the body breaks the contract (nothing sent);
+-- `http` (a 4xx is the server's final word), `auth`, `transport`, `timeout`, `decode`;
+-- `outcome_unknown = true` for a PUT that is not repeatable whose answer was lost
 function TableCheck:update_customer(id, body)
   if type(body) == "table" and type(body.merge_customer_ids) == "table" then
     for i, m in ipairs(body.merge_customer_ids) do
@@ -331,7 +415,14 @@ function TableCheck:update_customer(id, body)
   return update(self, "customers", "customer_update", id, body)
 end
 
--- DELETE /customers/{id} -> true | nil, err
+--- Deletes a customer (`DELETE /customers/{id}`).
+-- Retried like a read, on a connection of its own; when an earlier attempt may have done it,
+-- a 404 on the retry returns `true`: the record is gone either way.
+-- @tparam string id the customer's id
+-- @treturn[1] boolean `true`
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` (a bad id), `http` (404: none), `auth`, `transport`,
+-- `timeout`
 function TableCheck:delete_customer(id) return delete(self, "customers", id) end
 
 local SEARCH_OPTIONS = { restart_on_expiry = true, max_restarts = true }
@@ -350,16 +441,32 @@ end
 local RESTART_HINT = "; start the search again, or pass restart_on_expiry = true to have the"
   .. " iterator do it"
 
---[[ POST /customer_search (CustomerSearchParams) as a pager of customers:
-    for c, err in client:iter_search_customers({first_name = "Jim", has_email = true}) do ... end
-  The first request sends the query, every later one only {scroll_id}; it stops when a page
-  comes back empty. it.total is pagination.total_results once the first page is in.
-  A scroll_id unused for scroll_ttl seconds (5 minutes) expires: the iterator notices before
-  sending (client-side) or from the server's answer and yields a timeout error with code
-  scroll_expired (err.expired_by = "client" | "server").
-  opts.restart_on_expiry = true: start the search again instead (at most opts.max_restarts = 3
-  times in a row). The ids already yielded are remembered and skipped, so nothing repeats; that
-  set grows with the number of customers read, so leave it off for constant-memory exports. ]]
+--- Every customer a search matches, as a pager (`POST /customer_search`, CustomerSearchParams).
+--    for c, err in client:iter_search_customers({first_name = "Jim", has_email = true}) do ... end
+-- The first request sends the query, every later one only {scroll_id}; it stops when a page
+-- comes back empty. it.total is pagination.total_results once the first page is in.
+-- A scroll_id unused for scroll_ttl seconds (5 minutes) expires: the iterator notices before
+-- sending (client-side) or from the server's answer and yields a timeout error with code
+-- scroll_expired (err.expired_by = "client" | "server").
+-- opts.restart_on_expiry = true: start the search again instead (at most opts.max_restarts = 3
+-- times in a row). The ids already yielded are remembered and skipped, so nothing repeats; that
+-- set grows with the number of customers read, so leave it off for constant-memory exports.
+-- A continuation whose answer was lost after it reached the server is never sent again (that
+-- would skip a page): the error has `scroll_lost = true` (or, with `restart_on_expiry`, the
+-- search starts over).
+-- @tparam[opt] table query CustomerSearchParams (`{}`: every customer)
+-- @tparam[opt] table opts
+-- @tparam[opt=false] boolean opts.restart_on_expiry start over on an expired or lost scroll
+-- @tparam[opt=3] number opts.max_restarts restarts in a row before giving up
+-- @treturn crm.pager.Pager yields each customer (`it.total`, `it.restarts`); errors are
+-- yielded as `false, err`: `validation` for bad input (nothing sent), `timeout` with
+-- `code = "scroll_expired"` and `expired_by`, an error with `scroll_lost = true`, `decode`
+-- with `code = "no_scroll_id"`, or `http`, `auth`, `transport`
+-- @usage local it = tc:iter_search_customers({ has_email = true }, { restart_on_expiry = true })
+-- for c, err in it do
+--   if c == false then error(tostring(err)) end
+--   print(c.id, it.total)
+-- end
 function TableCheck:iter_search_customers(query, opts)
   local body, err = schema.body("customer_search", query or {})
   if not body then return pager.failed(err) end
@@ -459,9 +566,15 @@ function TableCheck:iter_search_customers(query, opts)
   end, { started = false, fetched = 0, restarts = 0, restarted = 0, last_at = 0 })
 end
 
--- search_customers(query) -> customers, pagination | nil, err: the first page only (up to 200),
--- with pagination.scroll_id and total_results as the server sent them. iter_search_customers
+--- The first page of a search (`POST /customer_search`): up to 200 customers.
+-- With pagination.scroll_id and total_results as the server sent them. iter_search_customers
 -- reads every page.
+-- @tparam[opt] table query CustomerSearchParams (`{}`: every customer)
+-- @treturn[1] {table,...} the customers of the first page
+-- @treturn[1] Pagination `{scroll_id, total_results}`
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` with `field` (nothing sent), or `http`, `auth`, `transport`,
+-- `timeout`, `decode`
 function TableCheck:search_customers(query)
   local body, err = schema.body("customer_search", query or {})
   if not body then return nil, err end
@@ -476,85 +589,235 @@ end
 
 -- ---- shops and franchises ----
 
--- GET /shops {ids, slugs, franchise_ids, page, per_page, include_fields, exclude_fields}
+--- One page of shops (`GET /shops`).
+-- @tparam[opt] table params the query: `{ids, slugs, franchise_ids, page, per_page,
+-- include_fields, exclude_fields}`; `page` from 0, `per_page` 1 to 1000
+-- @treturn[1] {table,...} the shops of that page
+-- @treturn[1] Pagination the answer's `pagination` (`{}` when absent)
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` with `field` (a parameter the contract does not define, a bad
+-- id, `page`/`per_page` out of range), or `http`, `auth`, `transport`, `timeout`, `decode`
 function TableCheck:list_shops(params) return list(self, "shops", params) end
+--- Every page of shops, as a pager (`GET /shops`, 1000 per page unless `per_page`).
+-- Stops at a short page.
+-- @tparam[opt] table params the query, as for the `list_` method (`page` is the first page)
+-- @treturn crm.pager.Pager yields each item; bad input is yielded as `false, err` before
+-- anything is sent
 function TableCheck:iter_shops(params) return iter(self, "shops", params) end
--- GET /shops/{shop_id} (id or slug)
+--- Reads one shop (`GET /shops/{shop_id}`). The id or the slug.
+-- @tparam string id the shop's id
+-- @treturn[1] table the shop
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` (a bad id: empty, `.`/`..`), `http` (404: none), `auth`,
+-- `transport`, `timeout`, `decode`
 function TableCheck:get_shop(id) return show_one(self, "shops", id) end
 
--- GET /franchises {ids, names, slugs, page, per_page, include_fields, exclude_fields}
+--- One page of franchises (`GET /franchises`).
+-- @tparam[opt] table params the query: `{ids, names, slugs, page, per_page, include_fields,
+-- exclude_fields}`; `page` from 0, `per_page` 1 to 1000
+-- @treturn[1] {table,...} the franchises of that page
+-- @treturn[1] Pagination the answer's `pagination` (`{}` when absent)
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` with `field` (a parameter the contract does not define, a bad
+-- id, `page`/`per_page` out of range), or `http`, `auth`, `transport`, `timeout`, `decode`
 function TableCheck:list_franchises(params) return list(self, "franchises", params) end
+--- Every page of franchises, as a pager (`GET /franchises`, 1000 per page unless `per_page`).
+-- Stops at a short page.
+-- @tparam[opt] table params the query, as for the `list_` method (`page` is the first page)
+-- @treturn crm.pager.Pager yields each item; bad input is yielded as `false, err` before
+-- anything is sent
 function TableCheck:iter_franchises(params) return iter(self, "franchises", params) end
--- GET /franchises/{franchise_id} (id or slug)
+--- Reads one franchise (`GET /franchises/{franchise_id}`). The id or the slug.
+-- @tparam string id the franchise's id
+-- @treturn[1] table the franchise
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` (a bad id: empty, `.`/`..`), `http` (404: none), `auth`,
+-- `transport`, `timeout`, `decode`
 function TableCheck:get_franchise(id) return show_one(self, "franchises", id) end
 
 -- ---- reservations ----
 
--- GET /reservations {ids, customer_ids, created_at_*, updated_at_*, start_at_min/max, sort,
--- sort_order, page, per_page, include_fields, exclude_fields}
+--- One page of reservations (`GET /reservations`).
+-- @tparam[opt] table params the query: `{ids, customer_ids, created_at_*, updated_at_*,
+-- start_at_min/max, sort, sort_order, page, per_page, include_fields, exclude_fields}`; `page`
+-- from 0, `per_page` 1 to 1000
+-- @treturn[1] {table,...} the reservations of that page
+-- @treturn[1] Pagination the answer's `pagination` (`{}` when absent)
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` with `field` (a parameter the contract does not define, a bad
+-- id, `page`/`per_page` out of range), or `http`, `auth`, `transport`, `timeout`, `decode`
 function TableCheck:list_reservations(params) return list(self, "reservations", params) end
+--- Every page of reservations, as a pager (`GET /reservations`, 1000 per page unless `per_page`).
+-- Stops at a short page.
+-- @tparam[opt] table params the query, as for the `list_` method (`page` is the first page)
+-- @treturn crm.pager.Pager yields each item; bad input is yielded as `false, err` before
+-- anything is sent
 function TableCheck:iter_reservations(params) return iter(self, "reservations", params) end
 
--- GET /reservations/{id} {include_fields, exclude_fields} -> reservation, reservation_flags
+--- Reads one reservation and its flags (`GET /reservations/{id}`).
+-- @tparam string id the reservation's id
+-- @tparam[opt] table params `{include_fields, exclude_fields}`
+-- @treturn[1] table the reservation
+-- @treturn[1] {table,...} the answer's `reservation_flags` (`{}` when absent)
+-- @return[2] `nil`
+-- @treturn[2] Error `validation`, `http` (404: none), `auth`, `transport`, `timeout`, `decode`
 function TableCheck:get_reservation(id, params)
   local r, data = show(self, "reservations", id, params)
   if not r then return nil, data end
   return r, type(data.reservation_flags) == "table" and data.reservation_flags or {}
 end
 
--- POST /reservations (ReservationCreateParams: shop_id, pax, start_at required)
+--- Creates a reservation (`POST /reservations`, ReservationCreateParams: `shop_id`, `pax`,
+-- `start_at` required). Never sent twice, as for `create_customer`.
+-- @tparam table body the reservation
+-- @treturn[1] table the created reservation
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` with `field` when the body breaks the contract (nothing sent);
+-- `http` (a 4xx is the server's final word), `auth`, `transport`, `timeout`, `decode`;
+-- `outcome_unknown = true` when it may have been stored
 function TableCheck:create_reservation(body)
   return create(self, "reservations", "reservation_create", body)
 end
 
--- PUT /reservations/{id} (ReservationUpdateParams)
+--- Updates a reservation (`PUT /reservations/{id}`, ReservationUpdateParams).
+-- @tparam string id the reservation's id (or reference)
+-- @tparam table body the fields to change
+-- @treturn[1] table the reservation as updated
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` with `field` when the body breaks the contract (nothing sent);
+-- `http` (a 4xx is the server's final word), `auth`, `transport`, `timeout`, `decode`;
+-- `outcome_unknown = true` for a PUT that is not repeatable whose answer was lost
 function TableCheck:update_reservation(id, body)
   return update(self, "reservations", "reservation_update", id, body)
 end
 
 -- ---- reservation flags ----
 
--- GET /reservation_flags {ids, shop_ids, created_at_*, updated_at_*, page, per_page}
+--- One page of reservation flags (`GET /reservation_flags`).
+-- @tparam[opt] table params the query: `{ids, shop_ids, created_at_*, updated_at_*, page,
+-- per_page}`; `page` from 0, `per_page` 1 to 1000
+-- @treturn[1] {table,...} the reservation flags of that page
+-- @treturn[1] Pagination the answer's `pagination` (`{}` when absent)
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` with `field` (a parameter the contract does not define, a bad
+-- id, `page`/`per_page` out of range), or `http`, `auth`, `transport`, `timeout`, `decode`
 function TableCheck:list_reservation_flags(params) return list(self, "reservation_flags", params) end
+--- Every page of reservation flags, as a pager (`GET /reservation_flags`, 1000 per page unless `per_page`).
+-- Stops at a short page.
+-- @tparam[opt] table params the query, as for the `list_` method (`page` is the first page)
+-- @treturn crm.pager.Pager yields each item; bad input is yielded as `false, err` before
+-- anything is sent
 function TableCheck:iter_reservation_flags(params) return iter(self, "reservation_flags", params) end
--- GET /reservation_flags/{id}
+--- Reads one reservation flag (`GET /reservation_flags/{id}`).
+-- @tparam string id the reservation flag's id
+-- @treturn[1] table the reservation flag
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` (a bad id: empty, `.`/`..`), `http` (404: none), `auth`,
+-- `transport`, `timeout`, `decode`
 function TableCheck:get_reservation_flag(id) return show_one(self, "reservation_flags", id) end
 
 -- ---- memberships ----
 
--- GET /memberships {ids, customer_ids, code, membership_program_id, created_at_*, updated_at_*,
--- page, per_page, include_fields, exclude_fields}
+--- One page of memberships (`GET /memberships`).
+-- @tparam[opt] table params the query: `{ids, customer_ids, code, membership_program_id,
+-- created_at_*, updated_at_*, page, per_page, include_fields, exclude_fields}`; `page` from 0,
+-- `per_page` 1 to 1000
+-- @treturn[1] {table,...} the memberships of that page
+-- @treturn[1] Pagination the answer's `pagination` (`{}` when absent)
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` with `field` (a parameter the contract does not define, a bad
+-- id, `page`/`per_page` out of range), or `http`, `auth`, `transport`, `timeout`, `decode`
 function TableCheck:list_memberships(params) return list(self, "memberships", params) end
+--- Every page of memberships, as a pager (`GET /memberships`, 1000 per page unless `per_page`).
+-- Stops at a short page.
+-- @tparam[opt] table params the query, as for the `list_` method (`page` is the first page)
+-- @treturn crm.pager.Pager yields each item; bad input is yielded as `false, err` before
+-- anything is sent
 function TableCheck:iter_memberships(params) return iter(self, "memberships", params) end
--- GET /memberships/{id}
+--- Reads one membership (`GET /memberships/{id}`).
+-- @tparam string id the membership's id
+-- @treturn[1] table the membership
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` (a bad id: empty, `.`/`..`), `http` (404: none), `auth`,
+-- `transport`, `timeout`, `decode`
 function TableCheck:get_membership(id) return show_one(self, "memberships", id) end
 
--- POST /memberships (MembershipCreateParams: membership_program_id, code required)
+--- Creates a membership (`POST /memberships`, MembershipCreateParams: `membership_program_id`,
+-- `code` required). Never sent twice, as for `create_customer`.
+-- @tparam table body the membership
+-- @treturn[1] table the created membership
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` with `field` when the body breaks the contract (nothing sent);
+-- `http` (a 4xx is the server's final word), `auth`, `transport`, `timeout`, `decode`;
+-- `outcome_unknown = true` when it may have been stored
 function TableCheck:create_membership(body)
   return create(self, "memberships", "membership_create", body)
 end
 
--- PUT /memberships/{id} (MembershipUpdateParams)
+--- Updates a membership (`PUT /memberships/{id}`, MembershipUpdateParams).
+-- @tparam string id the membership's id
+-- @tparam table body the fields to change
+-- @treturn[1] table the membership as updated
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` with `field` when the body breaks the contract (nothing sent);
+-- `http` (a 4xx is the server's final word), `auth`, `transport`, `timeout`, `decode`;
+-- `outcome_unknown = true` for a PUT that is not repeatable whose answer was lost
 function TableCheck:update_membership(id, body)
   return update(self, "memberships", "membership_update", id, body)
 end
 
--- DELETE /memberships/{id} -> true
+--- Deletes a membership (`DELETE /memberships/{id}`); as for `delete_customer`.
+-- @tparam string id the membership's id
+-- @treturn[1] boolean `true` (also when a retry finds it already gone)
+-- @return[2] `nil`
+-- @treturn[2] Error `validation`, `http` (404: none), `auth`, `transport`, `timeout`
 function TableCheck:delete_membership(id) return delete(self, "memberships", id) end
 
 -- ---- membership programs ----
 
--- GET /membership_programs {ids, membership_ids, created_at_*, updated_at_*, page, per_page,
--- include_fields, exclude_fields}
+--- One page of membership programs (`GET /membership_programs`).
+-- @tparam[opt] table params the query: `{ids, membership_ids, created_at_*, updated_at_*, page,
+-- per_page, include_fields, exclude_fields}`; `page` from 0, `per_page` 1 to 1000
+-- @treturn[1] {table,...} the membership programs of that page
+-- @treturn[1] Pagination the answer's `pagination` (`{}` when absent)
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` with `field` (a parameter the contract does not define, a bad
+-- id, `page`/`per_page` out of range), or `http`, `auth`, `transport`, `timeout`, `decode`
 function TableCheck:list_membership_programs(params) return list(self, "membership_programs", params) end
+--- Every page of membership programs, as a pager (`GET /membership_programs`, 1000 per page unless `per_page`).
+-- Stops at a short page.
+-- @tparam[opt] table params the query, as for the `list_` method (`page` is the first page)
+-- @treturn crm.pager.Pager yields each item; bad input is yielded as `false, err` before
+-- anything is sent
 function TableCheck:iter_membership_programs(params) return iter(self, "membership_programs", params) end
--- GET /membership_programs/{id}
+--- Reads one membership program (`GET /membership_programs/{id}`).
+-- @tparam string id the membership program's id
+-- @treturn[1] table the membership program
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` (a bad id: empty, `.`/`..`), `http` (404: none), `auth`,
+-- `transport`, `timeout`, `decode`
 function TableCheck:get_membership_program(id) return show_one(self, "membership_programs", id) end
 
 -- ---- flows ----
 
--- contacts(customer, spec) -> body | nil, err: a nested phones/emails/... update for
--- update_customer (see crm.tablecheck.contacts.plan). Sends nothing.
+--- Builds the nested phones/emails/addresses/socials/events part of an `update_customer` body.
+-- A nested phones/emails/... update for update_customer (see crm.tablecheck.contacts.plan).
+-- Sends nothing.
+-- @function TableCheck:plan_contacts
+-- @tparam table customer the customer as read (`get_customer`): the ids the spec names must be
+-- among its `phone_objects`, `email_objects`, `addresses`, ...
+-- @tparam table spec `{phones = section, emails = section, addresses = ..., socials = ...,
+-- events = ...}`, each section `{keep, modify, destroy, add, overwrite}` or, for phones and
+-- emails, `{set}`: see `crm.tablecheck.contacts.plan`
+-- @treturn[1] table the body for `update_customer`
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` with `field` (`"phones.modify.ID"`, `"emails.set[2]"`,
+-- `"spec"` when it changes nothing)
+-- @usage local body = assert(tc:plan_contacts(customer, { phones = { set = { "+81312345678" } } }))
+-- local updated, err = tc:update_customer(customer.id, body)
+
+-- (Defined with `.` and an unused first argument: the client is not needed to build a body.
+-- The plain comment keeps LDoc from reading the `_` into the documented signature.)
 function TableCheck.plan_contacts(_, customer, spec) return contacts.plan(customer, spec) end
 
 -- The client's single-flight locks (crm.flight), for merges that share a customer, and how long
@@ -568,20 +831,102 @@ function TableCheck:_flight_ttl()
   return 2 * (self.policy.deadline + (self._timeout or 30))
 end
 
--- merge(primary_id, secondary_ids [, {resolve, dry_run, wait}]) -> customer, report
+--- Merges customers into one (reads every customer involved, then one `PUT /customers/{id}`).
+-- Resolves the fields (default: keep the primary's non-empty fields, fill gaps from the
+-- secondaries, union phones and emails in normal form) and sends one PUT with the fields, the
+-- `overwrite_*` flags and `merge_customer_ids`. The PUT is never sent twice. Merges that share
+-- a customer take turns on one client. Self-merges, empty or repeated lists and unknown ids
+-- fail before any PUT; so does a merge that would lose a phone or email value (not E.164, not
+-- an email: `code = "merge_would_lose_values"`) unless `resolve` decides.
+-- @tparam string primary_id the customer that stays (24-hex id)
+-- @tparam {string,...} secondary_ids the customers merged into it (destroyed by TableCheck)
+-- @tparam[opt] table opts
+-- @tparam[opt] function opts.resolve `function(primary, secondaries, body, report)` returning
+-- `fields [, report]`: replaces the policy; `body`/`report` are the default plan, which it may
+-- edit and return; return `nil, err` to stop
+-- @tparam[opt] boolean opts.dry_run read and resolve, return the planned request, send no PUT
+-- @tparam[opt] boolean|table opts.wait `true` or `{timeout, interval, max_interval}`: after the
+-- PUT, wait as `wait_for_merge` does
+-- @treturn[1] table the merged customer (what the PUT answered; with `wait`, the customer once
+-- the merge finished)
+-- @treturn[1] crm.tablecheck.merge.MergeReport the report
+-- @treturn[2] crm.tablecheck.merge.MergeRequest with `dry_run`: the planned
+-- `{method = "PUT", path, body}` (nothing sent)
+-- @treturn[2] crm.tablecheck.merge.MergeReport with `dry_run`: the report (`report.dry_run = true`,
+-- `report.request` is the first value)
+-- @return[3] `nil`
+-- @treturn[3] Error `validation` with `field` (`"secondary_ids[2]"`, `"resolve"`; `code =
+-- "merge_would_lose_values"` with `ids` and `report`), `http` (404 on a read: `field` and
+-- `ids` name the missing customer), or the PUT's error with `err.report`
+-- (`outcome_unknown = true` when it may have been applied); with `wait`, a `timeout` with
+-- `code = "merge_pending"`, `err.customer` and `err.report`
+-- @usage local plan, report = assert(tc:merge_customers(g.primary, g.secondaries, { dry_run = true }))
+-- print(plan.method, plan.path, #report.conflicts)
+-- local merged, rep = tc:merge_customers(g.primary, g.secondaries, { wait = { timeout = 60 } })
 function TableCheck:merge_customers(primary_id, secondary_ids, opts)
   return merge.merge(self, primary_id, secondary_ids, opts)
 end
 
--- wait_for_merge(primary_id, secondary_ids [, {timeout, interval, max_interval}]) -> customer
+--- Waits until a merge has finished (polls `GET /customers/{primary_id}`, reservations and
+-- memberships). Done when the primary's `merged_customer_ids` holds every secondary and no
+-- reservation or membership still names one (TableCheck moves them asynchronously).
+-- @tparam string primary_id the customer merged into
+-- @tparam {string,...} secondary_ids the customers merged
+-- @tparam[opt] table opts
+-- @tparam[opt=300] number opts.timeout seconds to wait
+-- @tparam[opt=0.25] number opts.interval first wait between polls (doubling)
+-- @tparam[opt=5] number opts.max_interval longest wait between polls
+-- @treturn[1] table the primary customer, merge finished
+-- @return[2] `nil`
+-- @treturn[2] Error `timeout` with `code = "merge_pending"`, `ids` (the secondaries not done)
+-- and `stage` (`"merged_customer_ids"` or `"associated_objects"`); `validation` for bad ids or
+-- options; or a read's error
 function TableCheck:wait_for_merge(primary_id, secondary_ids, opts)
   return merge.wait(self, primary_id, secondary_ids, opts)
 end
 
--- find_duplicates([query [, {by, restart_on_expiry}]]) -> groups, stats
+--- Groups customers that share a normalised email or E.164 phone (`POST /customer_search`).
+-- Reads every customer the search matches and groups them transitively, oldest first, ready to
+-- feed `merge_customers(g.primary, g.secondaries)`.
+-- @tparam[opt] table query CustomerSearchParams (default `{}`: every customer)
+-- @tparam[opt] table opts
+-- @tparam[opt] {string,...} opts.by what links customers: `{"email", "phone"}` (the default),
+-- or one of them
+-- @tparam[opt] boolean opts.restart_on_expiry passed to `iter_search_customers`
+-- @treturn[1] {crm.tablecheck.merge.DuplicateGroup,...} the groups `{primary, secondaries, ids,
+-- reasons}`, sorted by `primary`
+-- @treturn[1] crm.tablecheck.merge.DuplicateStats `{scanned, total}`
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` (`field = "by[1]"`, an unknown option), or the search's error
+-- @usage local groups, stats = assert(tc:find_duplicates(nil, { by = { "email" } }))
+-- for _, g in ipairs(groups) do print(g.primary, #g.secondaries, g.reasons[1].value) end
 function TableCheck:find_duplicates(query, opts) return merge.find_duplicates(self, query, opts) end
 
--- wait_for_images(customer_id [, {timeout, interval, max_interval}]) -> images
+--- Waits until a customer's image uploads have finished (polls `GET /customers/{id}`).
+-- Uploads are asynchronous: done when every image has a `url` and `image_variants`.
+-- @tparam string customer_id the customer's id
+-- @tparam[opt] table opts
+-- @tparam[opt=60] number opts.timeout seconds to wait
+-- @tparam[opt=0.25] number opts.interval first wait between polls (doubling)
+-- @tparam[opt=5] number opts.max_interval longest wait between polls
+-- @treturn[1] {table,...} the customer's images, each with `url` and `image_variants`
+-- @return[2] `nil`
+-- @treturn[2] Error `timeout` with `code = "images_pending"`, `ids` (the images still
+-- uploading) and `images`; `validation`; `decode` when `images` is not an array; or a read's error
 function TableCheck:wait_for_images(customer_id, opts) return images.wait(self, customer_id, opts) end
+
+--- Runs operations concurrently on this client; see `crm.client.batch` for the whole story.
+-- @function TableCheck:batch
+-- @tparam {function|table,...} ops `function(client) ... end` or `{"method_name", args...}` each
+-- @tparam[opt] table opts `{concurrency = 16, stop_on_error = false}`
+-- @treturn[1] crm.client.BatchResults one record per op, in input order: `{value, extra}` or
+-- `{err}`, plus `results.succeeded` and `results.failed`
+-- @return[2] `nil` for bad arguments or options
+-- @treturn[2] Error `validation` with `field`, or `transport` (`code = "closed"`)
+
+--- Frees the connection; see `crm.client.close`. Safe twice; also on `__gc` and `<close>`.
+-- Later calls return a `transport` error with `code = "closed"`.
+-- @function TableCheck:close
+-- @treturn boolean `true`
 
 return M

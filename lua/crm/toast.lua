@@ -1,5 +1,20 @@
--- Toast CRM v1: OAuth machine-client login, the eight customer and credit operations, the 202
--- create confirmation, paging iterators and find_or_create.
+--- Toast CRM v1: the `Toast` client.
+-- OAuth machine-client login, the eight customer and credit operations, the 202 create
+-- confirmation, paging iterators, `find_or_create`, and the guest history from orders (orders,
+-- dining options, employees, menus, the backfill and the sync to CRM; lua/crm/toast/orders.lua).
+-- `crm.toast(opts)` is `require("crm.toast").new(opts)`.
+--
+-- Toast CRM v1 is deprecated by Toast: talk to Toast's partnership team before building on it.
+-- Every call returns `nil, err` on failure (a `crm.error.Error`); nothing raises.
+-- @module crm.toast
+-- @usage
+-- local crm = require "crm"
+-- local toast = assert(crm.toast { restaurant_guid = "76cb1b05-cb1e-4adf-863a-b2a94a5ecdcf",
+--   client_id = os.getenv("CRM_TOAST_CLIENT_ID"), client_secret = os.getenv("CRM_TOAST_CLIENT_SECRET") })
+-- local guest, how = toast:find_or_create { firstName = "Josephine", lastName = "Banton",
+--   email = "jbanton@example.org" }
+-- if not guest then error(tostring(how)) end
+-- toast:close()
 local platform = require "crm.platform"
 local client = require "crm.client"
 local errors = require "crm.error"
@@ -19,7 +34,9 @@ local null = http.null
 
 local LOGIN_PATH = "/authentication/v1/authentication/login"
 local CRM = "/crm/v1"
+--- The largest `pageSize` Toast's paged endpoints take (the iterators use it).
 M.MAX_PAGE_SIZE = 50
+--- The default `base_url`.
 M.DEFAULT_BASE_URL = "https://ws-api.toasttab.com"
 
 local KNOWN = {
@@ -27,6 +44,7 @@ local KNOWN = {
   confirm_timeout = true, confirm_attempts = true, default_country_code = true,
 }
 
+--- The shortest `client_secret` or `token` accepted, in bytes.
 -- Secrets shorter than this are refused: error text could not scrub them safely (crm.error
 -- redacts secrets of at least 4 bytes; shorter ones would match ordinary text).
 M.MIN_SECRET_BYTES = 4
@@ -57,9 +75,32 @@ local function parse_error(body)
     type(body.fieldName) == "string" and body.fieldName or nil
 end
 
--- crm.toast{ base_url, restaurant_guid, client_id, client_secret | token, ... } -> client | nil, err
+--- The options of `crm.toast{}`: these, and the common `crm.client.Options` (`base_url` defaults
+-- to `https://ws-api.toasttab.com`; paths `/crm/v1/...` and `/authentication/v1/...` are added).
+-- @table Options
+-- @tfield string restaurant_guid required: the restaurant's Toast POS GUID, sent as
+-- `Toast-Restaurant-External-ID` on every call
+-- @tfield string client_id OAuth machine-client id (required unless `token`; at most 256 bytes)
+-- @tfield string client_secret OAuth machine-client secret (required unless `token`; 4 to 1024
+-- bytes); kept off the client table and scrubbed from every error
+-- @tfield[opt] string token a fixed bearer token (at least 4 bytes); then the client never logs in
+-- @tfield[opt=30] number confirm_timeout seconds to wait out 202 answers on a create or a credit
+-- add (more than 0, at most 3600)
+-- @tfield[opt=100] number confirm_attempts most 202 answers to wait out on one create
+-- @tfield[opt="1"] string default_country_code country calling code (1 to 3 digits, e.g. `"44"`)
+-- for national phone numbers: `find_or_create`'s search keys, guest profiles, `sync_to_crm`
+
+--- Builds a Toast client (`crm.toast(opts)`). Validates and sends nothing: the first call logs
+-- in, and the token is cached until shortly before `expiresIn` runs out (10% or 60 s early).
+-- A 401 on any call causes one fresh login and one resend.
 -- restaurant_guid is a Toast POS GUID; client_secret and token are at least 4 bytes;
 -- default_country_code ("1" unless given; digits such as "44") places national phone numbers.
+-- @tparam Options opts the Toast options and the common `crm.client.Options`
+-- @treturn[1] Toast the client
+-- @return[2] `nil`
+-- @treturn[2] Error `validation`, with `field` naming the option (an unknown option, a
+-- `restaurant_guid` that is not a GUID, a missing `client_id`, a short secret, a bad `base_url`)
+-- @usage local toast, err = crm.toast { restaurant_guid = guid, client_id = id, client_secret = secret }
 function M.new(opts)
   if type(opts) ~= "table" then return nil, validate.fail("options", "must be a table") end
   local o = {}
@@ -116,9 +157,23 @@ function M.new(opts)
   return self
 end
 
+--- A Toast client, made by `crm.toast{}` (`new`). Its methods take and return plain Lua tables
+-- shaped like Toast's JSON; JSON `null` reads as `nil` in objects (inside arrays it stays
+-- `crm.null`). Ids in paths (`customerId`, `transactionId`) must be GUIDs, checked before
+-- sending (`validation` error with `field`). The client table holds no secret.
+-- @type Toast
+
 -- ---- authentication ----
 
--- login() -> token | nil, err. Called lazily; exposed so a script can fail fast.
+--- Logs in (`POST /authentication/v1/authentication/login`), with `clientId`, `clientSecret`
+-- and `userAccessType = "TOAST_MACHINE_CLIENT"`.
+-- Called lazily by every other method; exposed so a script can fail fast. With a fixed `token`
+-- it returns that token and sends nothing.
+-- @treturn[1] string the access token (scrubbed from every error; do not log it)
+-- @return[2] `nil`
+-- @treturn[2] Error `auth` when the login is refused (401/403 or another HTTP error, message
+-- `login failed: ...`), `decode` when the answer has no `token.accessToken`, `transport` or
+-- `timeout` otherwise (`code = "closed"` on a closed client)
 function Toast:login()
   if self._closed then return nil, client.closed_error() end
   local private = client.private(self)
@@ -320,12 +375,23 @@ local function toast_time(s, field)
   return toast_form(t)
 end
 
---[[ format_time([x]) -> "yyyy-MM-ddTHH:mm:ss.SSS+hhmm" | nil, err (crm.toast_time). Never raises.
-  nil      the current time, in UTC
-  number   epoch seconds (1970 to 9999), in UTC, milliseconds rounded
-  string   an RFC 3339 date-time (Z, +HH:MM or Toast's +HHMM; any fraction): the same local
-           time and offset in Toast's form, fractions truncated to milliseconds
-  Anything else, or an impossible date-time, gives a validation error naming "time". ]]
+--- @type end
+
+--- A time in Toast's form `yyyy-MM-ddTHH:mm:ss.SSS+hhmm` (`crm.toast_time`). Never raises.
+--
+-- * nil: the current time, in UTC
+-- * number: epoch seconds (1970 to 9999), in UTC, milliseconds rounded
+-- * string: an RFC 3339 date-time (`Z`, `+HH:MM` or Toast's `+HHMM`; any fraction): the same
+--   local time and offset in Toast's form, fractions truncated to milliseconds (a leap second
+--   `:60` is sent as `:59.999`)
+--
+-- Anything else, or an impossible date-time, gives a validation error naming "time".
+-- @tparam[opt] number|string x epoch seconds or an RFC 3339 date-time; default: now
+-- @treturn[1] string e.g. `"2024-03-05T09:21:40.000+0900"`
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` with `field = "time"`
+-- @usage crm.toast_time()                            --> "2024-03-05T00:21:40.123+0000"
+-- crm.toast_time("2024-03-05T09:21:40+09:00")  --> "2024-03-05T09:21:40.000+0900"
 function M.format_time(x)
   if x == nil then x = os.time() end
   if type(x) == "string" then return toast_time(x, "time") end
@@ -337,6 +403,8 @@ function M.format_time(x)
   -- The one formatter of epochs in Toast's form (guest history uses it too).
   return require("crm.toast.guests").format_time(x)
 end
+
+--- @type Toast
 
 -- ---- customers ----
 
@@ -371,9 +439,27 @@ local function create(self, body, opts)
     opts and opts.confirm_timeout or self.confirm_timeout, "customer creation", "get_customer")
 end
 
--- create_customer(customer [, {confirm_timeout}]) -> customer | nil, err (err.guid set)
+--- Creates a customer (`POST /crm/v1/customers`), confirming a 202.
 -- customer: {firstName, lastName, email and/or phone, guid?}; one of email and phone may be
 -- crm.null, and a customer read back from Toast (entityType = "Customer") is accepted as it is.
+-- Without a `guid` the client makes a lowercase one before the first attempt; every retry and
+-- every re-POST after a `202 Accepted` sends that same GUID, so nothing is created twice (a
+-- duplicate GUID returns the existing record).
+-- @tparam table c the customer `{firstName, lastName, email, phone, guid}`: `firstName` and
+-- `lastName` non-empty strings (at most 255 bytes, UTF-8); at least one of `email`
+-- (name@domain) or `phone` (digits, `+`, `-`, spaces, dots, parentheses), the other absent or
+-- `crm.null` (left out of the request); `guid` a UUID if given; `entityType = "Customer"` allowed
+-- (not sent); nothing else
+-- @tparam[opt] table opts
+-- @tparam[opt] number opts.confirm_timeout seconds to wait out 202 answers (default: the
+-- client's `confirm_timeout`)
+-- @treturn[1] Customer the created customer, as Toast answers it
+-- @return[2] `nil`
+-- @treturn[2] Error with `err.guid` (the GUID sent) on every error after validation.
+-- `validation` with `field` for bad input (nothing sent); `timeout` with `pending = true` when
+-- the server kept answering 202 past `confirm_timeout` (the record may still appear: look it up
+-- with `get_customer(err.guid)` or send it again with `guid = err.guid`); `http`, `auth`,
+-- `transport`, `decode` otherwise
 function Toast:create_customer(c, opts)
   local e
   c, e = validate.plain(c, "customer")
@@ -385,6 +471,12 @@ function Toast:create_customer(c, opts)
   return create(self, customer_body(c), opts)
 end
 
+--- Reads one customer (`GET /crm/v1/customers/{customerId}`).
+-- @tparam string id the customer's GUID
+-- @treturn[1] Customer the customer
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` (`field = "customerId"`: not a GUID), `http` (`status = 404`
+-- when there is no such customer), `auth`, `transport`, `timeout`, `decode`
 function Toast:get_customer(id)
   local e = check_guid(id, "customerId")
   if e then return nil, e end
@@ -453,7 +545,6 @@ local function pages(self, method, path, params, body)
   end, { page = params.page or 1, page_size = size })
 end
 
--- search_customers(query [, {page, pageSize}]) -> array | nil, err
 -- Inputs are read from raw copies (validate.plain): checked exactly as sent.
 local function plain2(a, fa, b, fb)
   local e
@@ -464,6 +555,17 @@ local function plain2(a, fa, b, fb)
   return a, b
 end
 
+--- Searches customers, one page (`POST /crm/v1/customers/search`).
+-- Inputs are read from raw copies: checked exactly as sent.
+-- @tparam table q the query: a non-empty subset of `{firstName, lastName, email, phone}` (non-empty
+-- strings; `phone` as for `create_customer`)
+-- @tparam[opt] table opts
+-- @tparam[opt=1] number opts.page page number, from 1
+-- @tparam[opt] number opts.pageSize 1 to 50 (`MAX_PAGE_SIZE`)
+-- @treturn[1] {Customer,...} the customers of that page (`{}` on 204)
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` with `field` (`"query"`, `"query.email"`, `"pageSize"`), or
+-- `http`, `auth`, `transport`, `timeout`, `decode` (an entry that is not an object)
 function Toast:search_customers(q, opts)
   local e
   q, opts, e = plain2(q, "query", opts, "options")
@@ -473,7 +575,16 @@ function Toast:search_customers(q, opts)
   return fetch_page(self, "POST", CRM .. "/customers/search", opts or {}, { query = q })
 end
 
--- iter_search_customers(query [, {page, pageSize}]) -> pager yielding customers
+--- Every page of a search, as a pager of customers (`POST /crm/v1/customers/search`).
+-- Pages of `pageSize` (50 unless given); stops on 204, an empty page or a short page.
+-- @tparam table q the query, as for `search_customers`
+-- @tparam[opt] table opts `{page, pageSize}`: the first page and the page size
+-- @treturn crm.pager.Pager yields each `Customer`; bad input is yielded as `false, err`
+-- (`validation`) before anything is sent, a failure mid-way as `false, err` once
+-- @usage for c, err in toast:iter_search_customers { lastName = "Banton" } do
+--   if c == false then error(tostring(err)) end
+--   print(c.guid, c.firstName)
+-- end
 function Toast:iter_search_customers(q, opts)
   local e
   q, opts, e = plain2(q, "query", opts, "options")
@@ -544,13 +655,29 @@ local function find_then_create(self, searches, body, opts, locks, held)
   return created, "created"
 end
 
---[[ find_or_create(customer [, {confirm_timeout}]) -> customer, "found" | "created" | nil, err
-Searches by email, then by phone, as Toast asks, and creates only when nothing matches (see
-plan_find for the normal forms). Concurrent calls on one client (a batch, nginx light threads,
-requests of one worker sharing the client) for the same guest take turns: each holds its
-guest's email key and phone key (crm.flight) from the first search to the end of the create,
-so the next one's search finds what the first created. A key is held at most flight_ttl
-seconds (a login, two searches and a confirmed create). ]]
+--- Finds a customer by email or phone, or creates it (search, then `POST /crm/v1/customers`).
+-- Searches by email, then by phone, as Toast asks, and creates only when nothing matches: the
+-- email trimmed and lower-cased, the phone in E.164 (national numbers take the client's
+-- `default_country_code`), and where the value as given differs, as given too. A hit must
+-- really be the guest (same normalised email or phone); a new record is created with the
+-- normal forms. Concurrent calls on one client (a batch, nginx light threads,
+-- requests of one worker sharing the client) for the same guest take turns: each holds its
+-- guest's email key and phone key (crm.flight) from the first search to the end of the create,
+-- so the next one's search finds what the first created. A key is held at most flight_ttl
+-- seconds (a login, two searches and a confirmed create). A create that was accepted (202) but
+-- never confirmed is sent again with the same GUID by the next call for that guest.
+-- Like every call it returns `res, err`: on success the second value says how.
+-- @tparam table c the customer, as for `create_customer` (`email` and `phone` are trimmed first)
+-- @tparam[opt] table opts `{confirm_timeout}`, as for `create_customer`
+-- @treturn[1] Customer the customer found or created
+-- @treturn[1] string `"found"` or `"created"`
+-- @return[2] `nil`
+-- @treturn[2] Error as for `search_customers` and `create_customer` (`err.guid`, `pending`);
+-- `timeout` with `code = "flight_wait"` when another call for the same guest held it too long
+-- @usage local guest, how = toast:find_or_create { firstName = "Ann", lastName = "Lee",
+--   email = "ann@example.org" }
+-- if not guest then error(tostring(how)) end   -- `how` is the error here
+-- print(guest.guid, how)                        -- "found" or "created"
 function Toast:find_or_create(c, opts)
   local e
   c, opts, e = plain2(c, "customer", opts, "options")
@@ -590,6 +717,12 @@ end
 
 -- ---- credit ----
 
+--- A customer's credit balance (`GET /crm/v1/customers/{customerId}/creditSummary`).
+-- @tparam string id the customer's GUID
+-- @treturn[1] CreditSummary `{amount, earliestExpirationDate}`
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` (`field = "customerId"`), `http` (404: no such customer),
+-- `auth`, `transport`, `timeout`, `decode`
 function Toast:get_credit_summary(id)
   local e = check_guid(id, "customerId")
   if e then return nil, e end
@@ -599,6 +732,14 @@ function Toast:get_credit_summary(id)
   return res.data
 end
 
+--- One page of a customer's credit transactions, newest first
+-- (`GET /crm/v1/customers/{customerId}/creditTransactions`).
+-- @tparam string id the customer's GUID
+-- @tparam[opt] table opts `{page, pageSize}` (page from 1, pageSize 1 to 50)
+-- @treturn[1] {CreditTransaction,...} that page (`{}` on 204)
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` with `field` (`"customerId"`, `"page"`, `"pageSize"`), or
+-- `http`, `auth`, `transport`, `timeout`, `decode`
 function Toast:list_customer_credit_transactions(id, opts)
   local e = check_guid(id, "customerId") or check_page_opts(opts)
   if e then return nil, e end
@@ -606,6 +747,11 @@ function Toast:list_customer_credit_transactions(id, opts)
     opts or {})
 end
 
+--- Every page of a customer's credit transactions, as a pager (newest first).
+-- @tparam string id the customer's GUID
+-- @tparam[opt] table opts `{page, pageSize}`: the first page and the page size (50 unless given)
+-- @treturn crm.pager.Pager yields each `CreditTransaction`; bad input is yielded as
+-- `false, err` before anything is sent
 function Toast:iter_customer_credit_transactions(id, opts)
   local e = check_guid(id, "customerId") or check_page_opts(opts)
   if e then return pager.failed(e) end
@@ -640,19 +786,42 @@ local function check_range(opts)
   return nil
 end
 
--- list_credit_transactions{startDate, endDate, page, pageSize}: the restaurant's, newest first.
+--- One page of the restaurant's credit transactions, newest first
+-- (`GET /crm/v1/creditTransactions`).
+-- `startDate`/`endDate` select transactions that occurred in the range: by their own time
+-- (`transactionDate`), not the `localCreatedDate` sent, so back-dated credits are found by when
+-- they were added.
+-- @tparam[opt] table opts
+-- @tparam[opt] string opts.startDate a real ISO-8601 date or date-time
+-- @tparam[opt] string opts.endDate the same, not before `startDate`
+-- @tparam[opt=1] number opts.page page number, from 1
+-- @tparam[opt] number opts.pageSize 1 to 50
+-- @treturn[1] {CreditTransaction,...} that page (`{}` on 204)
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` with `field` (`"startDate"`, `"endDate"`, `"pageSize"`), or
+-- `http`, `auth`, `transport`, `timeout`, `decode`
 function Toast:list_credit_transactions(opts)
   local e = check_range(opts)
   if e then return nil, e end
   return fetch_page(self, "GET", CRM .. "/creditTransactions", opts or {})
 end
 
+--- Every page of the restaurant's credit transactions, as a pager (newest first).
+-- @tparam[opt] table opts `{startDate, endDate, page, pageSize}`, as for `list_credit_transactions`
+-- @treturn crm.pager.Pager yields each `CreditTransaction`; bad input is yielded as
+-- `false, err` before anything is sent
 function Toast:iter_credit_transactions(opts)
   local e = check_range(opts)
   if e then return pager.failed(e) end
   return pages(self, "GET", CRM .. "/creditTransactions", opts or {})
 end
 
+--- Reads one credit transaction (`GET /crm/v1/creditTransactions/{transactionId}`).
+-- @tparam string id the transaction's GUID
+-- @treturn[1] CreditTransaction the transaction
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` (`field = "transactionId"`), `http` (404: no such
+-- transaction), `auth`, `transport`, `timeout`, `decode`
 function Toast:get_credit_transaction(id)
   local e = check_guid(id, "transactionId")
   if e then return nil, e end
@@ -665,14 +834,32 @@ end
 local CREDIT_FIELDS = { guid = true, transactionType = true, amount = true,
                         localCreatedDate = true, note = true }
 
---[[ add_credit(customerId, {amount, localCreatedDate, note, guid} [, {confirm_timeout}])
-  -> transaction | nil, err
-localCreatedDate is any RFC 3339 date-time with an offset (Z, +09:00 or Toast's +0900, with or
-without a fraction); it is sent in Toast's yyyy-MM-ddTHH:mm:ss.SSS+hhmm form with the same local
-time and offset (see toast_form). The GUID is made once; pass err.guid back in to retry the
-same transaction later. The seed documents only 200 for this POST; should Toast answer 202 as
-it does for a customer, the same transaction (same GUID) is POSTed again until 200, within
-confirm_timeout, and err.pending says when it was never confirmed. ]]
+--- Adds credit to a customer (`POST /crm/v1/customers/{customerId}/creditTransactions`).
+-- localCreatedDate is any RFC 3339 date-time with an offset (Z, +09:00 or Toast's +0900, with or
+-- without a fraction); it is sent in Toast's yyyy-MM-ddTHH:mm:ss.SSS+hhmm form with the same local
+-- time and offset (see toast_form). The GUID is made once; pass err.guid back in to retry the
+-- same transaction later. The seed documents only 200 for this POST; should Toast answer 202 as
+-- it does for a customer, the same transaction (same GUID) is POSTed again until 200, within
+-- confirm_timeout, and err.pending says when it was never confirmed. Credit is never added twice.
+-- @tparam string id the customer's GUID
+-- @tparam table txn the transaction `{amount, localCreatedDate, note, guid, transactionType}`:
+-- `amount` a finite number > 0 (at most 1e9); `localCreatedDate` required, a date-time string
+-- (`crm.toast_time()` makes one for now); `note` a string (at most 1024 bytes); `guid` a UUID
+-- if given; `transactionType` absent or `"ADD_VALUE"` (always sent as `ADD_VALUE`)
+-- @tparam[opt] table opts `{confirm_timeout}`, as for `create_customer`
+-- @treturn[1] CreditTransaction the transaction, as Toast answers it
+-- @return[2] `nil`
+-- @treturn[2] Error with `err.guid` (the transaction GUID sent) on every error after validation.
+-- `validation` with `field` (`"amount"`, `"localCreatedDate"`, `"customerId"`) for bad input;
+-- `timeout` with `pending = true` after unconfirmed 202s; `http` (400, 404), `auth`,
+-- `transport`, `decode` otherwise. Replay with `guid = err.guid` when `err.retryable` or
+-- `err.pending`; a 4xx is final
+-- @usage local txn, err = toast:add_credit(customer.guid, { amount = 10,
+--   localCreatedDate = crm.toast_time() })
+-- if not txn and err.guid and (err.retryable or err.pending) then
+--   txn, err = toast:add_credit(customer.guid, { amount = 10,
+--     localCreatedDate = crm.toast_time(), guid = err.guid })
+-- end
 function Toast:add_credit(id, txn, opts)
   local e
   txn, opts, e = plain2(txn, "transaction", opts, "options")
@@ -701,10 +888,56 @@ function Toast:add_credit(id, txn, opts)
     "get_credit_transaction")
 end
 
+--- Runs operations concurrently on this client; see `crm.client.batch` for the whole story.
+-- @function Toast:batch
+-- @tparam {function|table,...} ops `function(client) ... end` or `{"method_name", args...}` each
+-- @tparam[opt] table opts `{concurrency = 16, stop_on_error = false}`
+-- @treturn[1] crm.client.BatchResults one record per op, in input order: `{value, extra}` or
+-- `{err}`, plus `results.succeeded` and `results.failed`
+-- @return[2] `nil` for bad arguments or options
+-- @treturn[2] Error `validation` with `field`, or `transport` (`code = "closed"`)
+-- @usage local results = toast:batch({ { "get_customer", id1 }, { "get_customer", id2 } })
+
+--- Frees the connection; see `crm.client.close`. Safe twice; also on `__gc` and `<close>`.
+-- Later calls return a `transport` error with `code = "closed"`.
+-- @function Toast:close
+-- @treturn boolean `true`
+
+--- @type end
+
+--- A Toast Customer, as the API answers it (and as `create_customer` takes it).
+-- @table Customer
+-- @tfield string guid the customer's GUID
+-- @tfield string firstName
+-- @tfield string lastName
+-- @tfield[opt] string email absent when Toast has none (JSON null reads as nil)
+-- @tfield[opt] string phone
+-- @tfield[opt] string entityType `"Customer"`
+-- @see Toast:get_customer
+
+--- What `get_credit_summary` returns.
+-- @table CreditSummary
+-- @tfield number amount the customer's credit balance
+-- @tfield[opt] string earliestExpirationDate when the earliest credit expires (Toast's date-time)
+
+--- A CustomerCreditTransaction, as the API answers it (the fields Toast's reference names;
+-- others it sends are kept).
+-- @table CreditTransaction
+-- @tfield string guid the transaction's GUID (the one `add_credit` sent)
+-- @tfield number amount
+-- @tfield string transactionType `"ADD_VALUE"`
+-- @tfield string localCreatedDate as sent, in Toast's form
+-- @tfield[opt] string transactionDate when Toast recorded it (what `startDate`/`endDate` select)
+-- @tfield[opt] string expirationDate
+-- @tfield[opt] string note
+-- @tfield[opt] table customer `{guid, entityType}`
+-- @tfield[opt] table restaurant `{guid, entityType}`
+
 -- Guest history from orders (orders, dining options, employees, menus, backfill, sync to CRM):
 -- lua/crm/toast/orders.lua, mixed into this class; profiles in lua/crm/toast/guests.lua.
 M.orders = require "crm.toast.orders"
 M.orders.mixin(Toast)
+--- The guest profile module, `crm.toast.guests` (profile sets without a client).
 M.guests = M.orders.guests
 
 return M

@@ -1,6 +1,8 @@
--- Phones, emails and the other nested lists of a TableCheck customer: the normal forms used to
+--- Phones, emails and the other nested lists of a TableCheck customer: the normal forms used to
 -- compare them, both response shapes (phones and phone_objects), and the builder of nested
 -- updates (keep, modify or _destroy objects by id, add new ones, the overwrite_* flags).
+-- `TableCheck:plan_contacts` calls `plan`. Also `require("crm.tablecheck").contacts`.
+-- @module crm.tablecheck.contacts
 local http = require "crm.http"
 local phones = require "crm.phone"
 local schema = require "crm.tablecheck.schema"
@@ -14,7 +16,10 @@ local empty_array = http.empty_array
 
 -- ---- normal forms ----
 
--- Lower case, no surrounding space; nil when it is not an email address.
+--- The normal form of an email: lower case, no surrounding space.
+-- @tparam string s
+-- @treturn[1] string the normal form
+-- @return[2] `nil` when it is not an email address
 function M.normalize_email(s)
   if type(s) ~= "string" then return nil end
   s = s:gsub("^%s+", ""):gsub("%s+$", ""):lower()
@@ -22,9 +27,13 @@ function M.normalize_email(s)
   return s
 end
 
+--- The normal form of a phone: E.164.
 -- E.164 through the library's one normaliser (crm.phone): separators dropped, a 00 prefix
 -- read as +; nil for a national number, which cannot be placed without its country (TableCheck
 -- has no default country: its contract asks for E.164 phones).
+-- @tparam string s
+-- @treturn[1] string e.g. `"+81312345678"`
+-- @return[2] `nil` for a national number or text that is not a phone
 function M.normalize_phone(s)
   return phones.normalize(s)
 end
@@ -59,9 +68,17 @@ local LAZY = { __index = function(customer, k)
   return out
 end }
 
--- expose(customer) -> customer | nil, field: checks that the four contact fields are arrays
--- where present (`field` names one that is not) and arranges the derivation above.
--- Called on every customer a search yields: a few field reads, no allocation.
+--- Offers both contact shapes on a customer read from the API.
+-- The API returns phones/emails as strings and phone_objects/email_objects as objects; when a
+-- response carries only one of the pair (search results, include_fields) the other is derived
+-- on first access (derived objects have no id; they stay out of `pairs()` and JSON encodings).
+-- Checks that the four contact fields are arrays where present and arranges the derivation.
+-- Called on every customer a search yields: a few field reads, no allocation. The client calls
+-- it on every customer it returns.
+-- @tparam table customer a customer as decoded
+-- @treturn[1] table the same customer
+-- @return[2] `nil`
+-- @treturn[2] string the field that is not an array (`"phones"`, `"email_objects"`, ...)
 function M.expose(customer)
   local p, po = customer.phones, customer.phone_objects
   local e, eo = customer.emails, customer.email_objects
@@ -239,18 +256,27 @@ local PLAN_ORDER = { "phones", "emails", "addresses", "socials", "events" }
 local PLAN_KEYS = {}
 for _, kind in ipairs(PLAN_ORDER) do PLAN_KEYS[kind] = true end
 
---[[ plan(customer, spec) -> body | nil, err: the nested-update part of a PUT /customers/{id}.
-  customer: as read (needs phone_objects, email_objects, addresses, ... for the ids it names)
-  spec.phones / spec.emails / spec.addresses / spec.socials / spec.events = {
-    keep    = {id, ...}             kept as they are (sent only with overwrite, which needs them)
-    modify  = {[id] = value, ...}   new value; for phones/emails a string or {number|email, tag}
-    destroy = {id, ...}             sent as {id = id, _destroy = true}
-    add     = {value, ...}          new entries
-    overwrite = true                sets overwrite_<kind>: whatever is not listed is removed
-    set     = {value, ...}          phones/emails only: the exact final list, compared in normal
-                                    form; unlisted objects are destroyed, missing ones added
-  }
-  The result is checked like any update_customer body (E.164 phones, email addresses). ]]
+--- The nested-update part of a `PUT /customers/{id}` (`TableCheck:plan_contacts`).
+-- Sends nothing. `spec.phones`, `spec.emails`, `spec.addresses`, `spec.socials` and
+-- `spec.events` are sections:
+--
+-- * `keep = {id, ...}`: kept as they are (sent only with overwrite, which needs them)
+-- * `modify = {[id] = value, ...}`: new value; for phones/emails a string or
+--   `{number|email, tag}`
+-- * `destroy = {id, ...}`: sent as `{id = id, _destroy = true}`
+-- * `add = {value, ...}`: new entries
+-- * `overwrite = true`: sets `overwrite_KIND`: whatever is not listed is removed
+-- * `set = {value, ...}`: phones/emails only: the exact final list, compared in normal form;
+--   unlisted objects are destroyed, missing ones added (alone: no other key with it)
+--
+-- The result is checked like any update_customer body (E.164 phones, email addresses).
+-- @tparam table customer as read (needs phone_objects, email_objects, addresses, ... for the
+-- ids it names)
+-- @tparam table spec `{phones, emails, addresses, socials, events}`, each a section
+-- @treturn[1] table the body for `update_customer`
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` with `field` naming the spec's path (`"phones.keep[1]"`,
+-- `"emails.set[2]"`; `"spec"` when it changes nothing)
 function M.plan(customer, spec)
   local e = validate.table(customer, "customer", true) or validate.table(spec, "spec", true)
     or validate.known_keys(spec, PLAN_KEYS)

@@ -1,6 +1,10 @@
--- Merging TableCheck customers. The API merges records (PUT merge_customer_ids) but does not
+--- Merging TableCheck customers, and the shapes `merge_customers` and `find_duplicates` return.
+-- The API merges records (PUT merge_customer_ids) but does not
 -- combine their fields, so merge() reads everyone involved, resolves the fields, sends one PUT
 -- and can wait for the asynchronous transfer. find_duplicates() makes groups merge() takes.
+-- Call them as client methods: `TableCheck:merge_customers`, `TableCheck:wait_for_merge`,
+-- `TableCheck:find_duplicates`. Also `require("crm.tablecheck").merge`.
+-- @module crm.tablecheck.merge
 local errors = require "crm.error"
 local http = require "crm.http"
 local retry = require "crm.retry"
@@ -15,9 +19,11 @@ local sort = table.sort
 local fail = validate.fail
 local null = http.null
 
--- What the default policy fills, as {field on the Customer read, field of CustomerUpdateParams}:
--- the contract names several differently (alt_first_name is written as kanji_first_name, ...).
+--- What the default policy fills, as `{field on the Customer read, field of CustomerUpdateParams}`
+-- pairs: the contract names several differently (alt_first_name is written as kanji_first_name,
+-- gender as sex, allergies as allerges, ...).
 -- Values replace the primary's, so its own are sent back unchanged.
+-- @table FIELDS
 M.FIELDS = {
   { "first_name", "first_name" }, { "last_name", "last_name" },
   { "alt_first_name", "kanji_first_name" }, { "alt_last_name", "kanji_last_name" },
@@ -28,8 +34,10 @@ M.FIELDS = {
   { "allergies", "allerges" },
 }
 local SEX = { male = 1, female = 2 }
--- Nested lists that are appended to, not replaced: taken from a secondary only when the primary
--- has none, copied without ids and with only the fields the write side takes.
+--- Nested lists that are appended to, not replaced: taken from a secondary only when the primary
+-- has none, copied without ids and with only the fields the write side takes
+-- (`{[list] = {field, ...}}` for `addresses`, `socials`, `events`).
+-- @table NESTED
 M.NESTED = {
   addresses = { "tag", "street", "street2", "city", "region", "postal_code", "country" },
   socials = { "service", "username" },
@@ -116,15 +124,44 @@ local function union(all, kind, normalize, report)
   return list
 end
 
---[[ The default policy. Returns the PUT body (without merge_customer_ids) and the report:
-  report.fields[field] = id of the customer the value came from, by the field sent ("union" for
-                        phones/emails)
-  report.conflicts    = { {field, kept = id, value, others = { {customer_id, value} }} }: values
-                        of the secondaries that lose to an earlier customer's (nested lists
-                        included: they come from one customer, without ids)
-  report.phones, report.emails = { {value, from = id} } in the order sent
-  report.skipped      = values without a normal form (not E.164 / not an email); merge() refuses
-                        to drop them unless a resolve function decides ]]
+--- The report of a merge: what `merge_customers` returns second (with `dry_run` too), what a
+-- `resolve` function receives, and `err.report` when the PUT fails.
+-- @table MergeReport
+-- @tfield table fields `fields[field] = id` of the customer the value came from, by the field
+-- sent (`"union"` for phones and emails)
+-- @tfield {table,...} conflicts `{field, kept = id, value, others = {{customer_id, value}}}`:
+-- values of the secondaries that lose to an earlier customer's (nested lists included: they
+-- come from one customer, without ids)
+-- @tfield {table,...} phones `{value, from = id}` in the order sent (E.164)
+-- @tfield {table,...} emails `{value, from = id}` in the order sent (normalised)
+-- @tfield {table,...} skipped `{field, customer_id, value, rule}`: values without a normal form
+-- (not E.164 / not an email), which the overwritten lists would lose
+-- @tfield string primary_id
+-- @tfield {string,...} secondary_ids
+-- @tfield MergeRequest request the PUT sent (or planned, with `dry_run`)
+-- @tfield[opt] boolean dry_run `true` with `dry_run`: nothing was sent
+-- @tfield[opt] boolean custom `true` when a `resolve` function decided
+
+--- The planned request: `merge_customers` with `dry_run = true` returns it first (it is also
+-- `report.request`).
+-- @table MergeRequest
+-- @tfield string method `"PUT"`
+-- @tfield string path `"/customers/PRIMARY_ID"` (under `base_url`)
+-- @tfield table body the checked CustomerUpdateParams: the resolved fields, `overwrite_phones`/
+-- `overwrite_emails` when the union is sent, and `merge_customer_ids`
+
+--- The default policy: the PUT body and the report for a merge (what `resolve` receives).
+-- Returns the PUT body (without merge_customer_ids) and the report:
+-- report.fields[field] = id of the customer the value came from, by the field sent ("union" for
+-- phones/emails); report.conflicts = { {field, kept = id, value, others = { {customer_id,
+-- value} }} }: values of the secondaries that lose to an earlier customer's (nested lists
+-- included: they come from one customer, without ids); report.phones, report.emails =
+-- { {value, from = id} } in the order sent; report.skipped = values without a normal form (not
+-- E.164 / not an email); merge() refuses to drop them unless a resolve function decides.
+-- @tparam table primary the primary customer, as read
+-- @tparam {table,...} secondaries the secondaries, as read
+-- @treturn table the body (CustomerUpdateParams, without `merge_customer_ids`)
+-- @treturn MergeReport the report (without `primary_id`, `secondary_ids`, `request`)
 function M.default_plan(primary, secondaries)
   local all = { primary }
   for i = 1, #secondaries do all[i + 1] = secondaries[i] end
@@ -238,9 +275,16 @@ local function still_linked(client, secondary_ids)
   return left
 end
 
--- wait_for_merge(client, primary_id, secondary_ids [, {timeout = 300, interval, max_interval}])
--- -> customer | nil, err. Done when the primary's merged_customer_ids holds every secondary and
--- no reservation or membership still names one.
+--- `TableCheck:wait_for_merge`, as a function of the client.
+-- Done when the primary's merged_customer_ids holds every secondary and no reservation or
+-- membership still names one.
+-- @tparam crm.tablecheck.TableCheck client the client
+-- @tparam string primary_id
+-- @tparam {string,...} secondary_ids
+-- @tparam[opt] table opts `{timeout = 300, interval = 0.25, max_interval = 5}`
+-- @treturn[1] table the primary customer
+-- @return[2] `nil`
+-- @treturn[2] Error as for `TableCheck:wait_for_merge` (`code = "merge_pending"`, `ids`, `stage`)
 function M.wait(client, primary_id, secondary_ids, opts)
   local e = check_ids(primary_id, secondary_ids) or validate.wait_options(opts, "options")
   if e then return nil, e end
@@ -298,14 +342,23 @@ local function would_drop(primary, body, report)
     { field = field, code = "merge_would_lose_values", ids = ids, report = report })
 end
 
---[[ merge(client, primary_id, secondary_ids [, opts]) -> customer, report
-                                                     | request, report (dry_run) | nil, err
-  opts.resolve(primary, secondaries, body, report) -> fields [, report]: replaces the policy;
-      `body`/`report` are the default plan, which it may edit and return. Return nil, err to stop.
-  opts.dry_run = true: read and resolve, return {method, path, body} without sending the PUT.
-  opts.wait = true | {timeout, interval, max_interval}: after the PUT, wait_for_merge. ]]
 local merge_locked
 
+--- `TableCheck:merge_customers`, as a function of the client.
+-- opts.resolve(primary, secondaries, body, report) -> fields [, report]: replaces the policy;
+-- `body`/`report` are the default plan, which it may edit and return. Return nil, err to stop.
+-- opts.dry_run = true: read and resolve, return {method, path, body} without sending the PUT.
+-- opts.wait = true | {timeout, interval, max_interval}: after the PUT, wait_for_merge.
+-- @tparam crm.tablecheck.TableCheck client the client
+-- @tparam string primary_id
+-- @tparam {string,...} secondary_ids
+-- @tparam[opt] table opts `{resolve, dry_run, wait}`
+-- @treturn[1] table the merged customer
+-- @treturn[1] MergeReport the report
+-- @treturn[2] MergeRequest with `dry_run`: the planned request (nothing sent)
+-- @treturn[2] MergeReport with `dry_run`: the report
+-- @return[3] `nil`
+-- @treturn[3] Error as for `TableCheck:merge_customers`
 function M.merge(client, primary_id, secondary_ids, opts)
   local e = check_ids(primary_id, secondary_ids) or validate.table(opts, "options")
   if e then return nil, e end
@@ -418,13 +471,31 @@ end
 
 local DUP_OPTIONS = { by = true, restart_on_expiry = true }
 
---[=[ find_duplicates(client [, query [, {by = {"email", "phone"}, restart_on_expiry}]])
-  -> groups, {scanned, total} | nil, err
-  Reads every customer the search matches (iter_search_customers) and groups the ones that share a
-  normalised email or E.164 phone, transitively. Each group:
-    { primary = id, secondaries = {id, ...}, ids = {...}, reasons = { {by, value, ids} } }
-  Ids are ordered oldest first by created_at (ties: the order the search returned them), so
-  primary is the oldest and merge(g.primary, g.secondaries) keeps it. ]=]
+--- A group of duplicates, as `find_duplicates` returns them.
+-- Ids are ordered oldest first by created_at (ties: the order the search returned them), so
+-- primary is the oldest and merge(g.primary, g.secondaries) keeps it.
+-- @table DuplicateGroup
+-- @tfield string primary the oldest customer's id (`ids[1]`)
+-- @tfield {string,...} secondaries the others, oldest first (`ids[2..]`)
+-- @tfield {string,...} ids every customer of the group, oldest first
+-- @tfield {table,...} reasons `{by = "email"|"phone", value, ids}`: each normalised email or
+-- phone shared, and the ids that share it (sorted by `by`, then `value`)
+
+--- What `find_duplicates` returns second.
+-- @table DuplicateStats
+-- @tfield number scanned customers read
+-- @tfield[opt] number total the search's `total_results`
+
+--- `TableCheck:find_duplicates`, as a function of the client.
+-- Reads every customer the search matches (iter_search_customers) and groups the ones that share a
+-- normalised email or E.164 phone, transitively.
+-- @tparam crm.tablecheck.TableCheck client the client
+-- @tparam[opt] table query CustomerSearchParams
+-- @tparam[opt] table opts `{by = {"email", "phone"}, restart_on_expiry}`
+-- @treturn[1] {DuplicateGroup,...} the groups, sorted by `primary`
+-- @treturn[1] DuplicateStats `{scanned, total}`
+-- @return[2] `nil`
+-- @treturn[2] Error as for `TableCheck:find_duplicates`
 function M.find_duplicates(client, query, opts)
   local e = validate.table(opts, "options")
   if e then return nil, e end

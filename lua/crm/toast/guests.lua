@@ -1,7 +1,20 @@
--- Guest profiles from Toast orders (the CRM & guest-engagement integration guide): which orders
+--- Guest profiles from Toast orders (the CRM & guest-engagement integration guide): which orders
 -- count (dining option behavior TAKE_OUT or DELIVERY), who the guest is (the check's Customer),
 -- and what to keep about them. Pure Lua: no HTTP here. A profile set folds orders in idempotently
 -- by order GUID, so a backfill, its resume and the orders-updated webhook can all feed one set.
+--
+-- Also `require("crm.toast").guests`. A client makes sets with `Toast:new_profile_set`; `new`
+-- makes one from a context you already have. Only orders whose dining option has behavior
+-- `TAKE_OUT` or `DELIVERY` count; voided or deleted orders, checks, selections and payments are
+-- skipped; each check is credited to its own `customer`. Profiles are keyed by the normalised
+-- email, else the phone; emails and phones are not linked across keys.
+-- @module crm.toast.guests
+-- @usage
+-- local guests = require("crm.toast").guests
+-- local set = assert(toast:new_profile_set())
+-- set:fold(webhook_event)              -- an Order or {details = {order = Order}}
+-- for key, profile in set:each() do print(key, profile.order_count, profile.total_spend) end
+-- guests.write_jsonl(set, assert(io.open("guests.jsonl", "w")))
 local errors = require "crm.error"
 local http = require "crm.http"
 local phones = require "crm.phone"
@@ -13,15 +26,20 @@ local M = {}
 local type, pairs, ipairs, next, tostring, tonumber = type, pairs, ipairs, next, tostring, tonumber
 local floor, sort, concat = math.floor, table.sort, table.concat
 
--- The behaviors whose orders carry a Customer and count for guest history.
+--- The dining option behaviors whose orders carry a Customer and count for guest history.
+-- @table GUEST_BEHAVIORS
 M.GUEST_BEHAVIORS = { TAKE_OUT = true, DELIVERY = true }
+--- How many `favourite_items` a profile keeps unless `max_items` says otherwise.
 M.DEFAULT_MAX_ITEMS = 10
 
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 -- Time: Toast date-times (yyyy-MM-ddTHH:mm:ss.SSS+0000) to epoch seconds and back
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 
--- parse_time("2024-03-05T18:22:10.123+0000" | "...Z" | "...+09:00" | "2024-03-05") -> epoch | nil
+--- Reads a Toast date-time (or a date) as epoch seconds.
+-- @tparam string s `"2024-03-05T18:22:10.123+0000"`, `"...Z"`, `"...+09:00"` or `"2024-03-05"`
+-- @treturn[1] number epoch seconds (with the fraction)
+-- @return[2] `nil` when `s` is not one of those forms (no error value: it is a parser)
 function M.parse_time(s)
   if type(s) ~= "string" then return nil end
   local y, mo, d, rest = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)(.*)$")
@@ -48,7 +66,9 @@ function M.parse_time(s)
   return secs + tonumber(hh) * 3600 + tonumber(mm) * 60 + ss + frac - off
 end
 
--- format_time(epoch) -> "yyyy-MM-ddTHH:mm:ss.SSS+0000" (UTC)
+--- Writes epoch seconds in Toast's form, in UTC (`crm.toast_time` checks its input, then calls this).
+-- @tparam number epoch seconds since 1970 (milliseconds rounded)
+-- @treturn string `"yyyy-MM-ddTHH:mm:ss.SSS+0000"`
 function M.format_time(epoch)
   local secs = floor(epoch)
   local ms = floor((epoch - secs) * 1000 + 0.5)
@@ -66,9 +86,9 @@ local function order_time(o)
   return 0
 end
 
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 -- Who the guest is
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 
 local function trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
 
@@ -78,7 +98,10 @@ local function text(v)
   return v ~= "" and v or nil
 end
 
--- normalize_email(" Ann@Example.ORG ") -> "ann@example.org"; nil unless it has name@domain.
+--- The normal form of an email: trimmed, lower case.
+-- @tparam string s e.g. `" Ann@Example.ORG "`
+-- @treturn[1] string e.g. `"ann@example.org"`
+-- @return[2] `nil` unless it has name@domain
 function M.normalize_email(s)
   s = text(s)
   if not s then return nil end
@@ -87,15 +110,25 @@ function M.normalize_email(s)
   return s
 end
 
--- normalize_phone("(617) 555-0137") -> "+16175550137": the library's one normaliser
--- (crm.phone.normalize) with `country_code` (default "1", North America) for national numbers;
--- nil when the text is not a phone number that places in E.164.
+--- The normal form of a phone: E.164.
+-- The library's one normaliser (crm.phone.normalize) with `country_code` (default "1", North
+-- America) for national numbers.
+-- @tparam string s e.g. `"(617) 555-0137"`
+-- @tparam[opt="1"] string country_code the country calling code of national numbers
+-- @treturn[1] string e.g. `"+16175550137"`
+-- @return[2] `nil` when the text is not a phone number that places in E.164
+-- @see crm.phone.normalize
 function M.normalize_phone(s, country_code)
   return phones.normalize(s, country_code or "1")
 end
 
--- guest_key(customer [, country_code]) -> key, email, phone | nil. The key is the normalised
--- email, else the normalised phone.
+--- The key of a guest's profile: the normalised email, else the normalised phone.
+-- @tparam table c a Customer `{email, phone, ...}` (from an order's check)
+-- @tparam[opt="1"] string country_code for national phone numbers
+-- @treturn[1] string the key
+-- @treturn[1] ?string the normalised email
+-- @treturn[1] ?string the normalised phone
+-- @return[2] `nil` when neither normalises
 function M.guest_key(c, country_code)
   if type(c) ~= "table" then return nil end
   local email = M.normalize_email(c.email)
@@ -105,9 +138,9 @@ function M.guest_key(c, country_code)
   return key, email, phone
 end
 
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 -- Context: dining options, employees and menu items, indexed by GUID
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 
 local function index_by_guid(list, make)
   local out = {}
@@ -118,14 +151,18 @@ local function index_by_guid(list, make)
   return out
 end
 
--- index_dining_options(array from /config/v2/diningOptions) -> {[guid] = {guid, name, behavior}}
+--- Indexes dining options by GUID.
+-- @tparam {table,...} list the array from `/config/v2/diningOptions`
+-- @treturn table `{[guid] = {guid, name, behavior}}` (entries without a GUID are left out)
 function M.index_dining_options(list)
   return index_by_guid(list, function(o)
     return { guid = o.guid, name = o.name, behavior = o.behavior }
   end)
 end
 
--- index_employees(array from /labor/v1/employees) -> {[guid] = {guid, firstName, lastName, name}}
+--- Indexes employees by GUID.
+-- @tparam {table,...} list the array from `/labor/v1/employees`
+-- @treturn table `{[guid] = {guid, firstName, lastName, name}}` (`name`: first and last joined)
 function M.index_employees(list)
   return index_by_guid(list, function(e)
     local name = concat({ text(e.firstName) or "", text(e.lastName) or "" }, " ")
@@ -133,9 +170,11 @@ function M.index_employees(list)
   end)
 end
 
--- menu_items(document from /menus/v2/menus) -> {[guid] = {guid, name, price, menu, group}}.
+--- Indexes the menu items of a menus document by GUID.
 -- Walks menus -> menuGroups (nested to any depth) -> menuItems; an item on several menus keeps
 -- its first place.
+-- @tparam table doc the document from `/menus/v2/menus`
+-- @treturn table `{[guid] = {guid, name, price, menu, group}}`
 function M.menu_items(doc)
   local out = {}
   local function walk(group, menu, depth)
@@ -161,9 +200,9 @@ function M.menu_items(doc)
   return out
 end
 
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 -- Extraction: one order -> what it contributes to each guest
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 
 local function cents(v)
   if type(v) ~= "number" or v ~= v or v == math.huge or v == -math.huge then return 0 end
@@ -200,10 +239,15 @@ local function check_facts(check, items)
            selections = sels, payments = pays }, cents(check.amount), cents(check.totalAmount), tip
 end
 
--- extract(order, context [, {country_code}]) -> contributions, reason
--- contributions: array of {key, identity = {firstName, lastName, email, phone}, fact, t}; one per
--- guest on the order's checks. reason (when there are none): "voided", "dining_option" (not
--- TAKE_OUT/DELIVERY), "unknown_dining_option", "no_customer".
+--- What one order contributes to each guest (what `Set:fold` does with an order).
+-- @tparam table order a Toast Order
+-- @tparam crm.toast.GuestContext ctx `{dining_options, employees, items}`
+-- @tparam[opt] table opts `{country_code}` for national phone numbers
+-- @treturn {table,...} contributions: one per guest on the order's checks,
+-- `{key, identity = {firstName, lastName, email, phone}, fact = OrderFact, t, cents}`; empty
+-- when the order does not count
+-- @treturn ?string reason (when there are none): "voided", "dining_option" (not
+-- TAKE_OUT/DELIVERY), "unknown_dining_option", "no_customer"
 function M.extract(order, ctx, opts)
   if gone(order) then return {}, "voided" end
   local cc = opts and opts.country_code
@@ -255,9 +299,64 @@ function M.extract(order, ctx, opts)
   return out
 end
 
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 -- Profile sets
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
+
+--- A guest profile, as `Set:get` computes it (read-only; cached until an order changes it).
+-- The guide lists no values for its table, so these fields are crm's choice.
+-- @table Profile
+-- @tfield string key the normalised email, else the E.164 phone
+-- @tfield[opt] string firstName the latest non-empty value
+-- @tfield[opt] string lastName the latest non-empty value
+-- @tfield[opt] string email the latest non-empty value (normalised)
+-- @tfield[opt] string phone the latest non-empty value (E.164)
+-- @tfield number order_count orders that count
+-- @tfield number check_count the guest's checks on them
+-- @tfield number total_spend the sum of the guest's checks' `totalAmount`
+-- @tfield number subtotal the sum of their `amount`
+-- @tfield number tips the sum of the payments' `tipAmount`
+-- @tfield number average_order `total_spend / order_count`, rounded to cents (0 without orders)
+-- @tfield[opt] string first_order the first order's `openedDate` (else `closedDate`, `businessDate`)
+-- @tfield[opt] string last_order the latest order's date, the same way
+-- @tfield[opt] string first_order_guid
+-- @tfield[opt] string last_order_guid
+-- @tfield table dining orders by behavior, `{TAKE_OUT = n, DELIVERY = n}`
+-- @tfield table payment_types payments by type, `{CREDIT = n, CASH = n, ...}`
+-- @tfield {table,...} favourite_items the top `max_items` by quantity, then orders, then GUID:
+-- `{guid, name, quantity, orders}`
+-- @tfield {table,...} servers `{guid, name, orders}`, most orders first
+-- @tfield {table,...} delivery_addresses distinct `{address1, address2, city, state, zipCode}`
+-- @tfield {string,...} delivery_notes distinct notes
+-- @tfield[opt] string crm_customer_guid the Toast CRM customer, after `sync_to_crm`
+-- @tfield {OrderFact,...} orders the guest's orders, oldest first
+
+--- One order as a profile keeps it (`Profile.orders`).
+-- @table OrderFact
+-- @tfield string guid
+-- @tfield[opt] string openedDate
+-- @tfield[opt] string closedDate
+-- @tfield[opt] number businessDate
+-- @tfield[opt] string source
+-- @tfield table diningOption `{guid, name, behavior}`
+-- @tfield[opt] table server `{guid, name}`
+-- @tfield[opt] table delivery `{address1, address2, city, state, zipCode, notes}`
+-- @tfield number amount the guest's checks' `amount`
+-- @tfield number total their `totalAmount`
+-- @tfield number tips their payments' tips
+-- @tfield {table,...} checks the guest's checks: `{guid, displayNumber, amount, taxAmount,
+-- totalAmount, selections = {{item, name, quantity, price}}, payments = {{type, amount,
+-- tipAmount}}}`
+
+--- What `Set:fold` returns.
+-- @table FoldResult
+-- @tfield string guid the order's GUID
+-- @tfield {string,...} keys the profiles it counts for (empty when it does not count)
+-- @tfield boolean replaced an earlier version of the order was folded before
+-- @tfield boolean counted it counts for at least one profile
+-- @tfield[opt] string reason why it does not count: `"stale"` (older `modifiedDate` than the
+-- version folded; ignored), `"voided"`, `"dining_option"`, `"unknown_dining_option"`,
+-- `"no_customer"`
 
 local Set = {}
 Set.__index = Set
@@ -272,8 +371,15 @@ local function check_context(ctx)
   return nil
 end
 
--- new(context [, {max_items = 10, country_code = "1"}]) -> set | nil, err
+--- An empty profile set (`guests.new`).
 -- context = {dining_options, employees, items} as client:get_guest_context() returns it.
+-- @tparam crm.toast.GuestContext ctx the context orders are mapped with
+-- @tparam[opt] table opts
+-- @tparam[opt=10] number opts.max_items how many `favourite_items` a profile keeps
+-- @tparam[opt="1"] string opts.country_code for national phone numbers
+-- @treturn[1] Set the set
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` with `field` (`"context.items"`, `"max_items"`, `"country_code"`)
 function M.new(ctx, opts)
   local e = check_context(ctx) or validate.table(opts, "options")
   if e then return nil, e end
@@ -293,7 +399,13 @@ function M.new(ctx, opts)
   }, Set)
 end
 
+--- Whether `v` is a profile set.
+-- @param v any value
+-- @treturn boolean
 function M.is_set(v) return getmetatable(v) == Set end
+
+--- A profile set: guest profiles folded from orders, idempotently by order GUID.
+-- @type Set
 
 -- Accepts an Order or an orders webhook event ({eventType, details = {order = Order}}).
 local function unwrap(v)
@@ -320,11 +432,15 @@ local function forget(self, guid)
   self.orders[guid] = nil
 end
 
--- set:fold(order | webhook event) -> {guid, keys, replaced, counted, reason} | nil, err
+--- Folds an order in (or a webhook event `{eventType, details = {order = Order}}`).
 -- Idempotent by order GUID: folding an order again replaces what it contributed before (an
 -- updated order), so nothing is counted twice. An order whose modifiedDate is older than the
 -- version already folded is ignored (reason "stale"). Orders that do not count (voided, deleted,
 -- dining option not TAKE_OUT/DELIVERY, no Customer) remove what an earlier version contributed.
+-- @tparam table v an Order, or an orders webhook event
+-- @treturn[1] FoldResult `{guid, keys, replaced, counted, reason}`
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` (`field = "order"` or `"order.guid"`)
 function Set:fold(v)
   local order = unwrap(v)
   if type(order) ~= "table" then return nil, validate.fail("order", "must be a table (an Order)") end
@@ -355,27 +471,37 @@ function Set:fold(v)
   return { guid = guid, keys = keys, replaced = old ~= nil, counted = #keys > 0, reason = reason }
 end
 
--- set:remove(order_guid): takes an order's contribution out (e.g. a deleted order).
+--- Takes an order's contribution out (e.g. a deleted order).
+-- @tparam string guid the order's GUID (unknown GUIDs are fine)
+-- @treturn boolean `true`
 function Set:remove(guid)
   forget(self, guid)
   return true
 end
 
--- set:link(key, customer_guid): records the Toast CRM customer a profile was synced to.
+--- Records the Toast CRM customer a profile was synced to (`sync_to_crm` calls it).
+-- @tparam string key the profile's key
+-- @tparam string customer_guid the customer's GUID (`Profile.crm_customer_guid`)
 function Set:link(key, customer_guid)
   self.links[key] = customer_guid
   self.cache[key] = nil
 end
 
+--- The number of profiles.
+-- @treturn number
 function Set:count() return self.n end
 
--- Number of distinct orders folded (counted or not).
+--- The number of distinct orders folded (counted or not).
+-- @treturn number
 function Set:order_count()
   local n = 0
   for _ in pairs(self.orders) do n = n + 1 end
   return n
 end
 
+--- Whether an order was folded (counted or not).
+-- @tparam string guid the order's GUID
+-- @treturn boolean
 function Set:has_order(guid) return self.orders[guid] ~= nil end
 
 local function by_time(a, b)
@@ -476,8 +602,10 @@ local function compute(self, key, contribs)
   return p
 end
 
--- set:get(key) -> profile | nil. Profiles are computed on demand and cached until they change;
+--- A profile by key. Profiles are computed on demand and cached until they change;
 -- treat them as read-only.
+-- @tparam string key a normalised email or E.164 phone
+-- @treturn ?Profile the profile, or `nil` when there is none
 function Set:get(key)
   local contribs = self.guests[key]
   if not contribs then return nil end
@@ -489,7 +617,8 @@ function Set:get(key)
   return p
 end
 
--- set:keys() -> sorted array of profile keys
+--- Every profile key.
+-- @treturn {string,...} sorted
 function Set:keys()
   local keys = {}
   for k in pairs(self.guests) do keys[#keys + 1] = k end
@@ -497,14 +626,16 @@ function Set:keys()
   return keys
 end
 
--- set:profiles() -> array of profiles, sorted by key
+--- Every profile.
+-- @treturn {Profile,...} sorted by key
 function Set:profiles()
   local out = {}
   for i, k in ipairs(self:keys()) do out[i] = self:get(k) end
   return out
 end
 
--- set:each() -> iterator over key, profile (sorted by key)
+--- Iterates over the profiles: `for key, profile in set:each() do ... end`.
+-- @treturn function an iterator yielding `key, profile`, sorted by key
 function Set:each()
   local keys, i = self:keys(), 0
   return function()
@@ -514,9 +645,9 @@ function Set:each()
   end
 end
 
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 -- JSON Lines
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 
 local ARRAYS = { favourite_items = true, servers = true, delivery_addresses = true, delivery_notes = true,
                  orders = true, checks = true, selections = true, payments = true }
@@ -530,15 +661,27 @@ local function jsonable(v, name)
   return out
 end
 
--- encode_profile(profile) -> one line of JSON (no newline) | nil, err
+--- @type end
+
+--- A profile as one line of JSON (no newline); empty lists are written as `[]`.
+-- @tparam Profile p the profile
+-- @treturn[1] string the JSON
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` (`field = "profile"`) when it cannot be encoded
 function M.encode_profile(p)
   local s, msg = http.encode(jsonable(p))
   if not s then return nil, errors.new("validation", "profile cannot be encoded: " .. msg, { field = "profile" }) end
   return s
 end
 
--- write_jsonl(set | array of profiles, fh) -> number of lines | nil, err
+--- Writes profiles as JSON Lines.
 -- fh is anything with :write (an io file); one profile per line, sorted by key for a set.
+-- @tparam Set|{Profile,...} profiles a set or an array of profiles
+-- @param fh a file handle (anything with `:write`)
+-- @treturn[1] number the lines written
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` (`field = "profiles"` or `"fh"`), or `transport` with
+-- `code = "write_failed"` and `written` (lines written before the failure)
 function M.write_jsonl(profiles, fh)
   if M.is_set(profiles) then profiles = profiles:profiles() end
   if type(profiles) ~= "table" then
@@ -563,6 +706,13 @@ function M.write_jsonl(profiles, fh)
   return n
 end
 
+--- @type Set
+
+--- Writes this set as JSON Lines, sorted by key (`guests.write_jsonl(set, fh)`).
+-- @param fh a file handle (anything with `:write`)
+-- @treturn[1] number the lines written
+-- @return[2] `nil`
+-- @treturn[2] Error as for `write_jsonl`
 function Set:write_jsonl(fh) return M.write_jsonl(self, fh) end
 
 return M

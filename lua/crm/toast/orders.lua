@@ -1,8 +1,10 @@
--- Toast guest history from orders: the orders, configuration, labor and menus endpoints the CRM &
+--- Toast guest history from orders: the orders, configuration, labor and menus endpoints the CRM &
 -- guest-engagement guide names, the twelve-week backfill with its one-month windows and 5-second
 -- spacing, and the sync of guest profiles to Toast CRM customers. The functions are mixed into the
 -- Toast client class (crm.toast), so they share its transport, OAuth, restaurant header, retry
--- policy and error model.
+-- policy and error model. In the reference they are part of `crm.toast` (this file has the same
+-- module name and config.ld merges the two).
+-- @module crm.toast
 local errors = require "crm.error"
 local guests = require "crm.toast.guests"
 local pager = require "crm.pager"
@@ -28,9 +30,9 @@ M.DEFAULT_WEEKS = 12        -- Toast support's recommendation for a first connec
 M.CHECKPOINT_VERSION = 1
 M.guests = guests
 
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 -- Input checks
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 
 local function check_spacing(spacing, allow_fast)
   local e = validate.number(spacing, "spacing", { min = 0, max = 3600 })
@@ -90,16 +92,77 @@ local function check_bulk(opts)
   return q
 end
 
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 -- Spacing: every ordersBulk attempt through this client waits until `spacing` seconds after the
 -- previous one finished. Measured from the end of the previous call, so arrivals at the server
 -- are at least `spacing` apart whatever the latency; sleeps use the client's clock.
 -- Calls from concurrent operations on one client (a batch, nginx light threads) take turns:
 -- one call is in flight at a time, so two can never wait out the same gap and send together.
 -- A turn held longer than STALE_TURN (an operation abandoned mid-call) is taken over.
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 
 local STALE_TURN = 300
+
+--- What `get_guest_context` returns, and what a profile set maps orders with.
+-- @table GuestContext
+-- @tfield table dining_options `{[guid] = {guid, name, behavior}}` from `/config/v2/diningOptions`
+-- @tfield table employees `{[guid] = {guid, firstName, lastName, name}}` from `/labor/v1/employees`
+-- @tfield table items `{[guid] = {guid, name, price, menu, group}}` from `/menus/v2/menus`
+-- (nested menu groups walked; an item on several menus keeps its first place)
+
+--- A backfill checkpoint: plain JSON, safe to store and pass back as `checkpoint`.
+-- In `BackfillResult.checkpoint`, `ProgressInfo.checkpoint` and, after a failure, in
+-- `err.checkpoint` (the last finished window).
+-- @table Checkpoint
+-- @tfield number version `1`
+-- @tfield string startDate where the whole backfill starts (Toast's date-time, UTC)
+-- @tfield string endDate where it ends (exclusive)
+-- @tfield string through everything before this has been handed out; a resume starts here
+-- @tfield number windows_done windows finished, resumes included
+-- @tfield number orders orders handed out so far, resumes included
+
+--- What `on_progress` receives after each finished window (`on_window` gets the first five).
+-- @table ProgressInfo
+-- @tfield number window this window's number, from 1
+-- @tfield number windows how many windows this run has
+-- @tfield string startDate the window's start (inclusive)
+-- @tfield string endDate the window's end (exclusive)
+-- @tfield number orders orders in this window (each once)
+-- @tfield number total_orders orders so far, resumes included
+-- @tfield number calls ordersBulk calls so far in this run (pages and retries)
+-- @tfield[opt] number profiles profiles in the set so far (nil with `profiles = false`)
+-- @tfield Checkpoint checkpoint the checkpoint after this window
+
+--- What `backfill_orders` returns.
+-- @table BackfillResult
+-- @tfield[opt] crm.toast.guests.Set profiles the set the orders were folded into (nil with
+-- `profiles = false`)
+-- @tfield Checkpoint checkpoint the final checkpoint (`through` = `endDate`)
+-- @tfield number windows windows read in this run
+-- @tfield number orders orders handed out, resumes included
+-- @tfield number calls ordersBulk calls made in this run
+-- @tfield string startDate where this run started (a resume: the checkpoint's `through`)
+-- @tfield string endDate where it ended
+
+--- What `sync_to_crm` returns.
+-- @table SyncReport
+-- @tfield number total profiles given
+-- @tfield number created customers created
+-- @tfield number found customers that already existed
+-- @tfield number failed profiles whose `find_or_create` failed
+-- @tfield number skipped profiles without a first or last name, or without a usable email or phone
+-- @tfield {table,...} results one per profile, in order: `{key, status, guid, reason, err}`;
+-- `status` is `"created"`, `"found"`, `"failed"` or `"skipped"`; `guid` the Toast customer's
+-- GUID; `reason` why it was skipped (`"firstName missing"`, `"no usable email or phone"`) or
+-- the failure in one line; `err` the `Error` of a failure
+
+--- Guest history from orders.
+-- Orders, dining options, employees, menus, the backfill and the sync to CRM: methods of the
+-- `Toast` client, from lua/crm/toast/orders.lua.
+-- Every ordersBulk attempt (pages and retries included) waits until `spacing` seconds (default
+-- 5; Toast asks for 5-10) after the previous one through this client finished; concurrent
+-- operations take turns. The resend after a 401 and a new login happens straight away.
+-- @section guest_history
 
 local function spaced_policy(self, spacing)
   local clock = self.clock
@@ -147,19 +210,38 @@ local function bulk_pager(self, q, first_page, size, spacing)
   end, { page = first_page, page_size = size })
 end
 
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 -- Endpoints
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 
--- list_orders{startDate, endDate | businessDate, page, pageSize, spacing, allow_fast}
---   -> array of Orders | nil, err  (one page)
+--- One page of orders (`GET /orders/v2/ordersBulk`).
+-- Give either `startDate` and `endDate` or `businessDate`.
+-- @function Toast:list_orders
+-- @tparam table opts
+-- @tparam[opt] number|string opts.startDate epoch seconds or ISO-8601 (inclusive)
+-- @tparam[opt] number|string opts.endDate the same, no earlier and at most 31 days after
+-- `startDate` (Toast: at most one month per request)
+-- @tparam[opt] string|number opts.businessDate `yyyyMMdd`, instead of the range
+-- @tparam[opt=1] number opts.page page number, from 1
+-- @tparam[opt=100] number opts.pageSize 1 to 100
+-- @tparam[opt=5] number opts.spacing seconds between ordersBulk calls (at least 5 unless
+-- `allow_fast`)
+-- @tparam[opt] boolean opts.allow_fast allow `spacing` below 5 s (a simulator)
+-- @treturn[1] {table,...} that page: Toast Orders as the API answers them
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` with `field` (`"endDate"`, `"businessDate"`, `"spacing"`), or
+-- `http`, `auth`, `transport`, `timeout`, `decode`
 function Orders:list_orders(opts)
   local q, e = check_bulk(opts)
   if not q then return nil, e end
   return bulk_page(self, q, opts.page or 1, opts.pageSize or M.MAX_PAGE_SIZE, opts.spacing or M.MIN_SPACING)
 end
 
--- iter_orders{...same...} -> pager over every Order of the range, page after page
+--- Every order of the range, page after page, as a pager (`GET /orders/v2/ordersBulk`).
+-- @function Toast:iter_orders
+-- @tparam table opts as for `list_orders` (`page` is the first page)
+-- @treturn crm.pager.Pager yields each Order; bad input is yielded as `false, err` before
+-- anything is sent
 function Orders:iter_orders(opts)
   local q, e = check_bulk(opts)
   if not q then return pager.failed(e) end
@@ -173,23 +255,44 @@ local function get(self, path, shape)
   return res.data or {}
 end
 
--- list_dining_options() -> array of DiningOption {guid, name, behavior, ...} | nil, err
+--- The restaurant's dining options (`GET /config/v2/diningOptions`).
+-- @function Toast:list_dining_options
+-- @treturn[1] {table,...} DiningOptions `{guid, name, behavior, ...}` (`behavior`: `TAKE_OUT`,
+-- `DELIVERY`, `DINE_IN`, ...)
+-- @return[2] `nil`
+-- @treturn[2] Error `http`, `auth`, `transport`, `timeout`, `decode`
 function Orders:list_dining_options() return get(self, DINING_OPTIONS, "array") end
 
--- list_employees() -> array of Employee {guid, firstName, lastName, ...} | nil, err
+--- The restaurant's employees (`GET /labor/v1/employees`).
+-- @function Toast:list_employees
+-- @treturn[1] {table,...} Employees `{guid, firstName, lastName, ...}`
+-- @return[2] `nil`
+-- @treturn[2] Error `http`, `auth`, `transport`, `timeout`, `decode`
 function Orders:list_employees() return get(self, EMPLOYEES, "array") end
 
--- get_menus() -> the menus document {menus = [{menuGroups = [{menuItems, menuGroups}]}], ...} | nil, err
+--- The menus document (`GET /menus/v2/menus`).
+-- @function Toast:get_menus
+-- @treturn[1] table `{menus = {{name, menuGroups = {{name, menuItems, menuGroups}}}}, ...}`
+-- @return[2] `nil`
+-- @treturn[2] Error `http`, `auth`, `transport`, `timeout`, `decode`
 function Orders:get_menus() return get(self, MENUS, "object") end
 
--- list_menu_items() -> {[guid] = {guid, name, price, menu, group}} | nil, err
+--- Every menu item, by GUID (`GET /menus/v2/menus`, nested groups walked).
+-- @function Toast:list_menu_items
+-- @treturn[1] table `{[guid] = {guid, name, price, menu, group}}`
+-- @return[2] `nil`
+-- @treturn[2] Error as for `get_menus`
 function Orders:list_menu_items()
   local doc, err = self:get_menus()
   if not doc then return nil, err end
   return guests.menu_items(doc)
 end
 
--- get_guest_context() -> {dining_options, employees, items}, each indexed by GUID | nil, err
+--- Dining options, employees and menu items, each indexed by GUID (three GETs).
+-- @function Toast:get_guest_context
+-- @treturn[1] GuestContext `{dining_options, employees, items}`
+-- @return[2] `nil`
+-- @treturn[2] Error the first failure of the three calls
 function Orders:get_guest_context()
   local options, err = self:list_dining_options()
   if not options then return nil, err end
@@ -203,8 +306,17 @@ function Orders:get_guest_context()
            items = items }
 end
 
--- new_profile_set([{max_items, country_code}]) -> an empty profile set with a fresh context | nil, err
+--- An empty profile set with a fresh context (`get_guest_context`).
 -- country_code defaults to the client's default_country_code.
+-- @function Toast:new_profile_set
+-- @tparam[opt] table opts
+-- @tparam[opt=10] number opts.max_items how many `favourite_items` a profile keeps
+-- @tparam[opt] string opts.country_code for national phone numbers (default: the client's
+-- `default_country_code`)
+-- @treturn[1] crm.toast.guests.Set the set
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` (`field = "max_items"`, `"country_code"`), or a failure of
+-- `get_guest_context`
 function Orders:new_profile_set(opts)
   local e = validate.table(opts, "options")
   if e then return nil, e end
@@ -219,9 +331,9 @@ function Orders:new_profile_set(opts)
   return set
 end
 
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 -- Backfill
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 
 local BACKFILL_KEYS = {
   weeks = true, spacing = true, allow_fast = true, on_progress = true, on_window = true,
@@ -269,14 +381,39 @@ local function call_back(fn, field, ...)
   return true
 end
 
---[[ backfill_orders{weeks = 12, spacing = 5, allow_fast, window_days = 28, page_size = 100, now,
-                    checkpoint, profiles, on_window = fn(orders, info), on_progress = fn(info)}
-  -> {profiles, checkpoint, windows, orders, calls, startDate, endDate} | nil, err
-Reads `weeks` of orders before `now` (epoch seconds or ISO-8601; default the current time) window
-by window, folds them into `profiles` (a profile set; a new one with a fresh context when absent;
-false to skip aggregation) and reports each finished window. After a failure err.checkpoint holds
-the last finished window (and err.profiles the set); passing it back as `checkpoint` resumes from
-there up to the checkpoint's endDate (or `now`, when given). See README. ]]
+--- Reads weeks of orders, window by window (`GET /orders/v2/ordersBulk`, spaced), into profiles.
+-- Reads `weeks` of orders before `now` (epoch seconds or ISO-8601; default the current time) window
+-- by window, folds them into `profiles` (a profile set; a new one with a fresh context when absent;
+-- false to skip aggregation) and reports each finished window. After a failure err.checkpoint holds
+-- the last finished window (and err.profiles the set); passing it back as `checkpoint` resumes from
+-- there up to the checkpoint's endDate (or `now`, when given). Windows are `[startDate, endDate)`
+-- and touch end to start; a window's orders are handed out only once all its pages are read, and
+-- no order is left out or handed out twice (a resume after a crash included).
+-- @function Toast:backfill_orders
+-- @tparam[opt] table opts
+-- @tparam[opt=12] number opts.weeks how far back from `now` (at most 520)
+-- @tparam[opt] number|string opts.now the end, epoch seconds or ISO-8601 (default: the current time)
+-- @tparam[opt=5] number opts.spacing seconds between ordersBulk calls (at least 5 unless `allow_fast`)
+-- @tparam[opt] boolean opts.allow_fast allow `spacing` below 5 s
+-- @tparam[opt=28] number opts.window_days window length (at most 31: never longer than a month)
+-- @tparam[opt=100] number opts.page_size ordersBulk `pageSize` (1 to 100)
+-- @tparam[opt] crm.toast.guests.Set|boolean opts.profiles a set to fold into (default: a new
+-- one from `new_profile_set()`); `false` for none
+-- @tparam[opt] function opts.on_window `function(orders, info)`: each finished window's orders,
+-- once each, before the checkpoint moves (`info`: the first five fields of `ProgressInfo`)
+-- @tparam[opt] function opts.on_progress `function(info)` with a `ProgressInfo`
+-- @tparam[opt] Checkpoint opts.checkpoint resume: from its `through` to its `endDate` (or `now`)
+-- @treturn[1] BackfillResult `{profiles, checkpoint, windows, orders, calls, startDate, endDate}`
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` with `field` for bad options (nothing sent) or a callback that
+-- raised (`field = "on_window"`/`"on_progress"`); `http`, `auth`, `transport`, `timeout`,
+-- `decode` from ordersBulk. Once windows are being read the error also has `err.checkpoint`
+-- (the last finished window: pass it back as `checkpoint`), `err.window` (`{index,
+-- startDate, endDate}` of the failed one) and `err.profiles` (the set)
+-- @usage local res, err = toast:backfill_orders { weeks = 12,
+--   on_progress = function(p) print(p.window, p.windows) end }
+-- if not res then save(err.checkpoint) error(tostring(err)) end
+-- res.profiles:write_jsonl(assert(io.open("guests.jsonl", "w")))
 function Orders:backfill_orders(opts)
   opts = opts or {}
   local e = validate.table(opts, "options")
@@ -379,9 +516,9 @@ function Orders:backfill_orders(opts)
            startDate = fmt(start), endDate = fmt(finish) }
 end
 
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 -- Sync to Toast CRM
----------------------------------------------------------------------------
+-- -------------------------------------------------------------------------
 
 -- The Customer to find or create for a profile, or nil and why not.
 local function customer_for(p)
@@ -398,11 +535,22 @@ local function customer_for(p)
   return { firstName = first, lastName = last, email = email, phone = phone }
 end
 
---[[ sync_to_crm(profiles, {concurrency = 8}) -> report | nil, err
-Makes sure every guest exists as a Toast CRM customer: find_or_create for each profile, run
-through client:batch. report = {total, created, found, failed, skipped, results = [{key, status
-= "created"|"found"|"failed"|"skipped", guid, reason, err}]}. With a profile set, each synced
-profile records crm_customer_guid. ]]
+--- Makes sure every guest exists as a Toast CRM customer (`find_or_create` in `client:batch`).
+-- Makes sure every guest exists as a Toast CRM customer: find_or_create for each profile, run
+-- through client:batch. report = {total, created, found, failed, skipped, results = [{key, status
+-- = "created"|"found"|"failed"|"skipped", guid, reason, err}]}. With a profile set, each synced
+-- profile records crm_customer_guid. Profiles that share a normalised email or phone run in one
+-- operation, one after the other, so they can never both miss and both create. A second run
+-- finds everyone.
+-- @function Toast:sync_to_crm
+-- @tparam crm.toast.guests.Set|table profiles a profile set, or an array of profiles
+-- @tparam[opt] table opts
+-- @tparam[opt=8] number opts.concurrency operations in flight (1 to 1024)
+-- @treturn[1] SyncReport `{total, created, found, failed, skipped, results}`; a profile's own
+-- failure is in its result (`status = "failed"`, `err`) and does not stop the others
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` (`field = "profiles"`, `"concurrency"`), or the batch's own
+-- error (`transport`, `code = "closed"`)
 function Orders:sync_to_crm(profiles, opts)
   local e = validate.table(opts, "options")
   if e then return nil, e end
