@@ -12,29 +12,7 @@ local M = {}
 local NGINX = os.getenv("NGINX") or "/usr/sbin/nginx"
 local MODULES = "/usr/lib/nginx/modules/"
 
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
-
-local function sh(cmd)
-  local ok = os.execute(cmd .. " >/dev/null 2>&1")
-  return ok == true or ok == 0
-end
-
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function spit(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
+local exists, sh, slurp, spit = H.exists, H.sh, H.slurp, H.spit
 
 -- The repository root: this file lives in spec/.
 local function root()

@@ -95,6 +95,47 @@ function H.tc_customer(extra)
   return c
 end
 
+-- ---- files and commands, for specs that run scripts or a second nginx ----
+
+function H.exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+-- sh(cmd) -> whether it exited 0 (output discarded)
+function H.sh(cmd)
+  local ok = os.execute(cmd .. " >/dev/null 2>&1")
+  return ok == true or ok == 0
+end
+
+function H.slurp(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+function H.spit(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+end
+
+-- The interpreter running the specs; scripts it starts inherit LUA_PATH and LUA_CPATH.
+H.lua = rawget(_G, "jit") and "luajit" or "lua5.4"
+
+-- run_example(script, args) -> ok, output: examples/<script> as a user runs it, on the
+-- simulator's port, with stdout and stderr together.
+function H.run_example(script, args)
+  local out = os.tmpname()
+  local ok = os.execute(("CRM_SIM_PORT=%d %s examples/%s %s > %s 2>&1"):format(H.port, H.lua, script,
+    args or "", out))
+  local text = H.slurp(out)
+  os.remove(out)
+  return ok == true or ok == 0, text
+end
+
 -- A transport that records every request (method, url, headers, body) and passes it on to a
 -- real connection: specs can see what went on the wire.
 function H.recording_transport()

@@ -9,29 +9,7 @@ local H = require "helper"
 local NGINX = os.getenv("NGINX") or "/usr/sbin/nginx"
 local MODULES = "/usr/lib/nginx/modules/"
 
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
-
-local function sh(cmd)
-  local ok = os.execute(cmd .. " >/dev/null 2>&1")
-  return ok == true or ok == 0
-end
-
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function spit(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
+local exists, sh, slurp, spit = H.exists, H.sh, H.slurp, H.spit
 
 if not (exists(NGINX) and exists(MODULES .. "ngx_http_lua_module.so") and exists(MODULES .. "ndk_http_module.so")) then
   describe("OpenResty", function()

@@ -2,19 +2,7 @@
 local cjson = require "cjson"
 local H = require "helper"
 
--- The interpreter running the specs; the scripts inherit LUA_PATH, LUA_CPATH and CRM_SIM_PORT.
-local LUA = rawget(_G, "jit") and "luajit" or "lua5.4"
-
-local function run(script, args)
-  local out = os.tmpname()
-  local ok = os.execute(("CRM_SIM_PORT=%d %s examples/%s %s > %s 2>&1"):format(H.port, LUA, script,
-    args or "", out))
-  local f = assert(io.open(out))
-  local text = f:read("*a")
-  f:close()
-  os.remove(out)
-  return ok == true or ok == 0, text
-end
+local run = H.run_example
 
 describe("TableCheck examples", function()
   before_each(function() H.reset() end)

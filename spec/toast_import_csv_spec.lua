@@ -3,18 +3,7 @@
 local core = require "crm.core"
 local H = require "helper"
 
-local LUA = rawget(_G, "jit") and "luajit" or "lua5.4"
-
-local function run(csv)
-  local out = os.tmpname()
-  local ok = os.execute(("CRM_SIM_PORT=%d %s examples/toast_import_csv.lua %s > %s 2>&1")
-    :format(H.port, LUA, csv, out))
-  local f = assert(io.open(out))
-  local text = f:read("*a")
-  f:close()
-  os.remove(out)
-  return ok == true or ok == 0, text
-end
+local function run(csv) return H.run_example("toast_import_csv.lua", csv) end
 
 describe("toast_import_csv", function()
   before_each(function() H.reset() end)
