@@ -55,11 +55,19 @@ M.clock = {
   end,
 }
 
+-- Tables are read raw (rawget, next): a metamethod of the caller's cannot raise in here.
+local function raw_length(t)
+  local n = 0
+  while rawget(t, n + 1) ~= nil do n = n + 1 end
+  return n
+end
+
 local function as_function(client, op)
   if type(op) == "function" then return function() return op(client) end end
-  if type(op) == "table" and type(op[1]) == "string" and type(client[op[1]]) == "function" then
-    local method, args = client[op[1]], { unpack(op, 2) }
-    local n = #op - 1
+  local name = type(op) == "table" and rawget(op, 1)
+  if type(name) == "string" and type(client[name]) == "function" then
+    local method, n, args = client[name], raw_length(op) - 1, {}
+    for i = 1, n do args[i] = rawget(op, i + 1) end
     return function() return method(client, unpack(args, 1, n)) end
   end
   return nil
@@ -134,11 +142,14 @@ function M.run(client, ops, opts)
   opts = opts or {}
   if type(ops) ~= "table" then return nil, errors.validation("ops", "must be an array") end
   if type(opts) ~= "table" then return nil, errors.validation("options", "must be a table") end
-  for k in next, opts do
+  local raw = {}
+  for k, v in next, opts do
     if k ~= "concurrency" and k ~= "stop_on_error" then
       return nil, errors.validation(key_name(k), "is not a known option (concurrency, stop_on_error)")
     end
+    raw[k] = v
   end
+  opts = raw
   if opts.stop_on_error ~= nil and type(opts.stop_on_error) ~= "boolean" then
     return nil, errors.validation("stop_on_error", "must be a boolean")
   end
@@ -146,10 +157,10 @@ function M.run(client, ops, opts)
   if type(concurrency) ~= "number" or concurrency < 1 or concurrency > 1024 or concurrency % 1 ~= 0 then
     return nil, errors.validation("concurrency", "must be an integer from 1 to 1024")
   end
-  local n = #ops
+  local n = raw_length(ops)
   local fns = {}
   for i = 1, n do
-    fns[i] = as_function(client, ops[i])
+    fns[i] = as_function(client, rawget(ops, i))
     if not fns[i] then
       return nil, errors.validation("ops[" .. i .. "]",
         "must be a function(client) or {\"method_name\", args...} naming a client method")

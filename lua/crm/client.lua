@@ -197,7 +197,8 @@ function M.private(self)
 end
 
 function M.closed_error()
-  return errors.new("transport", "the client is closed", { code = "closed" })
+  return errors.new("transport", "the client is closed", { code = "closed", sent = false,
+                                                            retryable = false })
 end
 
 --- Frees the client's connection (`client:close()`).

@@ -100,8 +100,11 @@ end
 local function is_word_byte(c)
   return c ~= "" and find(c, "^[%w\128-\255]") ~= nil
 end
+-- Matched without regard to ASCII case (a server may echo ZELDA for Zelda); lower() keeps
+-- every byte position, so the positions found in the lowered text cut the original.
 local function replace_words(s, value, with)
-  local from, to = find(s, value, 1, true)
+  local ls, lv = s:lower(), value:lower()
+  local from, to = find(ls, lv, 1, true)
   if not from then return s end
   local out, pos = {}, 1
   while from do
@@ -110,7 +113,7 @@ local function replace_words(s, value, with)
       out[#out + 1] = with
       pos = to + 1
     end
-    from, to = find(s, value, to + 1, true)
+    from, to = find(ls, lv, to + 1, true)
   end
   out[#out + 1] = sub(s, pos)
   return concat(out)
@@ -159,7 +162,7 @@ end
 local function scrub(s, ctx)
   s = tostring(s)
   if ctx then
-    local secrets, pii = ctx.secrets, ctx.pii
+    local secrets = ctx.secrets
     if secrets then
       for i = 1, #secrets do
         local v = secrets[i]
@@ -170,15 +173,18 @@ local function scrub(s, ctx)
         end
       end
     end
-    if pii then
-      for i = 1, #pii do
-        local v = pii[i]
-        if type(v) == "string" and #v >= 2 then s = replace_words(s, v, "<pii>") end
-      end
-    end
   end
   s = gsub(s, "[Bb][Ee][Aa][Rr][Ee][Rr]%s+[%w%-%._~%+/=]+", "Bearer <redacted>")
+  -- Emails by shape before the sent words, so a sent name inside another address cannot break
+  -- that address apart and leave its rest readable.
   s = gsub(s, EMAIL, "<email>")
+  local pii = ctx and ctx.pii
+  if pii then
+    for i = 1, #pii do
+      local v = pii[i]
+      if type(v) == "string" and #v >= 2 then s = replace_words(s, v, "<pii>") end
+    end
+  end
   return redact_phones(s)
 end
 
@@ -196,7 +202,8 @@ local function scrub_body(v, ctx, depth)
   if type(v) == "string" then return (scrub(v, ctx)) end
   if type(v) ~= "table" or depth > 20 then return v end
   local out = {}
-  for k, x in pairs(v) do out[k] = scrub_body(x, ctx, depth + 1) end
+  -- Keys too: a server may key its complaints by the email or phone it refused.
+  for k, x in pairs(v) do out[scrub_body(k, ctx, depth + 1)] = scrub_body(x, ctx, depth + 1) end
   return setmetatable(out, getmetatable(v))
 end
 
@@ -245,6 +252,28 @@ function M.new(kind, message, fields, ctx)
   end
   if e.retryable == nil then e.retryable = false end
   return setmetatable(e, Error)
+end
+
+--- Attaches a field that is readable as `e[name]` but lives outside the error table.
+-- @local
+-- attach(e, name, value): a field readable as e[name] that lives outside the error table, so
+-- pairs(e), cjson.encode(e) and crm.json.encode(e) never write it. For what holds customer data
+-- a program may need to recover (a merge's report, the customer a merge produced).
+local ATTACHED = setmetatable({}, { __mode = "k" })
+function M.attach(e, name, value)
+  local a = ATTACHED[e]
+  if not a then
+    a = {}
+    ATTACHED[e] = a
+  end
+  a[name] = value
+  return e
+end
+Error.__index = function(e, k)
+  local m = Error[k]
+  if m ~= nil then return m end
+  local a = ATTACHED[e]
+  return a and a[k]
 end
 
 --- Whether `v` is a crm error (`crm.is_error`).

@@ -122,12 +122,36 @@ local function collect_pii(v, under, out, depth)
 end
 
 -- context(req) -> {secrets, pii}: what errors and debug lines about `req` are scrubbed of.
+-- Other spellings a server may echo a value in: percent-encoded, and for phones the bare
+-- digits, the E.164 form and (North America) the ten-digit national number.
+local phones
+local function add_variants(pii)
+  phones = phones or require "crm.phone"
+  local n = #pii
+  for i = 1, n do
+    local v = pii[i]
+    local esc = escape(v)
+    if esc ~= v then pii[#pii + 1] = esc end
+    local digits = v:gsub("%D", "")
+    if #digits >= 7 and #digits <= 15 and not v:find("@", 1, true) then
+      pii[#pii + 1] = digits
+      local e164 = phones.normalize(v, "1")
+      if e164 then
+        pii[#pii + 1] = e164
+        pii[#pii + 1] = e164:sub(2)
+        if e164:sub(1, 2) == "+1" then pii[#pii + 1] = e164:sub(3) end
+      end
+    end
+  end
+end
+
 function Engine:context(req)
   local pii = {}
   if req then
     collect_pii(req.body, false, pii, 0)
     collect_pii(req.query, false, pii, 0)
     if req.pii then collect_pii(req.pii, true, pii, 0) end
+    add_variants(pii)
   end
   return { secrets = self:secrets(), pii = pii }
 end

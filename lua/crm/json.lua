@@ -61,7 +61,7 @@ M.empty_array = setmetatable({}, { __name = "crm.empty_array" })
 -- @param v any value
 -- @treturn boolean
 function M.is_array(v)
-  return v == M.empty_array or (type(v) == "table" and getmetatable(v) == array_mt)
+  return rawequal(v, M.empty_array) or (type(v) == "table" and getmetatable(v) == array_mt)
 end
 
 -- -------------------------------------------------------------------------
@@ -297,11 +297,13 @@ local function prepare(v, seen)
     return v, false
   end
   if tv == "string" then
-    if v == EMPTY then return nil, nil, v end
+    -- The swap after cjson looks for the marker's JSON form; a string that holds it would be
+    -- cut there and written as broken JSON.
+    if find(v, EMPTY, 1, true) then return nil, nil, v end
     return v, false
   end
   if tv ~= "table" then return v, false end
-  if v == M.empty_array or (next(v) == nil and getmetatable(v) == array_mt) then
+  if rawequal(v, M.empty_array) or (next(v) == nil and getmetatable(v) == array_mt) then
     return EMPTY, true
   end
   local done = seen[v]
@@ -328,7 +330,9 @@ end
 function M.encode_text(v)
   local marked, changed, bad = prepare(v, {})
   if bad ~= nil then
-    if type(bad) == "string" then return nil, "a string equal to crm's internal marker cannot be sent" end
+    if type(bad) == "string" then
+      return nil, "a string holding crm's internal marker (NUL crm:empty-array NUL) cannot be sent"
+    end
     return nil, "the number " .. format("%.17g", bad) .. " cannot be sent exactly (JSON"
       .. " numbers go out with 14 significant digits); round it, or send it as text"
   end

@@ -15,7 +15,20 @@
 -- print(it.count, it.pages, it.done, it.err)
 local M = {}
 
-local setmetatable = setmetatable
+local setmetatable, type, tostring = setmetatable, type, tostring
+local errors = require "crm.error"
+
+-- A page's identity: the ids of its first and last records and its size (nil when the records
+-- carry no guid or id).
+local function signature(items)
+  local n = #items
+  if n == 0 then return nil end
+  local a, b = items[1], items[n]
+  if type(a) ~= "table" or type(b) ~= "table" then return nil end
+  local ia, ib = a.guid or a.id, b.guid or b.id
+  if ia == nil or ib == nil then return nil end
+  return n .. "\0" .. tostring(ia) .. "\0" .. tostring(ib)
+end
 
 --- A pager: call it as an iterator, or use its methods. Its fields (read them, do not set
 -- them) say how far it got.
@@ -84,6 +97,17 @@ function Pager:next_page()
     self.err, self.done = done_or_err, true
     return false, done_or_err
   end
+  -- A server that ignores the page asked for sends the same records again and again: stop
+  -- with an error rather than loop (and grow all()) without end.
+  local sig = signature(items)
+  if sig ~= nil and sig == self._last_sig then
+    local err = errors.new("decode", "the server answered page " .. (self.pages + 1) .. " with the"
+      .. " same records as the page before: it ignores paging, so the pager stopped",
+      { code = "page_repeated" })
+    self.err, self.done = err, true
+    return false, err
+  end
+  self._last_sig = sig
   self.pages = self.pages + 1
   if done_or_err or #items == 0 then self.done = true end
   if #items == 0 then return nil end
@@ -136,7 +160,8 @@ function Pager:all()
     end
     out[#out + 1] = item
   end
-  return out
+  -- An array to crm.json, so an export of no records writes [] (see crm.json).
+  return require("crm.json").array(out)
 end
 
 return M

@@ -134,6 +134,8 @@ function TableCheck:_call(req, idempotent, settle)
   req.idempotent = idempotent
   local engine = self.engine
   return self.policy:run(function()
+    -- close() from another operation of a batch stops this one at its next attempt.
+    if self._closed then return nil, client.closed_error() end
     local res, err = engine:send(req)
     if err and settle then return settle(err) end
     return res, err

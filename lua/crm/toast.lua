@@ -18,6 +18,7 @@
 local platform = require "crm.platform"
 local client = require "crm.client"
 local errors = require "crm.error"
+local json = require "crm.json"
 local flight = require "crm.flight"
 local http = require "crm.http"
 local pager = require "crm.pager"
@@ -252,6 +253,8 @@ function Toast:_call(req, idempotent, policy)
   req.idempotent = idempotent
   local relogged = false
   return (policy or self.policy):run(function()
+    -- close() from another operation of a batch stops this one at its next attempt.
+    if self._closed then return nil, client.closed_error() end
     local token, err = current_token(self)
     if not token then return nil, err end
     req.headers = headers_for(self, token, req.body ~= nil)
@@ -513,7 +516,8 @@ end
 -- The items of a page answer: every one an object (a Customer, a transaction); `[null]`,
 -- `["x"]` or `[[]]` are not results. -> items | nil, decode error
 local function page_items(res)
-  local items = res.data or {}
+  -- A 204 (no records) is an empty array too: crm.json writes it back as [].
+  local items = res.data or json.array()
   for i = 1, #items do
     local item = items[i]
     if type(item) ~= "table" or (item[1] ~= nil) then
@@ -697,18 +701,21 @@ function Toast:find_or_create(c, opts)
   if not held then return nil, err end
   -- A create of this guest that was accepted (202) but never confirmed, or whose outcome was
   -- not learnt, may still appear: the next attempt sends the same GUID, so Toast keeps one.
+  -- Only the very same guest (every key and both names) takes it: a guest who shares only a
+  -- phone with the pending one is another record and gets a GUID of its own.
   local pending = private.pending_guids
-  if input.guid == nil then
-    for i = 1, #keys do
-      if pending[keys[i]] then body.guid = pending[keys[i]] break end
-    end
-  end
+  local sorted_keys = {}
+  for i = 1, #keys do sorted_keys[i] = keys[i] end
+  table.sort(sorted_keys)
+  local fingerprint = table.concat(sorted_keys, "\0") .. "\0" .. tostring(body.firstName):lower()
+    .. "\0" .. tostring(body.lastName):lower()
+  if input.guid == nil and pending[fingerprint] then body.guid = pending[fingerprint] end
   local ok, res, how = pcall(find_then_create, self, searches, body, opts, locks, held)
   if ok and res then
-    for i = 1, #keys do pending[keys[i]] = nil end
+    pending[fingerprint] = nil
   elseif ok and how and how.guid == body.guid and how.kind ~= "validation"
       and not (how.status and how.status >= 400 and how.status < 500) then
-    for i = 1, #keys do pending[keys[i]] = body.guid end
+    pending[fingerprint] = body.guid
   end
   locks:release(held)
   if not ok then error(res, 0) end

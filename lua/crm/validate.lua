@@ -373,24 +373,33 @@ local KEEP, KEEP_MT = {}, {}
 function M.keep_marker(v) KEEP[v] = true end
 -- A metatable that copies keep (crm.json's array marker: a decoded [] stays [] when sent back).
 function M.keep_metatable(mt) KEEP_MT[mt] = true end
-local function plain(v, field, depth, seen)
+-- A table used in several places is copied once (st.done), so a value shared many times over
+-- costs what its distinct tables cost; st.path holds the tables being copied (a cycle), and
+-- st.left bounds the number of entries in all.
+local MAX_ENTRIES = 1000000
+local function plain(v, field, depth, st)
   if type(v) ~= "table" or KEEP[v] then return v end
+  local done = st.done[v]
+  if done then return done end
   if depth > 32 then return nil, fail(field, "is nested too deeply (more than 32 levels)") end
-  if seen[v] then return nil, fail(field, "must not contain itself (a cycle)") end
-  seen[v] = true
+  if st.path[v] then return nil, fail(field, "must not contain itself (a cycle)") end
+  st.path[v] = true
   local out = {}
   for k, x in next, v do
-    local c, e = plain(x, field, depth + 1, seen)
+    st.left = st.left - 1
+    if st.left < 0 then return nil, fail(field, "has more than " .. MAX_ENTRIES .. " entries") end
+    local c, e = plain(x, field, depth + 1, st)
     if e then return nil, e end
     out[k] = c
   end
-  seen[v] = nil
+  st.path[v] = nil
   local mt = getmetatable(v)
   if mt ~= nil and KEEP_MT[mt] then setmetatable(out, mt) end
+  st.done[v] = out
   return out
 end
 function M.plain(v, field)
-  return plain(v, field, 0, {})
+  return plain(v, field, 0, { done = {}, path = {}, left = MAX_ENTRIES })
 end
 
 -- Options of the polling waits (merge, images): {timeout, interval, max_interval}, all optional.

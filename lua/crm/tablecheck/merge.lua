@@ -336,10 +336,10 @@ local function would_drop(primary, body, report)
     end
   end
   if n == 0 then return nil end
-  return errors.new("validation", "the merge would lose " .. n .. " phone or email value(s) that"
-    .. " are not E.164 numbers or email addresses (customers in ids), so nothing was sent; pass"
-    .. " resolve to decide what to keep (report.skipped, one of its arguments, lists them)",
-    { field = field, code = "merge_would_lose_values", ids = ids, report = report })
+  return errors.attach(errors.new("validation", "the merge would lose " .. n .. " phone or email"
+    .. " value(s) that are not E.164 numbers or email addresses (customers in ids), so nothing was"
+    .. " sent; pass resolve to decide what to keep (report.skipped, one of its arguments, lists"
+    .. " them)", { field = field, code = "merge_would_lose_values", ids = ids }), "report", report)
 end
 
 local merge_locked
@@ -447,7 +447,7 @@ function merge_locked(client, primary_id, secondary_ids, opts, locks, held)
   if locks then locks:extend(held, client:_flight_ttl()) end
   merged, err = client:_write("customers", "PUT", primary_id, checked, false)
   if not merged then
-    err.report = report
+    errors.attach(err, "report", report)
     return nil, err
   end
   if opts.wait then
@@ -458,7 +458,8 @@ function merge_locked(client, primary_id, secondary_ids, opts, locks, held)
     end
     done, err = M.wait(client, primary_id, ids, opts.wait ~= true and opts.wait or nil)
     if not done then
-      err.customer, err.report = merged, report
+      errors.attach(err, "customer", merged)
+      errors.attach(err, "report", report)
       err.message = "the merge was accepted, but " .. err.message
       return nil, err
     end
@@ -588,7 +589,8 @@ function M.find_duplicates(client, query, opts)
     groups[#groups + 1] = g
   end
   sort(groups, function(a, b) return a.primary < b.primary end)
-  return groups, { scanned = it.count, total = it.total }
+  -- Arrays to crm.json, so an export of the groups writes [] where there are none.
+  return require("crm.json").array(groups), { scanned = it.count, total = it.total }
 end
 
 return M

@@ -147,9 +147,11 @@ local function enum(list, what)
   end
 end
 
--- sex: 0 unknown, 1 male, 2 female; the contract allows the number or its string.
+-- sex: 0 unknown, 1 male, 2 female. The contract types it as a number and lists the values as
+-- strings; both spellings are taken and it is always sent as the number.
 local function SEX(v, f)
-  if v == nil or v == 0 or v == 1 or v == 2 or v == "0" or v == "1" or v == "2" then return nil end
+  if v == nil or v == 0 or v == 1 or v == 2 then return nil end
+  if v == "0" or v == "1" or v == "2" then return nil, tonumber(v) end
   return fail(f, "must be 0 (unknown), 1 (male) or 2 (female)")
 end
 
@@ -452,8 +454,8 @@ local CUSTOMER_UPDATE = {
   kanji_first_name = STRING, kanji_last_name = STRING, title = STRING, sex = SEX, division = STRING,
   source = enum(CUSTOMER_SOURCES), age_range = enum(AGE_RANGES),
   tags = STRINGS, likes = STRINGS, allerges = STRINGS, dislikes = STRINGS,
-  -- The contract lists locales but says an unsupported one is stored as null without failing.
-  locale = STRING, country = COUNTRY,
+  -- The contract's enum: an unsupported locale would be stored as null, so it is refused here.
+  locale = enum(LOCALES), country = COUNTRY,
   base_count_visits = int(0), base_count_cancels = int(0), base_count_noshows = int(0),
   email_marketing = BOOL, email_reminders = BOOL, direct_mail = BOOL, is_incognito = BOOL,
   is_temporary = BOOL, memo = LONG_TEXT, shop_memos = array_of(SHOP_MEMO), allow_surveys = BOOL,
