@@ -210,4 +210,19 @@ describe("Toast inputs", function()
     end
     assert.equal("1970-01-01T00:00:02.000+0000", (crm.toast_time(1.9996)))
   end)
+
+  it("gives now with its milliseconds, from the wall clock", function()
+    local seen = {}
+    for _ = 1, 5 do
+      local t = assert(crm.toast_time())
+      assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%d%+0000$", t)
+      seen[t:match("%.(%d%d%d)")] = true
+      require("crm.core").sleep(0.011)
+    end
+    local distinct = 0
+    for _ in pairs(seen) do distinct = distinct + 1 end
+    assert.is_true(distinct >= 3, "milliseconds did not move")
+    local now = require("crm.core").time()
+    assert.is_true(math.abs(now - os.time()) < 2)
+  end)
 end)

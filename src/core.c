@@ -655,6 +655,15 @@ static int l_now(lua_State *L)
     return 1;
 }
 
+/* core.time() -> seconds since the epoch, with the fraction (the wall clock; crm.toast_time) */
+static int l_time(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+    return 1;
+}
+
 static int l_sleep(lua_State *L)
 {
     double s = luaL_checknumber(L, 1);
@@ -741,6 +750,7 @@ static const luaL_Reg module_functions[] = {
     {"multi", l_multi},
     {"guid", l_guid},
     {"now", l_now},
+    {"time", l_time},
     {"sleep", l_sleep},
     {"escape", l_escape},
     {"strip_nulls", l_strip_nulls},

@@ -104,6 +104,9 @@ M.ngx_now = ngx and ngx_now or nil
 
 -- now(): the process clock (monotonic from the C core; nginx's otherwise).
 M.now = core and core.now or ngx_now
+-- The wall clock with its fraction (for "now" in Toast's millisecond date-times): the C core's,
+-- nginx's, or whole seconds where neither is there.
+M.wall_time = core and core.time or (ngx and function() ngx.update_time() return ngx.now() end) or os.time
 
 -- block(seconds): a sleep that holds the thread. Only for plain Lua, a curl batch's idle wait,
 -- and nginx phases where ngx.sleep is refused.

@@ -396,7 +396,7 @@ end
 -- @usage crm.toast_time()                            --> "2024-03-05T00:21:40.123+0000"
 -- crm.toast_time("2024-03-05T09:21:40+09:00")  --> "2024-03-05T09:21:40.000+0900"
 function M.format_time(x)
-  if x == nil then x = os.time() end
+  if x == nil then x = platform.wall_time() end
   if type(x) == "string" then return toast_time(x, "time") end
   local e = validate.number(x, "time", { min = 0 })
   if e then return nil, e end
