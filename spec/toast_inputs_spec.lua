@@ -67,7 +67,7 @@ describe("Toast inputs", function()
       assert.equal("2018-06-16T15:01:14.250+0000", crm.toast_time(1529161274.25))
       assert.equal("1970-01-01T00:00:02.000+0000", crm.toast_time(1.9996))
       assert.equal("2024-03-05T09:21:40.000+0900", crm.toast_time("2024-03-05T09:21:40+09:00"))
-      assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.000%+0000$", crm.toast_time())
+      assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%d%+0000$", crm.toast_time())
     end)
   end)
 
