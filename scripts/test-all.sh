@@ -10,7 +10,11 @@ for lua in "$@"; do
   line=$(grep -E "^$lua: [0-9]+ passed, [0-9]+ failed" "$log" | tail -n 1)
   rm -f "$log"
   if [ -z "$line" ]; then failed=$((failed + 1)); rc=1; continue; fi
-  read -r p f s <<<"$(echo "$line" | sed -E 's/^[^:]+: ([0-9]+) passed, ([0-9]+) failed, ([0-9]+) skipped.*/\1 \2 \3/')"
+  # "LUA: N passed, N failed[, N skipped]": skipped may be missing on an early failure.
+  p=$(echo "$line" | sed -nE 's/.*: ([0-9]+) passed.*/\1/p')
+  f=$(echo "$line" | sed -nE 's/.* ([0-9]+) failed.*/\1/p')
+  s=$(echo "$line" | sed -nE 's/.* ([0-9]+) skipped.*/\1/p')
+  p=${p:-0}; f=${f:-1}; s=${s:-0}
   passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
 done
 echo "total: $passed passed, $failed failed, $skipped skipped"

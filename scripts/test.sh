@@ -11,7 +11,7 @@ export LUA_PATH="$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;$ROOT/spec/?.lua;;"
 # make check points these at a sanitizer build, a preload, or a valgrind wrapper.
 export LUA_CPATH="$ROOT/${CRM_CPATH_DIR:-build/$LUA}/?.so;;"
 
-bash scripts/sim.sh start "$PORT" || { echo "$LUA: 0 passed, 1 failed"; exit 1; }
+bash scripts/sim.sh start "$PORT" || { echo "$LUA: 0 passed, 1 failed, 0 skipped"; exit 1; }
 trap 'bash scripts/sim.sh stop "$PORT" >/dev/null 2>&1' EXIT
 
 log=$(mktemp)
@@ -23,7 +23,7 @@ rc=${PIPESTATUS[0]}
 summary=$(grep -E '^[0-9]+ successes? / [0-9]+ failures? / [0-9]+ errors? / [0-9]+ pending' "$log" | tail -n 1)
 rm -f "$log"
 if [ -z "$summary" ]; then
-  echo "$LUA: 0 passed, 1 failed"
+  echo "$LUA: 0 passed, 1 failed, 0 skipped"
   exit 1
 fi
 read -r ok _ _ fail _ _ errs _ _ pend _ <<<"$summary"
