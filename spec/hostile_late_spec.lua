@@ -133,3 +133,37 @@ describe("hostile values", function()
     assert.matches('"sex":2[,}]', t.log[#t.log].body)
   end)
 end)
+
+describe("what the contracts allow", function()
+  before_each(function() H.reset() end)
+
+  it("TableCheck: duration = null, long texts, plain-string ids in bodies; Social needs username", function()
+    local t = H.recording_transport()
+    local tc = H.tablecheck { transport = t }
+    local ok, err = tc:update_reservation("5ed64e2b9551e80639a4dc99", { duration = crm.null })
+    assert.is_nil(err and err.kind == "validation" and err or nil)
+    assert.matches('"duration":null', t.log[#t.log].body)
+    local long = ("x"):rep(5000)
+    local c = tc:create_customer(H.tc_customer { first_name = long,
+      shop_memos = { { shop_id = "a/b", memo = "m" } } })
+    assert.is_truthy(t.log[#t.log].body:find(long, 1, true))
+    assert.is_truthy(c or true)
+    t.log = {}
+    local _, e2 = tc:update_customer("5ed64e249551e80639a4d001", { last_name = "L",
+      socials = { { id = "5ed64e249551e80639a4d002", service = "twitter" } } })
+    assert.equal("socials[1].username", e2.field)
+    assert.equal(0, #t.log)
+    local _ = ok
+  end)
+
+  it("Toast: add_credit takes the device reference the seed lists", function()
+    local c = H.toast()
+    local cust = assert(c:create_customer(H.customer()))
+    local txn, err = c:add_credit(cust.guid, { amount = 3, localCreatedDate = crm.toast_time(),
+      device = { guid = crm.guid(), entityType = "Device" } })
+    assert.is_truthy(txn, tostring(err))
+    local _, e2 = c:add_credit(cust.guid, { amount = 3, localCreatedDate = crm.toast_time(),
+      device = { guid = "not-a-guid" } })
+    assert.equal("device.guid", e2.field)
+  end)
+end)

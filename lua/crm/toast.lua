@@ -839,7 +839,18 @@ function Toast:get_credit_transaction(id)
 end
 
 local CREDIT_FIELDS = { guid = true, transactionType = true, amount = true,
-                        localCreatedDate = true, note = true }
+                        localCreatedDate = true, note = true, device = true }
+
+-- device: a ToastReference {guid, entityType} to the POS device (the seed lists it on the
+-- transaction without marking it response-only).
+local function check_device(d)
+  if d == nil then return nil end
+  local e = validate.table(d, "device")
+    or validate.known_keys(d, { guid = true, entityType = true }, "device.")
+    or validate.uuid(d.guid, "device.guid")
+    or validate.string(d.entityType, "device.entityType", { max = 64 })
+  return e
+end
 
 --- Adds credit to a customer (`POST /crm/v1/customers/{customerId}/creditTransactions`).
 -- localCreatedDate is any RFC 3339 date-time with an offset (Z, +09:00 or Toast's +0900, with or
@@ -881,6 +892,7 @@ function Toast:add_credit(id, txn, opts)
     or validate.string(txn.localCreatedDate, "localCreatedDate", { required = true, max = 64 })
     or validate.string(txn.note, "note", { max = 1024 })
     or (txn.guid ~= nil and validate.uuid(txn.guid, "guid"))
+    or check_device(txn.device)
     or check_confirm_opts(opts)
   if e then return nil, e end
   local date, derr = toast_time(txn.localCreatedDate, "localCreatedDate")

@@ -14,6 +14,10 @@ local null, empty_array = http.null, http.empty_array
 M.MAX_PER_PAGE = 1000
 M.CUSTOMERS_MAX_PAGES = 10
 
+-- Request fields that may be JSON null: duration, whose description says null reverts it to the
+-- automatic value. The contract marks no other request field nullable.
+local NULLABLE_FIELDS = { duration = true }
+
 -- ---- rules: rule(value, field) -> err | nil [, replacement]; nil means "absent" ----
 
 -- Keys 1..n and nothing else: no holes ({"a", nil, "c"} would go out as ["a",null,"c"]).
@@ -29,7 +33,9 @@ end
 local function text(max)
   return function(v, f) return validate.string(v, f, { max = max }) end
 end
-local STRING, LONG_TEXT = text(1024), text(65536)
+-- The contract sets no maxLength; these bounds only stop a runaway value (a whole file where a
+-- name belongs) before it is sent.
+local STRING, LONG_TEXT = text(65536), text(1048576)
 local BOOL, DATE = validate.boolean, validate.date
 
 -- "format: date-time" is RFC 3339's date-time: a real date and time with seconds and an offset
@@ -41,12 +47,6 @@ local function TIME(v, f)
   if e then return e end
   if v:find("[tz]") then return nil, (v:gsub("^(%d%d%d%d%-%d%d%-%d%d)t", "%1T"):gsub("z$", "Z")) end
   return nil
-end
-
--- A string id that is safe in a URL path (ids and slugs in paths, free-form id fields).
-local function ID(v, f)
-  if v == nil then return nil end
-  return validate.id(v, f)
 end
 
 -- "format: bson-id": TableCheck's ids are 24-hex ObjectIds.
@@ -256,14 +256,16 @@ local function object(fields, opts)
     local out = {}
     for k, x in pairs(v) do
       -- The contract marks no request field nullable: a null would be a request it forbids.
-      if x == null then
+      if x == null and not NULLABLE_FIELDS[k] then
         return fail(prefix .. k, "must not be null (the contract allows no null here; leave the"
           .. " field out instead)")
       end
       out[k] = x
-      local e, r = fields[k](x, prefix .. k)
-      if e then return e end
-      if r ~= nil then out[k] = r end
+      if x ~= null then
+        local e, r = fields[k](x, prefix .. k)
+        if e then return e end
+        if r ~= nil then out[k] = r end
+      end
     end
     if opts.check then
       local e = opts.check(out, f)
@@ -379,12 +381,23 @@ M.PHONES, M.EMAILS = one_form(PHONE_ITEM), one_form(EMAIL_ITEM)
 local ADDRESS = object(with_stamps { id = OBJECT_ID, tag = enum(ADDRESS_TAGS), street = STRING,
   street2 = STRING, city = STRING, region = STRING, postal_code = STRING, country = COUNTRY,
   _destroy = BOOL }, { check = nested_rules() })
+-- Social requires username (the contract's only required field there), changed or new; only a
+-- destroy by id may leave it out (see "Where the OpenAPI spec and the seed disagree", 3).
 local SOCIAL = object(with_stamps { id = OBJECT_ID, service = enum(SOCIAL_SERVICES), username = STRING,
-  _destroy = BOOL }, { check = nested_rules("username") })
+  _destroy = BOOL }, { check = function(o, f)
+    local e = nested_rules("username")(o, f)
+    if e then return e end
+    if o._destroy ~= true and o.username == nil then
+      return fail(f .. ".username", "is required (the contract's Social requires it)")
+    end
+    return nil
+  end })
 local EVENT = object(with_stamps { id = OBJECT_ID, tag = enum(EVENT_TAGS), date = DATE,
   months = array_of(int(1, 12)), day = int(1, 31), memo = LONG_TEXT, _destroy = BOOL },
   { check = nested_rules() })
-local SHOP_MEMO = object { id = OBJECT_ID, shop_id = ID, memo = LONG_TEXT, _destroy = BOOL }
+-- shop_id here, customer_id and reservation_flag_ids of a reservation are plain strings in the
+-- contract; they travel in the JSON body, so path-safety rules do not apply to them.
+local SHOP_MEMO = object { id = OBJECT_ID, shop_id = STRING, memo = LONG_TEXT, _destroy = BOOL }
 
 -- New images carry only image_upload_url; an existing image (by id) can only be destroyed.
 local function image_item(allow_destroy)
@@ -478,7 +491,7 @@ local CUSTOMER_HINTS = {
 local function SECONDS(v, f) return validate.number(v, f, { min = 0 }) end
 
 local RESERVATION_UPDATE = {
-  customer_ref = STRING, customer_id = ID, ref = STRING,
+  customer_ref = STRING, customer_id = STRING, ref = STRING,
   pax = int(0), pax_adult = int(0), pax_senior = int(0), pax_child = int(0), pax_baby = int(0),
   start_at = TIME, duration = SECONDS, source = enum(RESERVATION_SOURCES), channel = STRING,
   special_request = LONG_TEXT, memo = LONG_TEXT, memo2 = LONG_TEXT,
@@ -486,7 +499,7 @@ local RESERVATION_UPDATE = {
   status = enum(RESERVATION_STATUSES), points = int(), party_name = STRING, room_name = STRING,
   cancel_reason_type = enum(CANCEL_REASONS), cancel_reason = LONG_TEXT,
   cancelled_by_customer = BOOL, send_emails = BOOL, send_texts = BOOL,
-  email = EMAIL, phone = E164, reservation_flag_ids = array_of(validate.id),
+  email = EMAIL, phone = E164, reservation_flag_ids = array_of(STRING),
   images = IMAGES_UPDATE,
 }
 
