@@ -34,15 +34,7 @@ function M.available()
   return true
 end
 
-local function stop(dir)
-  if exists(dir .. "/nginx.pid") then
-    sh("env -u LD_PRELOAD " .. NGINX .. " -p " .. dir .. " -c " .. dir .. "/nginx.conf -s stop")
-    for _ = 1, 50 do
-      if not exists(dir .. "/nginx.pid") then break end
-      core.sleep(0.1)
-    end
-  end
-end
+local stop = H.stop_nginx
 
 -- start([port]) -> {url, runner(concurrency), stop()} | nil, why. Port: the simulator's + 530.
 function M.start(port)

@@ -73,8 +73,8 @@ end
 
 local OPS = {}
 
-function OPS.toast_create(c, op, out)
-  local res, err = c.toast:create_customer(op.customer)
+-- A write that carries a client GUID: the record's GUID, from the answer or from the error.
+local function guid_outcome(out, res, err)
   if res == nil then
     failed(out, err)
     out.guid = type(err) == "table" and err.guid or nil
@@ -82,6 +82,10 @@ function OPS.toast_create(c, op, out)
   end
   out.ok, out.guid = true, res.guid
   return out
+end
+
+function OPS.toast_create(c, op, out)
+  return guid_outcome(out, c.toast:create_customer(op.customer))
 end
 
 function OPS.foc(c, op, out)
@@ -95,15 +99,8 @@ function OPS.foc(c, op, out)
 end
 
 function OPS.credit_add(c, op, out)
-  local res, err = c.toast:add_credit(op.target_guid, { amount = op.amount,
-    localCreatedDate = crm.toast_time(), note = op.note })
-  if res == nil then
-    failed(out, err)
-    out.guid = type(err) == "table" and err.guid or nil
-    return out
-  end
-  out.ok, out.guid = true, res.guid
-  return out
+  return guid_outcome(out, c.toast:add_credit(op.target_guid, { amount = op.amount,
+    localCreatedDate = crm.toast_time(), note = op.note }))
 end
 
 function OPS.toast_search(c, op, out)

@@ -122,6 +122,18 @@ function H.spit(path, s)
   f:close()
 end
 
+-- stop_nginx(dir): stops the nginx whose prefix is dir (started with dir/nginx.conf), if it runs,
+-- and waits up to 5 s for its pid file to go.
+function H.stop_nginx(dir)
+  if not H.exists(dir .. "/nginx.pid") then return end
+  local nginx = os.getenv("NGINX") or "/usr/sbin/nginx"
+  H.sh("env -u LD_PRELOAD " .. nginx .. " -p " .. dir .. " -c " .. dir .. "/nginx.conf -s stop")
+  for _ = 1, 50 do
+    if not H.exists(dir .. "/nginx.pid") then break end
+    core.sleep(0.1)
+  end
+end
+
 -- The interpreter running the specs; scripts it starts inherit LUA_PATH and LUA_CPATH.
 H.lua = rawget(_G, "jit") and "luajit" or "lua5.4"
 

@@ -31,13 +31,7 @@ end
 
 -- An nginx with the sample plugin and the test server. with_core = false leaves crm/core.so out
 -- of lua_package_cpath, as a deployment without the curl transport would.
-local function stop_nginx(dir)
-  sh("env -u LD_PRELOAD " .. NGINX .. " -p " .. dir .. " -c " .. dir .. "/nginx.conf -s stop")
-  for _ = 1, 30 do
-    if not exists(dir .. "/nginx.pid") then break end
-    core.sleep(0.1)
-  end
-end
+local stop_nginx = H.stop_nginx
 
 local function start_nginx(base, with_core)
   -- One directory per port: an instance left behind by a killed run is stopped here first.

@@ -79,7 +79,7 @@ M.KINDS = {
 -- server and its answer was lost, so it was not sent again
 -- @tfield[opt] number written `write_jsonl`: lines written before the failure
 local Error = {}
-Error.__index = Error
+-- Error.__index (methods, then attached fields) is set below, with attach.
 
 -- Replaces every occurrence of `value` in s (plain text, not a pattern).
 local function replace_all(s, value, with)
