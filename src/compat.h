@@ -9,7 +9,9 @@
 #define crm_setfuncs(L, l) luaL_setfuncs((L), (l), 0)
 #define crm_newlib(L, l) luaL_newlib((L), (l))
 #define crm_testudata(L, i, name) luaL_testudata((L), (i), (name))
+#define crm_rawlen(L, i) lua_rawlen((L), (i))
 #else
+#define crm_rawlen(L, i) lua_objlen((L), (i))
 /* Lua 5.1 ABI (LuaJIT, OpenResty): register into the table on the stack top. */
 static inline void crm_setfuncs(lua_State *L, const luaL_Reg *l)
 {

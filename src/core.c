@@ -19,6 +19,9 @@
 
 #include "compat.h"
 #include "wire.h"
+#include "buf.h"
+#include "json.h"
+#include "ops.h"
 
 /* The version comes from lua/crm/version.lua, passed by the Makefile (make, and the rock's build)
  * as -DCRM_VERSION="\"x.y.z\"": it is never written here. */
@@ -29,12 +32,6 @@
 #define CRM_MULTI_MT "crm.core.multi"
 #define CRM_DEFAULT_MAX_RESPONSE (16L * 1024 * 1024)
 
-struct buf {
-    char *data;
-    size_t len;
-    size_t cap;
-};
-
 typedef struct {
     CURL *curl;
     struct buf body;
@@ -42,39 +39,13 @@ typedef struct {
     size_t max_response;
     int too_large;
     long timeout_ms;
-    struct curl_slist *headers; /* of the request in flight */
+    struct curl_slist *headers; /* of the request in flight, when it owns them */
     int busy;                   /* multi slots: a request is in flight */
+    const crm_op *op;           /* the operation in flight (core.ops), or NULL for request() */
+    int hs_ref;                 /* multi slots: registry reference to its header set */
+    struct buf url;             /* the URL being built (kept: a client allocates once) */
     char errbuf[CURL_ERROR_SIZE];
 } handle_t;
-
-/* ---- growable buffers, kept between requests so a client allocates once ---- */
-
-static int buf_append(struct buf *b, const char *p, size_t n)
-{
-    if (n > SIZE_MAX - b->len - 1)
-        return 0;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n + 1)
-            cap = cap > SIZE_MAX / 2 ? b->len + n + 1 : cap * 2;
-        char *d = realloc(b->data, cap);
-        if (d == NULL)
-            return 0;
-        b->data = d;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-    return 1;
-}
-
-static void buf_free(struct buf *b)
-{
-    free(b->data);
-    b->data = NULL;
-    b->len = b->cap = 0;
-}
 
 /* ---- libcurl callbacks: plain C, they never touch the Lua state ---- */
 
@@ -173,6 +144,7 @@ static void handle_release(handle_t *h)
     }
     buf_free(&h->body);
     buf_free(&h->head);
+    buf_free(&h->url);
 }
 
 static int l_handle_close(lua_State *L)
@@ -272,6 +244,16 @@ static int setup_easy(lua_State *L, int t, handle_t *h)
     return 0;
 }
 
+/* libcurl's global state is set up when the first handle is made, not when crm.core loads. */
+static void global_init(void)
+{
+    static int done;
+    if (!done) {
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        done = 1;
+    }
+}
+
 /* The constructors' options table, `{}` when none is given, at stack index 1. */
 static void options_at_1(lua_State *L)
 {
@@ -287,6 +269,7 @@ static void options_at_1(lua_State *L)
 static int l_new(lua_State *L)
 {
     options_at_1(L);
+    global_init();
 
     handle_t *h = lua_newuserdata(L, sizeof *h);
     memset(h, 0, sizeof *h);
@@ -363,6 +346,10 @@ static void push_headers(lua_State *L, const struct buf *b)
     lua_setmetatable(L, -2);
 }
 
+static void set_transfer(handle_t *h, const char *method, size_t mlen, const char *url,
+                         struct curl_slist *list, const char *body, size_t blen, double timeout,
+                         int fresh, int copy_body);
+
 /* Sets up h for the request whose arguments start at stack index `a`:
  * method, url, headers (array of "Name: value"), body (string or nil), timeout (seconds or nil),
  * fresh (true for a request that must not be sent twice: libcurl silently re-sends a request
@@ -385,7 +372,8 @@ static int prepare(lua_State *L, handle_t *h, int a, int copy_body)
     if (crm_has_ctl(method, mlen) || mlen == 0 || mlen > 16)
         return push_error(L, "validation", "bad_method", 0, "method is not a valid HTTP method", 0);
 
-    struct curl_slist *list = curl_slist_append(NULL, "Expect:");
+    /* Expect: 100-continue only ever matters with a body: it is turned off there. */
+    struct curl_slist *list = body ? curl_slist_append(NULL, "Expect:") : NULL;
     if (!lua_isnoneornil(L, a + 2)) {
         luaL_checktype(L, a + 2, LUA_TTABLE);
         for (int i = 1;; i++) {
@@ -413,16 +401,24 @@ static int prepare(lua_State *L, handle_t *h, int a, int copy_body)
             list = nl;
         }
     }
-    if (list == NULL)
+    if (list == NULL && body)
         return push_error(L, "transport", "CURLE_OUT_OF_MEMORY", CURLE_OUT_OF_MEMORY,
                           "out of memory building headers", 0);
+    h->op = NULL;
+    h->headers = list;
+    set_transfer(h, method, mlen, url, list, body, blen, timeout, fresh, copy_body);
+    return 0;
+}
 
+static void set_transfer(handle_t *h, const char *method, size_t mlen, const char *url,
+                         struct curl_slist *list, const char *body, size_t blen, double timeout,
+                         int fresh, int copy_body)
+{
     CURL *c = h->curl;
     h->body.len = 0;
     h->head.len = 0;
     h->too_large = 0;
     h->errbuf[0] = '\0';
-    h->headers = list;
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, list);
     curl_easy_setopt(c, CURLOPT_NOBODY, 0L);
@@ -441,7 +437,43 @@ static int prepare(lua_State *L, handle_t *h, int a, int copy_body)
     else if (!(mlen == 3 && memcmp(method, "GET", 3) == 0 && !body) &&
              !(mlen == 4 && memcmp(method, "POST", 4) == 0 && body))
         curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    return 0;
+}
+
+/* An operation's answer: pushes status, data, headers (nil when done), done, decode_error; returns 5.
+ * data is the decoded body (nil for 204 or an empty body, and for an undecodable error answer);
+ * done says the status and the body's shape are what the operation succeeds with; decode_error
+ * is the message when a 2xx body is not JSON (done is then false). */
+static int push_answer(lua_State *L, handle_t *h, long status)
+{
+    const crm_op *op = h->op;
+    h->op = NULL;
+    lua_pushinteger(L, status);
+    int top = lua_gettop(L);
+    const char *derr = NULL;
+    if (h->body.len > 0 && status != 204) {
+        if (crm_decode_push(L, h->body.data, h->body.len, 0) == 2) {
+            /* nil, message: the message is one of two constants; nil stays as the data */
+            const char *msg = lua_tostring(L, -1);
+            if (status >= 200 && status < 300)
+                derr = msg && strcmp(msg, CRM_OUT_OF_RANGE) == 0 ? CRM_OUT_OF_RANGE : CRM_NOT_JSON;
+            lua_pop(L, 1);
+        }
+    } else {
+        lua_pushnil(L);
+    }
+    int done = derr == NULL && crm_op_status_ok(op, status) && crm_op_shape_ok(L, op, top + 1);
+    /* The headers matter when the call did not succeed (content-type, retry-after): only then
+     * is their table made. */
+    if (done)
+        lua_pushnil(L);
+    else
+        push_headers(L, &h->head);
+    lua_pushboolean(L, done);
+    if (derr)
+        lua_pushstring(L, derr);
+    else
+        lua_pushnil(L);
+    return 5;
 }
 
 /* After a transfer: pushes status, headers, body, or nil, err. Returns the count pushed. */
@@ -471,6 +503,8 @@ static int finish(lua_State *L, handle_t *h, CURLcode rc)
     }
     long status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    if (h->op)
+        return push_answer(L, h, status);
     lua_pushinteger(L, status);
     push_headers(L, &h->head);
     lua_pushlstring(L, h->body.data ? h->body.data : "", h->body.len);
@@ -488,6 +522,149 @@ static int l_request(lua_State *L)
     if (rc)
         return rc;
     return finish(L, h, curl_easy_perform(h->curl));
+}
+
+/* ---- header sets: a client's header lines as libcurl lists, rebuilt only when they change ---- */
+
+#define CRM_HSET_MT "crm.core.header_set"
+
+typedef struct {
+    struct curl_slist *get;  /* requests without a body */
+    struct curl_slist *body; /* requests with one: the same lines and "Expect:" */
+    int uses;                /* transfers in flight with these lists */
+    int closed;
+} hset_t;
+
+static void hset_free_lists(hset_t *hs)
+{
+    curl_slist_free_all(hs->get);
+    curl_slist_free_all(hs->body);
+    hs->get = hs->body = NULL;
+}
+
+static int l_hset_close(lua_State *L)
+{
+    hset_t *hs = luaL_checkudata(L, 1, CRM_HSET_MT);
+    hs->closed = 1;
+    if (hs->uses == 0)
+        hset_free_lists(hs);
+    return 0;
+}
+
+/* The array at index i as a list (with "Expect:" first when `expect`). Returns 0, or pushes
+ * nil, err and returns 2 (*out is then freed). */
+static int list_from(lua_State *L, int i, int expect, struct curl_slist **out)
+{
+    struct curl_slist *list = expect ? curl_slist_append(NULL, "Expect:") : NULL;
+    if (expect && list == NULL)
+        return push_error(L, "transport", "CURLE_OUT_OF_MEMORY", CURLE_OUT_OF_MEMORY,
+                          "out of memory building headers", 0);
+    for (int k = 1;; k++) {
+        lua_rawgeti(L, i, k);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            break;
+        }
+        size_t hl;
+        const char *hv = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &hl) : NULL;
+        if (hv == NULL || crm_has_ctl(hv, hl) || crm_has_non_ascii(hv, hl)) {
+            lua_pop(L, 1);
+            curl_slist_free_all(list);
+            return push_error(L, "validation", "bad_header", 0,
+                              "header contains CR, LF, NUL or a non-ASCII byte, or is not a string", 0);
+        }
+        struct curl_slist *nl = curl_slist_append(list, hv);
+        lua_pop(L, 1);
+        if (nl == NULL) {
+            curl_slist_free_all(list);
+            return push_error(L, "transport", "CURLE_OUT_OF_MEMORY", CURLE_OUT_OF_MEMORY,
+                              "out of memory building headers", 0);
+        }
+        list = nl;
+    }
+    *out = list;
+    return 0;
+}
+
+/* core.header_set(lines_without_body, lines_with_body) -> set | nil, err */
+static int l_header_set(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    hset_t *hs = lua_newuserdata(L, sizeof *hs);
+    memset(hs, 0, sizeof *hs);
+    luaL_getmetatable(L, CRM_HSET_MT);
+    lua_setmetatable(L, -2);
+    int rc = list_from(L, 1, 0, &hs->get);
+    if (rc)
+        return rc;
+    rc = list_from(L, 2, 1, &hs->body);
+    if (rc) {
+        hset_free_lists(hs);
+        return rc;
+    }
+    return 1;
+}
+
+/* Sets up h for the operation whose arguments start at stack index 2:
+ * base, header set, op, id1, id2, query, body (JSON text or nil), timeout, fresh.
+ * Returns 0; or pushes false, field (an id or the query that the op refuses) and returns 2; or
+ * pushes nil, err and returns 2. On 0, *hs_out holds the set in use. */
+static int prepare_op(lua_State *L, handle_t *h, int copy_body, hset_t **hs_out)
+{
+    size_t base_len, blen = 0;
+    const char *base = luaL_checklstring(L, 2, &base_len);
+    hset_t *hs = luaL_checkudata(L, 3, CRM_HSET_MT);
+    const crm_op *op = crm_op_at(L, 4);
+    if (op == NULL)
+        return luaL_argerror(L, 4, "not an operation of core.ops");
+    const char *body = lua_isnoneornil(L, 8) ? NULL : luaL_checklstring(L, 8, &blen);
+    double timeout = luaL_optnumber(L, 9, 0);
+    int fresh = lua_toboolean(L, 10) || op->fresh;
+    if (hs->closed)
+        return push_error(L, "transport", "closed", 0, "the header set is closed", 0);
+    h->url.len = 0;
+    const char *bad = crm_op_url(L, op, base, base_len, 5, 7, &h->url);
+    if (bad) {
+        if (strcmp(bad, "memory") == 0)
+            return push_error(L, "transport", "CURLE_OUT_OF_MEMORY", CURLE_OUT_OF_MEMORY,
+                              "out of memory building the URL", 0);
+        lua_pushboolean(L, 0);
+        lua_pushstring(L, bad);
+        return 2;
+    }
+    if (crm_has_ctl(h->url.data, h->url.len) || memchr(h->url.data, ' ', h->url.len))
+        return push_error(L, "validation", "bad_url", 0, "url contains a control character or space", 0);
+    h->headers = NULL;
+    set_transfer(h, op->method, strlen(op->method), h->url.data, body ? hs->body : hs->get, body,
+                 blen, timeout, fresh, copy_body);
+    h->op = op;
+    *hs_out = hs;
+    return 0;
+}
+
+/* h:call(base, header_set, op, id1, id2, query, body, timeout, fresh)
+ *   -> status, data, headers, done, decode_error | false, field | nil, err
+ * One exchange of an operation of core.ops: URL built and checked here, the set's header lists,
+ * the answer decoded (crm.json's rules) and judged against the operation. No retries. */
+static int l_call(lua_State *L)
+{
+    handle_t *h = check_open(L);
+    if (h == NULL)
+        return push_error(L, "transport", "closed", 0, "the client is closed", 0);
+    lua_settop(L, 10);
+    hset_t *hs = NULL;
+    int rc = prepare_op(L, h, 0, &hs);
+    if (rc)
+        return rc;
+    hs->uses++;
+    CURLcode code = curl_easy_perform(h->curl);
+    hs->uses--;
+    rc = finish(L, h, code);
+    h->op = NULL;
+    if (hs->closed && hs->uses == 0)
+        hset_free_lists(hs);
+    return rc;
 }
 
 /* ---- multi: a pool of handles run concurrently with curl's multi interface ---- */
@@ -522,9 +699,16 @@ static void multi_release(multi_t *m)
     m->busy = 0;
 }
 
+static void release_hset(lua_State *L, handle_t *h);
+
 static int l_multi_close(lua_State *L)
 {
-    multi_release(check_multi(L));
+    multi_t *m = check_multi(L);
+    if (m->slots) {
+        for (int i = 0; i < m->size; i++)
+            release_hset(L, &m->slots[i]);
+    }
+    multi_release(m);
     return 0;
 }
 
@@ -532,6 +716,7 @@ static int l_multi_close(lua_State *L)
 static int l_multi(lua_State *L)
 {
     options_at_1(L);
+    global_init();
     double size = opt_number(L, 1, "size", 16);
     if (!(size >= 1 && size <= 1024))
         return push_error(L, "validation", "bad_size", 0, "size must be 1 to 1024", 0);
@@ -585,7 +770,60 @@ static int l_multi_submit(lua_State *L)
     return 1;
 }
 
-/* m:wait([timeout_seconds]) -> array of {slot, status, headers, body} or {slot, err}.
+/* m:submit_call(base, header_set, op, id1, id2, query, body, timeout, fresh)
+ *   -> slot | false, field | nil, err: h:call's exchange, run by m:wait. */
+static int l_multi_submit_call(lua_State *L)
+{
+    multi_t *m = check_multi(L);
+    if (m->multi == NULL)
+        return push_error(L, "transport", "closed", 0, "the batch is closed", 0);
+    int slot = -1;
+    for (int i = 0; i < m->size; i++) {
+        if (!m->slots[i].busy) {
+            slot = i;
+            break;
+        }
+    }
+    if (slot < 0)
+        return push_error(L, "transport", "busy", 0, "every slot is in flight", 0);
+    lua_settop(L, 10);
+    handle_t *h = &m->slots[slot];
+    hset_t *hs = NULL;
+    int rc = prepare_op(L, h, 1, &hs);
+    if (rc)
+        return rc;
+    if (curl_multi_add_handle(m->multi, h->curl) != CURLM_OK) {
+        h->op = NULL;
+        return push_error(L, "transport", "CURLM_ADD", 0, "libcurl refused the transfer", 0);
+    }
+    hs->uses++;
+    lua_pushvalue(L, 3);
+    h->hs_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    h->busy = 1;
+    m->busy++;
+    lua_pushinteger(L, slot + 1);
+    return 1;
+}
+
+/* Lets go of the header set a finished (or dropped) multi transfer used. */
+static void release_hset(lua_State *L, handle_t *h)
+{
+    if (h->hs_ref == 0 || h->hs_ref == LUA_NOREF)
+        return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->hs_ref);
+    hset_t *hs = lua_touserdata(L, -1);
+    if (hs) {
+        hs->uses--;
+        if (hs->closed && hs->uses == 0)
+            hset_free_lists(hs);
+    }
+    lua_pop(L, 1);
+    luaL_unref(L, LUA_REGISTRYINDEX, h->hs_ref);
+    h->hs_ref = 0;
+}
+
+/* m:wait([timeout_seconds]) -> array of {slot, status, headers, body} or {slot, err}; for
+ * submit_call's transfers {slot, status, data, headers, done, decode_error}.
  * Returns as soon as at least one transfer finished, or after the timeout with {}. */
 static int l_multi_wait(lua_State *L)
 {
@@ -608,10 +846,19 @@ static int l_multi_wait(lua_State *L)
             curl_multi_remove_handle(m->multi, h->curl);
             h->busy = 0;
             m->busy--;
-            lua_createtable(L, 0, 4);
+            lua_createtable(L, 0, 6);
             lua_pushinteger(L, (lua_Integer)(h - m->slots) + 1);
             lua_setfield(L, -2, "slot");
-            if (finish(L, h, rc) == 3) {
+            int pushed = finish(L, h, rc);
+            h->op = NULL;
+            release_hset(L, h);
+            if (pushed == 5) {
+                lua_setfield(L, -6, "decode_error");
+                lua_setfield(L, -5, "done");
+                lua_setfield(L, -4, "headers");
+                lua_setfield(L, -3, "data");
+                lua_setfield(L, -2, "status");
+            } else if (pushed == 3) {
                 lua_setfield(L, -4, "body");
                 lua_setfield(L, -3, "headers");
                 lua_setfield(L, -2, "status");
@@ -732,6 +979,7 @@ static int l_strip_nulls(lua_State *L)
 
 static const luaL_Reg handle_methods[] = {
     {"request", l_request},
+    {"call", l_call},
     {"close", l_handle_close},
     {"closed", l_handle_closed},
     {NULL, NULL},
@@ -739,13 +987,31 @@ static const luaL_Reg handle_methods[] = {
 
 static const luaL_Reg multi_methods[] = {
     {"submit", l_multi_submit},
+    {"submit_call", l_multi_submit_call},
     {"wait", l_multi_wait},
     {"busy", l_multi_busy},
     {"close", l_multi_close},
     {NULL, NULL},
 };
 
+static const luaL_Reg hset_methods[] = {
+    {"close", l_hset_close},
+    {NULL, NULL},
+};
+
+/* core.curl_version() -> libcurl's version text. A function, not a field: curl_version()
+ * initialises every library libcurl links (libldap among them), which loading need not pay. */
+static int l_curl_version(lua_State *L)
+{
+    lua_pushstring(L, curl_version());
+    return 1;
+}
+
 static const luaL_Reg module_functions[] = {
+    {"header_set", l_header_set},
+    {"curl_version", l_curl_version},
+    {"json_setup", crm_l_json_setup},
+    {"decode", crm_l_decode},
     {"new", l_new},
     {"multi", l_multi},
     {"guid", l_guid},
@@ -779,7 +1045,6 @@ static void register_class(lua_State *L, const char *name, const luaL_Reg *metho
 
 int luaopen_crm_core(lua_State *L)
 {
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     register_class(L, CRM_HANDLE_MT, handle_methods, l_handle_close);
     if (luaL_newmetatable(L, CRM_HEADERS_MT)) {
         lua_pushcfunction(L, l_headers_index);
@@ -789,10 +1054,10 @@ int luaopen_crm_core(lua_State *L)
     }
     lua_pop(L, 1);
     register_class(L, CRM_MULTI_MT, multi_methods, l_multi_close);
+    register_class(L, CRM_HSET_MT, hset_methods, l_hset_close);
     crm_newlib(L, module_functions);
     lua_pushliteral(L, CRM_VERSION);
     lua_setfield(L, -2, "version");
-    lua_pushstring(L, curl_version());
-    lua_setfield(L, -2, "curl_version");
+    crm_ops_register(L);
     return 1;
 }

@@ -89,3 +89,190 @@ size_t crm_parse_headers(const char *data, size_t len, crm_header_fn fn, void *u
     }
     return count;
 }
+
+/* ---- JSON answers ---- */
+
+static int json_ws(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* Index just past the string that opens at s[i] ('"'), or n when it never closes. */
+static size_t json_skip_string(const char *s, size_t n, size_t i)
+{
+    for (i++; i < n; i++) {
+        if (s[i] == '\\')
+            i++;
+        else if (s[i] == '"')
+            return i + 1;
+    }
+    return n;
+}
+
+/* After the '[' at s[i]: the index of the first byte that is not white space. */
+static size_t json_after_ws(const char *s, size_t n, size_t i)
+{
+    for (i++; i < n && json_ws((unsigned char)s[i]); i++)
+        ;
+    return i;
+}
+
+/* Bytes the scan stops at outside strings: '"', '[', 'n' (null), 'e' and 'E' (exponents). */
+static const unsigned char json_stop[256] = {
+    ['"'] = 1, ['['] = 1, ['n'] = 1, ['e'] = 1, ['E'] = 1,
+};
+/* Bytes a string ends or escapes at. */
+static const unsigned char json_quote[256] = {
+    ['"'] = 1, ['\\'] = 1,
+};
+
+void crm_json_scan(const char *s, size_t n, crm_json_info *info)
+{
+    memset(info, 0, sizeof *info);
+    const unsigned char *p = (const unsigned char *)s;
+    int true_first = 0;
+    size_t i = 0;
+    while (i < n) {
+        while (i < n && !json_stop[p[i]])
+            i++;
+        if (i >= n)
+            break;
+        unsigned char c = p[i];
+        if (c == '"') {
+            for (i++; i < n; i++) {
+                while (i < n && !json_quote[p[i]])
+                    i++;
+                if (i >= n || p[i] == '"')
+                    break;
+                i++; /* a backslash: skip the escaped byte */
+            }
+            i++;
+        } else if (c == '[') {
+            info->arrays++;
+            size_t j = json_after_ws(s, n, i);
+            if (j < n && s[j] == ']')
+                info->empties++;
+            else if (n - j >= 4 && memcmp(s + j, "true", 4) == 0)
+                true_first = 1;
+            i++;
+        } else if (c == 'n') {
+            if (n - i >= 4 && memcmp(s + i, "null", 4) == 0)
+                info->has_null = 1;
+            i++;
+        } else {
+            /* e or E outside a string: an exponent when a digit comes before it */
+            if (i > 0 && p[i - 1] >= '0' && p[i - 1] <= '9') {
+                size_t j = i + 1, digits = 0;
+                if (j < n && (p[j] == '+' || p[j] == '-'))
+                    j++;
+                while (j < n && p[j] >= '0' && p[j] <= '9') {
+                    j++;
+                    digits++;
+                }
+                if (digits >= 3)
+                    info->long_exp = 1;
+            }
+            i++;
+        }
+    }
+    if (info->empties == 0)
+        info->mode = CRM_JSON_PLAIN;
+    else
+        info->mode = true_first ? CRM_JSON_TAG : CRM_JSON_FILL;
+}
+
+size_t crm_json_rewrite_size(size_t n, const crm_json_info *info)
+{
+    /* "[ ]" -> "[true]" adds at most 4 bytes (whitespace is dropped); "[" -> "[false," adds 6. */
+    return n + 4 * info->empties + 6 * (info->arrays - info->empties) + 1;
+}
+
+size_t crm_json_rewrite(const char *s, size_t n, const crm_json_info *info, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        char c = s[i];
+        if (c == '"') {
+            size_t j = json_skip_string(s, n, i);
+            memcpy(out + o, s + i, j - i);
+            o += j - i;
+            i = j;
+            continue;
+        }
+        if (c != '[' || info->mode == CRM_JSON_PLAIN) {
+            out[o++] = c;
+            i++;
+            continue;
+        }
+        size_t j = json_after_ws(s, n, i);
+        if (j < n && s[j] == ']') {
+            memcpy(out + o, "[true]", 6);
+            o += 6;
+            i = j + 1;
+        } else if (info->mode == CRM_JSON_TAG) {
+            memcpy(out + o, "[false,", 7);
+            o += 7;
+            i++;
+        } else {
+            out[o++] = '[';
+            i++;
+        }
+    }
+    out[o] = '\0';
+    return o;
+}
+
+int crm_is_utf8(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = p[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len;
+        unsigned char lo = 0x80, hi = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF)
+            len = 1;
+        else if (c == 0xE0)
+            len = 2, lo = 0xA0;
+        else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF)
+            len = 2;
+        else if (c == 0xED)
+            len = 2, hi = 0x9F;
+        else if (c == 0xF0)
+            len = 3, lo = 0x90;
+        else if (c >= 0xF1 && c <= 0xF3)
+            len = 3;
+        else if (c == 0xF4)
+            len = 3, hi = 0x8F;
+        else
+            return 0;
+        if (n - i - 1 < len)
+            return 0;
+        for (size_t k = 1; k <= len; k++) {
+            unsigned char cc = p[i + k];
+            if (k == 1 ? (cc < lo || cc > hi) : (cc < 0x80 || cc > 0xBF))
+                return 0;
+        }
+        i += len + 1;
+    }
+    return 1;
+}
+
+int crm_is_path_id(const char *s, size_t n)
+{
+    if (n == 0 || n > 128 || (n == 1 && s[0] == '.'))
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 32 || c == 127 || c == ' ' || c == '/' || c == '?' || c == '#' || c == '%' ||
+            c == '\\')
+            return 0;
+        if (c == '.' && i + 1 < n && s[i + 1] == '.')
+            return 0;
+    }
+    return crm_is_utf8(s, n);
+}

@@ -17,7 +17,7 @@ local type, pcall, unpack = type, pcall, table.unpack or unpack -- luacheck: ign
 -- Coroutines that belong to a running batch; the transport and clock look here.
 local members = setmetatable({}, { __mode = "k" })
 
-local SUBMIT, SLEEP = {}, {}
+local SUBMIT, SLEEP, CALL = {}, {}, {}
 
 -- The transport every client uses: direct libcurl outside a batch, the multi inside one.
 local Router = {}
@@ -33,6 +33,16 @@ function Router:request(method, url, headers, body, timeout, fresh)
     return co_yield(SUBMIT, method, url, headers, body, timeout, fresh)
   end
   return self.handle:request(method, url, headers, body, timeout, fresh)
+end
+
+-- One exchange of an operation (core.ops): built, sent and decoded by the C core, on the
+-- client's handle or, inside a batch, on a slot of the batch's multi.
+function Router:call(base, hs, op, a1, a2, query, body, timeout, fresh)
+  local co = co_running()
+  if co and members[co] then
+    return co_yield(CALL, base, hs, op, a1, a2, query, body, timeout, fresh)
+  end
+  return self.handle:call(base, hs, op, a1, a2, query, body, timeout, fresh)
 end
 
 function Router:close()
@@ -196,7 +206,7 @@ function M.run(client, ops, opts)
 
   -- Resumes co with the given values and files what it asks for next.
   step = function(co, index, ...)
-    local ok, what, a1, a2, a3, a4, a5, a6 = co_resume(co, ...)
+    local ok, what, a1, a2, a3, a4, a5, a6, a7, a8, a9 = co_resume(co, ...)
     if co_status(co) == "dead" then
       members[co] = nil
       return finish(index, ok, what, a1)
@@ -205,6 +215,10 @@ function M.run(client, ops, opts)
       local slot, serr = multi:submit(a1, a2, a3, a4, a5, a6)
       if not slot then return step(co, index, nil, serr) end
       by_slot[slot] = { co, index }
+    elseif what == CALL then
+      local slot, serr = multi:submit_call(a1, a2, a3, a4, a5, a6, a7, a8, a9)
+      if not slot then return step(co, index, slot, serr) end
+      by_slot[slot] = { co, index, true }
     elseif what == SLEEP then
       sleepers[#sleepers + 1] = { co, index, now() + (a1 or 0) }
     else
@@ -246,6 +260,8 @@ function M.run(client, ops, opts)
         local d, owner = done[i], owners[i]
         if d.err then
           step(owner[1], owner[2], nil, d.err)
+        elseif owner[3] then
+          step(owner[1], owner[2], d.status, d.data, d.headers, d.done, d.decode_error)
         else
           step(owner[1], owner[2], d.status, d.headers, d.body)
         end

@@ -72,14 +72,21 @@ Engine.__index = Engine
 
 local PRIVATE = setmetatable({}, { __mode = "k" })
 
+local co_running = coroutine.running
+local in_batch = require("crm.batch").in_batch
+
 function M.engine(opts)
+  local t = opts.transport
   local e = setmetatable({
-    transport = opts.transport,
+    transport = t,
     base_url = opts.base_url,
     parse_error = opts.parse_error,
-    limiter = opts.limiter,
-    debug = opts.debug,
+    limiter = opts.limiter or false,
+    debug = opts.debug or false,
     clock = opts.clock,
+    -- The C handle under a curl transport (crm.batch's router): outside a batch, an operation
+    -- goes to it straight (h:call), with nothing in between.
+    handle = type(t) == "table" and t.name == "curl" and t.call and t.handle or false,
   }, Engine)
   PRIVATE[e] = { secrets = {} }
   return e
@@ -178,6 +185,72 @@ local FINAL_TRANSPORT = {
 
 local SPOILED_WHEN_SENT = { CURLE_UNSUPPORTED_PROTOCOL = true }
 
+local core = platform.core
+local build = core and core.build
+local OPS = core and core.ops or {}
+M.OPS = OPS
+
+-- An op's id argument refused by the C core: the Lua rule for that id says why (the same
+-- rule, so the same message). `id_rule(value, field) -> err` comes with the request.
+local function id_error(req, field)
+  local v = field == req.id_names[2] and req.a2 or req.a1
+  if field == "query" then
+    return errors.new("validation", "query cannot be encoded: a value is not a string, number,"
+      .. " boolean or list of them", { field = "query" })
+  end
+  return req.id_rule(v, field) or errors.validation(field, "must be a valid id")
+end
+
+local function transport_error(self, req, e, ctx)
+  -- libcurl says CURLE_UNSUPPORTED_PROTOCOL both for a bad URL scheme (nothing sent: final)
+  -- and for an HTTP/0.9 or otherwise unreadable answer (sent: a bad answer, as the ngx
+  -- transport's bad_response, which another attempt may not get).
+  local final = FINAL_TRANSPORT[e.name] and not (e.sent and SPOILED_WHEN_SENT[e.name])
+  return nil, errors.new(e.kind, e.message, {
+    code = e.name, sent = e.sent,
+    retryable = e.kind ~= "validation" and not final,
+  }, ctx or self:context(req))
+end
+
+Engine.transport_error = transport_error
+
+-- One attempt of an operation of the C core's table (core.ops). req = {op, a1, a2 (path ids),
+-- id_names = {name1, name2}, id_rule, query (table), body (table), hs (the client's
+-- core.header_set), headers (the same lines as arrays, for other transports), timeout,
+-- idempotent, fresh}. Over the curl transport the C core builds, sends and decodes in one call;
+-- over the others it builds (core.build) and decodes (core.decode) around the transport's
+-- exchange. Returns {status, headers, data} | nil, err, as send does.
+function Engine:call(req)
+  local body
+  if req.body ~= nil then
+    local s, msg = M.encode(req.body)
+    if not s then
+      return nil, errors.new("validation", "request body cannot be encoded as JSON: " .. msg,
+        { field = "body" })
+    end
+    body = s
+  end
+  local t = self.transport
+  if t.call and not self.debug and req.hs then
+    if self.limiter then self.limiter:take() end
+    local h = self.handle
+    local _, main = co_running()
+    if not (h and (main or not in_batch())) then h = t end
+    local status, data, headers, done, derr = h:call(self.base_url, req.hs, req.op, req.a1,
+      req.a2, req.query, body, req.timeout, req.idempotent == false or req.fresh == true)
+    if done then return { status = status, headers = headers, data = data } end
+    if status == false then return nil, id_error(req, data) end
+    if not status then return transport_error(self, req, data) end
+    return self:judge(req, status, headers, data, derr)
+  end
+  local method, url, fresh = build(req.op, self.base_url, req.a1, req.a2, req.query)
+  if not method then return nil, id_error(req, url) end
+  req.method, req.path = method, url:sub(#self.base_url + 1)
+  if fresh then req.fresh = true end
+  if req.shape == nil then req.shape = select(4, core.op_info(req.op)) end
+  return self:exchange(req, url, body)
+end
+
 -- One attempt. req = {method, path, query, body (table), headers (array), shape ("object",
 -- "array" or nil), ok = {[status]=true}, pending_status = {[status]=true} (statuses that mean
 -- "accepted, still processing": retried until the deadline, see crm.retry)}.
@@ -192,7 +265,11 @@ function Engine:send(req)
     end
     body = s
   end
-  local url = self.base_url .. req.path .. M.query(req.query)
+  return self:exchange(req, self.base_url .. req.path .. M.query(req.query), body)
+end
+
+-- The exchange over the transport's request(), and the answer judged.
+function Engine:exchange(req, url, body)
   if self.limiter then self.limiter:take() end
   local debug, started, ctx = self.debug, nil, nil
   if debug then
@@ -215,30 +292,25 @@ function Engine:send(req)
         req.method, req.path, ms), ctx))
     end
   end
-  if not status then
-    local e = headers
-    -- libcurl says CURLE_UNSUPPORTED_PROTOCOL both for a bad URL scheme (nothing sent: final)
-    -- and for an HTTP/0.9 or otherwise unreadable answer (sent: a bad answer, as the ngx
-    -- transport's bad_response, which another attempt may not get).
-    local final = FINAL_TRANSPORT[e.name] and not (e.sent and SPOILED_WHEN_SENT[e.name])
-    return nil, errors.new(e.kind, e.message, {
-      code = e.name, sent = e.sent,
-      retryable = e.kind ~= "validation" and not final,
-    }, ctx or self:context(req))
-  end
+  if not status then return transport_error(self, req, headers, ctx) end
 
-  local data
+  local data, derr
   if raw ~= "" and status ~= 204 then
-    local decoded, derr = M.decode(raw)
-    if decoded == nil and status >= 200 and status < 300 then
-      local ct = headers["content-type"] or "" -- read only here: headers parse on first lookup
-      -- A spoiled 2xx (an HTML page from a proxy, a cut body) may not come again: requests that
-      -- may run twice are retried; others end with outcome_unknown (crm.retry).
-      return nil, errors.new("decode", derr .. " (status " .. status .. ", content-type "
-        .. ct:gsub("%c", "") .. ")", { status = status, retryable = true, sent = true },
-        ctx or self:context(req))
-    end
-    data = decoded
+    data, derr = M.decode(raw)
+    if data ~= nil or status < 200 or status >= 300 then derr = nil end
+  end
+  return self:judge(req, status, headers, data, derr, ctx)
+end
+
+-- judge(req, status, headers, data, decode_error [, ctx]) -> {status, headers, data} | nil, err
+function Engine:judge(req, status, headers, data, derr, ctx)
+  if derr then
+    local ct = headers["content-type"] or "" -- read only here: headers parse on first lookup
+    -- A spoiled 2xx (an HTML page from a proxy, a cut body) may not come again: requests that
+    -- may run twice are retried; others end with outcome_unknown (crm.retry).
+    return nil, errors.new("decode", derr .. " (status " .. status .. ", content-type "
+      .. ct:gsub("%c", "") .. ")", { status = status, retryable = true, sent = true },
+      ctx or self:context(req))
   end
 
   if (req.ok and req.ok[status]) or (not req.ok and status >= 200 and status < 300) then

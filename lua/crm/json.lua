@@ -218,8 +218,13 @@ M.placeholder_text = placeholder_text
 local NOT_JSON = "response body is not valid JSON"
 local OUT_OF_RANGE = "response body has a number out of range"
 
+-- The C core decodes with this same codec and does the marking walk in one C pass (src/json.c);
+-- the Lua walk below is what runs where the core is not loaded.
+local core = platform.core
+if core and core.json_setup then core.json_setup(cjson_decode, array_mt) end
+
 -- decode_text(s, keep_nulls) -> value | nil, message: crm.http's decode (plain messages).
-function M.decode_text(s, keep_nulls)
+local function lua_decode_text(s, keep_nulls)
   if type(s) ~= "string" then return nil, NOT_JSON end
   local strip = not keep_nulls and find(s, "null", 1, true) ~= nil
   local ok, v
@@ -250,6 +255,8 @@ function M.decode_text(s, keep_nulls)
   end
   return v
 end
+M.lua_decode_text = lua_decode_text
+M.decode_text = core and core.decode or lua_decode_text
 
 -- -------------------------------------------------------------------------
 -- encode

@@ -135,6 +135,7 @@ function M.new(opts)
   self.fixed_token = o.token ~= nil
   private.token = o.token
   self.token_expires = math.huge
+  self._logging_in = false
   self.confirm_timeout = o.confirm_timeout or 30
   self.confirm_attempts = o.confirm_attempts or 100
   -- National phone numbers (no + or 00) belong to this country: search keys, profiles, sync.
@@ -230,7 +231,9 @@ local function current_token(self)
   return token, err
 end
 
--- Header arrays are rebuilt only when the token changes: they are the same for every call.
+-- Header lines are rebuilt only when the token changes: they are the same for every call. The
+-- C core keeps them as libcurl lists (core.header_set); the arrays serve the other transports.
+local header_set = platform.core and platform.core.header_set
 local function headers_for(self, token, has_body)
   local private = client.private(self)
   local cache = private.headers
@@ -241,37 +244,127 @@ local function headers_for(self, token, has_body)
       "Accept: application/json",
     }
     local with_body = { base[1], base[2], base[3], "Content-Type: application/json" }
-    cache = { token = token, [false] = base, [true] = with_body }
+    if cache and cache.hs then cache.hs:close() end
+    cache = { token = token, [false] = base, [true] = with_body,
+              hs = header_set and header_set(base, with_body) or nil }
     private.headers = cache
   end
-  return cache[has_body]
+  return cache[has_body], cache.hs
 end
 
--- One call with auth, a single re-login on 401, and the retry policy around it.
-function Toast:_call(req, idempotent, policy)
+-- An operation of the C core's table goes through engine:call, the rest through engine:send.
+local function send(engine, req)
+  if req.op then return engine:call(req) end
+  return engine:send(req)
+end
+
+-- One attempt: a current token, the request, and a single re-login on 401. `state.first` holds
+-- the answer of an attempt already made (the fast path in _call), which then counts as this one.
+local function attempt(self, req, state)
+  -- close() from another operation of a batch stops this one at its next attempt.
+  if self._closed then return nil, client.closed_error() end
+  local token, res, err
+  if state.first then
+    token, res, err = state.token, nil, state.first
+    state.first = nil
+  else
+    token, err = current_token(self)
+    if not token then return nil, err end
+    req.headers, req.hs = headers_for(self, token, req.body ~= nil)
+    res, err = send(self.engine, req)
+  end
+  if err and err.status == 401 and not self.fixed_token and not state.relogged then
+    state.relogged = true
+    -- Only drop the token this request used; another operation may have renewed it already.
+    local private = client.private(self)
+    if private.token == token then private.token = nil end
+    token, err = current_token(self)
+    if not token then return nil, err end
+    req.headers, req.hs = headers_for(self, token, req.body ~= nil)
+    res, err = send(self.engine, req)
+  end
+  return res, err
+end
+
+-- One call with auth, a single re-login on 401, and the retry policy around it. With a current
+-- token the first attempt is made straight away, and the policy runs only when it failed.
+function Toast:_call(req, idempotent, policy, state)
   if self._closed then return nil, client.closed_error() end
   req.idempotent = idempotent
-  local relogged = false
-  return (policy or self.policy):run(function()
-    -- close() from another operation of a batch stops this one at its next attempt.
-    if self._closed then return nil, client.closed_error() end
-    local token, err = current_token(self)
-    if not token then return nil, err end
-    req.headers = headers_for(self, token, req.body ~= nil)
-    local res
-    res, err = self.engine:send(req)
-    if err and err.status == 401 and not self.fixed_token and not relogged then
-      relogged = true
-      -- Only drop the token this request used; another operation may have renewed it already.
-      local private = client.private(self)
-      if private.token == token then private.token = nil end
-      token, err = current_token(self)
-      if not token then return nil, err end
-      req.headers = headers_for(self, token, req.body ~= nil)
-      res, err = self.engine:send(req)
+  local private = client.private(self)
+  local token = private.token
+  -- A policy of the caller's (the spaced orders backfill) sees every attempt: no fast path then.
+  if not state and not policy and token and not self._logging_in
+      and self.clock.now() < self.token_expires then
+    local cache = private.headers
+    if cache and cache.token == token then
+      req.headers, req.hs = cache[req.body ~= nil], cache.hs
+    else
+      req.headers, req.hs = headers_for(self, token, req.body ~= nil)
     end
-    return res, err
-  end, idempotent)
+    local res, err = send(self.engine, req)
+    if res then return res end
+    state = { first = err, token = token }
+  end
+  state = state or {}
+  return (policy or self.policy):run(function() return attempt(self, req, state) end, idempotent)
+end
+
+-- ---- the C core's operations (src/ops.c) ----
+
+local OPS = http.OPS
+local CUSTOMER_ID, TRANSACTION_ID = { "customerId" }, { "transactionId" }
+-- An operation read by id: the op, and what the request of the general path carries.
+local function read_op(name, ids)
+  return { op = OPS[name], id_names = ids, shape = "object" }
+end
+local GET_CUSTOMER = read_op("toast.get_customer", CUSTOMER_ID)
+local GET_CREDIT_SUMMARY = read_op("toast.get_credit_summary", CUSTOMER_ID)
+local GET_CREDIT_TRANSACTION = read_op("toast.get_credit_transaction", TRANSACTION_ID)
+
+local co_running, in_batch = coroutine.running, require("crm.batch").in_batch
+local private_of = client.private
+
+-- A read by id (GET, no body): the answer's data | nil, err. With a current token and the curl
+-- transport outside a batch, the C core makes the exchange straight away (h:call) and nothing
+-- else runs; any other case, and any answer but success, goes the general way (_call, with the
+-- retry policy), where an answer already received counts as the first attempt.
+function Toast:_read(spec, id)
+  local engine = self.engine
+  local h = engine.handle
+  local private = private_of(self)
+  local token, cache = private.token, private.headers
+  if h and token and cache and cache.token == token and not self._closed and not self._logging_in
+      and not engine.debug and not engine.limiter and self.clock.now() < self.token_expires then
+    local _, main = co_running()
+    if main or not in_batch() then
+      local status, data, headers, done, derr = h:call(engine.base_url, cache.hs, spec.op, id)
+      if done then return data end
+      if status == false then
+        return nil, check_guid(id, data) or validate.fail(data, "must be a Toast POS GUID")
+      end
+      local first
+      local req = { op = spec.op, a1 = id, id_names = spec.id_names, id_rule = check_guid,
+                    shape = spec.shape }
+      if status then
+        _, first = engine:judge(req, status, headers, data, derr)
+      else
+        _, first = engine:transport_error(req, data)
+      end
+      if first then
+        local res, err = self:_call(req, true, nil, { first = first, token = token })
+        if not res then return nil, err end
+        return res.data
+      end
+    end
+  end
+  -- Checked before anything is sent, the login included.
+  local e = check_guid(id, spec.id_names[1])
+  if e then return nil, e end
+  local res, err = self:_call({ op = spec.op, a1 = id, id_names = spec.id_names,
+                                id_rule = check_guid, shape = spec.shape }, true)
+  if not res then return nil, err end
+  return res.data
 end
 
 -- ---- input checks ----
@@ -481,12 +574,7 @@ end
 -- @treturn[2] Error `validation` (`field = "customerId"`: not a GUID), `http` (`status = 404`
 -- when there is no such customer), `auth`, `transport`, `timeout`, `decode`
 function Toast:get_customer(id)
-  local e = check_guid(id, "customerId")
-  if e then return nil, e end
-  local res, err = self:_call({ method = "GET", path = CRM .. "/customers/" .. escape(id),
-                                shape = "object" }, true)
-  if not res then return nil, err end
-  return res.data
+  return self:_read(GET_CUSTOMER, id)
 end
 
 local function check_query(q)
@@ -731,12 +819,7 @@ end
 -- @treturn[2] Error `validation` (`field = "customerId"`), `http` (404: no such customer),
 -- `auth`, `transport`, `timeout`, `decode`
 function Toast:get_credit_summary(id)
-  local e = check_guid(id, "customerId")
-  if e then return nil, e end
-  local res, err = self:_call({ method = "GET", shape = "object",
-    path = CRM .. "/customers/" .. escape(id) .. "/creditSummary" }, true)
-  if not res then return nil, err end
-  return res.data
+  return self:_read(GET_CREDIT_SUMMARY, id)
 end
 
 --- One page of a customer's credit transactions, newest first
@@ -830,12 +913,7 @@ end
 -- @treturn[2] Error `validation` (`field = "transactionId"`), `http` (404: no such
 -- transaction), `auth`, `transport`, `timeout`, `decode`
 function Toast:get_credit_transaction(id)
-  local e = check_guid(id, "transactionId")
-  if e then return nil, e end
-  local res, err = self:_call({ method = "GET", shape = "object",
-    path = CRM .. "/creditTransactions/" .. escape(id) }, true)
-  if not res then return nil, err end
-  return res.data
+  return self:_read(GET_CREDIT_TRANSACTION, id)
 end
 
 local CREDIT_FIELDS = { guid = true, transactionType = true, amount = true,

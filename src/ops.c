@@ -1,0 +1,354 @@
+/* The operations of Toast CRM v1 and TableCheck CRM v1 as data. A new endpoint is one row here;
+ * crm_op_url runs the row: it checks the ids (Toast: POS GUIDs; TableCheck: ids without path
+ * characters), percent-encodes them into the template and appends the query string. Rules for
+ * bodies and query values stay in the Lua layer, which names fields the way the docs do. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops.h"
+#include "wire.h"
+
+#define TC_LIST(res) {"tablecheck." res ".list", "GET", "/" res, CRM_ID_TABLECHECK, CRM_SHAPE_OBJECT, CRM_OK_2XX, 0}
+#define TC_SHOW(res, id) {"tablecheck." res ".show", "GET", "/" res "/{" id "}", CRM_ID_TABLECHECK, CRM_SHAPE_OBJECT, CRM_OK_2XX, 0}
+
+static const crm_op OPS[] = {
+    /* Toast CRM v1: customers, search, credit. Creates answer 202 until confirmed. */
+    {"toast.create_customer", "POST", "/crm/v1/customers", CRM_ID_TOAST, CRM_SHAPE_OBJECT, CRM_OK_200, 0},
+    {"toast.get_customer", "GET", "/crm/v1/customers/{customerId}", CRM_ID_TOAST, CRM_SHAPE_OBJECT, CRM_OK_2XX, 0},
+    {"toast.search_customers", "POST", "/crm/v1/customers/search", CRM_ID_TOAST, CRM_SHAPE_ARRAY, CRM_OK_2XX, 0},
+    {"toast.get_credit_summary", "GET", "/crm/v1/customers/{customerId}/creditSummary", CRM_ID_TOAST, CRM_SHAPE_OBJECT, CRM_OK_2XX, 0},
+    {"toast.list_customer_credit_transactions", "GET", "/crm/v1/customers/{customerId}/creditTransactions", CRM_ID_TOAST, CRM_SHAPE_ARRAY, CRM_OK_2XX, 0},
+    {"toast.list_credit_transactions", "GET", "/crm/v1/creditTransactions", CRM_ID_TOAST, CRM_SHAPE_ARRAY, CRM_OK_2XX, 0},
+    {"toast.get_credit_transaction", "GET", "/crm/v1/creditTransactions/{transactionId}", CRM_ID_TOAST, CRM_SHAPE_OBJECT, CRM_OK_2XX, 0},
+    {"toast.add_credit", "POST", "/crm/v1/customers/{customerId}/creditTransactions", CRM_ID_TOAST, CRM_SHAPE_OBJECT, CRM_OK_200, 0},
+    /* TableCheck CRM v1: customers (images ride on create and amend), search, the rest. */
+    TC_LIST("customers"),
+    TC_SHOW("customers", "customer_id"),
+    {"tablecheck.customers.create", "POST", "/customers", CRM_ID_TABLECHECK, CRM_SHAPE_OBJECT, CRM_OK_2XX, 0},
+    {"tablecheck.customers.amend", "PUT", "/customers/{customer_id}", CRM_ID_TABLECHECK, CRM_SHAPE_OBJECT, CRM_OK_2XX, 0},
+    {"tablecheck.customers.delete", "DELETE", "/customers/{customer_id}", CRM_ID_TABLECHECK, CRM_SHAPE_OBJECT, CRM_OK_2XX, 1},
+    {"tablecheck.customer_search", "POST", "/customer_search", CRM_ID_TABLECHECK, CRM_SHAPE_OBJECT, CRM_OK_2XX, 0},
+    TC_LIST("shops"),
+    TC_SHOW("shops", "shop_id"),
+    TC_LIST("franchises"),
+    TC_SHOW("franchises", "franchise_id"),
+    TC_LIST("reservations"),
+    TC_SHOW("reservations", "reservation_id"),
+    TC_LIST("reservation_flags"),
+    TC_SHOW("reservation_flags", "reservation_flag_id"),
+    TC_LIST("memberships"),
+    TC_SHOW("memberships", "membership_id"),
+    TC_LIST("membership_programs"),
+    TC_SHOW("membership_programs", "membership_program_id"),
+};
+#define N_OPS ((int)(sizeof OPS / sizeof OPS[0]))
+
+const crm_op *crm_op_at(lua_State *L, int i)
+{
+    if (lua_type(L, i) != LUA_TNUMBER)
+        return NULL;
+    lua_Number n = lua_tonumber(L, i);
+    if (!(n >= 1 && n <= N_OPS) || n != floor(n))
+        return NULL;
+    return &OPS[(int)n - 1];
+}
+
+static int hex(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* 8-4-4-4-12 hex digits. */
+static int is_guid(const char *s, size_t n)
+{
+    if (n != 36)
+        return 0;
+    for (size_t i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (s[i] != '-')
+                return 0;
+        } else if (!hex(s[i])) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int append_escaped(struct buf *b, const char *s, size_t n)
+{
+    char small[384];
+    char *tmp = 3 * n <= sizeof small ? small : malloc(3 * n + 1);
+    if (tmp == NULL)
+        return 0;
+    size_t o = crm_escape(s, n, tmp);
+    int ok = buf_append(b, tmp, o);
+    if (tmp != small)
+        free(tmp);
+    return ok;
+}
+
+/* A query value as crm.http.query wrote it: whole numbers below 2^53 as integers, the rest with
+ * Lua's own tostring; booleans as true/false; arrays joined with commas. */
+static int append_scalar(lua_State *L, struct buf *b, int i)
+{
+    char num[64];
+    size_t n;
+    const char *s;
+    switch (lua_type(L, i)) {
+    case LUA_TSTRING:
+        s = lua_tolstring(L, i, &n);
+        return append_escaped(b, s, n);
+    case LUA_TBOOLEAN:
+        return lua_toboolean(L, i) ? buf_append(b, "true", 4) : buf_append(b, "false", 5);
+    case LUA_TNUMBER: {
+        lua_Number v = lua_tonumber(L, i);
+        if (v == floor(v) && v > -9007199254740992.0 && v < 9007199254740992.0) {
+            int len = snprintf(num, sizeof num, "%.0f", (double)v);
+            if (v == 0)
+                len = snprintf(num, sizeof num, "0"); /* -0 is 0, as %d writes it */
+            return append_escaped(b, num, (size_t)len);
+        }
+        lua_pushvalue(L, i);
+        s = lua_tolstring(L, -1, &n);
+        int ok = append_escaped(b, s, n);
+        lua_pop(L, 1);
+        return ok;
+    }
+    default:
+        return -1;
+    }
+}
+
+static int append_value(lua_State *L, struct buf *b, int i)
+{
+    if (lua_type(L, i) != LUA_TTABLE)
+        return append_scalar(L, b, i);
+    /* Items are joined with "," first, then the whole is encoded (commas become %2C). */
+    struct buf items = {0};
+    int ok = 1;
+    for (int k = 1;; k++) {
+        lua_rawgeti(L, i, k);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            break;
+        }
+        size_t n;
+        const char *s = NULL;
+        int t = lua_type(L, -1);
+        if (t == LUA_TSTRING || t == LUA_TNUMBER) {
+            /* tostring's form (3.0 stays 3.0 on 5.4), as crm.http.query joined items */
+            lua_pushvalue(L, -1);
+            s = lua_tolstring(L, -1, &n);
+        } else if (t == LUA_TBOOLEAN) {
+            s = lua_toboolean(L, -1) ? "true" : "false";
+            n = strlen(s);
+            lua_pushvalue(L, -1);
+        } else {
+            lua_pop(L, 1);
+            ok = -1;
+            break;
+        }
+        ok = (k == 1 || buf_append(&items, ",", 1)) && buf_append(&items, s, n);
+        lua_pop(L, 2);
+        if (!ok)
+            break;
+    }
+    if (ok == 1)
+        ok = append_escaped(b, items.data ? items.data : "", items.len);
+    buf_free(&items);
+    return ok;
+}
+
+static int key_cmp(const void *a, const void *b)
+{
+    const char *x = *(const char *const *)a, *y = *(const char *const *)b;
+    return strcmp(x, y);
+}
+
+/* "?k=v&..." in key order from the table at index q. 1 done, 0 memory, -1 a value that is not
+ * a string, number, boolean or array of those (or a key that is not a string). */
+static int append_query(lua_State *L, struct buf *b, int q)
+{
+    const char *small[32];
+    const char **keys = small;
+    size_t n = 0, cap = 32;
+    lua_pushnil(L);
+    while (lua_next(L, q)) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING) {
+            lua_pop(L, 1);
+            if (keys != small)
+                free(keys);
+            return -1;
+        }
+        if (n == cap) {
+            const char **k = malloc(2 * cap * sizeof *k);
+            if (k == NULL) {
+                lua_pop(L, 1);
+                if (keys != small)
+                    free(keys);
+                return 0;
+            }
+            memcpy(k, keys, n * sizeof *k);
+            if (keys != small)
+                free(keys);
+            keys = k;
+            cap *= 2;
+        }
+        keys[n++] = lua_tostring(L, -1); /* the key stays alive in the table */
+    }
+    if (n > 1)
+        qsort(keys, n, sizeof *keys, key_cmp);
+    int ok = 1;
+    for (size_t i = 0; i < n && ok == 1; i++) {
+        ok = buf_append(b, i == 0 ? "?" : "&", 1) && append_escaped(b, keys[i], strlen(keys[i]))
+             && buf_append(b, "=", 1);
+        if (ok != 1)
+            break;
+        lua_getfield(L, q, keys[i]);
+        ok = append_value(L, b, lua_gettop(L));
+        lua_pop(L, 1);
+    }
+    if (keys != small)
+        free(keys);
+    return ok;
+}
+
+const char *crm_op_url(lua_State *L, const crm_op *op, const char *base, size_t base_len, int a,
+                       int q, struct buf *url)
+{
+    static char names[2][64];
+    if (!buf_append(url, base, base_len))
+        return "memory";
+    const char *p = op->path;
+    int arg = 0;
+    while (*p) {
+        const char *open = strchr(p, '{');
+        if (open == NULL) {
+            if (!buf_append(url, p, strlen(p)))
+                return "memory";
+            break;
+        }
+        const char *close = strchr(open, '}');
+        if (!buf_append(url, p, (size_t)(open - p)))
+            return "memory";
+        size_t name_len = (size_t)(close - open - 1);
+        size_t n = 0;
+        const char *id = lua_type(L, a + arg) == LUA_TSTRING ? lua_tolstring(L, a + arg, &n) : NULL;
+        int fine = id != NULL && (op->id_kind == CRM_ID_TOAST ? is_guid(id, n) : crm_is_path_id(id, n));
+        if (!fine) {
+            char *out = names[arg];
+            if (name_len >= sizeof names[0])
+                name_len = sizeof names[0] - 1;
+            memcpy(out, open + 1, name_len);
+            out[name_len] = '\0';
+            return out;
+        }
+        if (!append_escaped(url, id, n))
+            return "memory";
+        arg++;
+        p = close + 1;
+    }
+    if (lua_type(L, q) == LUA_TTABLE) {
+        int ok = append_query(L, url, q);
+        if (ok == 0)
+            return "memory";
+        if (ok < 0)
+            return "query";
+    } else if (lua_type(L, q) == LUA_TSTRING) {
+        size_t n;
+        const char *s = lua_tolstring(L, q, &n);
+        if (!buf_append(url, s, n))
+            return "memory";
+    }
+    return NULL;
+}
+
+int crm_op_shape_ok(lua_State *L, const crm_op *op, int i)
+{
+    if (op->shape == CRM_SHAPE_ANY || lua_isnil(L, i))
+        return 1;
+    if (lua_type(L, i) != LUA_TTABLE)
+        return 0;
+    lua_rawgeti(L, i, 1);
+    int first = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    if (op->shape == CRM_SHAPE_OBJECT)
+        return !first;
+    if (first)
+        return 1;
+    lua_pushnil(L);
+    int empty = !lua_next(L, i);
+    if (!empty)
+        lua_pop(L, 2);
+    return empty;
+}
+
+int crm_op_status_ok(const crm_op *op, long status)
+{
+    if (op->ok == CRM_OK_200)
+        return status == 200;
+    return status >= 200 && status < 300;
+}
+
+/* core.build(op, base, a1, a2, query) -> method, url, fresh | false, field
+ * (field: the id argument that is not an id of its API, or "query") */
+static int l_build(lua_State *L)
+{
+    const crm_op *op = crm_op_at(L, 1);
+    if (op == NULL)
+        return luaL_argerror(L, 1, "not an operation of core.ops");
+    size_t base_len;
+    const char *base = luaL_checklstring(L, 2, &base_len);
+    lua_settop(L, 5);
+    struct buf url = {0};
+    const char *bad = crm_op_url(L, op, base, base_len, 3, 5, &url);
+    if (bad) {
+        buf_free(&url);
+        if (strcmp(bad, "memory") == 0)
+            return luaL_error(L, "crm.core: out of memory");
+        lua_pushboolean(L, 0);
+        lua_pushstring(L, bad);
+        return 2;
+    }
+    lua_pushstring(L, op->method);
+    lua_pushlstring(L, url.data, url.len);
+    lua_pushboolean(L, op->fresh);
+    buf_free(&url);
+    return 3;
+}
+
+/* core.op_info(op) -> name, method, path, shape ("object" | "array" | nil), ok ("200" | "2xx") */
+static int l_op_info(lua_State *L)
+{
+    const crm_op *op = crm_op_at(L, 1);
+    if (op == NULL)
+        return luaL_argerror(L, 1, "not an operation of core.ops");
+    lua_pushstring(L, op->name);
+    lua_pushstring(L, op->method);
+    lua_pushstring(L, op->path);
+    if (op->shape == CRM_SHAPE_OBJECT)
+        lua_pushliteral(L, "object");
+    else if (op->shape == CRM_SHAPE_ARRAY)
+        lua_pushliteral(L, "array");
+    else
+        lua_pushnil(L);
+    lua_pushstring(L, op->ok == CRM_OK_200 ? "200" : "2xx");
+    return 5;
+}
+
+void crm_ops_register(lua_State *L)
+{
+    lua_createtable(L, 0, N_OPS);
+    for (int i = 0; i < N_OPS; i++) {
+        lua_pushinteger(L, i + 1);
+        lua_setfield(L, -2, OPS[i].name);
+    }
+    lua_setfield(L, -2, "ops");
+    lua_pushcfunction(L, l_build);
+    lua_setfield(L, -2, "build");
+    lua_pushcfunction(L, l_op_info);
+    lua_setfield(L, -2, "op_info");
+}
