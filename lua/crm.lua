@@ -9,19 +9,30 @@
 -- local toast = assert(crm.toast { restaurant_guid = "...", client_id = "...", client_secret = "..." })
 -- local guest, how = toast:find_or_create { firstName = "Josephine", lastName = "Banton",
 --                                           email = "jbanton@example.org" }
+-- Loading crm loads the C core and these few lines; everything else (the clients, crm.json,
+-- errors, phones, TableCheck's schemas, Toast's orders and guests) loads on first use.
 local platform = require "crm.platform"
-local errors = require "crm.error"
-local http = require "crm.http"
-local json = require "crm.json"
+local marks = require "crm.marks"
 
 local crm = {
   _VERSION = platform.version,
-  null = http.null,             -- JSON null, for request bodies that must send it
-  empty_array = http.empty_array, -- encodes as [] (an empty Lua table encodes as {})
-  json = json,                  -- decode/encode that round-trip [] and {} (see lua/crm/json.lua)
-  guid = platform.guid,         -- a fresh lowercase UUID v4
-  is_error = errors.is,
+  null = marks.null,             -- JSON null, for request bodies that must send it
+  empty_array = marks.empty_array, -- encodes as [] (an empty Lua table encodes as {})
+  guid = platform.guid,          -- a fresh lowercase UUID v4
 }
+
+-- crm.json (decode/encode that round-trip [] and {}, lua/crm/json.lua) is loaded when first read.
+setmetatable(crm, { __index = function(t, k)
+  if k == "json" then
+    local json = require "crm.json"
+    rawset(t, "json", json)
+    return json
+  end
+end })
+
+function crm.is_error(v)
+  return require("crm.error").is(v)
+end
 
 --- The library's version, e.g. `"0.2.0"` (the C core's when it is loaded).
 -- @field _VERSION
@@ -95,6 +106,8 @@ end
 -- @see crm.phone.normalize
 
 -- (Documented above with @function: LDoc cannot read a name from this assignment.)
-crm.normalize_phone = require("crm.phone").normalize
+function crm.normalize_phone(number, default_country_code)
+  return require("crm.phone").normalize(number, default_country_code)
+end
 
 return crm

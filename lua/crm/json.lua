@@ -36,13 +36,15 @@ codec.encode_invalid_numbers(false)
 codec.decode_invalid_numbers(false)
 local cjson_decode, cjson_encode = codec.decode, codec.encode
 
+local marks = require "crm.marks"
 local null = codec.null
+assert(null == marks.null)
 --- JSON null (`cjson.null`; the same value as `crm.null`).
 M.null = null
 
 -- No __index, __newindex or __len: a decoded array behaves as a plain table (t[1], #t, next,
 -- ipairs); only crm.json.encode and getmetatable see the difference.
-local array_mt = { __name = "crm.json.array" }
+local array_mt = marks.array_mt
 --- The metatable of every decoded array; set it on a table to make `{}` encode as `[]`.
 M.array_mt = array_mt
 
@@ -55,7 +57,7 @@ end
 
 --- A shared marker that always encodes as `[]` (`crm.empty_array`); never modify it.
 -- An empty table encodes as {}; this marker (never modified) encodes as [].
-M.empty_array = setmetatable({}, { __name = "crm.empty_array" })
+M.empty_array = marks.empty_array
 
 --- Whether `encode` writes `v` as an array: a decoded one, one made with `array()`, the marker.
 -- @param v any value

@@ -25,9 +25,18 @@ local pager = require "crm.pager"
 local validate = require "crm.validate"
 local retry = require "crm.retry"
 local contacts = require "crm.tablecheck.contacts"
-local images = require "crm.tablecheck.images"
-local merge = require "crm.tablecheck.merge"
-local schema = require "crm.tablecheck.schema"
+
+-- The schemas (the contract's request shapes), merges and image waits load on first use.
+local function lazy(name)
+  return setmetatable({}, { __index = function(t, k)
+    local m = require(name)
+    setmetatable(t, { __index = m })
+    return m[k]
+  end })
+end
+local images = lazy "crm.tablecheck.images"
+local merge = lazy "crm.tablecheck.merge"
+local schema = lazy "crm.tablecheck.schema"
 
 local M = {}
 local TableCheck = {}
@@ -39,9 +48,9 @@ local escape = http.escape
 --- The default `base_url` (the contract's server).
 M.DEFAULT_BASE_URL = "https://api.tablecheck.com/api/crm/v1"
 --- The `per_page` limit of every list endpoint (1000).
-M.MAX_PER_PAGE = schema.MAX_PER_PAGE               -- per_page limit of every list endpoint
+M.MAX_PER_PAGE = 1000               -- per_page limit of every list endpoint
 --- `GET /customers` serves pages 0..9 only (10).
-M.CUSTOMERS_MAX_PAGES = schema.CUSTOMERS_MAX_PAGES -- GET /customers serves pages 0..9 only
+M.CUSTOMERS_MAX_PAGES = 10 -- GET /customers serves pages 0..9 only
 --- customer_search answers 200 customers at a time.
 M.SEARCH_PAGE_SIZE = 200                           -- customer_search answers 200 at a time
 --- Seconds a scroll_id lasts between pages: unused for 5 minutes, it expires.

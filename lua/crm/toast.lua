@@ -1032,9 +1032,32 @@ end
 
 -- Guest history from orders (orders, dining options, employees, menus, backfill, sync to CRM):
 -- lua/crm/toast/orders.lua, mixed into this class; profiles in lua/crm/toast/guests.lua.
-M.orders = require "crm.toast.orders"
-M.orders.mixin(Toast)
---- The guest profile module, `crm.toast.guests` (profile sets without a client).
-M.guests = M.orders.guests
+-- It loads on first use: each of its methods starts as a stub that loads the module, which
+-- replaces the stubs with the real methods (a spec checks the list against the module).
+M.ORDERS_METHODS = { "list_orders", "iter_orders", "list_dining_options", "list_employees",
+                     "get_menus", "list_menu_items", "get_guest_context", "new_profile_set",
+                     "backfill_orders", "sync_to_crm" }
+local function load_orders()
+  local orders = require "crm.toast.orders"
+  for _, name in ipairs(M.ORDERS_METHODS) do Toast[name] = nil end
+  orders.mixin(Toast)
+  return orders
+end
+for _, name in ipairs(M.ORDERS_METHODS) do
+  Toast[name] = function(self, ...)
+    load_orders()
+    return Toast[name](self, ...)
+  end
+end
+--- The orders module (`crm.toast.orders`) and the guest profile module, `crm.toast.guests`
+-- (profile sets without a client), loaded when first read.
+setmetatable(M, { __index = function(t, k)
+  if k == "orders" or k == "guests" then
+    local orders = load_orders()
+    rawset(t, "orders", orders)
+    rawset(t, "guests", orders.guests)
+    return rawget(t, k)
+  end
+end })
 
 return M
