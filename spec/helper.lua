@@ -109,6 +109,14 @@ function H.sh(cmd)
   return ok == true or ok == 0
 end
 
+-- sh_out(cmd) -> what it wrote to stdout
+function H.sh_out(cmd)
+  local p = assert(io.popen(cmd))
+  local out = p:read("*a")
+  p:close()
+  return out
+end
+
 function H.slurp(path)
   local f = assert(io.open(path, "rb"))
   local s = f:read("*a")

@@ -12,18 +12,17 @@ describe("crm.http", function()
     assert.equal(1, v.c.e)
   end)
 
-  it("strips nulls the same way in C and in the Lua stand-in used under nginx", function()
-    local platform = require "crm.platform"
+  it("strips nulls in objects and keeps them in arrays, in the C core's decode", function()
     local cjson = require "cjson"
     local text = '{"a":null,"b":[null,{"c":null,"d":[1,null]}],"e":{"f":null}}'
-    local from_c = platform.strip_nulls(cjson.decode(text))
-    local from_lua = platform.lua_strip_nulls(cjson.decode(text))
-    assert.same(from_c, from_lua)
-    assert.is_nil(from_c.a)
-    assert.equal(cjson.null, from_c.b[1])
-    assert.is_nil(from_c.b[2].c)
-    assert.equal(cjson.null, from_c.b[2].d[2])
-    assert.same({}, from_c.e)
+    local v = assert(require("crm.core").decode(text))
+    assert.is_nil(v.a)
+    assert.equal(cjson.null, v.b[1])
+    assert.is_nil(v.b[2].c)
+    assert.equal(cjson.null, v.b[2].d[2])
+    assert.is_nil(next(v.e))
+    local kept = assert(require("crm.core").decode(text, true))
+    assert.equal(cjson.null, kept.a)
   end)
 
   it("reports invalid JSON without raising", function()

@@ -66,19 +66,12 @@ describe("crm.platform", function()
     assert.equal(core.version, crm._VERSION)
   end)
 
-  it("escapes like the C core", function()
-    local samples = { "a-b_c.d~e", "a/b?# %\195\169", "\0\r\n", "", "x+y=z&w", ("\255"):rep(3) }
-    for _, s in ipairs(samples) do assert.equal(core.escape(s), platform.lua_escape(s)) end
-  end)
-
-  it("makes version-4 GUIDs without the C core", function()
-    local seen = {}
-    for _ = 1, 200 do
-      local g = platform.lua_guid()
-      assert.matches("^%x%x%x%x%x%x%x%x%-%x%x%x%x%-4%x%x%x%-[89ab]%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$", g)
-      assert.is_nil(seen[g])
-      seen[g] = true
-    end
+  it("refuses to load without the C core, and says where it looked", function()
+    local out = H.sh_out("env LUA_CPATH='/nonexistent/?.so' " .. H.lua
+      .. " -e 'local ok, e = pcall(require, \"crm\") print(ok, e)' 2>&1")
+    assert.matches("^false", out)
+    assert.matches("crm/core.so", out, 1, true)
+    assert.matches("package.cpath", out, 1, true)
   end)
 
   it("knows it is not inside nginx", function()

@@ -185,10 +185,6 @@ function M.run(client, ops, opts)
   if not mode then return nil, why end
   if mode == "threads" then return run_threads(fns, n, concurrency, opts) end
 
-  if not platform.core then
-    return nil, errors.new("transport", "client:batch over curl needs the C core (crm/core.so)",
-      { code = "no_curl" })
-  end
   local multi, merr = platform.core.multi(client._transport_options(concurrency))
   if not multi then return nil, errors.new(merr.kind, merr.message, { code = merr.name }) end
 

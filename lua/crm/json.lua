@@ -10,8 +10,8 @@
 --   array([t])  t (or a new table) with array_mt
 --   empty_array a shared marker that always encodes as []
 --
--- (`decode_text`, `encode_text`, `mark_arrays` and `placeholder_text` are crm.http's plain-message
--- forms and are not part of the reference.)
+-- (`decode_text` and `encode_text` are crm.http's plain-message forms and are not part of the
+-- reference.)
 -- @module crm.json
 -- @usage
 -- local json = require("crm").json
@@ -24,7 +24,7 @@ local platform = require "crm.platform"
 
 local type, next, pcall, tostring, tonumber = type, next, pcall, tostring, tonumber
 local setmetatable, getmetatable = setmetatable, getmetatable
-local find, sub, byte, format = string.find, string.sub, string.byte, string.format
+local find, sub, format = string.find, string.sub, string.format
 local concat = table.concat
 
 local M = {}
@@ -70,195 +70,22 @@ end
 -- decode
 -- -------------------------------------------------------------------------
 
--- JSON null becomes nil in objects, so `if c.phone then` means what it says. In arrays it stays
--- null: removing it would leave a hole and silently drop an element.
-local strip_nulls = platform.strip_nulls
-local has_long_exponent = platform.has_long_exponent
+-- Decoding is the C core's (src/json.c): lua-cjson decodes with the codec above, then one C
+-- walk marks every array with array_mt, drops JSON null in objects (arrays keep theirs, so no
+-- element disappears) and refuses numbers beyond a double. `[]` and `{}`, which lua-cjson makes
+-- into the same empty table, are told apart by a scan of the text first (src/wire.c).
+local core = platform.core
+core.json_setup(cjson_decode, array_mt)
 
---[[ mark_arrays(v, placeholders, strip) -> count
-  The one pass over a decoded value (the C core may take it over: same contract). Every array
-  (a table with [1]; cjson makes no holes, and objects have only string keys) gets array_mt.
-  placeholders: the text had each empty array `[]` written as `[true]` (see decode), so a
-  one-element array holding true is emptied again and counted. strip: nulls in objects are
-  removed (arrays keep theirs). Returns how many placeholders were found. Nesting is bounded by
-  cjson's decode depth (1000). ]]
-local function mark_arrays(v, placeholders, strip)
-  local found = 0
-  local x = v[1]
-  if x ~= nil then
-    setmetatable(v, array_mt)
-    if placeholders and x == true and v[2] == nil then
-      v[1] = nil
-      return 1
-    end
-    local i = 1
-    repeat
-      if type(x) == "table" then found = found + mark_arrays(x, placeholders, strip) end
-      i = i + 1
-      x = v[i]
-    until x == nil
-  else
-    for k, y in next, v do
-      if type(y) == "table" then
-        found = found + mark_arrays(y, placeholders, strip)
-      elseif strip and y == null then
-        v[k] = nil -- clearing a visited field is allowed during next
-      end
-    end
-  end
-  return found
-end
-M.mark_arrays = mark_arrays
-
--- The exact way, for texts where a placeholder could be mistaken (an array [true] in the data,
--- or `[]` inside a string): outside strings, every non-empty array gets false as a first element
--- and every empty one becomes [true]. Returns the rewritten text, or nil if it is malformed
--- (cjson then reports on the original).
-local function tag_every_array(s)
-  local out, n, last, pos = {}, 0, 1, 1
-  while true do
-    local i = find(s, '[%["]', pos)
-    if not i then break end
-    if byte(s, i) == 34 then -- a string: skip to its closing quote
-      local j = i + 1
-      while true do
-        j = find(s, '["\\]', j)
-        if not j then return nil end
-        if byte(s, j) == 34 then break end
-        j = j + 2
-      end
-      pos = j + 1
-    else
-      local _, e = find(s, "^%s*%]", i + 1)
-      n = n + 1
-      if e then
-        out[n] = sub(s, last, i) .. "true]"
-        last, pos = e + 1, e + 1
-      else
-        out[n] = sub(s, last, i) .. "false,"
-        last, pos = i + 1, i + 1
-      end
-    end
-  end
-  out[n + 1] = sub(s, last)
-  return concat(out)
-end
-
--- Undoes tag_every_array on the decoded value: drops the first element of every array
--- ([true] becomes empty), sets array_mt, strips nulls in objects.
-local function untag(v, strip)
-  local x = v[1]
-  if x ~= nil then
-    setmetatable(v, array_mt)
-    local n = #v
-    for i = 2, n do
-      local y = v[i]
-      v[i - 1] = y
-      if type(y) == "table" then untag(y, strip) end
-    end
-    v[n] = nil
-  else
-    for k, y in next, v do
-      if type(y) == "table" then
-        untag(y, strip)
-      elseif strip and y == null then
-        v[k] = nil
-      end
-    end
-  end
-end
-
--- A number too large for a double (1e400) decodes as infinity: refused like Infinity itself.
-local huge = math.huge
-local function has_infinity(v, depth)
-  if v == huge or v == -huge then return true end
-  if type(v) ~= "table" or depth > 1000 then return false end
-  for _, x in next, v do
-    if has_infinity(x, depth + 1) then return true end
-  end
-  return false
-end
-
--- placeholder_text(s) -> text, placeholders, exact: s with every empty array `[ ]` written as
--- `[true]`, and how many; exact when an array starting with true is in s (then a placeholder
--- could be mistaken for data). One plain find per `[` (memchr speed); the pieces table is reused.
+-- pieces: a reused buffer for swap_empty.
 local pieces = {}
-local function placeholder_text(s)
-  local n, last, pos, count = 0, 1, 1, 0
-  while true do
-    local i = find(s, "[", pos, true)
-    if not i then break end
-    local b = byte(s, i + 1)
-    local e
-    if b == 93 then -- ]
-      e = i + 1
-    elseif b == 32 or b == 10 or b == 13 or b == 9 then
-      local _, j = find(s, "^%s*%]", i + 1)
-      e = j
-      if not e and find(s, "^%s*true%s*%]", i + 1) then return s, 0, true end
-    elseif b == 116 and find(s, "^true%s*%]", i + 1) then -- t
-      return s, 0, true
-    end
-    if e then
-      pieces[n + 1] = sub(s, last, i)
-      pieces[n + 2] = "true]"
-      n = n + 2
-      last = e + 1
-      count = count + 1
-    end
-    pos = (e or i) + 1
-  end
-  if count == 0 then return s, 0, false end
-  pieces[n + 1] = sub(s, last)
-  local text = concat(pieces, "", 1, n + 1)
-  for k = 1, n + 1 do pieces[k] = nil end
-  return text, count, false
-end
-
-M.placeholder_text = placeholder_text
 
 local NOT_JSON = "response body is not valid JSON"
 local OUT_OF_RANGE = "response body has a number out of range"
 
--- The C core decodes with this same codec and does the marking walk in one C pass (src/json.c);
--- the Lua walk below is what runs where the core is not loaded.
-local core = platform.core
-if core and core.json_setup then core.json_setup(cjson_decode, array_mt) end
-
--- decode_text(s, keep_nulls) -> value | nil, message: crm.http's decode (plain messages).
-local function lua_decode_text(s, keep_nulls)
-  if type(s) ~= "string" then return nil, NOT_JSON end
-  local strip = not keep_nulls and find(s, "null", 1, true) ~= nil
-  local ok, v
-  if not find(s, "[", 1, true) then
-    -- No array anywhere: nothing to mark.
-    ok, v = pcall(cjson_decode, s)
-    if not ok then return nil, NOT_JSON end
-    if strip and type(v) == "table" then strip_nulls(v) end
-  else
-    -- Each empty array `[]` is written `[true]` (the same grammar; the walk finds it again)
-    -- unless the text already has such an array; if one was inside a string, the count tells.
-    local text, placeholders, exact = placeholder_text(s)
-    if not exact then
-      ok, v = pcall(cjson_decode, text)
-      if not ok then return nil, NOT_JSON end
-      local found = type(v) == "table" and mark_arrays(v, placeholders > 0, strip) or 0
-      if found ~= placeholders then exact = true end
-    end
-    if exact then
-      local tagged = tag_every_array(s)
-      ok, v = pcall(cjson_decode, tagged or s)
-      if not ok or not tagged then return nil, NOT_JSON end
-      if type(v) == "table" then untag(v, strip) end
-    end
-  end
-  if has_long_exponent(s) and has_infinity(v, 0) then
-    return nil, OUT_OF_RANGE
-  end
-  return v
-end
-M.lua_decode_text = lua_decode_text
-M.decode_text = core and core.decode or lua_decode_text
+-- decode_text(s, keep_nulls) -> value | nil, message: crm.http's decode (plain messages,
+-- NOT_JSON or OUT_OF_RANGE; the C core uses the same texts).
+M.decode_text = core.decode
 
 -- -------------------------------------------------------------------------
 -- encode

@@ -43,7 +43,10 @@ local TableCheck = {}
 local MT = client.class(TableCheck)
 
 local type, ipairs, next, concat = type, ipairs, next, table.concat
-local escape = http.escape
+-- The C core's operations (src/ops.c): each resource's list, show and writes; ID_NAMES gives
+-- an operation's id argument its name (filled in with RESOURCES below).
+local OPS = http.OPS
+local ID_NAMES = {}
 
 --- The default `base_url` (the contract's server).
 M.DEFAULT_BASE_URL = "https://api.tablecheck.com/api/crm/v1"
@@ -130,6 +133,9 @@ function M.new(opts)
   local private = client.private(self)
   private.headers = { "Authorization: " .. o.api_key, "Accept: application/json" }
   private.body_headers = { private.headers[1], private.headers[2], "Content-Type: application/json" }
+  -- The same lines as the C core's libcurl lists, made once per client.
+  local core = require("crm.platform").core
+  private.hs = core and core.header_set(private.headers, private.body_headers) or nil
   return self
 end
 
@@ -139,13 +145,19 @@ function TableCheck:_call(req, idempotent, settle)
   if self._closed then return nil, client.closed_error() end
   local private = client.private(self)
   req.headers = req.body ~= nil and private.body_headers or private.headers
+  req.hs = private.hs
   req.shape = "object"
   req.idempotent = idempotent
+  if req.op then
+    req.id_rule = validate.id
+    req.id_names = req.id_names or ID_NAMES[req.op]
+  end
   local engine = self.engine
   return self.policy:run(function()
     -- close() from another operation of a batch stops this one at its next attempt.
     if self._closed then return nil, client.closed_error() end
-    local res, err = engine:send(req)
+    local res, err
+    if req.op then res, err = engine:call(req) else res, err = engine:send(req) end
     if err and settle then return settle(err) end
     return res, err
   end, idempotent)
@@ -171,6 +183,12 @@ local RESOURCES = {
   membership_programs = { path = "/membership_programs", many = { "membership_programs" },
                           one = { "membership_program" }, id = "membership_program_id" },
 }
+for name, r in pairs(RESOURCES) do
+  for _, kind in ipairs { "show", "amend", "delete" } do
+    local op = OPS["tablecheck." .. name .. "." .. kind]
+    if op then ID_NAMES[op] = { r.id } end
+  end
+end
 
 local function decode_error(res, message)
   return errors.new("decode", message, { status = res.status })
@@ -223,7 +241,7 @@ end
 -- One page of a list endpoint: items, pagination | nil, err.
 local function fetch_page(self, name, query)
   local r = RESOURCES[name]
-  local res, err = self:_call({ method = "GET", path = r.path, query = query }, true)
+  local res, err = self:_call({ op = OPS["tablecheck." .. name .. ".list"], query = query }, true)
   if not res then return nil, err end
   local items
   items, err = unwrap_items(res, name, r.many)
@@ -269,7 +287,7 @@ local function show(self, name, id, params)
   local query, err = schema.query(name .. "_show", params)
   if not query then return nil, err end
   local res
-  res, err = self:_call({ method = "GET", path = r.path .. "/" .. escape(id), query = query }, true)
+  res, err = self:_call({ op = OPS["tablecheck." .. name .. ".show"], a1 = id, query = query }, true)
   if not res then return nil, err end
   local item
   item, err = unwrap(res, r.one)
@@ -290,9 +308,8 @@ end
 -- that must not run twice the error says the outcome is unknown, so no caller sends it again.
 function TableCheck:_write(name, method, id, body, idempotent)
   local r = RESOURCES[name]
-  local path = r.path
-  if id ~= nil then path = path .. "/" .. escape(id) end
-  local res, err = self:_call({ method = method, path = path, body = body }, idempotent)
+  local op = OPS["tablecheck." .. name .. (method == "POST" and ".create" or ".amend")]
+  local res, err = self:_call({ op = op, a1 = id, body = body }, idempotent)
   if not res then return nil, err end
   local item
   item, err = unwrap(res, r.one)
@@ -330,7 +347,7 @@ local function delete(self, name, id)
   local maybe_done = false
   -- A connection of its own: libcurl would otherwise re-send it silently on a reused connection
   -- that died after the server acted, and the 404 of that second DELETE would look like failure.
-  local res, err = self:_call({ method = "DELETE", path = r.path .. "/" .. escape(id), fresh = true },
+  local res, err = self:_call({ op = OPS["tablecheck." .. name .. ".delete"], a1 = id, fresh = true },
     true, function(aerr)
       if aerr.status == 404 and maybe_done then return { status = 404 } end
       -- Anything but the server's final word (a 5xx, a lost, cut or spoiled answer) may have
@@ -437,7 +454,7 @@ end
 function TableCheck:delete_customer(id) return delete(self, "customers", id) end
 
 local SEARCH_OPTIONS = { restart_on_expiry = true, max_restarts = true }
-local SEARCH_PATH, CUSTOMER_KEYS = "/customer_search", RESOURCES.customers.many
+local CUSTOMER_KEYS = RESOURCES.customers.many
 
 local function scroll_expired(err)
   if err.kind ~= "http" or not err.status or err.status < 400 or err.status >= 500 then
@@ -496,7 +513,7 @@ function TableCheck:iter_search_customers(query, opts)
   -- scroll is a timeout error with expired_by = "client" (not sent) or "server".
   local function request(p)
     if not p.scroll_id then
-      return self:_call({ method = "POST", path = SEARCH_PATH, body = body }, true)
+      return self:_call({ op = OPS["tablecheck.customer_search"], body = body }, true)
     end
     local idle = clock.now() - p.last_at
     if idle > ttl then
@@ -507,7 +524,7 @@ function TableCheck:iter_search_customers(query, opts)
     -- A scroll moves on each time the server serves a page (the seed's scroll ids are
     -- Elasticsearch's), so a continuation that reached the server is never sent again: a lost
     -- answer would silently skip a page. It gets a connection of its own for the same reason.
-    local res, cerr = self:_call({ method = "POST", path = SEARCH_PATH, body = { scroll_id = p.scroll_id },
+    local res, cerr = self:_call({ op = OPS["tablecheck.customer_search"], body = { scroll_id = p.scroll_id },
                                    fresh = true }, true, function(aerr)
       if not retry.is_definitive(aerr) then
         aerr.retryable, aerr.scroll_lost = false, true
@@ -590,7 +607,7 @@ function TableCheck:search_customers(query)
   local body, err = schema.body("customer_search", query or {})
   if not body then return nil, err end
   local res
-  res, err = self:_call({ method = "POST", path = SEARCH_PATH, body = body }, true)
+  res, err = self:_call({ op = OPS["tablecheck.customer_search"], body = body }, true)
   if not res then return nil, err end
   local items
   items, err = unwrap_items(res, "customers", CUSTOMER_KEYS)

@@ -29,12 +29,11 @@ local M = {}
 local Toast = {}
 local MT = client.class(Toast)
 
-local escape = platform.escape
 local type, floor, pcall, error = type, math.floor, pcall, error
 local null = http.null
 
 local LOGIN_PATH = "/authentication/v1/authentication/login"
-local CRM = "/crm/v1"
+-- Paths: the operations of src/ops.c (core.ops), under /crm/v1.
 --- The largest `pageSize` Toast's paged endpoints take (the iterators use it).
 M.MAX_PAGE_SIZE = 50
 --- The default `base_url`.
@@ -506,10 +505,10 @@ end
 
 -- Toast's contract for 202: POST the same record again until it answers 200, within `deadline`.
 -- `what` names the record in the error; `lookup` the call that finds it later.
-local function confirmed_post(self, path, body, deadline, what, lookup)
+local function confirmed_post(self, op, id, body, deadline, what, lookup)
   local policy = self.policy:with { deadline = deadline, max_pending = self.confirm_attempts }
-  local req = { method = "POST", path = path, body = body, shape = "object",
-                ok = { [200] = true }, pending_status = { [202] = true } }
+  local req = { op = op, a1 = id, id_names = CUSTOMER_ID, id_rule = check_guid, body = body,
+                shape = "object", ok = { [200] = true }, pending_status = { [202] = true } }
   local res, err = self:_call(req, true, policy)
   if res then
     local got = res.data.guid
@@ -531,7 +530,7 @@ local function confirmed_post(self, path, body, deadline, what, lookup)
 end
 
 local function create(self, body, opts)
-  return confirmed_post(self, CRM .. "/customers", body,
+  return confirmed_post(self, OPS["toast.create_customer"], nil, body,
     opts and opts.confirm_timeout or self.confirm_timeout, "customer creation", "get_customer")
 end
 
@@ -592,13 +591,14 @@ local function check_query(q)
   return nil
 end
 
-local function list_request(method, path, params, body, page, size)
+local function list_request(op, id, params, body, page, size)
   local query = {}
   for k, v in pairs(params or {}) do
     if k ~= "page" and k ~= "pageSize" then query[k] = v end
   end
   query.page, query.pageSize = page, size
-  return { method = method, path = path, query = query, body = body, shape = "array" }
+  return { op = op, a1 = id, id_names = CUSTOMER_ID, id_rule = check_guid, query = query,
+           body = body, shape = "array" }
 end
 
 -- The items of a page answer: every one an object (a Customer, a transaction); `[null]`,
@@ -617,18 +617,18 @@ local function page_items(res)
 end
 
 -- One page: array (empty on 204) | nil, err
-local function fetch_page(self, method, path, params, body)
-  local res, err = self:_call(list_request(method, path, params, body, params.page,
+local function fetch_page(self, op, id, params, body)
+  local res, err = self:_call(list_request(op, id, params, body, params.page,
     params.pageSize), true)
   if not res then return nil, err end
   return page_items(res)
 end
 
 -- A pager over a page/pageSize endpoint; stops on 204, an empty page or a short page.
-local function pages(self, method, path, params, body)
+local function pages(self, op, id, params, body)
   local size = params.pageSize or M.MAX_PAGE_SIZE
   return pager.new(function(p)
-    local res, err = self:_call(list_request(method, path, params, body, p.page, size), true)
+    local res, err = self:_call(list_request(op, id, params, body, p.page, size), true)
     if not res then return nil, err end
     local items, ierr = page_items(res)
     if not items then return nil, ierr end
@@ -664,7 +664,7 @@ function Toast:search_customers(q, opts)
   if e then return nil, e end
   e = check_query(q) or check_page_opts(opts)
   if e then return nil, e end
-  return fetch_page(self, "POST", CRM .. "/customers/search", opts or {}, { query = q })
+  return fetch_page(self, OPS["toast.search_customers"], nil, opts or {}, { query = q })
 end
 
 --- Every page of a search, as a pager of customers (`POST /crm/v1/customers/search`).
@@ -683,7 +683,7 @@ function Toast:iter_search_customers(q, opts)
   if e then return pager.failed(e) end
   e = check_query(q) or check_page_opts(opts)
   if e then return pager.failed(e) end
-  return pages(self, "POST", CRM .. "/customers/search", opts or {}, { query = q })
+  return pages(self, OPS["toast.search_customers"], nil, opts or {}, { query = q })
 end
 
 local function trim(v)
@@ -833,7 +833,7 @@ end
 function Toast:list_customer_credit_transactions(id, opts)
   local e = check_guid(id, "customerId") or check_page_opts(opts)
   if e then return nil, e end
-  return fetch_page(self, "GET", CRM .. "/customers/" .. escape(id) .. "/creditTransactions",
+  return fetch_page(self, OPS["toast.list_customer_credit_transactions"], id,
     opts or {})
 end
 
@@ -845,7 +845,7 @@ end
 function Toast:iter_customer_credit_transactions(id, opts)
   local e = check_guid(id, "customerId") or check_page_opts(opts)
   if e then return pager.failed(e) end
-  return pages(self, "GET", CRM .. "/customers/" .. escape(id) .. "/creditTransactions", opts or {})
+  return pages(self, OPS["toast.list_customer_credit_transactions"], id, opts or {})
 end
 
 -- The instant an ISO-8601 range bound names, in seconds (a date alone is its midnight; no zone
@@ -893,7 +893,7 @@ end
 function Toast:list_credit_transactions(opts)
   local e = check_range(opts)
   if e then return nil, e end
-  return fetch_page(self, "GET", CRM .. "/creditTransactions", opts or {})
+  return fetch_page(self, OPS["toast.list_credit_transactions"], nil, opts or {})
 end
 
 --- Every page of the restaurant's credit transactions, as a pager (newest first).
@@ -903,7 +903,7 @@ end
 function Toast:iter_credit_transactions(opts)
   local e = check_range(opts)
   if e then return pager.failed(e) end
-  return pages(self, "GET", CRM .. "/creditTransactions", opts or {})
+  return pages(self, OPS["toast.list_credit_transactions"], nil, opts or {})
 end
 
 --- Reads one credit transaction (`GET /crm/v1/creditTransactions/{transactionId}`).
@@ -980,7 +980,7 @@ function Toast:add_credit(id, txn, opts)
   body.transactionType = "ADD_VALUE"
   body.localCreatedDate = date
   body.guid = body.guid or platform.guid()
-  return confirmed_post(self, CRM .. "/customers/" .. escape(id) .. "/creditTransactions", body,
+  return confirmed_post(self, OPS["toast.add_credit"], id, body,
     opts and opts.confirm_timeout or self.confirm_timeout, "the credit transaction",
     "get_credit_transaction")
 end

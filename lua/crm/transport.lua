@@ -46,13 +46,7 @@ local function core_error(e)
   return errors.new(e.kind, e.message, { code = e.name })
 end
 
-local function no_curl()
-  return errors.new("transport", "the curl transport needs the C core (crm/core.so), which"
-    .. " did not load: " .. tostring(platform.core_error), { code = "no_curl" })
-end
-
 local function new_curl(options)
-  if not platform.core then return nil, no_curl() end
   local h, err = platform.core.new(options)
   if not h then return nil, core_error(err) end
   local t = batch.router(h)
@@ -73,12 +67,6 @@ function Auto:current()
     return self.ngx
   end
   if not self.curl then
-    if not platform.core then
-      local _, phase = yieldable()
-      return nil, { kind = "transport", name = "no_transport", code = 0, sent = false,
-        message = "nginx allows no cosockets in the " .. tostring(phase) .. " phase, and the"
-          .. " curl transport needs the C core (crm/core.so in lua_package_cpath)" }
-    end
     local h, err = platform.core.new(self.options)
     if not h then return nil, err end
     self.curl = batch.router(h)
@@ -100,7 +88,6 @@ end
 -- How client:batch runs here: light threads where nginx allows them, libcurl's multi elsewhere.
 function Auto.batch_mode()
   if yieldable() then return "threads" end
-  if not platform.core then return nil, no_curl() end
   return "multi"
 end
 
