@@ -40,10 +40,10 @@ export CRM_SIM_PORT := $(SIM_PORT)
 
 all: $(SO)
 
-$(SO): src/core.c src/wire.c src/wire.h src/compat.h lua/crm/version.lua
+$(SO): src/core.c src/wire.c src/wire.h src/sys.c src/sys.h src/compat.h lua/crm/version.lua
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CORE_CFLAGS) $(LUA_INC) $(EXTRA_INC) $(LDFLAGS) $(CORE_LDFLAGS) -o $@ \
-	  src/core.c src/wire.c $(EXTRA_LIBDIRS) $(LIBS)
+	  src/core.c src/wire.c src/sys.c $(EXTRA_LIBDIRS) $(LIBS)
 
 deps:
 	@bash scripts/deps.sh
@@ -87,9 +87,9 @@ ASAN_BUILD := build/asan
 ASAN_SO    := $(ASAN_BUILD)/crm/core.so
 SAN_FLAGS  := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-$(ASAN_SO): src/core.c src/wire.c src/wire.h src/compat.h lua/crm/version.lua
+$(ASAN_SO): src/core.c src/wire.c src/wire.h src/sys.c src/sys.h src/compat.h lua/crm/version.lua
 	@mkdir -p $(dir $@)
-	$(CC) $(CORE_CFLAGS) $(LUA_INC) $(SAN_FLAGS) $(CORE_LDFLAGS) -o $@ src/core.c src/wire.c $(LIBS)
+	$(CC) $(CORE_CFLAGS) $(LUA_INC) $(SAN_FLAGS) $(CORE_LDFLAGS) -o $@ src/core.c src/wire.c src/sys.c $(LIBS)
 
 .PHONY: check check-asan check-valgrind deps-tools
 deps-tools:
