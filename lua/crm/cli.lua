@@ -305,7 +305,7 @@ end
 -- held(err) -> exit code when err is a write a dry run kept back (its request is written to
 -- stdout as {dry_run, method, path, body}), else nil.
 function Ctx:held(err)
-  if not (self.dry_run and inspect.is_held(err) and self.inspector) then return nil end
+  if not (self.dry_run and inspect.is_held(err, self.inspector)) then return nil end
   for _, r in ipairs(self.inspector.held) do
     local ok, werr = output.line { dry_run = true, method = r.method, path = r.path, body = r.body }
     if not ok then return self:fail(werr) end

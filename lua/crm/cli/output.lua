@@ -83,6 +83,9 @@ M.indent = indent
 function M.line(value)
   local text, err = json.encode(value)
   if not text then return nil, err end
+  -- cjson writes "/" as "\/"; a slash needs no escape, and paths and URLs read better without.
+  -- Only a backslash that escapes a slash goes: one preceded by an odd run of backslashes.
+  text = text:gsub("(\\+)/", function(bs) if #bs % 2 == 1 then return bs:sub(2) .. "/" end end)
   if state.pretty then text = indent(text) end
   local ok, werr = state.out:write(text, "\n")
   if not ok then

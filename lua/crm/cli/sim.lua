@@ -50,7 +50,8 @@ local function abs(path)
   local p = io.popen("pwd")
   local cwd = p and p:read("*l") or "."
   if p then p:close() end
-  return cwd .. "/" .. path
+  path = (cwd .. "/" .. path):gsub("/%./", "/")
+  return path
 end
 
 local function uid()
@@ -119,7 +120,7 @@ local function stop(s)
       core.sleep(0.1)
     end
   end
-  return nil, crm.is_error and output.usage_error("nginx (pid " .. pid .. ") would not exit", "sim")
+  return nil, output.usage_error("nginx (pid " .. pid .. ") would not exit", "sim")
 end
 
 local function start(s, seed)

@@ -88,7 +88,7 @@ local function find_or_create_input(ctx, toast)
     local line = { line = rows[i].line }
     if res.value then
       line.status, line.customer = res.extra, res.value
-    elseif ctx.dry_run and require("crm.cli.inspect").is_held(res.err) then
+    elseif ctx.dry_run and require("crm.cli.inspect").is_held(res.err, ctx.inspector) then
       line.status = "dry_run"
     else
       line.status, line.error = "failed", output.error_object(res.err)
