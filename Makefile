@@ -71,7 +71,7 @@ sim-stop:
 	@bash scripts/sim.sh stop $(SIM_PORT)
 
 lint: deps
-	luacheck --no-color lua spec examples --exclude-files "spec/sim/**"
+	luacheck --no-color lua spec examples bin/crm --exclude-files "spec/sim/**"
 	luacheck --no-color --std ngx_lua spec/sim/lua
 
 clean:
@@ -171,11 +171,15 @@ rock-test:
 	@bash scripts/rock-test.sh $(ROCK_SIM_PORT)
 
 # Run by luarocks after `make all` (rockspec build.install_target): every Lua module under lua/
-# and the C core, into the rock's directories.
+# and the C core, into the rock's directories, and the simulator (nginx.conf.in and its Lua) as
+# crm/sim/ beside the modules, where `crm sim start` finds it (bin/crm itself is the rockspec's
+# build.install.bin).
 LUA_MODULES := $(shell cd lua && find . -name '*.lua' | sed 's,^\./,,' | LC_ALL=C sort)
+SIM_FILES   := $(shell cd spec/sim && { echo nginx.conf.in; find lua -name '*.lua'; } | LC_ALL=C sort)
 rock-install: $(SO)
 	@test -n "$(INST_LUADIR)" && test -n "$(INST_LIBDIR)" || \
 	  { echo "rock-install: INST_LUADIR and INST_LIBDIR must be set (luarocks sets them)" >&2; exit 1; }
 	install -d "$(INST_LIBDIR)/crm"
 	install -m 755 $(SO) "$(INST_LIBDIR)/crm/core.so"
 	@cd lua && for f in $(LUA_MODULES); do install -D -m 644 "$$f" "$(INST_LUADIR)/$$f" || exit 1; done
+	@cd spec/sim && for f in $(SIM_FILES); do install -D -m 644 "$$f" "$(INST_LUADIR)/crm/sim/$$f" || exit 1; done

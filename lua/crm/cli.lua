@@ -149,7 +149,8 @@ Examples:
 Examples:
   crm tablecheck customers list --per-page 100
   crm tablecheck customers show 5ed64e249551e80639a4d9a0
-  crm tablecheck customers create --data '{"franchise_id":"5ed64e249551e80639a4d995","first_name":"Ann","last_name":"Lee"}'
+  crm tablecheck customers create --data \
+    '{"franchise_id":"5ed64e249551e80639a4d995","first_name":"Ann","last_name":"Lee"}'
   crm tablecheck customers amend 5ed64e249551e80639a4d9a0 --data @changes.json
   crm tablecheck customers delete 5ed64e249551e80639a4d9a0
   crm tablecheck customers export --query '{"has_email":true}' > customers.jsonl]])
@@ -174,7 +175,8 @@ Examples:
   local dups = tc:command("duplicates", "Groups of customers sharing an email or phone.")
   dups:option("--by", "What links customers: email, phone or email,phone.", "email,phone")
   dups:option("--query", "CustomerSearchParams as JSON (default: everyone).")
-  dups:epilog("Example:\n  crm --sim tablecheck duplicates --by email | jq -r '[.primary] + .secondaries | join(\" \")'")
+  dups:epilog("Example:\n  crm --sim tablecheck duplicates --by email"
+    .. " | jq -r '[.primary] + .secondaries | join(\" \")'")
 
   local merge = tc:command("merge", "Merge SECONDARY customers into PRIMARY (one PUT).")
   merge:argument("primary", "The customer that stays.")
@@ -246,7 +248,7 @@ end
 local Ctx = {}
 Ctx.__index = Ctx
 
-function Ctx:fail(err, prefix)
+function Ctx.fail(_, err, prefix)
   output.error(err, prefix)
   return output.exit_code(err)
 end
@@ -266,7 +268,7 @@ function Ctx:progress(label, total)
 end
 
 -- Ctrl-C from here on is noticed between items: what was read is flushed, then exit 130.
-function Ctx:trap_interrupt() core.interrupted("trap") end
+function Ctx.trap_interrupt() core.interrupted("trap") end
 function Ctx.interrupted() return core.interrupted() > 0 end
 
 local function common_options(self, o, secrets, need_inspect)
@@ -364,10 +366,11 @@ function M.main(argv)
   local settings, err = config.load { config = args.config, sim = args.sim }
   if not settings then return ctx:fail(err) end
   ctx.settings = settings
-  local pok, code = xpcall(dispatch, function(msg)
+  -- (a closure: Lua 5.1's xpcall passes no arguments)
+  local pok, code = xpcall(function() return dispatch(ctx) end, function(msg)
     if tostring(msg):find("interrupted", 1, true) then return "interrupted" end
     return debug.traceback(msg, 2)
-  end, ctx)
+  end)
   io.stdout:flush()
   if not pok then
     if code == "interrupted" then return output.EXIT.interrupted end

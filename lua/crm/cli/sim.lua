@@ -29,11 +29,22 @@ local function slurp(path)
   return s
 end
 
+-- package.searchpath, which plain Lua 5.1 (luarocks' interpreter for a 5.1 tree) lacks.
+local function searchpath(name, path)
+  if package.searchpath then return package.searchpath(name, path) end
+  local file = name:gsub("%.", "/")
+  for template in path:gmatch("[^;]+") do
+    local candidate = template:gsub("%?", file)
+    if exists(candidate) then return candidate end
+  end
+  return nil
+end
+
 -- root() -> the directory holding nginx.conf.in and lua/sim/, and whether it is a checkout's.
 function M.root()
   local env = os.getenv("CRM_SIM_ROOT")
   if env and env ~= "" then return env, false end
-  local here = package.searchpath("crm.cli", package.path)
+  local here = searchpath("crm.cli", package.path)
   if here then
     local dir = here:match("^(.*)/[^/]*$") or "."
     if exists(dir .. "/crm/sim/nginx.conf.in") then return dir .. "/crm/sim", false end
@@ -126,11 +137,13 @@ end
 local function start(s, seed)
   local nginx = os.getenv("NGINX") or "/usr/sbin/nginx"
   if not exists(nginx) then
-    return nil, output.usage_error("nginx not found at " .. nginx .. " (install nginx and libnginx-mod-http-lua)", "sim")
+    return nil, output.usage_error("nginx not found at " .. nginx
+      .. " (install nginx and libnginx-mod-http-lua)", "sim")
   end
   for _, m in ipairs { "ndk_http_module.so", "ngx_http_lua_module.so" } do
     if not exists("/usr/lib/nginx/modules/" .. m) then
-      return nil, output.usage_error("missing /usr/lib/nginx/modules/" .. m .. " (install libnginx-mod-http-lua)", "sim")
+      return nil, output.usage_error("missing /usr/lib/nginx/modules/" .. m
+        .. " (install libnginx-mod-http-lua)", "sim")
     end
   end
   local ok, err = stop(s)

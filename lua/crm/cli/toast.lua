@@ -254,7 +254,8 @@ local function backfill(ctx, toast)
     if err.checkpoint then append(path, { checkpoint = err.checkpoint }) end
     output.flush()
     if werr then
-      return ctx:fail(output.usage_error("the journal " .. path .. " could not be written: " .. tostring(werr), "checkpoint"))
+      return ctx:fail(output.usage_error("the journal " .. path .. " could not be written: "
+        .. tostring(werr), "checkpoint"))
     end
     local interrupted = ctx.interrupted()
     if interrupted then
