@@ -2,6 +2,7 @@
 local crm = require "crm"
 local output = require "crm.cli.output"
 local input = require "crm.cli.input"
+local errors = require "crm.error"
 
 local M = {}
 
@@ -67,10 +68,15 @@ local function find_or_create_input(ctx, toast)
   local bar = ctx:progress("find-or-create", #rows)
   local done = 0
   local ops = {}
+  -- Ctrl-C: rows in flight finish, the rest are not started; their lines say so, then exit 130.
+  ctx:trap_interrupt()
   for i, r in ipairs(rows) do
     ops[i] = function(client)
       local res, how
-      if r.err then
+      if ctx.interrupted() then
+        res, how = nil, errors.new("transport", "not started: interrupted (Ctrl-C)",
+          { code = "interrupted", sent = false })
+      elseif r.err then
         res, how = nil, r.err
       else
         res, how = client:find_or_create(r.row)
@@ -82,7 +88,7 @@ local function find_or_create_input(ctx, toast)
   end
   local results, berr = toast:batch(ops, { concurrency = concurrency })
   if not results then return ctx:fail(berr) end
-  local counts = { found = 0, created = 0, failed = 0, dry_run = 0 }
+  local counts = { found = 0, created = 0, failed = 0, dry_run = 0, not_started = 0 }
   local failures = {}
   for i, res in ipairs(results) do
     local line = { line = rows[i].line }
@@ -90,6 +96,8 @@ local function find_or_create_input(ctx, toast)
       line.status, line.customer = res.extra, res.value
     elseif ctx.dry_run and require("crm.cli.inspect").is_held(res.err, ctx.inspector) then
       line.status = "dry_run"
+    elseif res.err.code == "interrupted" and ctx.interrupted() then
+      line.status = "not_started"
     else
       line.status, line.error = "failed", output.error_object(res.err)
       failures[#failures + 1] = res.err
@@ -106,9 +114,11 @@ local function find_or_create_input(ctx, toast)
     end
   end
   output.flush()
-  bar:finish(("find-or-create: %d rows: %d found, %d created, %d failed%s in %.1fs"):format(#rows,
+  bar:finish(("find-or-create: %d rows: %d found, %d created, %d failed%s%s in %.1fs"):format(#rows,
     counts.found, counts.created, counts.failed,
-    ctx.dry_run and (", " .. counts.dry_run .. " would be created") or "", bar:elapsed()))
+    ctx.dry_run and (", " .. counts.dry_run .. " would be created") or "",
+    counts.not_started > 0 and (", " .. counts.not_started .. " not started (Ctrl-C)") or "", bar:elapsed()))
+  if ctx.interrupted() then return output.EXIT.interrupted end
   return batch_code(failures)
 end
 
