@@ -40,10 +40,15 @@ export CRM_SIM_PORT := $(SIM_PORT)
 
 all: $(SO)
 
-$(SO): src/core.c src/wire.c src/json.c src/ops.c src/wire.h src/compat.h src/buf.h src/json.h src/ops.h lua/crm/version.lua
+# The C core: the transport and helpers (core.c), the operations (ops.c), answer decoding
+# (json.c), the bytes from the network (wire.c, fuzzed), the CLI's terminal and file checks (sys.c).
+CORE_SRC := src/core.c src/wire.c src/json.c src/ops.c src/sys.c
+CORE_HDR := src/wire.h src/compat.h src/buf.h src/json.h src/ops.h src/sys.h
+
+$(SO): $(CORE_SRC) $(CORE_HDR) lua/crm/version.lua
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CORE_CFLAGS) $(LUA_INC) $(EXTRA_INC) $(LDFLAGS) $(CORE_LDFLAGS) -o $@ \
-	  src/core.c src/wire.c src/json.c src/ops.c $(EXTRA_LIBDIRS) $(LIBS)
+	  $(CORE_SRC) $(EXTRA_LIBDIRS) $(LIBS)
 
 deps:
 	@bash scripts/deps.sh
@@ -71,7 +76,7 @@ sim-stop:
 	@bash scripts/sim.sh stop $(SIM_PORT)
 
 lint: deps
-	luacheck --no-color lua spec examples --exclude-files "spec/sim/**"
+	luacheck --no-color lua spec examples bin/crm --exclude-files "spec/sim/**"
 	luacheck --no-color --std ngx_lua spec/sim/lua
 
 clean:
@@ -87,9 +92,9 @@ ASAN_BUILD := build/asan
 ASAN_SO    := $(ASAN_BUILD)/crm/core.so
 SAN_FLAGS  := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-$(ASAN_SO): src/core.c src/wire.c src/json.c src/ops.c src/wire.h src/compat.h src/buf.h src/json.h src/ops.h lua/crm/version.lua
+$(ASAN_SO): $(CORE_SRC) $(CORE_HDR) lua/crm/version.lua
 	@mkdir -p $(dir $@)
-	$(CC) $(CORE_CFLAGS) $(LUA_INC) $(SAN_FLAGS) $(CORE_LDFLAGS) -o $@ src/core.c src/wire.c src/json.c src/ops.c $(LIBS)
+	$(CC) $(CORE_CFLAGS) $(LUA_INC) $(SAN_FLAGS) $(CORE_LDFLAGS) -o $@ $(CORE_SRC) $(LIBS)
 
 .PHONY: check check-asan check-valgrind deps-tools
 deps-tools:
@@ -171,11 +176,15 @@ rock-test:
 	@bash scripts/rock-test.sh $(ROCK_SIM_PORT)
 
 # Run by luarocks after `make all` (rockspec build.install_target): every Lua module under lua/
-# and the C core, into the rock's directories.
+# and the C core, into the rock's directories, and the simulator (nginx.conf.in and its Lua) as
+# crm/sim/ beside the modules, where `crm sim start` finds it (bin/crm itself is the rockspec's
+# build.install.bin).
 LUA_MODULES := $(shell cd lua && find . -name '*.lua' | sed 's,^\./,,' | LC_ALL=C sort)
+SIM_FILES   := $(shell cd spec/sim && { echo nginx.conf.in; find lua -name '*.lua'; } | LC_ALL=C sort)
 rock-install: $(SO)
 	@test -n "$(INST_LUADIR)" && test -n "$(INST_LIBDIR)" || \
 	  { echo "rock-install: INST_LUADIR and INST_LIBDIR must be set (luarocks sets them)" >&2; exit 1; }
 	install -d "$(INST_LIBDIR)/crm"
 	install -m 755 $(SO) "$(INST_LIBDIR)/crm/core.so"
 	@cd lua && for f in $(LUA_MODULES); do install -D -m 644 "$$f" "$(INST_LUADIR)/$$f" || exit 1; done
+	@cd spec/sim && for f in $(SIM_FILES); do install -D -m 644 "$$f" "$(INST_LUADIR)/crm/sim/$$f" || exit 1; done

@@ -27,6 +27,7 @@ supported_platforms = { "linux" }
 dependencies = {
   "lua >= 5.1",
   "lua-cjson >= 2.1.0",
+  "argparse >= 0.7.0",  -- bin/crm, the command line (Debian: lua-argparse)
 }
 external_dependencies = {
   -- libcurl >= 7.85.0: luarocks cannot test a library's version, so src/core.c stops the build
@@ -51,6 +52,10 @@ build = {
     BUILD = "build/rock",
   },
   install_target = "rock-install",
+  -- The command line; luarocks puts a wrapper in the tree's bin/ that finds the tree's modules.
+  -- `make rock-install` also copies the simulator (spec/sim) into the Lua tree as crm/sim/, so
+  -- `crm sim start` works from an installed rock.
+  install = { bin = { crm = "bin/crm" } },
   install_variables = {
     BUILD = "build/rock",
     INST_LUADIR = "$(LUADIR)",

@@ -5,7 +5,7 @@
 set -eu
 tools=""
 [ "${1:-}" = tools ] && tools="valgrind wrk clang libclang-rt-14-dev"
-pkgs="$tools lua5.4 liblua5.4-dev lua-cjson libcurl4-openssl-dev uuid-dev lua-busted lua-check lua-yaml lua-ldoc luarocks zip unzip
+pkgs="$tools lua5.4 liblua5.4-dev lua-cjson lua-argparse libcurl4-openssl-dev uuid-dev lua-busted lua-check lua-yaml lua-ldoc luarocks zip unzip
       nginx libnginx-mod-http-lua luajit2 libluajit2-5.1-dev curl gcc make pkg-config openssl"
 missing=""
 for p in $pkgs; do

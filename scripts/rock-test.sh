@@ -49,6 +49,9 @@ sim_started=0
 cleanup() {
   [ "$sim_started" = 1 ] && bash scripts/sim.sh stop "$PORT" >/dev/null 2>&1
   [ -s "$work/nginx/nginx.pid" ] && kill -QUIT "$(cat "$work/nginx/nginx.pid")" 2>/dev/null && sleep 0.5
+  # the simulator an installed bin/crm started (crm sim start), should its check have failed
+  [ -s "$work/state/crm/sim/$((PORT + 2))/nginx.pid" ] &&
+    kill -QUIT "$(cat "$work/state/crm/sim/$((PORT + 2))/nginx.pid")" 2>/dev/null && sleep 0.5
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -82,13 +85,20 @@ for name in lua5.4 luajit; do
 done
 grep -q -- "-I$luajit_inc " "$work/luajit.log" || die "luajit: the 5.1 rock was not built against $luajit_inc"
 
-# Every module of the checkout is in each tree.
+# Every module of the checkout is in each tree; so are the simulator (crm/sim/, for `crm sim`)
+# and the command line.
 (cd lua && find . -name '*.lua' | sed 's,^\./,,' | LC_ALL=C sort) >"$work/want"
+(cd spec/sim && { echo nginx.conf.in; find lua -name '*.lua'; } | LC_ALL=C sort) >"$work/want-sim"
 for t in 5.4 5.1 scm; do
   lv=$t; [ "$t" = scm ] && lv=5.4
-  (cd "$work/tree-$t/share/lua/$lv" && find . -name '*.lua' | sed 's,^\./,,' | LC_ALL=C sort) >"$work/got"
+  (cd "$work/tree-$t/share/lua/$lv" && find . -name '*.lua' | sed 's,^\./,,' | grep -v '^crm/sim/' |
+    LC_ALL=C sort) >"$work/got"
   diff "$work/want" "$work/got" >&2 || die "tree-$t: the installed modules differ from lua/"
   [ -f "$work/tree-$t/lib/lua/$lv/crm/core.so" ] || die "tree-$t: no crm/core.so"
+  (cd "$work/tree-$t/share/lua/$lv/crm/sim" 2>/dev/null && { echo nginx.conf.in; find lua -name '*.lua'; } |
+    LC_ALL=C sort) >"$work/got-sim"
+  diff "$work/want-sim" "$work/got-sim" >&2 || die "tree-$t: the simulator's files are not all in crm/sim/"
+  [ -x "$work/tree-$t/bin/crm" ] || die "tree-$t: no bin/crm"
 done
 
 bash scripts/sim.sh start "$PORT" >/dev/null || die "the simulator did not start on $PORT"
@@ -106,6 +116,34 @@ rc=0
 smoke lua5.4 "$work/tree-5.4" 5.4 || { echo "rock-test: lua5.4 with the 5.4 tree failed" >&2; rc=1; }
 smoke luajit "$work/tree-5.1" 5.1 || { echo "rock-test: luajit with the 5.1 tree failed" >&2; rc=1; }
 smoke lua5.4 "$work/tree-scm" 5.4 >/dev/null || { echo "rock-test: lua5.4 with the scm tree failed" >&2; rc=1; }
+
+# The installed command line (luarocks' wrapper in TREE/bin), from outside the checkout: --help,
+# then `crm sim start` runs the rock's own copy of the simulator, and a command talks to it. A
+# --tree of its own is not one luarocks.loader knows, so its paths are given (luarocks path).
+cli_port=$((PORT + 2))
+cli_check() { # TREE LUAVERSION
+  local t=$1 lv=$2 out n
+  export LUA_PATH="$t/share/lua/$lv/?.lua;$t/share/lua/$lv/?/init.lua;;" LUA_CPATH="$t/lib/lua/$lv/?.so;;"
+  out=$(cd "$work" && XDG_STATE_HOME="$work/state" timeout 30 "$t/bin/crm" --help 2>&1) &&
+    echo "$out" | grep -q "crm tablecheck customers export" || { echo "$out" >&2; return 1; }
+  (cd "$work" && XDG_STATE_HOME="$work/state" timeout 30 "$t/bin/crm" sim start --port "$cli_port" \
+    --seed-customers 25 >/dev/null) || return 1
+  n=$(cd "$work" && XDG_STATE_HOME="$work/state" CRM_SIM_PORT=$cli_port timeout 30 "$t/bin/crm" --sim \
+    tablecheck customers export 2>/dev/null | wc -l)
+  (cd "$work" && XDG_STATE_HOME="$work/state" timeout 30 "$t/bin/crm" sim status --port "$cli_port" |
+    grep -q '"running":true') || { n="not running"; }
+  (cd "$work" && XDG_STATE_HOME="$work/state" timeout 30 "$t/bin/crm" sim stop --port "$cli_port" >/dev/null)
+  [ "$n" = 25 ] || { echo "rock-test: $t/bin/crm exported $n customers, not 25" >&2; return 1; }
+  grep -q "$work/state/crm/sim/$cli_port" <(cd "$work" && XDG_STATE_HOME="$work/state" "$t/bin/crm" sim status \
+    --port "$cli_port") || return 1
+}
+for t in 5.4 5.1; do
+  if (cli_check "$work/tree-$t" "$t"); then
+    echo "rock-test: tree-$t/bin/crm: --help, crm sim start/status/stop from the rock, an export ok"
+  else
+    echo "rock-test: tree-$t/bin/crm failed" >&2; rc=1
+  fi
+done
 
 # OpenResty / lua-nginx-module: nginx (LuaJIT inside) loads the 5.1 tree through its own
 # lua_package_path and lua_package_cpath; a request runs crm over cosockets (the ngx transport)

@@ -22,6 +22,7 @@
 #include "buf.h"
 #include "json.h"
 #include "ops.h"
+#include "sys.h"
 
 /* The version comes from lua/crm/version.lua, passed by the Makefile (make, and the rock's build)
  * as -DCRM_VERSION="\"x.y.z\"": it is never written here. */
@@ -1021,6 +1022,9 @@ static const luaL_Reg module_functions[] = {
     {"escape", l_escape},
     {"strip_nulls", l_strip_nulls},
     {"has_long_exponent", l_has_long_exponent},
+    {"isatty", crm_l_isatty},
+    {"file_mode", crm_l_file_mode},
+    {"interrupted", crm_l_interrupted},
     {NULL, NULL},
 };
 

@@ -921,6 +921,9 @@ end
 -- @tparam[opt] {string,...} opts.by what links customers: `{"email", "phone"}` (the default),
 -- or one of them
 -- @tparam[opt] boolean opts.restart_on_expiry passed to `iter_search_customers`
+-- @tparam[opt] function opts.on_progress `function(scanned, total)` after each customer read
+-- (`total` is `pagination.total_results`); one that raises stops the scan with a `validation`
+-- error (`field = "on_progress"`)
 -- @treturn[1] {crm.tablecheck.merge.DuplicateGroup,...} the groups `{primary, secondaries, ids,
 -- reasons}`, sorted by `primary`
 -- @treturn[1] crm.tablecheck.merge.DuplicateStats `{scanned, total}`

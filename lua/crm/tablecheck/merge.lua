@@ -470,7 +470,7 @@ end
 
 -- ---- duplicates ----
 
-local DUP_OPTIONS = { by = true, restart_on_expiry = true }
+local DUP_OPTIONS = { by = true, restart_on_expiry = true, on_progress = true }
 
 --- A group of duplicates, as `find_duplicates` returns them.
 -- Ids are ordered oldest first by created_at (ties: the order the search returned them), so
@@ -492,7 +492,7 @@ local DUP_OPTIONS = { by = true, restart_on_expiry = true }
 -- normalised email or E.164 phone, transitively.
 -- @tparam crm.tablecheck.TableCheck client the client
 -- @tparam[opt] table query CustomerSearchParams
--- @tparam[opt] table opts `{by = {"email", "phone"}, restart_on_expiry}`
+-- @tparam[opt] table opts `{by = {"email", "phone"}, restart_on_expiry, on_progress}`
 -- @treturn[1] {DuplicateGroup,...} the groups, sorted by `primary`
 -- @treturn[1] DuplicateStats `{scanned, total}`
 -- @return[2] `nil`
@@ -503,6 +503,10 @@ function M.find_duplicates(client, query, opts)
   opts = opts or {}
   e = validate.known_keys(opts, DUP_OPTIONS) or validate.table(opts.by, "by")
   if e then return nil, e end
+  local on_progress = opts.on_progress
+  if on_progress ~= nil and type(on_progress) ~= "function" then
+    return nil, fail("on_progress", "must be a function(scanned, total)")
+  end
   local by = { email = true, phone = true }
   if opts.by then
     by = {}
@@ -537,6 +541,14 @@ function M.find_duplicates(client, query, opts)
   local it = client:iter_search_customers(query or {}, { restart_on_expiry = opts.restart_on_expiry })
   for c, err in it do
     if c == false then return nil, err end
+    if on_progress then
+      -- A raising callback (a caller's Ctrl-C, say) stops the scan like a failed page would.
+      local ok, msg = pcall(on_progress, it.count, it.total)
+      if not ok then
+        return nil, errors.new("validation", "on_progress raised an error: " .. tostring(msg),
+          { field = "on_progress" })
+      end
+    end
     local id = c.id and tostring(c.id)
     if id and not parent[id] then
       parent[id] = id

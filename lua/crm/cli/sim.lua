@@ -1,0 +1,212 @@
+-- `crm sim start|stop|status`: the simulator (nginx + lua-nginx-module) from a checkout's
+-- spec/sim or from the copy an installed rock carries in its Lua tree (crm/sim/), like
+-- stripe-mock. A checkout's simulator keeps its state in spec/sim/run/PORT (as scripts/sim.sh
+-- does, so either stops the other's); an installed one in $XDG_STATE_HOME/crm/sim/PORT.
+local crm = require "crm"
+local core = require "crm.core"
+local output = require "crm.cli.output"
+
+local M = {}
+
+local function exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+local function quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+local function run(cmd)
+  local ok = os.execute(cmd)
+  return ok == true or ok == 0
+end
+
+local function slurp(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+-- package.searchpath, which plain Lua 5.1 (luarocks' interpreter for a 5.1 tree) lacks.
+local function searchpath(name, path)
+  if package.searchpath then return package.searchpath(name, path) end
+  local file = name:gsub("%.", "/")
+  for template in path:gmatch("[^;]+") do
+    local candidate = template:gsub("%?", file)
+    if exists(candidate) then return candidate end
+  end
+  return nil
+end
+
+-- root() -> the directory holding nginx.conf.in and lua/sim/, and whether it is a checkout's.
+function M.root()
+  local env = os.getenv("CRM_SIM_ROOT")
+  if env and env ~= "" then return env, false end
+  local here = searchpath("crm.cli", package.path)
+  if here then
+    local dir = here:match("^(.*)/[^/]*$") or "."
+    if exists(dir .. "/crm/sim/nginx.conf.in") then return dir .. "/crm/sim", false end
+    if exists(dir .. "/sim/nginx.conf.in") then return dir .. "/sim", false end
+    -- a checkout: lua/crm/cli.lua -> spec/sim
+    local top = dir:match("^(.*)/lua/crm$") or dir:match("^(.*)/lua$")
+    if top and exists(top .. "/spec/sim/nginx.conf.in") then return top .. "/spec/sim", true end
+  end
+  return nil
+end
+
+local function abs(path)
+  if path:sub(1, 1) == "/" then return path end
+  local p = io.popen("pwd")
+  local cwd = p and p:read("*l") or "."
+  if p then p:close() end
+  path = (cwd .. "/" .. path):gsub("/%./", "/")
+  return path
+end
+
+local function uid()
+  local p = io.popen("id -u")
+  local u = p and p:read("*l")
+  if p then p:close() end
+  return u
+end
+
+local function run_dir(root, checkout, port)
+  if checkout then return root .. "/run/" .. port end
+  local base = os.getenv("XDG_STATE_HOME")
+  if not base or base == "" then base = (os.getenv("HOME") or "/tmp") .. "/.local/state" end
+  return base .. "/crm/sim/" .. port
+end
+
+local function running_pid(dir)
+  local pid = tonumber((slurp(dir .. "/nginx.pid") or ""):match("%d+") or "")
+  if not pid then return nil end
+  -- a stale pid file may name a recycled pid: only ever signal an nginx
+  local cmdline = slurp("/proc/" .. pid .. "/cmdline")
+  if not cmdline or not cmdline:find("nginx", 1, true) then return nil end
+  return pid
+end
+
+local function alive(pid) return exists("/proc/" .. pid .. "/cmdline") end
+
+local function control(port, method, path, body)
+  local h = assert(core.new { timeout = 10 })
+  local status, _, raw = h:request(method, "http://127.0.0.1:" .. port .. path,
+    { "Content-Type: application/json" }, body and crm.json.encode(body) or nil)
+  h:close()
+  if status ~= 200 then return nil end
+  return crm.json.decode(raw or "")
+end
+
+local function state(port)
+  local root, checkout = M.root()
+  if not root then
+    return nil, output.usage_error("the simulator's files were not found (a checkout's spec/sim, or"
+      .. " crm/sim/ in the rock's Lua tree); set CRM_SIM_ROOT to the directory holding nginx.conf.in", "sim")
+  end
+  root = abs(root)
+  return { root = root, checkout = checkout, port = port, dir = run_dir(root, checkout, port) }
+end
+
+local function status_of(s)
+  local pid = running_pid(s.dir)
+  return { running = pid ~= nil, port = s.port, pid = pid, url = "http://127.0.0.1:" .. s.port,
+           tablecheck_url = "http://127.0.0.1:" .. s.port .. "/api/crm/v1", run_dir = s.dir }
+end
+
+local function stop(s)
+  local pid = running_pid(s.dir)
+  if not pid then
+    os.remove(s.dir .. "/nginx.pid")
+    return true
+  end
+  for _, sig in ipairs { "QUIT", "TERM", "KILL" } do
+    run("kill -" .. sig .. " " .. pid .. " 2>/dev/null")
+    for _ = 1, 50 do
+      if not alive(pid) then
+        os.remove(s.dir .. "/nginx.pid")
+        return true
+      end
+      core.sleep(0.1)
+    end
+  end
+  return nil, output.usage_error("nginx (pid " .. pid .. ") would not exit", "sim")
+end
+
+local function start(s, seed)
+  local nginx = os.getenv("NGINX") or "/usr/sbin/nginx"
+  if not exists(nginx) then
+    return nil, output.usage_error("nginx not found at " .. nginx
+      .. " (install nginx and libnginx-mod-http-lua)", "sim")
+  end
+  for _, m in ipairs { "ndk_http_module.so", "ngx_http_lua_module.so" } do
+    if not exists("/usr/lib/nginx/modules/" .. m) then
+      return nil, output.usage_error("missing /usr/lib/nginx/modules/" .. m
+        .. " (install libnginx-mod-http-lua)", "sim")
+    end
+  end
+  local ok, err = stop(s)
+  if not ok then return nil, err end
+  if not run("mkdir -p -m 700 " .. quote(s.dir .. "/tmp")) then
+    return nil, output.usage_error("cannot create " .. s.dir, "sim")
+  end
+  local template = slurp(s.root .. "/nginx.conf.in")
+  if not template then return nil, output.usage_error("cannot read " .. s.root .. "/nginx.conf.in", "sim") end
+  local conf = template:gsub("@PORT@", tostring(s.port)):gsub("@RUN@", s.dir):gsub("@ROOT@", s.root)
+  if uid() == "0" then conf = conf:gsub("\n#user root;", "\nuser root;") end
+  for _, name in ipairs { "error.log", "access.log" } do
+    local f = io.open(s.dir .. "/" .. name, "w")
+    if f then f:close() end
+  end
+  local f = assert(io.open(s.dir .. "/nginx.conf", "w"))
+  f:write(conf)
+  f:close()
+  f = io.open(s.dir .. "/port", "w")
+  if f then f:write(s.port, "\n") f:close() end
+  if not run(quote(nginx) .. " -p " .. quote(s.dir .. "/") .. " -c " .. quote(s.dir .. "/nginx.conf")
+      .. " 2>" .. quote(s.dir .. "/start.err")) then
+    local why = (slurp(s.dir .. "/start.err") or ""):gsub("%s+$", ""):match("[^\n]*$")
+    return nil, output.usage_error("nginx failed to start on 127.0.0.1:" .. s.port .. ": " .. why, "sim")
+  end
+  for _ = 1, 50 do
+    if control(s.port, "GET", "/__sim/stats") then
+      if seed and seed > 0 then
+        if not control(s.port, "POST", "/__sim/tablecheck/seed", { customers = seed, prefix = "Demo" }) then
+          return nil, output.usage_error("the simulator refused to seed " .. seed .. " customers", "sim")
+        end
+      end
+      return true
+    end
+    core.sleep(0.1)
+  end
+  stop(s)
+  return nil, output.usage_error("the simulator did not answer on 127.0.0.1:" .. s.port .. " within 5s", "sim")
+end
+
+-- run(action, {port, seed_customers}) -> exit code
+function M.run(action, o)
+  local port = o.port
+  local s, err = state(port)
+  if not s then
+    output.error(err)
+    return output.exit_code(err)
+  end
+  local ok
+  if action == "start" then
+    ok, err = start(s, o.seed_customers)
+  elseif action == "stop" then
+    ok, err = stop(s)
+  end
+  if action ~= "status" and not ok then
+    output.error(err)
+    return output.exit_code(err)
+  end
+  local st = status_of(s)
+  if action == "start" and o.seed_customers then st.seeded_customers = o.seed_customers end
+  output.line(st)
+  if action == "status" and not st.running then return 1 end
+  return 0
+end
+
+return M
