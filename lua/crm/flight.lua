@@ -72,10 +72,12 @@ Locks.__index = Locks
 M.DEFAULT_TTL = 60
 local FIRST_POLL, MAX_POLL = 0.005, 0.05
 
--- new{clock, store} -> locks
+-- new{clock, store, id} -> locks. id makes the owner names unique among everyone sharing the
+-- store (other workers, other processes): a GUID per locks object.
 function M.new(opts)
   local clock = opts.clock
-  return setmetatable({ clock = clock, store = opts.store or M.new_store(clock), n = 0 }, Locks)
+  return setmetatable({ clock = clock, store = opts.store or M.new_store(clock), n = 0,
+                        id = opts.id and (opts.id .. ":") or "" }, Locks)
 end
 
 local function can_wait(clock)
@@ -108,7 +110,7 @@ function Locks:acquire(keys, opts)
   end
   sort(sorted)
   self.n = self.n + 1
-  local owner = tostring(self.n) .. ":" .. tostring(clock.now())
+  local owner = self.id .. tostring(self.n) .. ":" .. tostring(clock.now())
   local started = clock.now()
   local pause = FIRST_POLL
   local got = 0
