@@ -417,6 +417,24 @@ describe("OpenResty", function()
       assert.equal(1, H.stats().logins)
     end)
 
+    it("falls back to per-worker state when the store fails, logs one WARN, fails no call", function()
+      local r = get_json(ng.test .. "/t/store_fails")
+      assert.equal(3, r.ok)
+      assert.equal("shared_dict", r.missing.field)
+      assert.matches("no lua_shared_dict", r.missing.message)
+      assert.is_true(r.dict_ok)
+      local log = H.slurp(ng.dir .. "/error.log")
+      local n = 0
+      for line in log:gmatch("[^\n]+") do
+        if line:find("crm: the shared store failed", 1, true) then
+          n = n + 1
+          assert.matches("%[warn%]", line)
+          assert.is_nil(line:find(H.client_secret, 1, true))
+        end
+      end
+      assert.equal(1, n)
+    end)
+
     it("takes the clock from the transport and has Lua stand-ins for the C functions", function()
       local p = get_json(ng.test .. "/t/platform")
       assert.equal("content", p.phase)
