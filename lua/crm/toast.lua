@@ -160,7 +160,8 @@ function M.new(opts)
   -- With shared_dict/store they live in the store (lock names hashed), and so does the token.
   local shared = private.shared
   private.flight = flight.new { clock = self.clock, store = shared and shared.view("f:", true),
-                                id = shared and platform.guid() }
+                                id = shared and platform.guid(),
+                                shared = shared ~= nil and not platform.ngx }
   if shared and not self.fixed_token then private.shared_token = shared_token.new(self, shared.view("")) end
   private.pending_guids = {}
   -- Scrubbed from any error text: the secret and whatever token is current.

@@ -70,8 +70,8 @@ end
 -- current() -> token | nil, err. The stored token when there is one; else one caller (the one
 -- whose add of the lock succeeds) logs in while the others wait for its token, at most
 -- login_wait seconds in all; then they take the lock (its ttl has run out) themselves.
--- Where waiting would hold the thread (nginx's log phase, init_worker), the caller logs in
--- itself.
+-- Where waiting would hold an nginx worker (its log phase, init_worker), the caller logs in
+-- itself; a plain process (a cron job over Redis) waits, blocking.
 function Shared:current()
   local c, store = self.client, self.store
   local clock = c.clock
@@ -91,7 +91,10 @@ function Shared:current()
       end
       return login(self, g, true)
     end
-    if not can_wait(clock) then return login(self, g, false) end
+    -- Where sleeping holds the thread inside nginx, the holder may be a light thread of this very
+    -- worker that cannot run meanwhile: log in. Elsewhere a blocking wait is fine: nothing else
+    -- of this process runs, so the holder is another process.
+    if not can_wait(clock) and platform.ngx then return login(self, g, false) end
     if clock.now() - started >= bound then
       return nil, errors.new("timeout", ("waited %gs for another worker's Toast login"):format(bound),
         { code = "login_wait", retryable = true })
