@@ -11,7 +11,9 @@ local function why_not()
   if not H.exists(REDIS) then return "redis-server is not installed (Debian: redis-server)" end
   if not H.sh("command -v luajit >/dev/null") then return "luajit is not installed" end
   if not H.sh("luajit -e 'require \"redis\"' 2>/dev/null") then return "lua-redis is not installed" end
-  if not H.exists(ROOT .. "/build/luajit/crm/core.so") then return "the LuaJIT build is missing (make all LUA=luajit)" end
+  if not H.exists(ROOT .. "/build/luajit/crm/core.so") then
+    return "the LuaJIT build is missing (make all LUA=luajit)"
+  end
   return nil
 end
 

@@ -36,7 +36,8 @@ describe("crm.hash", function()
     -- RFC 4231 case 2, RFC 2202 case 2, and a key longer than a block (RFC 4231 case 6)
     assert.equal("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
       hex(hash.hmac_sha256("Jefe", "what do ya want for nothing?")))
-    assert.equal("effcdf6ae5eb2fa2d27416d5f184df9c259a7c79", hex(hash.hmac_sha1("Jefe", "what do ya want for nothing?")))
+    assert.equal("effcdf6ae5eb2fa2d27416d5f184df9c259a7c79",
+      hex(hash.hmac_sha1("Jefe", "what do ya want for nothing?")))
     assert.equal("60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
       hex(hash.hmac_sha256(("\170"):rep(131), "Test Using Larger Than Block-Size Key - Hash Key First")))
   end)
