@@ -57,10 +57,11 @@ local function stop_redis()
 end
 
 -- Two processes at once, n calls each; true when both succeeded.
-local function two_processes(n, mode)
+local function two_processes(n, mode, email)
   local env = ("env LUA_PATH='%s/lua/?.lua;%s/lua/?/init.lua;%s/examples/?.lua;%s/spec/?.lua;;'"
     .. " LUA_CPATH='%s/build/luajit/?.so;;' "):format(ROOT, ROOT, ROOT, ROOT, ROOT)
-  local cmd = ("%s luajit %s/spec/redis_worker.lua %d %d %d %s"):format(env, ROOT, H.port, PORT, n, mode)
+  local cmd = ("%s luajit %s/spec/redis_worker.lua %d %d %d %s %s"):format(env, ROOT, H.port, PORT, n, mode,
+    email or "")
   return H.sh("(" .. cmd .. " > " .. DIR .. "/a.out & " .. cmd .. " > " .. DIR .. "/b.out & wait %1 && wait %2)")
 end
 
@@ -90,6 +91,23 @@ describe("examples/redis_store.lua (two LuaJIT processes, one redis-server)", fu
     assert.is_true(worst <= 1, ("%.2f requests over rate * span + burst"):format(worst))
     -- 61 requests at 20/s with a burst of 4: nearly three seconds, whichever process sent them
     assert.is_true(t[#t] - t[1] >= (61 - BURST) / RATE - 0.1, t[#t] - t[1])
+  end)
+
+  it("find_or_create takes turns across the processes: one customer", function()
+    assert.is_true(two_processes(1, "shared")) -- the token is in Redis: both start searching at once
+    -- A slow create (the fault matches its body: lastName "Flight"): without the lock both
+    -- processes would search, find nobody and create.
+    H.fault { method = "POST", path = "/crm/v1/customers", match = "Flight", delay = 0.5, count = 2 }
+    local email = "flight." .. core.guid():sub(1, 8) .. "@example.org"
+    assert.is_true(two_processes(1, "shared", email))
+    local hows = H.slurp(DIR .. "/a.out") .. H.slurp(DIR .. "/b.out")
+    assert.matches("created", hows)
+    assert.matches("found", hows)
+    local n = 0
+    for _, c in ipairs(H.control("GET", "/__sim/toast/customers").customers) do
+      if c.email == email then n = n + 1 end
+    end
+    assert.equal(1, n)
   end)
 
   it("without the store each process logs in and keeps a rate of its own", function()

@@ -1,6 +1,7 @@
 -- One of the plain LuaJIT processes of spec/redis_store_spec.lua: a Toast client over the Redis
 -- store of examples/redis_store.lua (or none, with "alone"), making `n` calls at a shared rate.
---   luajit spec/redis_worker.lua SIM_PORT REDIS_PORT N shared|alone
+--   luajit spec/redis_worker.lua SIM_PORT REDIS_PORT N shared|alone [EMAIL]
+-- With EMAIL: one find_or_create of that guest instead of N searches.
 local crm = require "crm"
 local redis_store = require "redis_store"
 
@@ -12,6 +13,11 @@ local toast = assert(crm.toast {
   store = store, rate = { per_second = 20, burst = 4 },
   debug = os.getenv("CRM_DEBUG") and function(l) io.stderr:write(l, "\n") end or nil,
 })
+if arg[5] then
+  local guest, how = toast:find_or_create { firstName = "Redis", lastName = "Flight", email = arg[5] }
+  print(guest and how or tostring(how))
+  os.exit(guest and 0 or 1)
+end
 local failed = 0
 for i = 1, n do
   local res, err = toast:search_customers { email = ("redis%d@example.org"):format(i) }
