@@ -24,7 +24,10 @@ sed -e "s|@PREFIX@|$dir|g" -e "s|@PORT@|$PORT|g" -e "s|@ROOT@|$ROOT|g" \
     -e "s|@CPATH@|$ROOT/build/luajit|g" examples/openresty/nginx.conf.in >"$dir/nginx.conf"
 user=()
 [ "$(id -u)" = 0 ] && user=(-g "user root;")
-if ! CRM_TOAST_URL="http://127.0.0.1:$SIM_PORT" \
+# The plugin refuses unsigned webhooks: X-Crm-Signature is the HMAC-SHA1 of the body.
+secret="demo-webhook-secret-$(date +%s)"
+sig=$(openssl dgst -sha1 -hmac "$secret" examples/openresty/order.json | sed 's/^.*= //')
+if ! CRM_WEBHOOK_SECRET="$secret" CRM_TOAST_URL="http://127.0.0.1:$SIM_PORT" \
      CRM_TOAST_RESTAURANT="6f1d2d0e-8f65-4d7b-9b59-0f1f0c8e0a11" \
      CRM_TOAST_CLIENT_ID="sim-client" CRM_TOAST_CLIENT_SECRET="sim-secret" \
      "$nginx_bin" -p "$dir" -c "$dir/nginx.conf" "${user[@]}"; then
@@ -40,9 +43,10 @@ echo "plugin: nginx on http://127.0.0.1:$PORT (examples/openresty/nginx.conf.in)
 rc=0
 post() {
   echo "== $1"
-  echo "\$ curl -X POST --data-binary @examples/openresty/order.json http://127.0.0.1:$PORT/webhooks/order"
+  echo "\$ curl -X POST -H 'X-Crm-Signature: sha1=$sig' --data-binary @examples/openresty/order.json http://127.0.0.1:$PORT/webhooks/order"
   local out
   out=$(curl -sS -w 'HTTP %{http_code} in %{time_total}s' -X POST -H 'Content-Type: application/json' \
+        -H "X-Crm-Signature: sha1=$sig" \
         --data-binary @examples/openresty/order.json "http://127.0.0.1:$PORT/webhooks/order") || rc=1
   echo "$out"
   case "$out" in *"HTTP 200"*) ;; *) rc=1 ;; esac

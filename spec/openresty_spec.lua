@@ -6,87 +6,19 @@ local core = require "crm.core"
 local cjson = require "cjson"
 local H = require "helper"
 
-local NGINX = os.getenv("NGINX") or "/usr/sbin/nginx"
-local MODULES = "/usr/lib/nginx/modules/"
+local N = require "openresty_nginx"
 
-local exists, sh, slurp, spit = H.exists, H.sh, H.slurp, H.spit
-
-if not (exists(NGINX) and exists(MODULES .. "ngx_http_lua_module.so") and exists(MODULES .. "ndk_http_module.so")) then
+if not N.available then
   describe("OpenResty", function()
-    pending("nginx with lua-nginx-module is not installed (" .. NGINX .. ")")
+    pending("nginx with lua-nginx-module is not installed (" .. N.NGINX .. ")")
   end)
   return
 end
 
--- The repository root: spec/ is the busted ROOT, and this file lives in it.
-local ROOT = (debug.getinfo(1, "S").source:match("^@(.*)/spec/[^/]+$")) or "."
-if ROOT:sub(1, 1) ~= "/" then
-  local pwd = io.popen("pwd"):read("*l")
-  ROOT = ROOT == "." and pwd or (pwd .. "/" .. ROOT)
-end
-
-local function render(template, vars)
-  return (template:gsub("@([%u_]+)@", function(k) return vars[k] end))
-end
-
 -- An nginx with the sample plugin and the test server. with_core = false leaves crm/core.so out
 -- of lua_package_cpath: nginx must then refuse to start (-> nil, its output).
-local stop_nginx = H.stop_nginx
-
 local function start_nginx(base, with_core)
-  -- One directory per port: an instance left behind by a killed run is stopped here first.
-  local dir = ("%s/crm-openresty-%d"):format(os.getenv("TMPDIR") or "/tmp", base)
-  if exists(dir .. "/nginx.pid") then stop_nginx(dir) end
-  sh("rm -rf " .. dir)
-  assert(sh("mkdir -p " .. dir .. "/tmp"))
-  for _, name in ipairs { "good", "bad" } do
-    assert(sh(("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1"
-      .. " -addext subjectAltName=DNS:127.0.0.1,IP:127.0.0.1 -keyout %s/%s.key -out %s/%s.pem")
-      :format(dir, name, dir, name)))
-  end
-  local n = {
-    PREFIX = dir, ROOT = ROOT, PORT = tostring(base), TEST_PORT = tostring(base + 1),
-    TLS_PORT = tostring(base + 2), TLS_BAD_PORT = tostring(base + 3),
-    CPATH = with_core and (ROOT .. "/build/luajit") or (dir .. "/no-core"),
-    SPEC = ROOT .. "/spec/openresty", CERTS = dir,
-  }
-  spit(dir .. "/test.conf", render(slurp(ROOT .. "/spec/openresty/test.conf.in"), n))
-  local conf = render(slurp(ROOT .. "/examples/openresty/nginx.conf.in"), n)
-  conf = conf:gsub("}%s*$", "    include " .. dir .. "/test.conf;\n}\n")
-  spit(dir .. "/nginx.conf", conf)
-  local user = sh("test $(id -u) = 0") and " -g 'user root;'" or ""
-  -- LUA_PATH and LUA_CPATH would leak into nginx's default search paths (";;"), and make check's
-  -- sanitizer preload has no business in nginx.
-  local env = ("env -u LUA_PATH -u LUA_CPATH -u LD_PRELOAD CRM_TOAST_URL=%s CRM_TOAST_RESTAURANT=%s"
-    .. " CRM_TOAST_CLIENT_ID=%s CRM_TOAST_CLIENT_SECRET=%s "):format(H.base_url, H.restaurant, H.client_id,
-    H.client_secret)
-  local started = os.execute(env .. NGINX .. " -p " .. dir .. " -c " .. dir .. "/nginx.conf" .. user
-    .. " > " .. dir .. "/start.log 2>&1")
-  if not (started == true or started == 0) then
-    local log = slurp(dir .. "/start.log") .. (exists(dir .. "/error.log") and slurp(dir .. "/error.log") or "")
-    if with_core == false then return nil, log end
-    error("the plugin's nginx did not start:\n" .. log)
-  end
-  local probe = assert(core.new { timeout = 1 })
-  for _ = 1, 50 do
-    if probe:request("GET", "http://127.0.0.1:" .. (base + 1) .. "/t/none", {}) then break end
-    core.sleep(0.1)
-  end
-  probe:close()
-  return {
-    dir = dir,
-    plugin = "http://127.0.0.1:" .. base,
-    test = "http://127.0.0.1:" .. (base + 1),
-    tls_port = base + 2, tls_bad_port = base + 3,
-    stop = function()
-      stop_nginx(dir)
-      if os.getenv("CRM_KEEP_NGINX_DIR") then
-        io.stderr:write("\n[openresty] kept " .. dir .. "\n")
-      else
-        sh("rm -rf " .. dir)
-      end
-    end,
-  }
+  return N.start(base, { with_core = with_core })
 end
 
 local http = assert(core.new { timeout = 60 })
@@ -99,10 +31,14 @@ local function get_json(url)
   return v, status
 end
 
-local function post_json(url, value)
-  local status, _, body = http:request("POST", url, { "Content-Type: application/json" }, cjson.encode(value))
+-- Webhooks are signed as the plugin asks (X-Crm-Signature); other posts are not.
+local function post_json(url, value, headers)
+  local body = cjson.encode(value)
+  local h = headers or { "Content-Type: application/json" }
+  if not headers and url:find("/webhooks/", 1, true) then h[#h + 1] = N.sign(body) end
+  local status, _, answer = http:request("POST", url, h, body)
   assert(status, "no answer from " .. url)
-  return cjson.decode(body), status
+  return cjson.decode(answer), status
 end
 
 local function q(s) return core.escape(s) end
@@ -117,7 +53,9 @@ local function burst(url, n)
   local bodies = {}
   for i = 1, n do bodies[i] = cjson.encode(order(i)) end
   local t0 = core.now()
-  for i = 1, n do assert(m:submit("POST", url, { "Content-Type: application/json" }, bodies[i])) end
+  for i = 1, n do
+    assert(m:submit("POST", url, { "Content-Type: application/json", N.sign(bodies[i]) }, bodies[i]))
+  end
   local done = {}
   while #done < n and core.now() - t0 < 60 do
     local got = m:wait(1)
@@ -152,6 +90,26 @@ describe("OpenResty", function()
       local again = post_json(ng.plugin .. "/webhooks/order", o)
       assert.equal("found", again.how)
       assert.equal(res.guest, again.guest)
+    end)
+
+    it("refuses webhooks without a valid signature of the body, sending nothing", function()
+      local before = H.total()
+      local body = cjson.encode(order(1))
+      local url = ng.plugin .. "/webhooks/order"
+      local ct = "Content-Type: application/json"
+      for _, h in ipairs {
+        { ct },                                                     -- unsigned
+        { ct, N.sign(body, "another-secret-0123456789") },          -- another secret
+        { ct, N.sign(body .. " ") },                                -- another body
+        { ct, "X-Crm-Signature: " .. N.sign(body):match("sha1=.*"):sub(1, 20) }, -- cut short
+        { ct, "X-Crm-Signature: md5=" .. ("0"):rep(32) },
+      } do
+        local status, _, answer = http:request("POST", url, h, body)
+        assert.equal(401, status)
+        assert.is_string(cjson.decode(answer).error)
+      end
+      assert.equal(before, H.total())
+      assert.equal(200, (http:request("POST", url, { ct, N.sign(body) }, body)))
     end)
 
     it("answers 422 with the field for a webhook crm refuses, sending nothing", function()
@@ -457,6 +415,24 @@ describe("OpenResty", function()
         assert.equal("ngx", r.transport)
       end
       assert.equal(1, H.stats().logins)
+    end)
+
+    it("falls back to per-worker state when the store fails, logs one WARN, fails no call", function()
+      local r = get_json(ng.test .. "/t/store_fails")
+      assert.equal(3, r.ok)
+      assert.equal("shared_dict", r.missing.field)
+      assert.matches("no lua_shared_dict", r.missing.message)
+      assert.is_true(r.dict_ok)
+      local log = H.slurp(ng.dir .. "/error.log")
+      local n = 0
+      for line in log:gmatch("[^\n]+") do
+        if line:find("crm: the shared store failed", 1, true) then
+          n = n + 1
+          assert.matches("%[warn%]", line)
+          assert.is_nil(line:find(H.client_secret, 1, true))
+        end
+      end
+      assert.equal(1, n)
     end)
 
     it("takes the clock from the transport and the C functions from the core", function()

@@ -11,13 +11,14 @@ local validate = require "crm.validate"
 local errors = require "crm.error"
 local ratelimit = require "crm.ratelimit"
 local transports = require "crm.transport"
+local stores = require "crm.store"
 
 local M = {}
 
 local COMMON = {
   base_url = true, timeout = true, connect_timeout = true, cafile = true, capath = true,
   insecure_skip_verify = true, user_agent = true, max_response_bytes = true, retry = true,
-  transport = true, rate = true, debug = true, proxy = true,
+  transport = true, rate = true, debug = true, proxy = true, shared_dict = true, store = true,
 }
 M.COMMON_OPTIONS = COMMON
 
@@ -49,6 +50,11 @@ M.COMMON_OPTIONS = COMMON
 -- inside it
 -- @tfield[opt] table rate a client-side rate limit `{per_second = N, burst = B}` (burst defaults
 -- to `max(1, per_second)`), shared by a batch and by nginx light threads
+-- @tfield[opt] string shared_dict inside nginx: the name of a `lua_shared_dict` (e.g. `"crm"`);
+-- then every worker shares the rate, Toast's token and find_or_create's locks (crm.store)
+-- @tfield[opt] table store the same over any object with `get`, `set`, `add` and `incr` as
+-- ngx.shared.DICT has them (a Redis adapter, say: examples/redis_store.lua); not with
+-- `shared_dict`
 -- @tfield[opt] function debug `function(line)`: one redacted line per request and answer
 -- (method, path, status, time, sizes; never bodies, query strings, tokens or keys); an error it
 -- raises is caught and dropped
@@ -127,7 +133,8 @@ local function check_common(opts)
 end
 
 -- Builds the shared parts into `self`: engine, policy, clock. Returns self | nil, err.
-function M.init(self, opts, known, parse_error)
+-- identity(opts) -> the credentials as one string: the key of the shared store's namespace.
+function M.init(self, opts, known, parse_error, identity)
   if type(opts) ~= "table" then return nil, validate.fail("options", "must be a table") end
   for k in next, opts do
     if not COMMON[k] and not known[k] then
@@ -148,6 +155,13 @@ function M.init(self, opts, known, parse_error)
   if opts.debug ~= nil and type(opts.debug) ~= "function" then
     return nil, validate.fail("debug", "must be a function(line)")
   end
+  -- shared_dict / store: the rate (and, for Toast, the token and the locks) shared by everyone
+  -- with the same base URL and credentials (crm.store).
+  local base_url = (opts.base_url:gsub("/+$", ""))
+  local shared, serr = stores.from_options(opts, base_url, identity and identity(opts) or "")
+  if serr then return nil, serr end
+  if shared and limiter then limiter = stores.limiter(shared, limiter, clock) end
+  M.private(self).shared = shared
 
   local function transport_options(size)
     return {
@@ -168,7 +182,7 @@ function M.init(self, opts, known, parse_error)
   self.transport = transport
   self.engine = http.engine {
     transport = transport,
-    base_url = (opts.base_url:gsub("/+$", "")),
+    base_url = base_url,
     parse_error = parse_error,
     limiter = limiter,
     debug = opts.debug,

@@ -72,10 +72,14 @@ Locks.__index = Locks
 M.DEFAULT_TTL = 60
 local FIRST_POLL, MAX_POLL = 0.005, 0.05
 
--- new{clock, store} -> locks
+-- new{clock, store, id, shared} -> locks. id makes the owner names unique among everyone
+-- sharing the store (other workers, other processes): a GUID per locks object. shared: the
+-- store is shared with other processes, so even where sleeping blocks there is a holder to
+-- wait for (another process); acquire then waits, blocking.
 function M.new(opts)
   local clock = opts.clock
-  return setmetatable({ clock = clock, store = opts.store or M.new_store(clock), n = 0 }, Locks)
+  return setmetatable({ clock = clock, store = opts.store or M.new_store(clock), n = 0,
+                        id = opts.id and (opts.id .. ":") or "", shared = opts.shared == true }, Locks)
 end
 
 local function can_wait(clock)
@@ -97,7 +101,7 @@ function Locks:acquire(keys, opts)
   local ttl = opts.ttl or M.DEFAULT_TTL
   local wait = opts.wait or ttl
   local clock, store = self.clock, self.store
-  if not can_wait(clock) then return { keys = {}, locked = false, waited = 0 } end
+  if not self.shared and not can_wait(clock) then return { keys = {}, locked = false, waited = 0 } end
   local sorted, seen = {}, {}
   for i = 1, #keys do
     local k = keys[i]
@@ -108,7 +112,7 @@ function Locks:acquire(keys, opts)
   end
   sort(sorted)
   self.n = self.n + 1
-  local owner = tostring(self.n) .. ":" .. tostring(clock.now())
+  local owner = self.id .. tostring(self.n) .. ":" .. tostring(clock.now())
   local started = clock.now()
   local pause = FIRST_POLL
   local got = 0

@@ -111,7 +111,8 @@ function M.new(opts)
   for k, v in next, opts do o[k] = v end
   if o.base_url == nil then o.base_url = M.DEFAULT_BASE_URL end
   local self = setmetatable({}, MT)
-  local ok, err = client.init(self, o, KNOWN, parse_error)
+  local ok, err = client.init(self, o, KNOWN, parse_error,
+    function(x) return "api_key\0" .. tostring(x.api_key) end)
   if not ok then return nil, err end
   -- A key shorter than 4 bytes could not be told from other text, so it could not be scrubbed
   -- from error messages (crm.error redacts secrets of 4 bytes and more).

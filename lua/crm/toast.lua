@@ -24,6 +24,7 @@ local http = require "crm.http"
 local pager = require "crm.pager"
 local phones = require "crm.phone"
 local validate = require "crm.validate"
+local shared_token = require "crm.toast.token"
 
 local M = {}
 local Toast = {}
@@ -62,6 +63,12 @@ local function check_guid(v, field)
     return validate.fail(field, "must be a Toast POS GUID (8-4-4-4-12 hex digits)")
   end
   return nil
+end
+
+-- The credentials, as the key of the shared store's namespace (crm.store; never stored).
+local function identity(o)
+  if o.token ~= nil then return "token\0" .. tostring(o.token) end
+  return "client\0" .. tostring(o.client_id) .. "\0" .. tostring(o.client_secret)
 end
 
 -- Toast's error body: {status, code, message, fieldName, requestId, ...}.
@@ -107,7 +114,7 @@ function M.new(opts)
   for k, v in next, opts do o[k] = v end
   if o.base_url == nil then o.base_url = M.DEFAULT_BASE_URL end
   local self = setmetatable({}, MT)
-  local ok, err = client.init(self, o, KNOWN, parse_error)
+  local ok, err = client.init(self, o, KNOWN, parse_error, identity)
   if not ok then return nil, err end
   err = validate.header_value(o.restaurant_guid, "restaurant_guid")
     or check_guid(o.restaurant_guid, "restaurant_guid")
@@ -150,7 +157,12 @@ function M.new(opts)
     + self.confirm_timeout
   -- The single-flight locks of find_or_create live off the client table too: their keys are
   -- the guests' normalised emails and phones.
-  private.flight = flight.new { clock = self.clock }
+  -- With shared_dict/store they live in the store (lock names hashed), and so does the token.
+  local shared = private.shared
+  private.flight = flight.new { clock = self.clock, store = shared and shared.view("f:", true),
+                                id = shared and platform.guid(),
+                                shared = shared ~= nil and not platform.ngx }
+  if shared and not self.fixed_token then private.shared_token = shared_token.new(self, shared.view("")) end
   private.pending_guids = {}
   -- Scrubbed from any error text: the secret and whatever token is current.
   self.engine:set_secret(1, o.client_secret)
@@ -214,6 +226,8 @@ end
 -- Where sleeping would hold the thread (nginx's log phase, say), waiting would only stall the
 -- login it waits for, so the caller logs in itself.
 local function current_token(self)
+  local shared = client.private(self).shared_token
+  if shared then return shared:current() end
   local clock = self.clock
   while self._logging_in and clock.now() - self._logging_in < self.login_wait
       and (clock.yields == nil or clock.yields()) do
@@ -228,6 +242,14 @@ local function current_token(self)
   if self._logging_in == started then self._logging_in = false end
   if not ok then error(token, 0) end
   return token, err
+end
+
+-- Toast answered 401 to `token`: drop it (only that one; another operation may have renewed it
+-- already), for every worker when the token is shared.
+local function drop_token(self, token)
+  local private = client.private(self)
+  if private.shared_token then return private.shared_token:invalidate(token) end
+  if private.token == token then private.token = nil end
 end
 
 -- Header lines are rebuilt only when the token changes: they are the same for every call. The
@@ -274,9 +296,7 @@ local function attempt(self, req, state)
   end
   if err and err.status == 401 and not self.fixed_token and not state.relogged then
     state.relogged = true
-    -- Only drop the token this request used; another operation may have renewed it already.
-    local private = client.private(self)
-    if private.token == token then private.token = nil end
+    drop_token(self, token)
     token, err = current_token(self)
     if not token then return nil, err end
     req.headers, req.hs = headers_for(self, token, req.body ~= nil)
@@ -293,7 +313,9 @@ function Toast:_call(req, idempotent, policy, state)
   local private = client.private(self)
   local token = private.token
   -- A policy of the caller's (the spaced orders backfill) sees every attempt: no fast path then.
-  if not state and not policy and token and not self._logging_in
+  -- A token shared with other workers (crm.toast.token) may be renewed by any of them: it is
+  -- asked for at every attempt, so no fast path then either.
+  if not state and not policy and token and not self._logging_in and not private.shared_token
       and self.clock.now() < self.token_expires then
     local cache = private.headers
     if cache and cache.token == token then
@@ -334,6 +356,7 @@ function Toast:_read(spec, id)
   local private = private_of(self)
   local token, cache = private.token, private.headers
   if h and token and cache and cache.token == token and not self._closed and not self._logging_in
+      and not private.shared_token
       and not engine.debug and not engine.limiter and self.clock.now() < self.token_expires then
     local _, main = co_running()
     if main or not in_batch() then

@@ -154,6 +154,26 @@ function S.shared()
   return { ok = res ~= nil, err = errinfo(err), transport = c.transport.current_name() }
 end
 
+-- A store that fails (a full dict: "no memory"; a dead connection: raises) under a client that
+-- makes several calls: they all succeed on per-worker state, and error.log gets one line.
+-- Also: shared_dict naming no lua_shared_dict is refused at build.
+function S.store_fails()
+  local full = {
+    get = function() return nil end,
+    set = function() return false, "no memory" end,
+    add = function() return false, "no memory" end,
+    incr = function() error("connection refused") end,
+  }
+  local c = assert(crm.toast(settings { store = full, rate = { per_second = 1000 } }))
+  local ok = 0
+  for _ = 1, 3 do
+    if c:search_customers { email = "store-fails@example.org" } then ok = ok + 1 end
+  end
+  local _, missing = crm.toast(settings { shared_dict = "no_such_dict" })
+  local dict = assert(crm.toast(settings { shared_dict = "crm" }))
+  return { ok = ok, missing = errinfo(missing), dict_ok = dict ~= nil }
+end
+
 -- find_or_create of one guest from light threads, and from requests sharing one client.
 function S.foc_threads()
   local c = assert(crm.toast(settings { transport = "ngx" }))

@@ -280,6 +280,13 @@ function M.count_request(method, path)
   if conn and M.state():add("conn:" .. conn, true, 86400) then
     M.incr(s, "connections")
   end
+  -- record_times: every API request's arrival time, for GET /__sim/times (rate-limit proofs)
+  if M.config().record_times then M.list_push(s, "times", M.now()) end
+end
+
+-- Arrival times recorded with record_times (epoch seconds, microsecond precision), in order.
+function M.times()
+  return M.list_items(M.stats_dict(), "times")
 end
 
 function M.stats()
@@ -309,6 +316,7 @@ M.config_defaults = {
   toast_token_ttl = 3600,          -- seconds a login token lives
   toast_client_id = "sim-client",
   toast_client_secret = "sim-secret",
+  record_times = false,            -- record each API request's arrival time (GET /__sim/times)
 }
 
 -- Optional extra checks: key -> function(value) returning true or false, message.

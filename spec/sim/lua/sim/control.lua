@@ -10,6 +10,8 @@
 --   POST   /__sim/faults  queue a fault object, or an array of them  -> {"ok":true,"faults":[...]}
 --   DELETE /__sim/faults  drop all pending faults                    -> {"ok":true}
 --   GET    /__sim/stats   {"total":n,"requests":{"METHOD /path":n},"logins":n,"connections":n}
+--   GET    /__sim/times   {"times":[t, ...]}: arrival times of API requests (epoch seconds), in
+--                         order, recorded while the setting record_times is true
 --   GET    /__sim/secrets the credentials the simulator accepts and every Toast token it
 --                         issued that is still stored -> {"toast_client_secret", "toast_client_id",
 --                         "tablecheck_api_key", "tokens":[...]} (for leak checks)
@@ -120,6 +122,9 @@ local routes = {
   },
   ["/__sim/stats"] = {
     GET = function() return common.send_json(200, common.stats()) end,
+  },
+  ["/__sim/times"] = {
+    GET = function() return common.send_json(200, { times = common.array(common.times()) }) end,
   },
 }
 

@@ -1,0 +1,122 @@
+--[[ Toast's bearer token in the shared store (crm.store): one login per set of credentials for
+everyone sharing it (every worker of an nginx, every process on a Redis), a 401 seen by any of
+them invalidates it for all, and one re-login follows.
+
+  local shared = token.new(client, store_view)   -- crm.toast does this with shared_dict/store
+  shared:current() -> token | nil, err
+  shared:invalidate(token)                        -- the server answered 401 to this token
+
+Keys (under the client's namespace):
+  tg        the generation: a counter, bumped (incr) when a token is found bad
+  t:<g>     generation g's token, living until shortly before Toast's expiresIn runs out
+  tl:<g>    the login lock of generation g (atomic add; its ttl bounds a login that died)
+  tb:<g>    "generation g was found bad": the first 401 of a generation adds it and bumps tg,
+            later 401s of the same generation find it there and only wait for the new token
+No value is read and then written back: the lock is an add, the generation an incr. The store
+holds the bearer token (never the client secret) until it expires. ]]
+local client = require "crm.client"
+local platform = require "crm.platform"
+local errors = require "crm.error"
+
+local M = {}
+
+local tonumber, pcall, error = tonumber, pcall, error
+
+local Shared = {}
+Shared.__index = Shared
+
+local FIRST_POLL, MAX_POLL = 0.005, 0.1
+
+function M.new(c, store)
+  return setmetatable({ client = c, store = store, owner = platform.guid(), gen = nil,
+                        token = nil }, Shared)
+end
+
+local function can_wait(clock)
+  return clock.yields == nil or clock.yields() and true or false
+end
+
+-- remember(self, token, gen): the token this process uses now; scrubbed from every error.
+local function remember(self, token, gen)
+  local c = self.client
+  local private = client.private(c)
+  if private.token ~= token then
+    private.token = token
+    c.engine:set_secret(2, token)
+  end
+  self.token, self.gen = token, gen
+  return token
+end
+
+local function generation(store)
+  return tonumber(store:get("tg")) or 0
+end
+
+-- login(self, g) -> token | nil, err: logs in (Toast:login) holding generation g's lock, and
+-- publishes the token for everyone.
+local function login(self, g, locked)
+  local c, store = self.client, self.store
+  local ok, token, err = pcall(c.login, c)
+  if ok and token then
+    local ttl = c.token_expires - c.clock.now()
+    if ttl > 0 then store:set("t:" .. g, token, ttl) end
+    remember(self, token, g)
+  end
+  if locked and store:get("tl:" .. g) == self.owner then store:set("tl:" .. g, nil) end
+  if not ok then error(token, 0) end
+  return token, err
+end
+
+-- current() -> token | nil, err. The stored token when there is one; else one caller (the one
+-- whose add of the lock succeeds) logs in while the others wait for its token, at most
+-- login_wait seconds in all; then they take the lock (its ttl has run out) themselves.
+-- Where waiting would hold an nginx worker (its log phase, init_worker), the caller logs in
+-- itself; a plain process (a cron job over Redis) waits, blocking.
+function Shared:current()
+  local c, store = self.client, self.store
+  local clock = c.clock
+  local started, pause = clock.now(), FIRST_POLL
+  local bound = 2 * c.login_wait
+  while true do
+    if c._closed then return nil, client.closed_error() end
+    local g = generation(store)
+    local token = store:get("t:" .. g)
+    if token then return remember(self, token, g) end
+    if store:add("tl:" .. g, self.owner, c.login_wait) then
+      -- Another caller may have published its token and let the lock go just now.
+      token = store:get("t:" .. g)
+      if token then
+        store:set("tl:" .. g, nil)
+        return remember(self, token, g)
+      end
+      return login(self, g, true)
+    end
+    -- Where sleeping holds the thread inside nginx, the holder may be a light thread of this very
+    -- worker that cannot run meanwhile: log in. Elsewhere a blocking wait is fine: nothing else
+    -- of this process runs, so the holder is another process.
+    if not can_wait(clock) and platform.ngx then return login(self, g, false) end
+    if clock.now() - started >= bound then
+      return nil, errors.new("timeout", ("waited %gs for another worker's Toast login"):format(bound),
+        { code = "login_wait", retryable = true })
+    end
+    clock.sleep(pause)
+    if pause < MAX_POLL then pause = pause * 2 end
+  end
+end
+
+-- invalidate(token): Toast answered 401 to `token`. Its generation is found bad once (add), and
+-- only that first report moves everyone to the next generation (incr), so however many workers
+-- saw the 401, the next current() makes one login.
+function Shared:invalidate(token)
+  local store = self.store
+  local g = self.token == token and self.gen or nil
+  if g == nil then return end
+  if store:add("tb:" .. g, 1, 2 * self.client.login_wait + 60) then
+    store:incr("tg", 1, 0)
+  end
+  local private = client.private(self.client)
+  if private.token == token then private.token = nil end
+  self.token, self.gen = nil, nil
+end
+
+return M
