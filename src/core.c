@@ -45,6 +45,10 @@ typedef struct {
     const crm_op *op;           /* the operation in flight (core.ops), or NULL for request() */
     int hs_ref;                 /* multi slots: registry reference to its header set */
     struct buf url;             /* the URL being built (kept: a client allocates once) */
+    /* What the handle is set to now, so a request sets only what changes (-1: not known). */
+    long set_timeout;
+    int set_fresh;
+    int set_mode; /* 0 GET without a body, 1 POST with one, 2 another method, 3 HEAD */
     char errbuf[CURL_ERROR_SIZE];
 } handle_t;
 
@@ -214,6 +218,9 @@ static int setup_easy(lua_State *L, int t, handle_t *h)
     int insecure = opt_bool(L, t, "insecure_skip_verify");
 
     CURL *c = h->curl;
+    h->set_timeout = h->timeout_ms;
+    h->set_fresh = 0;
+    h->set_mode = -1;
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, h->errbuf);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
@@ -422,10 +429,29 @@ static void set_transfer(handle_t *h, const char *method, size_t mlen, const cha
     h->errbuf[0] = '\0';
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, list);
+    long timeout_ms = timeout > 0 ? to_ms(timeout) : h->timeout_ms;
+    if (timeout_ms != h->set_timeout) {
+        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
+        h->set_timeout = timeout_ms;
+    }
+    if ((fresh != 0) != h->set_fresh) {
+        curl_easy_setopt(c, CURLOPT_FRESH_CONNECT, fresh ? 1L : 0L);
+        h->set_fresh = fresh != 0;
+    }
+    int mode;
+    if (mlen == 4 && memcmp(method, "HEAD", 4) == 0)
+        mode = 3;
+    else if (mlen == 3 && memcmp(method, "GET", 3) == 0 && !body)
+        mode = 0;
+    else if (mlen == 4 && memcmp(method, "POST", 4) == 0 && body)
+        mode = 1;
+    else
+        mode = 2;
+    /* A GET after a GET needs nothing more; every other request sets its method afresh. */
+    if (mode == 0 && h->set_mode == 0)
+        return;
     curl_easy_setopt(c, CURLOPT_NOBODY, 0L);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, NULL);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout > 0 ? to_ms(timeout) : h->timeout_ms);
-    curl_easy_setopt(c, CURLOPT_FRESH_CONNECT, fresh ? 1L : 0L);
     if (body) {
         curl_easy_setopt(c, CURLOPT_POST, 1L);
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
@@ -433,11 +459,11 @@ static void set_transfer(handle_t *h, const char *method, size_t mlen, const cha
     } else {
         curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
     }
-    if (mlen == 4 && memcmp(method, "HEAD", 4) == 0)
+    if (mode == 3)
         curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
-    else if (!(mlen == 3 && memcmp(method, "GET", 3) == 0 && !body) &&
-             !(mlen == 4 && memcmp(method, "POST", 4) == 0 && body))
+    else if (mode == 2)
         curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    h->set_mode = mode;
 }
 
 /* An operation's answer: pushes status, data, headers (nil when done), done, decode_error; returns 5.
@@ -482,7 +508,11 @@ static int finish(lua_State *L, handle_t *h, CURLcode rc)
 {
     CURL *c = h->curl;
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, NULL);
+    if (h->set_mode != 0) {
+        /* libcurl may keep a pointer to the body: let go of it (the next request sets its own) */
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, NULL);
+        h->set_mode = -1;
+    }
     curl_slist_free_all(h->headers);
     h->headers = NULL;
 
@@ -634,7 +664,8 @@ static int prepare_op(lua_State *L, handle_t *h, int copy_body, hset_t **hs_out)
         lua_pushstring(L, bad);
         return 2;
     }
-    if (crm_has_ctl(h->url.data, h->url.len) || memchr(h->url.data, ' ', h->url.len))
+    /* The ids and the query are checked and percent-encoded: only the base can hold such bytes. */
+    if (crm_has_ctl(base, base_len) || memchr(base, ' ', base_len))
         return push_error(L, "validation", "bad_url", 0, "url contains a control character or space", 0);
     h->headers = NULL;
     set_transfer(h, op->method, strlen(op->method), h->url.data, body ? hs->body : hs->get, body,

@@ -87,8 +87,20 @@ static int is_guid(const char *s, size_t n)
     return 1;
 }
 
+static int unreserved(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           c == '-' || c == '_' || c == '.' || c == '~';
+}
+
 static int append_escaped(struct buf *b, const char *s, size_t n)
 {
+    /* Ids are mostly GUIDs and hex: nothing to encode. */
+    size_t k = 0;
+    while (k < n && unreserved((unsigned char)s[k]))
+        k++;
+    if (k == n)
+        return buf_append(b, s, n);
     char small[384];
     char *tmp = 3 * n <= sizeof small ? small : malloc(3 * n + 1);
     if (tmp == NULL)

@@ -188,58 +188,88 @@ function M.run(client, ops, opts)
   local multi, merr = platform.core.multi(client._transport_options(concurrency))
   if not multi then return nil, errors.new(merr.kind, merr.message, { code = merr.name }) end
 
+  -- `concurrency` workers, each a coroutine that runs operations one after another (a pool: no
+  -- coroutine is made per operation). Their requests go to the multi, their sleeps to a timer
+  -- list; the loop below resumes each one when what it waits for is there.
   local results = { succeeded = 0, failed = 0 }
-  local by_slot = {}  -- slot -> {co, index}
-  local sleepers = {} -- array of {co, index, wake}
-  local active, next_op, stopping = 0, 1, false
+  local by_slot, call_slot = {}, {} -- slot -> worker; slot -> made by submit_call
+  local sleepers = {} -- array of {worker, wake}
+  local current = {}  -- worker -> index of the operation it runs
+  local workers, next_op, stopping = 0, 1, false
+
+  local function work()
+    local co = co_running()
+    while not stopping and next_op <= n do
+      local index = next_op
+      next_op = next_op + 1
+      current[co] = index
+      local ok, res, err = pcall(fns[index])
+      current[co] = nil
+      if record(results, opts, index, ok, res, err) then stopping = true end
+    end
+  end
 
   local step -- forward
 
-  local function finish(index, ok, res, err)
-    active = active - 1
-    if record(results, opts, index, ok, res, err) then stopping = true end
+  local function spawn()
+    local co = co_create(work)
+    members[co] = true
+    workers = workers + 1
+    return step(co)
   end
 
-  -- Resumes co with the given values and files what it asks for next.
-  step = function(co, index, ...)
+  -- A worker that is gone: the operation it ran (if any) fails with `err`, and another worker
+  -- takes its place while operations are left.
+  local function lost(co, err)
+    members[co] = nil
+    workers = workers - 1
+    local index = current[co]
+    current[co] = nil
+    if index then
+      if record(results, opts, index, true, nil, err) then stopping = true end
+      if not stopping and next_op <= n then return spawn() end
+    end
+  end
+
+  -- Resumes a worker with the given values and files what it asks for next.
+  step = function(co, ...)
     local ok, what, a1, a2, a3, a4, a5, a6, a7, a8, a9 = co_resume(co, ...)
     if co_status(co) == "dead" then
-      members[co] = nil
-      return finish(index, ok, what, a1)
+      if ok then
+        members[co] = nil
+        workers = workers - 1
+        return
+      end
+      return lost(co, errors.new("validation", "operation raised an error: " .. tostring(what),
+        { field = "ops[" .. tostring(current[co]) .. "]" }))
     end
-    if what == SUBMIT then
-      local slot, serr = multi:submit(a1, a2, a3, a4, a5, a6)
-      if not slot then return step(co, index, nil, serr) end
-      by_slot[slot] = { co, index }
-    elseif what == CALL then
+    if what == CALL then
       local slot, serr = multi:submit_call(a1, a2, a3, a4, a5, a6, a7, a8, a9)
-      if not slot then return step(co, index, slot, serr) end
-      by_slot[slot] = { co, index, true }
+      if not slot then return step(co, slot, serr) end
+      by_slot[slot], call_slot[slot] = co, true
+    elseif what == SUBMIT then
+      local slot, serr = multi:submit(a1, a2, a3, a4, a5, a6)
+      if not slot then return step(co, nil, serr) end
+      by_slot[slot], call_slot[slot] = co, false
     elseif what == SLEEP then
-      sleepers[#sleepers + 1] = { co, index, now() + (a1 or 0) }
+      sleepers[#sleepers + 1] = { co, now() + (a1 or 0) }
     else
       -- Someone yielded from inside an operation for their own reasons: not supported.
-      members[co] = nil
-      return finish(index, true, nil, errors.new("validation",
-        "operations must not yield their own coroutines", { field = "ops[" .. index .. "]" }))
+      return lost(co, errors.new("validation", "operations must not yield their own coroutines",
+        { field = "ops[" .. tostring(current[co]) .. "]" }))
     end
   end
 
-  while true do
-    while not stopping and active < concurrency and next_op <= n do
-      local index = next_op
-      next_op = next_op + 1
-      local co = co_create(fns[index])
-      members[co] = true
-      active = active + 1
-      step(co, index)
-    end
-    if active == 0 then break end
-
+  for _ = 1, math.min(concurrency, n) do
+    if stopping or next_op > n then break end
+    spawn()
+  end
+  local owners, calls = {}, {}
+  while workers > 0 do
     local t = now()
     local earliest
     for i = 1, #sleepers do
-      local w = sleepers[i][3]
+      local w = sleepers[i][2]
       if not earliest or w < earliest then earliest = w end
     end
     if multi:busy() > 0 then
@@ -247,19 +277,21 @@ function M.run(client, ops, opts)
       local done = multi:wait(math.min(wait, 1.0))
       -- Every finished slot is free again already: take all owners before resuming anyone, or
       -- an operation's next request could reuse a slot further down this list.
-      local owners = {}
-      for i = 1, #done do
-        owners[i] = by_slot[done[i].slot]
-        by_slot[done[i].slot] = nil
+      local count = #done
+      for i = 1, count do
+        local slot = done[i].slot
+        owners[i], calls[i] = by_slot[slot], call_slot[slot]
+        by_slot[slot] = nil
       end
-      for i = 1, #done do
+      for i = 1, count do
         local d, owner = done[i], owners[i]
+        owners[i] = nil
         if d.err then
-          step(owner[1], owner[2], nil, d.err)
-        elseif owner[3] then
-          step(owner[1], owner[2], d.status, d.data, d.headers, d.done, d.decode_error)
+          step(owner, nil, d.err)
+        elseif calls[i] then
+          step(owner, d.status, d.data, d.headers, d.done, d.decode_error)
         else
-          step(owner[1], owner[2], d.status, d.headers, d.body)
+          step(owner, d.status, d.headers, d.body)
         end
       end
     elseif earliest and earliest > t then
@@ -272,10 +304,10 @@ function M.run(client, ops, opts)
       local due = {}
       for i = 1, #sleepers do
         local s = sleepers[i]
-        if s[3] <= t then due[#due + 1] = s else still[#still + 1] = s end
+        if s[2] <= t then due[#due + 1] = s else still[#still + 1] = s end
       end
       sleepers = still
-      for i = 1, #due do step(due[i][1], due[i][2]) end
+      for i = 1, #due do step(due[i][1]) end
     end
   end
   multi:close()

@@ -347,8 +347,8 @@ local co_running, in_batch = coroutine.running, require("crm.batch").in_batch
 local private_of = client.private
 
 -- A read by id (GET, no body): the answer's data | nil, err. With a current token and the curl
--- transport outside a batch, the C core makes the exchange straight away (h:call) and nothing
--- else runs; any other case, and any answer but success, goes the general way (_call, with the
+-- transport, the C core makes the exchange straight away (h:call, or in a batch the multi's
+-- submit_call) and nothing else runs; any other case, and any answer but success, goes the general way (_call, with the
 -- retry policy), where an answer already received counts as the first attempt.
 function Toast:_read(spec, id)
   local engine = self.engine
@@ -358,8 +358,10 @@ function Toast:_read(spec, id)
   if h and token and cache and cache.token == token and not self._closed and not self._logging_in
       and not private.shared_token
       and not engine.debug and not engine.limiter and self.clock.now() < self.token_expires then
+    -- Inside a curl batch the transport (crm.batch's router) hands the exchange to the multi.
     local _, main = co_running()
-    if main or not in_batch() then
+    if not main and in_batch() then h = engine.transport end
+    do
       local status, data, headers, done, derr = h:call(engine.base_url, cache.hs, spec.op, id)
       if done then return data end
       if status == false then
