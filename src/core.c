@@ -854,17 +854,63 @@ static void release_hset(lua_State *L, handle_t *h)
     h->hs_ref = 0;
 }
 
-/* m:wait([timeout_seconds]) -> array of {slot, status, headers, body} or {slot, err}; for
- * submit_call's transfers {slot, status, data, headers, done, decode_error}.
- * Returns as soon as at least one transfer finished, or after the timeout with {}. */
-static int l_multi_wait(lua_State *L)
+/* One finished transfer of slot h, put into the table at index `out`: as the table
+ * {slot, status, headers, body} / {slot, status, data, headers, done, decode_error} / {slot, err}
+ * appended at position n (flat = 0), or flat as the six values slot, status, a, b, c, d at
+ * 6 * (n - 1) + 1 (flat = 1): a, b, c, d = headers, body | data, headers, done, decode_error;
+ * on a transport error status is nil and a is the error. */
+static void collect(lua_State *L, multi_t *m, handle_t *h, CURLcode rc, int out, int n, int flat)
 {
-    multi_t *m = check_multi(L);
-    double timeout = luaL_optnumber(L, 2, 1.0);
-    lua_newtable(L);
-    if (m->multi == NULL || m->busy == 0)
-        return 1;
+    lua_Integer slot = (lua_Integer)(h - m->slots) + 1;
+    if (!flat) {
+        lua_createtable(L, 0, 6);
+        lua_pushinteger(L, slot);
+        lua_setfield(L, -2, "slot");
+        int pushed = finish(L, h, rc);
+        h->op = NULL;
+        release_hset(L, h);
+        if (pushed == 5) {
+            lua_setfield(L, -6, "decode_error");
+            lua_setfield(L, -5, "done");
+            lua_setfield(L, -4, "headers");
+            lua_setfield(L, -3, "data");
+            lua_setfield(L, -2, "status");
+        } else if (pushed == 3) {
+            lua_setfield(L, -4, "body");
+            lua_setfield(L, -3, "headers");
+            lua_setfield(L, -2, "status");
+        } else {
+            lua_setfield(L, -3, "err");
+            lua_pop(L, 1);
+        }
+        lua_rawseti(L, out, n);
+        return;
+    }
+    int base = 6 * (n - 1);
+    int top = lua_gettop(L);
+    int pushed = finish(L, h, rc);
+    h->op = NULL;
+    release_hset(L, h);
+    lua_pushinteger(L, slot);
+    lua_rawseti(L, out, base + 1);
+    /* pushed values: status, v1..v4 (5), status, headers, body (3), or nil, err (2) */
+    for (int k = 0; k < 5; k++) {
+        if (k < pushed)
+            lua_pushvalue(L, top + 1 + k);
+        else
+            lua_pushnil(L);
+        lua_rawseti(L, out, base + 2 + k);
+    }
+    lua_settop(L, top);
+}
+
+/* Runs the multi until at least one transfer finished (or the timeout) and collects every
+ * finished one into the table at `out`. Returns how many. */
+static int multi_collect(lua_State *L, multi_t *m, double timeout, int out, int flat)
+{
     int running = 0, n = 0;
+    if (m->multi == NULL || m->busy == 0)
+        return 0;
     curl_multi_perform(m->multi, &running);
     for (int round = 0;; round++) {
         CURLMsg *msg;
@@ -878,33 +924,38 @@ static int l_multi_wait(lua_State *L)
             curl_multi_remove_handle(m->multi, h->curl);
             h->busy = 0;
             m->busy--;
-            lua_createtable(L, 0, 6);
-            lua_pushinteger(L, (lua_Integer)(h - m->slots) + 1);
-            lua_setfield(L, -2, "slot");
-            int pushed = finish(L, h, rc);
-            h->op = NULL;
-            release_hset(L, h);
-            if (pushed == 5) {
-                lua_setfield(L, -6, "decode_error");
-                lua_setfield(L, -5, "done");
-                lua_setfield(L, -4, "headers");
-                lua_setfield(L, -3, "data");
-                lua_setfield(L, -2, "status");
-            } else if (pushed == 3) {
-                lua_setfield(L, -4, "body");
-                lua_setfield(L, -3, "headers");
-                lua_setfield(L, -2, "status");
-            } else {
-                lua_setfield(L, -3, "err");
-                lua_pop(L, 1);
-            }
-            lua_rawseti(L, -2, ++n);
+            collect(L, m, h, rc, out, ++n, flat);
         }
         if (n > 0 || round > 0 || m->busy == 0)
             break;
         curl_multi_poll(m->multi, NULL, 0, (int)to_ms(timeout), NULL);
         curl_multi_perform(m->multi, &running);
     }
+    return n;
+}
+
+/* m:wait([timeout_seconds]) -> array of {slot, status, headers, body} or {slot, err}; for
+ * submit_call's transfers {slot, status, data, headers, done, decode_error}.
+ * Returns as soon as at least one transfer finished, or after the timeout with {}. */
+static int l_multi_wait(lua_State *L)
+{
+    multi_t *m = check_multi(L);
+    double timeout = luaL_optnumber(L, 2, 1.0);
+    lua_settop(L, 2);
+    lua_newtable(L);
+    multi_collect(L, m, timeout, 3, 0);
+    return 1;
+}
+
+/* m:wait_into(out [, timeout_seconds]) -> n: m:wait's answers without a table each: out[6k+1 ..
+ * 6k+6] = slot, status, a, b, c, d for k = 0 .. n-1 (see collect). For crm.batch's loop. */
+static int l_multi_wait_into(lua_State *L)
+{
+    multi_t *m = check_multi(L);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    double timeout = luaL_optnumber(L, 3, 1.0);
+    lua_settop(L, 3);
+    lua_pushinteger(L, multi_collect(L, m, timeout, 2, 1));
     return 1;
 }
 
@@ -1021,6 +1072,7 @@ static const luaL_Reg multi_methods[] = {
     {"submit", l_multi_submit},
     {"submit_call", l_multi_submit_call},
     {"wait", l_multi_wait},
+    {"wait_into", l_multi_wait_into},
     {"busy", l_multi_busy},
     {"close", l_multi_close},
     {NULL, NULL},

@@ -117,10 +117,18 @@ static size_t json_after_ws(const char *s, size_t n, size_t i)
     return i;
 }
 
-/* Bytes the scan stops at outside strings: '"', '[', 'n' (null), 'e' and 'E' (exponents). */
+/* Bytes the scan stops at outside strings: '"', '[', 'n' (null), 'e' and 'E' (exponents), and
+ * digits (a long run of them is a number that may not fit a double either). */
 static const unsigned char json_stop[256] = {
     ['"'] = 1, ['['] = 1, ['n'] = 1, ['e'] = 1, ['E'] = 1,
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1,
+    ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
 };
+
+/* A number overflows a double only when its integer digits and its exponent add up past 308.
+ * An exponent of 3 or more digits is flagged on its own; with one of at most 2 digits (up to 99)
+ * the integer part needs 210 digits or more: a run of this many digits is flagged too. */
+#define CRM_JSON_LONG_DIGITS 200
 /* Bytes a string ends or escapes at. */
 static const unsigned char json_quote[256] = {
     ['"'] = 1, ['\\'] = 1,
@@ -139,12 +147,13 @@ void crm_json_scan(const char *s, size_t n, crm_json_info *info)
             break;
         unsigned char c = p[i];
         if (c == '"') {
-            for (i++; i < n; i++) {
+            i++;
+            while (i < n) {
                 while (i < n && !json_quote[p[i]])
                     i++;
                 if (i >= n || p[i] == '"')
                     break;
-                i++; /* a backslash: skip the escaped byte */
+                i += 2; /* a backslash and the byte it escapes */
             }
             i++;
         } else if (c == '[') {
@@ -155,6 +164,13 @@ void crm_json_scan(const char *s, size_t n, crm_json_info *info)
             else if (n - j >= 4 && memcmp(s + j, "true", 4) == 0)
                 true_first = 1;
             i++;
+        } else if (c >= '0' && c <= '9') {
+            size_t j = i + 1;
+            while (j < n && p[j] >= '0' && p[j] <= '9')
+                j++;
+            if (j - i >= CRM_JSON_LONG_DIGITS)
+                info->long_exp = 1;
+            i = j;
         } else if (c == 'n') {
             if (n - i >= 4 && memcmp(s + i, "null", 4) == 0)
                 info->has_null = 1;

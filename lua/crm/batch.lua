@@ -17,7 +17,7 @@ local type, pcall, unpack = type, pcall, table.unpack or unpack -- luacheck: ign
 -- Coroutines that belong to a running batch; the transport and clock look here.
 local members = setmetatable({}, { __mode = "k" })
 
-local SUBMIT, SLEEP, CALL = {}, {}, {}
+local SUBMIT, SLEEP, CALL, FAST = {}, {}, {}, {}
 
 -- The transport every client uses: direct libcurl outside a batch, the multi inside one.
 local Router = {}
@@ -116,7 +116,7 @@ end
 
 -- Inside nginx: `concurrency` light threads take the operations in turn. Cosockets and ngx.sleep
 -- yield to nginx, so the threads (and other requests) run while each one waits.
-local function run_threads(fns, n, concurrency, opts)
+local function run_threads(fn_of, n, concurrency, opts)
   local spawn, wait = platform.ngx.thread.spawn, platform.ngx.thread.wait
   local results = { succeeded = 0, failed = 0 }
   local next_op, stopping = 1, false
@@ -124,7 +124,7 @@ local function run_threads(fns, n, concurrency, opts)
     while not stopping and next_op <= n do
       local index = next_op
       next_op = next_op + 1
-      local ok, res, err = pcall(fns[index])
+      local ok, res, err = pcall(fn_of(index))
       if record(results, opts, index, ok, res, err) then stopping = true end
     end
   end
@@ -168,13 +168,29 @@ function M.run(client, ops, opts)
     return nil, errors.validation("concurrency", "must be an integer from 1 to 1024")
   end
   local n = raw_length(ops)
-  local fns = {}
+  -- Each operation as a function, made when it starts. {"get_customer", id} and the other reads
+  -- the client lists (client._batch_reads) are kept as their name and id: the fast lane (below)
+  -- needs no function for them.
+  local fns, fast_name, fast_id = {}, {}, {}
+  local reads = type(client._batch_reads) == "table" and client._batch_reads or nil
   for i = 1, n do
-    fns[i] = as_function(client, rawget(ops, i))
-    if not fns[i] then
-      return nil, errors.validation("ops[" .. i .. "]",
-        "must be a function(client) or {\"method_name\", args...} naming a client method")
+    local op = rawget(ops, i)
+    local name = type(op) == "table" and rawget(op, 1)
+    if reads and reads[name] and rawget(op, 3) == nil and type(client[name]) == "function" then
+      fast_name[i], fast_id[i] = name, rawget(op, 2)
+    else
+      fns[i] = as_function(client, op)
+      if not fns[i] then
+        return nil, errors.validation("ops[" .. i .. "]",
+          "must be a function(client) or {\"method_name\", args...} naming a client method")
+      end
     end
+  end
+  local function fn_of(index)
+    local f = fns[index]
+    if f then return f end
+    local method, id = client[fast_name[index]], fast_id[index]
+    return function() return method(client, id) end
   end
   if client._closed then return nil, (require("crm.client").closed_error()) end
 
@@ -183,74 +199,86 @@ function M.run(client, ops, opts)
   local mode, why = "multi", nil
   if type(transport) == "table" and transport.batch_mode then mode, why = transport:batch_mode() end
   if not mode then return nil, why end
-  if mode == "threads" then return run_threads(fns, n, concurrency, opts) end
+  if mode == "threads" then return run_threads(fn_of, n, concurrency, opts) end
 
   local multi, merr = platform.core.multi(client._transport_options(concurrency))
   if not multi then return nil, errors.new(merr.kind, merr.message, { code = merr.name }) end
 
-  -- `concurrency` workers, each a coroutine that runs operations one after another (a pool: no
-  -- coroutine is made per operation). Their requests go to the multi, their sleeps to a timer
-  -- list; the loop below resumes each one when what it waits for is there.
+  -- At most `concurrency` operations run at once. An operation runs on a worker: a coroutine
+  -- that runs one operation after another (a pool: no coroutine is made per operation), whose
+  -- requests go to the multi and whose sleeps go to a timer list; the loop below resumes each
+  -- one when what it waits for is there. A read by id the client can hand over as it is
+  -- (client:_batch_read: {"get_customer", id} with a current token) skips the worker: it goes to
+  -- the multi from here, and only an answer other than success starts a worker, which carries
+  -- on from that answer (the general path: retries, re-login, errors).
   local results = { succeeded = 0, failed = 0 }
-  local by_slot, call_slot = {}, {} -- slot -> worker; slot -> made by submit_call
+  local by_slot, kind_of = {}, {} -- slot -> worker, or the index of a fast read; slot -> kind
+  local fast_token, fast_spec = {}, {} -- slot -> the token and the read's spec, of a fast read
   local sleepers = {} -- array of {worker, wake}
   local current = {}  -- worker -> index of the operation it runs
-  local workers, next_op, stopping = 0, 1, false
+  local idle = {}     -- workers waiting for an operation
+  local active, next_op, stopping = 0, 1, false
+  local IDLE = {}
+  local batch_read = type(client._batch_read) == "function" and client._batch_read or nil
 
-  local function work()
+  local function done_with(index, ok, res, err)
+    active = active - 1
+    if record(results, opts, index, ok, res, err) then stopping = true end
+  end
+
+  local function work(index, fn)
     local co = co_running()
-    while not stopping and next_op <= n do
-      local index = next_op
-      next_op = next_op + 1
+    while true do
       current[co] = index
-      local ok, res, err = pcall(fns[index])
+      local ok, res, err = pcall(fn)
       current[co] = nil
-      if record(results, opts, index, ok, res, err) then stopping = true end
+      done_with(index, ok, res, err)
+      index, fn = co_yield(IDLE)
     end
   end
 
   local step -- forward
 
-  local function spawn()
-    local co = co_create(work)
-    members[co] = true
-    workers = workers + 1
-    return step(co)
+  -- Runs operation `index` (the function fn) on an idle worker, or a new one.
+  local function on_worker(index, fn)
+    active = active + 1
+    local co = idle[#idle]
+    if co then
+      idle[#idle] = nil
+    else
+      co = co_create(work)
+      members[co] = true
+    end
+    return step(co, index, fn)
   end
 
-  -- A worker that is gone: the operation it ran (if any) fails with `err`, and another worker
-  -- takes its place while operations are left.
+  -- A worker that is gone: the operation it ran fails with `err`.
   local function lost(co, err)
     members[co] = nil
-    workers = workers - 1
     local index = current[co]
     current[co] = nil
-    if index then
-      if record(results, opts, index, true, nil, err) then stopping = true end
-      if not stopping and next_op <= n then return spawn() end
-    end
+    if index then done_with(index, true, nil, err) end
   end
 
   -- Resumes a worker with the given values and files what it asks for next.
   step = function(co, ...)
-    local ok, what, a1, a2, a3, a4, a5, a6, a7, a8, a9 = co_resume(co, ...)
+    local _, what, a1, a2, a3, a4, a5, a6, a7, a8, a9 = co_resume(co, ...)
+    if what == IDLE then
+      idle[#idle + 1] = co
+      return
+    end
     if co_status(co) == "dead" then
-      if ok then
-        members[co] = nil
-        workers = workers - 1
-        return
-      end
       return lost(co, errors.new("validation", "operation raised an error: " .. tostring(what),
         { field = "ops[" .. tostring(current[co]) .. "]" }))
     end
     if what == CALL then
       local slot, serr = multi:submit_call(a1, a2, a3, a4, a5, a6, a7, a8, a9)
       if not slot then return step(co, slot, serr) end
-      by_slot[slot], call_slot[slot] = co, true
+      by_slot[slot], kind_of[slot] = co, CALL
     elseif what == SUBMIT then
       local slot, serr = multi:submit(a1, a2, a3, a4, a5, a6)
       if not slot then return step(co, nil, serr) end
-      by_slot[slot], call_slot[slot] = co, false
+      by_slot[slot], kind_of[slot] = co, SUBMIT
     elseif what == SLEEP then
       sleepers[#sleepers + 1] = { co, now() + (a1 or 0) }
     else
@@ -260,12 +288,52 @@ function M.run(client, ops, opts)
     end
   end
 
-  for _ = 1, math.min(concurrency, n) do
-    if stopping or next_op > n then break end
-    spawn()
+  -- Starts operation `index`: straight to the multi when the client allows, else on a worker.
+  -- What the client allows is asked once per name and round of starts (`asked`): it changes
+  -- only with a login or close(), which a worker does, never in between.
+  local asked = {}
+  local function start(index)
+    local name = fast_name[index]
+    if name and batch_read and not client._closed then
+      local a = asked[name]
+      if a == nil then
+        local base, hs, cop, token, spec = batch_read(client, name, 1)
+        a = base and { base, hs, cop, token, spec } or false
+        asked[name] = a
+      end
+      if a then
+        local slot = multi:submit_call(a[1], a[2], a[3], fast_id[index], nil, nil, nil, nil, false)
+        if slot then
+          active = active + 1
+          by_slot[slot], kind_of[slot], fast_token[slot], fast_spec[slot] = index, FAST, a[4], a[5]
+          return
+        end
+      end
+    end
+    return on_worker(index, fn_of(index))
   end
-  local owners, calls = {}, {}
-  while workers > 0 do
+
+  -- A fast read's answer (status, data, headers, done, decode_error; status nil: data is the
+  -- transport error): the value when it succeeded, else a worker carries on from it.
+  local function fast_done(index, token, spec, status, data, headers, ok, derr)
+    if ok then return done_with(index, true, data) end
+    active = active - 1
+    local pre = status == nil and { err = data, token = token }
+      or { status = status, data = data, headers = headers, decode_error = derr, token = token }
+    local id = fast_id[index]
+    return on_worker(index, function() return client:_read(spec, id, pre) end)
+  end
+
+  local owners, kinds, tokens, specs, done = {}, {}, {}, {}, {}
+  while true do
+    if next(asked) then asked = {} end
+    while not stopping and active < concurrency and next_op <= n do
+      local index = next_op
+      next_op = next_op + 1
+      start(index)
+    end
+    if active == 0 then break end
+
     local t = now()
     local earliest
     for i = 1, #sleepers do
@@ -274,24 +342,29 @@ function M.run(client, ops, opts)
     end
     if multi:busy() > 0 then
       local wait = earliest and math.max(0, earliest - t) or 1.0
-      local done = multi:wait(math.min(wait, 1.0))
+      local count = multi:wait_into(done, math.min(wait, 1.0))
       -- Every finished slot is free again already: take all owners before resuming anyone, or
       -- an operation's next request could reuse a slot further down this list.
-      local count = #done
       for i = 1, count do
-        local slot = done[i].slot
-        owners[i], calls[i] = by_slot[slot], call_slot[slot]
-        by_slot[slot] = nil
+        local slot = done[6 * i - 5]
+        owners[i], kinds[i], tokens[i], specs[i] = by_slot[slot], kind_of[slot], fast_token[slot],
+          fast_spec[slot]
+        by_slot[slot], fast_token[slot], fast_spec[slot] = nil, nil, nil
       end
       for i = 1, count do
-        local d, owner = done[i], owners[i]
+        local owner, kind = owners[i], kinds[i]
+        local k = 6 * i - 5
+        local status, a, b, c, d = done[k + 1], done[k + 2], done[k + 3], done[k + 4], done[k + 5]
         owners[i] = nil
-        if d.err then
-          step(owner, nil, d.err)
-        elseif calls[i] then
-          step(owner, d.status, d.data, d.headers, d.done, d.decode_error)
+        if kind == FAST then
+          fast_done(owner, tokens[i], specs[i], status, a, b, c, d)
+          tokens[i], specs[i] = nil, nil
+        elseif status == nil then
+          step(owner, nil, a)
+        elseif kind == CALL then
+          step(owner, status, a, b, c, d)
         else
-          step(owner, d.status, d.headers, d.body)
+          step(owner, status, a, b)
         end
       end
     elseif earliest and earliest > t then

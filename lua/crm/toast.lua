@@ -346,11 +346,10 @@ local GET_CREDIT_TRANSACTION = read_op("toast.get_credit_transaction", TRANSACTI
 local co_running, in_batch = coroutine.running, require("crm.batch").in_batch
 local private_of = client.private
 
--- A read by id (GET, no body): the answer's data | nil, err. With a current token and the curl
--- transport, the C core makes the exchange straight away (h:call, or in a batch the multi's
--- submit_call) and nothing else runs; any other case, and any answer but success, goes the general way (_call, with the
--- retry policy), where an answer already received counts as the first attempt.
-function Toast:_read(spec, id)
+-- The C core can make the exchange straight away: a current token (this client's own, not one
+-- shared with other workers), the curl transport, no debug hook or rate limiter, not closed, no
+-- login under way. -> the handle and the header cache | nil
+local function direct(self)
   local engine = self.engine
   local h = engine.handle
   local private = private_of(self)
@@ -358,29 +357,50 @@ function Toast:_read(spec, id)
   if h and token and cache and cache.token == token and not self._closed and not self._logging_in
       and not private.shared_token
       and not engine.debug and not engine.limiter and self.clock.now() < self.token_expires then
-    -- Inside a curl batch the transport (crm.batch's router) hands the exchange to the multi.
+    return h, cache
+  end
+  return nil
+end
+
+-- An answer from the C core that is not the success (status and shape judged in C) becomes the
+-- first attempt of the general path: judged here, then retried, re-logged-in and settled by
+-- _call and the policy. `pre` = {status, data, headers, decode_error} or {err} (transport).
+local function after_first(self, spec, id, pre, token)
+  local engine = self.engine
+  if pre.status == false then
+    return nil, check_guid(id, pre.data) or validate.fail(pre.data, "must be a Toast POS GUID")
+  end
+  local req = { op = spec.op, a1 = id, id_names = spec.id_names, id_rule = check_guid,
+                shape = spec.shape }
+  local _, first
+  if pre.status then
+    _, first = engine:judge(req, pre.status, pre.headers, pre.data, pre.decode_error)
+  else
+    _, first = engine:transport_error(req, pre.err)
+  end
+  local res, err = self:_call(req, true, nil, first and { first = first, token = token } or nil)
+  if not res then return nil, err end
+  return res.data
+end
+
+-- A read by id (GET, no body): the answer's data | nil, err. When the C core can make the
+-- exchange straight away (direct), it does (h:call; in a curl batch the router hands it to the
+-- multi) and nothing else runs; otherwise, and for any answer but success, the general way
+-- (_call, with the retry policy), where an answer already received counts as the first attempt.
+-- `pre`: that answer when client:batch already made the exchange (Toast:_batch_read).
+function Toast:_read(spec, id, pre)
+  if pre then return after_first(self, spec, id, pre, pre.token) end
+  local h, cache = direct(self)
+  if h then
     local _, main = co_running()
-    if not main and in_batch() then h = engine.transport end
-    do
-      local status, data, headers, done, derr = h:call(engine.base_url, cache.hs, spec.op, id)
-      if done then return data end
-      if status == false then
-        return nil, check_guid(id, data) or validate.fail(data, "must be a Toast POS GUID")
-      end
-      local first
-      local req = { op = spec.op, a1 = id, id_names = spec.id_names, id_rule = check_guid,
-                    shape = spec.shape }
-      if status then
-        _, first = engine:judge(req, status, headers, data, derr)
-      else
-        _, first = engine:transport_error(req, data)
-      end
-      if first then
-        local res, err = self:_call(req, true, nil, { first = first, token = token })
-        if not res then return nil, err end
-        return res.data
-      end
+    if not main and in_batch() then h = self.engine.transport end
+    local status, data, headers, done, derr = h:call(self.engine.base_url, cache.hs, spec.op, id)
+    if done then return data end
+    if status == nil then
+      return after_first(self, spec, id, { err = data }, cache.token)
     end
+    return after_first(self, spec, id, { status = status, data = data, headers = headers,
+                                         decode_error = derr }, cache.token)
   end
   -- Checked before anything is sent, the login included.
   local e = check_guid(id, spec.id_names[1])
@@ -389,6 +409,20 @@ function Toast:_read(spec, id)
                                 id_rule = check_guid, shape = spec.shape }, true)
   if not res then return nil, err end
   return res.data
+end
+
+-- client:batch's fast lane for {"get_customer", id} and the other reads by id: what to hand the
+-- multi straight away (no coroutine, no Lua on the way), or nil when the general way must run.
+-- -> base, header set, op, token, spec
+local READS = { get_customer = GET_CUSTOMER, get_credit_summary = GET_CREDIT_SUMMARY,
+                get_credit_transaction = GET_CREDIT_TRANSACTION }
+Toast._batch_reads = READS
+function Toast:_batch_read(name, nargs)
+  local spec = nargs == 1 and READS[name]
+  if not spec then return nil end
+  local h, cache = direct(self)
+  if not h then return nil end
+  return self.engine.base_url, cache.hs, spec.op, cache.token, spec
 end
 
 -- ---- input checks ----

@@ -282,6 +282,19 @@ function M.count_request(method, path)
   end
   -- record_times: every API request's arrival time, for GET /__sim/times (rate-limit proofs)
   if M.config().record_times then M.list_push(s, "times", M.now()) end
+  -- record_headers: every API request's method, path and header names (lower case, sorted),
+  -- for GET /__sim/headers (what a client sends, e.g. no Expect: without a body)
+  if M.config().record_headers then
+    local names = {}
+    for k in pairs(ngx.req.get_headers(100)) do names[#names + 1] = k:lower() end
+    table.sort(names)
+    M.list_push(s, "headers", method .. " " .. path .. " " .. table.concat(names, ","))
+  end
+end
+
+-- Requests recorded with record_headers: "METHOD /path name,name,...", in order.
+function M.headers_seen()
+  return M.list_items(M.stats_dict(), "headers")
 end
 
 -- Arrival times recorded with record_times (epoch seconds, microsecond precision), in order.
@@ -317,6 +330,7 @@ M.config_defaults = {
   toast_client_id = "sim-client",
   toast_client_secret = "sim-secret",
   record_times = false,            -- record each API request's arrival time (GET /__sim/times)
+  record_headers = false,          -- record each API request's header names (GET /__sim/headers)
 }
 
 -- Optional extra checks: key -> function(value) returning true or false, message.

@@ -12,6 +12,8 @@
 --   GET    /__sim/stats   {"total":n,"requests":{"METHOD /path":n},"logins":n,"connections":n}
 --   GET    /__sim/times   {"times":[t, ...]}: arrival times of API requests (epoch seconds), in
 --                         order, recorded while the setting record_times is true
+--   GET    /__sim/headers {"requests":["GET /path accept,authorization,...", ...]}: each API
+--                         request's header names, while the setting record_headers is true
 --   GET    /__sim/secrets the credentials the simulator accepts and every Toast token it
 --                         issued that is still stored -> {"toast_client_secret", "toast_client_id",
 --                         "tablecheck_api_key", "tokens":[...]} (for leak checks)
@@ -125,6 +127,9 @@ local routes = {
   },
   ["/__sim/times"] = {
     GET = function() return common.send_json(200, { times = common.array(common.times()) }) end,
+  },
+  ["/__sim/headers"] = {
+    GET = function() return common.send_json(200, { requests = common.array(common.headers_seen()) }) end,
   },
 }
 
