@@ -42,8 +42,8 @@ all: $(SO)
 
 # The C core: the transport and helpers (core.c), the operations (ops.c), answer decoding
 # (json.c), the bytes from the network (wire.c, fuzzed), the CLI's terminal and file checks (sys.c).
-CORE_SRC := src/core.c src/wire.c src/json.c src/ops.c src/sys.c
-CORE_HDR := src/wire.h src/compat.h src/buf.h src/json.h src/ops.h src/sys.h
+CORE_SRC := src/core.c src/wire.c src/json.c src/jsonplan.c src/ops.c src/sys.c
+CORE_HDR := src/wire.h src/compat.h src/buf.h src/json.h src/jsonplan.h src/ops.h src/sys.h
 
 $(SO): $(CORE_SRC) $(CORE_HDR) lua/crm/version.lua
 	@mkdir -p $(dir $@)

@@ -5,6 +5,9 @@
 --   crm_bench.lua export N              TableCheck scroll export of N customers, to /dev/null
 --   crm_bench.lua require               time to require "crm"
 --   crm_bench.lua count N GUID          N sequential get_customer calls (for callgrind)
+--   crm_bench.lua batchcount N GUID     N get_customer calls in one client:batch at concurrency 16
+--   crm_bench.lua tccount N ID          N sequential TableCheck get_customer calls
+--   crm_bench.lua decode N FILE         N cjson decodes of FILE's text (the floor of decoding)
 local mode = arg[1]
 if mode == "require" then
   local t0 = os.clock()
@@ -31,6 +34,28 @@ local function peak_rss_kb()
 end
 
 local seconds = tonumber(arg[2])
+if mode == "decode" then
+  local cjson = require "cjson"
+  local f = assert(io.open(arg[3], "rb"))
+  local text = f:read("*a")
+  f:close()
+  for _ = 1, seconds do assert(type(cjson.decode(text)) == "table") end
+  return
+end
+if mode == "batchcount" then
+  local c, guid = toast(), arg[3]
+  assert(c:get_customer(guid))
+  local ops = {}
+  for i = 1, seconds do ops[i] = { "get_customer", guid } end
+  local r = assert(c:batch(ops, { concurrency = 16 }))
+  assert(r.failed == 0, "batch failures")
+  return
+end
+if mode == "tccount" then
+  local tc = assert(crm.tablecheck { base_url = base .. "/api/crm/v1", api_key = "sim-tablecheck-key" })
+  for _ = 1, seconds do assert(tc:get_customer(arg[3])) end
+  return
+end
 if mode == "count" then
   -- A fixed number of requests, for instruction counts under callgrind.
   local c, guid = toast(), arg[3]

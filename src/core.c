@@ -3,6 +3,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -252,14 +253,17 @@ static int setup_easy(lua_State *L, int t, handle_t *h)
     return 0;
 }
 
-/* libcurl's global state is set up when the first handle is made, not when crm.core loads. */
+/* libcurl's global state is set up when the first handle is made, not when crm.core loads;
+ * once per process, whatever thread (and Lua state) gets there first. */
+static void curl_init_once(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
 static void global_init(void)
 {
-    static int done;
-    if (!done) {
-        curl_global_init(CURL_GLOBAL_DEFAULT);
-        done = 1;
-    }
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, curl_init_once);
 }
 
 /* The constructors' options table, `{}` when none is given, at stack index 1. */

@@ -12,6 +12,8 @@
 
 /* core.json_setup(decode_function, array_mt, null): crm.json hands over its cjson codec. */
 int crm_l_json_setup(lua_State *L);
+/* Pushes crm.json's array_mt (nil before json_setup). */
+void crm_push_array_mt(lua_State *L);
 /* core.decode(text [, keep_nulls]) -> value | nil, message */
 int crm_l_decode(lua_State *L);
 /* Pushes the decoded value and returns 1, or pushes nil and the message and returns 2. */

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "ops.h"
+#include "json.h"
 #include "wire.h"
 
 #define TC_LIST(res) {"tablecheck." res ".list", "GET", "/" res, CRM_ID_TABLECHECK, CRM_SHAPE_OBJECT, CRM_OK_2XX, 0}
@@ -184,18 +185,26 @@ static int append_value(lua_State *L, struct buf *b, int i)
     return ok;
 }
 
+/* A query key: its bytes stay alive in the query table. */
+struct qkey {
+    const char *s;
+    size_t n;
+};
+
+/* Byte order, a shorter key first (Lua's own order for keys with NUL bytes too). */
 static int key_cmp(const void *a, const void *b)
 {
-    const char *x = *(const char *const *)a, *y = *(const char *const *)b;
-    return strcmp(x, y);
+    const struct qkey *x = a, *y = b;
+    int c = memcmp(x->s, y->s, x->n < y->n ? x->n : y->n);
+    return c ? c : (x->n > y->n) - (x->n < y->n);
 }
 
 /* "?k=v&..." in key order from the table at index q. 1 done, 0 memory, -1 a value that is not
  * a string, number, boolean or array of those (or a key that is not a string). */
 static int append_query(lua_State *L, struct buf *b, int q)
 {
-    const char *small[32];
-    const char **keys = small;
+    struct qkey small[32];
+    struct qkey *keys = small;
     size_t n = 0, cap = 32;
     lua_pushnil(L);
     while (lua_next(L, q)) {
@@ -207,7 +216,7 @@ static int append_query(lua_State *L, struct buf *b, int q)
             return -1;
         }
         if (n == cap) {
-            const char **k = malloc(2 * cap * sizeof *k);
+            struct qkey *k = malloc(2 * cap * sizeof *k);
             if (k == NULL) {
                 lua_pop(L, 1);
                 if (keys != small)
@@ -220,17 +229,20 @@ static int append_query(lua_State *L, struct buf *b, int q)
             keys = k;
             cap *= 2;
         }
-        keys[n++] = lua_tostring(L, -1); /* the key stays alive in the table */
+        keys[n].s = lua_tolstring(L, -1, &keys[n].n); /* the key stays alive in the table */
+        n++;
     }
     if (n > 1)
         qsort(keys, n, sizeof *keys, key_cmp);
     int ok = 1;
     for (size_t i = 0; i < n && ok == 1; i++) {
-        ok = buf_append(b, i == 0 ? "?" : "&", 1) && append_escaped(b, keys[i], strlen(keys[i]))
+        ok = buf_append(b, i == 0 ? "?" : "&", 1) && append_escaped(b, keys[i].s, keys[i].n)
              && buf_append(b, "=", 1);
         if (ok != 1)
             break;
-        lua_getfield(L, q, keys[i]);
+        /* the whole key (it may hold NUL bytes), and no metamethod */
+        lua_pushlstring(L, keys[i].s, keys[i].n);
+        lua_rawget(L, q);
         ok = append_value(L, b, lua_gettop(L));
         lua_pop(L, 1);
     }
@@ -242,7 +254,7 @@ static int append_query(lua_State *L, struct buf *b, int q)
 const char *crm_op_url(lua_State *L, const crm_op *op, const char *base, size_t base_len, int a,
                        int q, struct buf *url)
 {
-    static char names[2][64];
+    static _Thread_local char names[2][64]; /* one per thread: Lua states may run on several */
     if (!buf_append(url, base, base_len))
         return "memory";
     const char *p = op->path;
@@ -281,8 +293,13 @@ const char *crm_op_url(lua_State *L, const crm_op *op, const char *base, size_t 
         if (ok < 0)
             return "query";
     } else if (lua_type(L, q) == LUA_TSTRING) {
+        /* A query string built by the caller goes out as it is, so it must already be encoded:
+         * a control character, a space or a byte past ASCII would reach the request line. */
         size_t n;
         const char *s = lua_tolstring(L, q, &n);
+        for (size_t i = 0; i < n; i++)
+            if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e)
+                return "query";
         if (!buf_append(url, s, n))
             return "memory";
     }
@@ -295,18 +312,15 @@ int crm_op_shape_ok(lua_State *L, const crm_op *op, int i)
         return 1;
     if (lua_type(L, i) != LUA_TTABLE)
         return 0;
-    lua_rawgeti(L, i, 1);
-    int first = !lua_isnil(L, -1);
-    lua_pop(L, 1);
-    if (op->shape == CRM_SHAPE_OBJECT)
-        return !first;
-    if (first)
-        return 1;
-    lua_pushnil(L);
-    int empty = !lua_next(L, i);
-    if (!empty)
+    /* Decoded arrays carry crm.json's array_mt, empty ones too: [] is not an object, {} not an
+     * array. */
+    int is_array = 0;
+    if (lua_getmetatable(L, i)) {
+        crm_push_array_mt(L);
+        is_array = lua_rawequal(L, -1, -2);
         lua_pop(L, 2);
-    return empty;
+    }
+    return op->shape == CRM_SHAPE_ARRAY ? is_array : !is_array;
 }
 
 int crm_op_status_ok(const crm_op *op, long status)

@@ -176,8 +176,9 @@ void crm_json_scan(const char *s, size_t n, crm_json_info *info)
                 info->has_null = 1;
             i++;
         } else {
-            /* e or E outside a string: an exponent when a digit comes before it */
-            if (i > 0 && p[i - 1] >= '0' && p[i - 1] <= '9') {
+            /* e or E outside a string: an exponent when a digit or a point comes before it
+             * (lua-cjson reads numbers with strtod, which takes "1.e400" too) */
+            if (i > 0 && ((p[i - 1] >= '0' && p[i - 1] <= '9') || p[i - 1] == '.')) {
                 size_t j = i + 1, digits = 0;
                 if (j < n && (p[j] == '+' || p[j] == '-'))
                     j++;

@@ -23,13 +23,28 @@ local SUBMIT, SLEEP, CALL, FAST = {}, {}, {}, {}
 local Router = {}
 Router.__index = Router
 
-function M.router(handle)
-  return setmetatable({ handle = handle }, Router)
+-- router(handle, options_key): options_key says what its connections depend on (TLS, proxy,
+-- timeouts, limits): crm.transport makes it from the client's options.
+function M.router(handle, options_key)
+  return setmetatable({ handle = handle, options_key = options_key or false }, Router)
+end
+
+-- Whether a request of router r, made from the running coroutine, goes to the batch's multi: the
+-- batch's own client, or a client with the same connection options. Another client used inside
+-- the batch keeps its own handle and options (TLS, proxy, timeouts), and blocks meanwhile.
+local function joins(r, co)
+  local owner = members[co]
+  return owner == r or owner ~= nil and r.options_key ~= false and owner.options_key == r.options_key
+end
+
+-- Whether r is crm's curl router (not a transport of the caller's that has the same methods).
+function M.is_router(r)
+  return type(r) == "table" and getmetatable(r) == Router
 end
 
 function Router:request(method, url, headers, body, timeout, fresh)
   local co = co_running()
-  if co and members[co] then
+  if co and joins(self, co) then
     return co_yield(SUBMIT, method, url, headers, body, timeout, fresh)
   end
   return self.handle:request(method, url, headers, body, timeout, fresh)
@@ -39,7 +54,7 @@ end
 -- client's handle or, inside a batch, on a slot of the batch's multi.
 function Router:call(base, hs, op, a1, a2, query, body, timeout, fresh)
   local co = co_running()
-  if co and members[co] then
+  if co and joins(self, co) then
     return co_yield(CALL, base, hs, op, a1, a2, query, body, timeout, fresh)
   end
   return self.handle:call(base, hs, op, a1, a2, query, body, timeout, fresh)
@@ -52,7 +67,7 @@ end
 -- in_batch() -> whether the running coroutine is an operation of a curl batch.
 function M.in_batch()
   local co = co_running()
-  return co ~= nil and members[co] == true
+  return co ~= nil and members[co] ~= nil
 end
 
 -- The clock of a curl batch; sleeping inside a batch lets the other operations run.
@@ -87,7 +102,10 @@ end
 local function record(results, opts, index, ok, res, err)
   if not ok then
     -- A Lua error inside an operation is a bug in the caller's function; report it as a value.
-    err = errors.new("validation", "operation raised an error: " .. tostring(res), { field = "ops[" .. index .. "]" })
+    -- tostring may raise too (an error value with a __tostring that fails).
+    local shown, text = pcall(tostring, res)
+    if not shown then text = "(an error value that cannot be shown)" end
+    err = errors.new("validation", "operation raised an error: " .. text, { field = "ops[" .. index .. "]" })
     res = nil
   end
   if res == nil and err == nil then
@@ -176,7 +194,7 @@ function M.run(client, ops, opts)
   for i = 1, n do
     local op = rawget(ops, i)
     local name = type(op) == "table" and rawget(op, 1)
-    if reads and reads[name] and rawget(op, 3) == nil and type(client[name]) == "function" then
+    if reads and reads[name] ~= nil and rawget(op, 3) == nil and rawequal(client[name], reads[name]) then
       fast_name[i], fast_id[i] = name, rawget(op, 2)
     else
       fns[i] = as_function(client, op)
@@ -214,12 +232,14 @@ function M.run(client, ops, opts)
   local results = { succeeded = 0, failed = 0 }
   local by_slot, kind_of = {}, {} -- slot -> worker, or the index of a fast read; slot -> kind
   local fast_token, fast_spec = {}, {} -- slot -> the token and the read's spec, of a fast read
+  local fast_started = {}              -- slot -> when the read was handed to the multi
   local sleepers = {} -- array of {worker, wake}
   local current = {}  -- worker -> index of the operation it runs
   local idle = {}     -- workers waiting for an operation
   local active, next_op, stopping = 0, 1, false
   local IDLE = {}
   local batch_read = type(client._batch_read) == "function" and client._batch_read or nil
+  local batch_owner = client.transport -- the router whose requests go to this batch's multi
 
   local function done_with(index, ok, res, err)
     active = active - 1
@@ -231,8 +251,8 @@ function M.run(client, ops, opts)
     while true do
       current[co] = index
       local ok, res, err = pcall(fn)
-      current[co] = nil
       done_with(index, ok, res, err)
+      current[co] = nil
       index, fn = co_yield(IDLE)
     end
   end
@@ -247,7 +267,7 @@ function M.run(client, ops, opts)
       idle[#idle] = nil
     else
       co = co_create(work)
-      members[co] = true
+      members[co] = batch_owner
     end
     return step(co, index, fn)
   end
@@ -306,6 +326,7 @@ function M.run(client, ops, opts)
         if slot then
           active = active + 1
           by_slot[slot], kind_of[slot], fast_token[slot], fast_spec[slot] = index, FAST, a[4], a[5]
+          fast_started[slot] = now()
           return
         end
       end
@@ -315,16 +336,17 @@ function M.run(client, ops, opts)
 
   -- A fast read's answer (status, data, headers, done, decode_error; status nil: data is the
   -- transport error): the value when it succeeded, else a worker carries on from it.
-  local function fast_done(index, token, spec, status, data, headers, ok, derr)
+  local function fast_done(index, token, spec, started, status, data, headers, ok, derr)
     if ok then return done_with(index, true, data) end
     active = active - 1
-    local pre = status == nil and { err = data, token = token }
-      or { status = status, data = data, headers = headers, decode_error = derr, token = token }
+    local pre = status == nil and { err = data, token = token, started = started }
+      or { status = status, data = data, headers = headers, decode_error = derr, token = token,
+           started = started }
     local id = fast_id[index]
     return on_worker(index, function() return client:_read(spec, id, pre) end)
   end
 
-  local owners, kinds, tokens, specs, done = {}, {}, {}, {}, {}
+  local owners, kinds, tokens, specs, starts, done = {}, {}, {}, {}, {}, {}
   while true do
     if next(asked) then asked = {} end
     while not stopping and active < concurrency and next_op <= n do
@@ -349,7 +371,8 @@ function M.run(client, ops, opts)
         local slot = done[6 * i - 5]
         owners[i], kinds[i], tokens[i], specs[i] = by_slot[slot], kind_of[slot], fast_token[slot],
           fast_spec[slot]
-        by_slot[slot], fast_token[slot], fast_spec[slot] = nil, nil, nil
+        starts[i] = fast_started[slot]
+        by_slot[slot], fast_token[slot], fast_spec[slot], fast_started[slot] = nil, nil, nil, nil
       end
       for i = 1, count do
         local owner, kind = owners[i], kinds[i]
@@ -357,7 +380,7 @@ function M.run(client, ops, opts)
         local status, a, b, c, d = done[k + 1], done[k + 2], done[k + 3], done[k + 4], done[k + 5]
         owners[i] = nil
         if kind == FAST then
-          fast_done(owner, tokens[i], specs[i], status, a, b, c, d)
+          fast_done(owner, tokens[i], specs[i], starts[i], status, a, b, c, d)
           tokens[i], specs[i] = nil, nil
         elseif status == nil then
           step(owner, nil, a)

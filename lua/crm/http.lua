@@ -53,10 +53,9 @@ end
 
 M.escape = escape
 
+-- Decoded arrays carry array_mt, empty ones too (crm.json): [] is not an object, {} not an array.
 local function is_array(t)
-  if type(t) ~= "table" then return false end
-  if next(t) == nil then return true end
-  return t[1] ~= nil
+  return getmetatable(t) == M.array_mt
 end
 
 --[[ Engine: what a client shares across calls.
@@ -86,7 +85,7 @@ function M.engine(opts)
     clock = opts.clock,
     -- The C handle under a curl transport (crm.batch's router): outside a batch, an operation
     -- goes to it straight (h:call), with nothing in between.
-    handle = type(t) == "table" and t.name == "curl" and t.call and t.handle or false,
+    handle = require("crm.batch").is_router(t) and t.handle or false,
   }, Engine)
   PRIVATE[e] = { secrets = {} }
   return e
@@ -193,11 +192,12 @@ M.OPS = OPS
 -- An op's id argument refused by the C core: the Lua rule for that id says why (the same
 -- rule, so the same message). `id_rule(value, field) -> err` comes with the request.
 local function id_error(req, field)
-  local v = field == req.id_names[2] and req.a2 or req.a1
   if field == "query" then
     return errors.new("validation", "query cannot be encoded: a value is not a string, number,"
       .. " boolean or list of them", { field = "query" })
   end
+  if not (req.id_names and req.id_rule) then return errors.validation(field, "must be a valid id") end
+  local v = field == req.id_names[2] and req.a2 or req.a1
   return req.id_rule(v, field) or errors.validation(field, "must be a valid id")
 end
 
@@ -231,7 +231,7 @@ function Engine:call(req)
     body = s
   end
   local t = self.transport
-  if t.call and not self.debug and req.hs then
+  if self.handle and not self.debug and req.hs then
     if self.limiter then self.limiter:take() end
     local h = self.handle
     local _, main = co_running()
@@ -245,7 +245,8 @@ function Engine:call(req)
   end
   local method, url, fresh = build(req.op, self.base_url, req.a1, req.a2, req.query)
   if not method then return nil, id_error(req, url) end
-  req.method, req.path = method, url:sub(#self.base_url + 1)
+  -- The path for debug lines: query strings can carry PII, so they stay out.
+  req.method, req.path = method, url:sub(#self.base_url + 1):match("^[^?]*")
   if fresh then req.fresh = true end
   if req.shape == nil then req.shape = select(4, core.op_info(req.op)) end
   return self:exchange(req, url, body)
@@ -316,8 +317,7 @@ function Engine:judge(req, status, headers, data, derr, ctx)
   if (req.ok and req.ok[status]) or (not req.ok and status >= 200 and status < 300) then
     if req.shape and data ~= nil then
       local want_array = req.shape == "array"
-      if type(data) ~= "table" or is_array(data) ~= want_array
-          and not (want_array == false and next(data) == nil) then
+      if type(data) ~= "table" or is_array(data) ~= want_array then
         return nil, errors.new("decode", "response body is not a JSON " .. req.shape,
           { status = status, sent = true })
       end

@@ -163,11 +163,14 @@ function M.settle(err, idempotent)
   return err
 end
 
--- run(fn, idempotent): calls fn(attempt) -> res, err until success, a final error, the attempt
--- limit or the deadline. The returned error records `attempts`.
-function Policy:run(fn, idempotent)
+-- run(fn, idempotent [, started]): calls fn(attempt) -> res, err until success, a final error,
+-- the attempt limit or the deadline (counted from `started`, default now). The returned error
+-- records `attempts`.
+function Policy:run(fn, idempotent, started)
   local clock = self.clock
-  local started = clock.now()
+  -- `started`: when the call began, if an attempt was made before the policy ran (a fast path):
+  -- the deadline counts from there.
+  started = started or clock.now()
   local attempt, failures, pending = 0, 0, 0
   while true do
     attempt = attempt + 1

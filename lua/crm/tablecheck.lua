@@ -154,14 +154,27 @@ function TableCheck:_call(req, idempotent, settle)
     req.id_names = req.id_names or ID_NAMES[req.op]
   end
   local engine = self.engine
+  -- An operation's first attempt is made straight away; the policy runs only when it failed,
+  -- and that failure counts as its first attempt.
+  local first, started
+  if req.op then
+    started = self.clock.now()
+    local res, err = engine:call(req)
+    if res then return res end
+    first = err
+  end
   return self.policy:run(function()
-    -- close() from another operation of a batch stops this one at its next attempt.
-    if self._closed then return nil, client.closed_error() end
     local res, err
-    if req.op then res, err = engine:call(req) else res, err = engine:send(req) end
+    if first then
+      err, first = first, nil
+    else
+      -- close() from another operation of a batch stops this one at its next attempt.
+      if self._closed then return nil, client.closed_error() end
+      if req.op then res, err = engine:call(req) else res, err = engine:send(req) end
+    end
     if err and settle then return settle(err) end
     return res, err
-  end, idempotent)
+  end, idempotent, started)
 end
 
 -- ---- resources: path, list key, item key, id name ----

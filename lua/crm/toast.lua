@@ -265,7 +265,8 @@ local function headers_for(self, token, has_body)
       "Accept: application/json",
     }
     local with_body = { base[1], base[2], base[3], "Content-Type: application/json" }
-    if cache and cache.hs then cache.hs:close() end
+    -- The old set is not closed here: attempts that picked it may still be waiting (a rate
+    -- limit, a batch) and send it, and a 401 then renews it; the collector frees it.
     cache = { token = token, [false] = base, [true] = with_body,
               hs = header_set and header_set(base, with_body) or nil }
     private.headers = cache
@@ -315,8 +316,9 @@ function Toast:_call(req, idempotent, policy, state)
   -- A policy of the caller's (the spaced orders backfill) sees every attempt: no fast path then.
   -- A token shared with other workers (crm.toast.token) may be renewed by any of them: it is
   -- asked for at every attempt, so no fast path then either.
+  local now = self.clock.now()
   if not state and not policy and token and not self._logging_in and not private.shared_token
-      and self.clock.now() < self.token_expires then
+      and now < self.token_expires then
     local cache = private.headers
     if cache and cache.token == token then
       req.headers, req.hs = cache[req.body ~= nil], cache.hs
@@ -325,10 +327,11 @@ function Toast:_call(req, idempotent, policy, state)
     end
     local res, err = send(self.engine, req)
     if res then return res end
-    state = { first = err, token = token }
+    state = { first = err, token = token, started = now }
   end
   state = state or {}
-  return (policy or self.policy):run(function() return attempt(self, req, state) end, idempotent)
+  return (policy or self.policy):run(function() return attempt(self, req, state) end, idempotent,
+    state.started)
 end
 
 -- ---- the C core's operations (src/ops.c) ----
@@ -378,7 +381,8 @@ local function after_first(self, spec, id, pre, token)
   else
     _, first = engine:transport_error(req, pre.err)
   end
-  local res, err = self:_call(req, true, nil, first and { first = first, token = token } or nil)
+  local res, err = self:_call(req, true, nil,
+    first and { first = first, token = token, started = pre.started } or nil)
   if not res then return nil, err end
   return res.data
 end
@@ -392,15 +396,16 @@ function Toast:_read(spec, id, pre)
   if pre then return after_first(self, spec, id, pre, pre.token) end
   local h, cache = direct(self)
   if h then
+    local started = self.clock.now()
     local _, main = co_running()
     if not main and in_batch() then h = self.engine.transport end
     local status, data, headers, done, derr = h:call(self.engine.base_url, cache.hs, spec.op, id)
     if done then return data end
     if status == nil then
-      return after_first(self, spec, id, { err = data }, cache.token)
+      return after_first(self, spec, id, { err = data, started = started }, cache.token)
     end
     return after_first(self, spec, id, { status = status, data = data, headers = headers,
-                                         decode_error = derr }, cache.token)
+                                         decode_error = derr, started = started }, cache.token)
   end
   -- Checked before anything is sent, the login included.
   local e = check_guid(id, spec.id_names[1])
@@ -416,7 +421,6 @@ end
 -- -> base, header set, op, token, spec
 local READS = { get_customer = GET_CUSTOMER, get_credit_summary = GET_CREDIT_SUMMARY,
                 get_credit_transaction = GET_CREDIT_TRANSACTION }
-Toast._batch_reads = READS
 function Toast:_batch_read(name, nargs)
   local spec = nargs == 1 and READS[name]
   if not spec then return nil end
@@ -1088,6 +1092,11 @@ end
 -- @tfield[opt] string note
 -- @tfield[opt] table customer `{guid, entityType}`
 -- @tfield[opt] table restaurant `{guid, entityType}`
+
+-- client:batch's fast lane takes these names, as long as the client's method is still this one
+-- (an instance or a subclass that replaced it gets its own method run).
+Toast._batch_reads = { get_customer = Toast.get_customer, get_credit_summary = Toast.get_credit_summary,
+                       get_credit_transaction = Toast.get_credit_transaction }
 
 -- Guest history from orders (orders, dining options, employees, menus, backfill, sync to CRM):
 -- lua/crm/toast/orders.lua, mixed into this class; profiles in lua/crm/toast/guests.lua.

@@ -46,10 +46,20 @@ local function core_error(e)
   return errors.new(e.kind, e.message, { code = e.name })
 end
 
+-- What a connection depends on: two clients whose options give the same key may share a
+-- batch's multi (its slots are made with the owner's options).
+local OPTION_KEYS = { "timeout", "connect_timeout", "cafile", "capath", "insecure_skip_verify",
+                      "user_agent", "max_response_bytes", "proxy" }
+local function options_key(options)
+  local parts = {}
+  for i, k in ipairs(OPTION_KEYS) do parts[i] = tostring(options[k]) end
+  return table.concat(parts, "\0")
+end
+
 local function new_curl(options)
   local h, err = platform.core.new(options)
   if not h then return nil, core_error(err) end
-  local t = batch.router(h)
+  local t = batch.router(h, options_key(options))
   t.name = "curl"
   t.clock = M.curl_clock
   return t

@@ -2,18 +2,25 @@
  * The first input byte picks the function; the checks abort on any broken invariant:
  *   0 crm_escape            1 crm_parse_headers     2 crm_has_ctl and friends
  *   3 the JSON scan and rewrite (against a plain reference written here, byte for byte)
- *   4 crm_is_utf8 and crm_is_path_id (against a reference that decodes code points) */
+ *   4 crm_is_utf8 and crm_is_path_id (against a reference that decodes code points)
+ *   5 crm_plan_scan (src/jsonplan.c): a plan it calls simple is a well-formed tree of events
+ *     that points into the text, and it finds the same long numbers as crm_json_scan */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../jsonplan.h"
 #include "../wire.h"
 
-static void check(int ok)
+#include <stdio.h>
+
+/* A broken invariant: the line says which. */
+static void fail_at(int line)
 {
-    if (!ok)
-        abort();
+    fprintf(stderr, "fuzz_wire.c:%d: invariant broken\n", line);
+    abort();
 }
+#define check(ok) ((ok) ? (void)0 : fail_at(__LINE__))
 
 static int unhex(char c)
 {
@@ -136,7 +143,7 @@ static void ref_scan(const char *s, size_t n, ref_info *r)
         } else if (c == 'n') {
             if (i + 4 <= n && memcmp(s + i, "null", 4) == 0)
                 r->has_null = 1;
-        } else if ((c == 'e' || c == 'E') && i > 0 && is_digit(s[i - 1])) {
+        } else if ((c == 'e' || c == 'E') && i > 0 && (is_digit(s[i - 1]) || s[i - 1] == '.')) {
             size_t j = i + 1, d = 0;
             if (j < n && (s[j] == '+' || s[j] == '-'))
                 j++;
@@ -206,17 +213,6 @@ static void fuzz_json(const char *s, size_t n)
     check(info.mode == ref.mode);
     check(info.empties <= info.arrays);
     check((info.mode == CRM_JSON_PLAIN) == (info.empties == 0));
-    /* the flags are the scan's own, but they must agree with the older helper where it looks */
-    if (crm_has_long_exponent(s, n) == 0 && info.long_exp) {
-        /* only a long digit run (no long exponent anywhere) may set the flag then */
-        size_t run = 0, best = 0;
-        for (size_t i = 0; i < n; i++) {
-            run = is_digit(s[i]) ? run + 1 : 0;
-            if (run > best)
-                best = run;
-        }
-        check(best >= 200);
-    }
 
     /* Exactly crm_json_rewrite_size bytes: ASan reports a write past them. */
     size_t cap = crm_json_rewrite_size(n, &info);
@@ -331,8 +327,8 @@ static void fuzz_utf8(const char *s, size_t n)
     /* ASCII is always UTF-8; a cut in the middle of a sequence never is */
     if (!crm_has_non_ascii(s, n))
         check(u);
-    if (u && n > 0 && ((unsigned char)s[n - 1] & 0xC0) == 0xC0)
-        abort();
+    if (n > 0 && ((unsigned char)s[n - 1] & 0xC0) == 0xC0)
+        check(!u);
     int id = crm_is_path_id(s, n);
     check(id == ref_path_id(s, n));
     if (id) {
@@ -347,6 +343,70 @@ static void fuzz_utf8(const char *s, size_t n)
         check(crm_is_path_id(s, n - 1));
 }
 
+/* ---- the JSON plan ---- */
+
+static void fuzz_plan(const char *s, size_t n)
+{
+    crm_plan p;
+    int rc = crm_plan_scan(s, n, &p);
+    check(rc == 0 || !p.simple);
+    check(p.n <= p.cap);
+    if (p.simple) {
+        crm_json_info info;
+        crm_json_scan(s, n, &info);
+        check(p.long_num == info.long_exp);
+        /* open containers, innermost last: the events they are */
+        size_t *open = malloc((p.n + 1) * sizeof *open);
+        check(open != NULL);
+        size_t depth = 0;
+        for (size_t j = 0; j < p.n; j++) {
+            const crm_plan_event *e = &p.ev[j];
+            check(e->kind == CRM_PLAN_ARRAY || e->kind == CRM_PLAN_OBJECT || e->kind == CRM_PLAN_NULL);
+            check(e->end > j && e->end <= p.n);
+            while (depth > 0 && p.ev[open[depth - 1]].end <= j)
+                depth--;
+            const crm_plan_event *parent = depth ? &p.ev[open[depth - 1]] : NULL;
+            if (parent)
+                check(e->end <= parent->end);
+            if (e->kind == CRM_PLAN_NULL)
+                check(e->end == j + 1 && e->in_object);
+            if (e->in_object) {
+                check(parent != NULL && parent->kind == CRM_PLAN_OBJECT);
+                size_t off = e->key_off, len = e->key_len;
+                /* a key in quotes; none at all (offset 0) only in malformed text, "{[]}" */
+                check(off + len <= n);
+                if (off > 0)
+                    check(off + len < n && s[off - 1] == '"' && s[off + len] == '"');
+                check(memchr(s + off, '\\', len) == NULL);
+            } else if (parent) {
+                check(parent->kind == CRM_PLAN_ARRAY);
+                check(e->index >= 1 && e->index <= parent->count);
+            } else {
+                check(e->index == 0);
+            }
+            if (e->kind == CRM_PLAN_OBJECT)
+                check(e->count == 0);
+            if (e->kind != CRM_PLAN_NULL)
+                open[depth++] = j;
+        }
+        /* an array's element events come in index order (equal indexes only in malformed text,
+         * "[[1] [2]]", which lua-cjson refuses before json.c follows any plan) */
+        for (size_t j = 0; j < p.n; j++) {
+            const crm_plan_event *e = &p.ev[j];
+            if (e->kind != CRM_PLAN_ARRAY)
+                continue;
+            uint32_t prev = 0;
+            for (size_t k = j + 1; k < e->end; k = p.ev[k].end) {
+                check(p.ev[k].index >= prev && p.ev[k].index >= 1);
+                prev = p.ev[k].index;
+            }
+        }
+        free(open);
+    }
+    crm_plan_free(&p);
+    crm_plan_free(&p); /* twice is fine */
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size == 0)
@@ -355,12 +415,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *s = malloc(size - 1 ? size - 1 : 1);
     check(s != NULL);
     memcpy(s, data + 1, size - 1);
-    switch (data[0] % 5) {
+    switch (data[0] % 6) {
     case 0: fuzz_escape(s, size - 1); break;
     case 1: fuzz_headers(s, size - 1); break;
     case 2: fuzz_ctl(s, size - 1); break;
     case 3: fuzz_json(s, size - 1); break;
-    default: fuzz_utf8(s, size - 1); break;
+    case 4: fuzz_utf8(s, size - 1); break;
+    default: fuzz_plan(s, size - 1); break;
     }
     free(s);
     return 0;

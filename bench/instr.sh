@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# make bench, the deterministic part: client instructions per request under callgrind, crm and
+# baselines that do the same HTTP work, all in this run. Called by bench/run.sh with the
+# simulator up; prints a markdown section on stdout.
+#   bench/instr.sh BASE TOKEN GUID TC_ID
+# Every figure is (instructions of a run of N) - (instructions of a run of 1), divided by N - 1:
+# process start, module loading and the first connection cancel out.
+set -eu
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+BASE=$1 TOKEN=$2 GUID=$3 TC_ID=$4
+N=${BENCH_INSTR_N:-1000}
+RID="6f1d2d0e-8f65-4d7b-9b59-0f1f0c8e0a11"
+H1="Authorization: Bearer $TOKEN"
+H2="Toast-Restaurant-External-ID: $RID"
+H3="Accept: application/json"
+TURL="$BASE/crm/v1/customers/$GUID"
+CURL_TC="$BASE/api/crm/v1/customers/$TC_ID"
+HT1="Authorization: sim-tablecheck-key"
+
+instr() { valgrind --tool=callgrind --callgrind-out-file=/dev/null "$@" 2>&1 >/dev/null | awk '/Collected/ {print $4}'; }
+# per NAME CMD... (the command's count argument is the literal word COUNT)
+per() {
+  local a b
+  a=$(instr "${@//COUNT/$N}")
+  b=$(instr "${@//COUNT/1}")
+  echo $(( (a - b) / (N - 1) ))
+}
+# crm_per LUA ARGS...: per() of bench/crm_bench.lua ARGS under that runtime and its build
+crm_per() {
+  local lua=$1; shift
+  ( export LUA_PATH="$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;;" LUA_CPATH="$ROOT/build/$lua/?.so;;"
+    per "$lua" bench/crm_bench.lua "$@" )
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a / b}'; }
+mark() { awk -v v="$1" -v t="$2" 'BEGIN {print (v <= t) ? "met" : "MISSED"}'; }
+
+mkdir -p build/bench
+cc -O2 -std=c11 -Wall -Wextra -Werror -o build/bench/raw_curl bench/raw_curl.c -lcurl
+cc -O2 -std=c11 -Wall -Wextra -Werror -o build/bench/raw_multi bench/raw_multi.c -lcurl
+curl -sf "$TURL" -H "$H1" -H "$H2" -H "$H3" > build/bench/toast_customer.json
+curl -sf "$CURL_TC" -H "$HT1" -H "$H3" > build/bench/tc_customer.json
+
+echo "bench: callgrind, $N requests a run..." >&2
+RAW=$(per build/bench/raw_curl "$TURL" -COUNT "$H1" "$H2" "$H3")
+RAW_TC=$(per build/bench/raw_curl "$CURL_TC" -COUNT "$HT1" "$H3")
+MULTI=$(per build/bench/raw_multi "$TURL" COUNT 16 "$H1" "$H2" "$H3")
+DEC54=$(crm_per lua5.4 decode COUNT build/bench/toast_customer.json)
+DECJIT=$(crm_per luajit decode COUNT build/bench/toast_customer.json)
+DEC54_TC=$(crm_per lua5.4 decode COUNT build/bench/tc_customer.json)
+CRM54=$(crm_per lua5.4 count COUNT "$GUID")
+CRMJIT=$(crm_per luajit count COUNT "$GUID")
+BATCH54=$(crm_per lua5.4 batchcount COUNT "$GUID")
+BATCHJIT=$(crm_per luajit batchcount COUNT "$GUID")
+TC54=$(crm_per lua5.4 tccount COUNT "$TC_ID")
+LUACURL_JIT="" LUACURL_51=""
+if luajit -e 'require "curl"' 2>/dev/null; then
+  LUACURL_JIT=$(per luajit bench/lua_curl.lua "$TURL" COUNT "$H1" "$H2" "$H3")
+fi
+if command -v lua5.1 >/dev/null && lua5.1 -e 'require "curl"; require "cjson"' 2>/dev/null; then
+  LUACURL_51=$(per lua5.1 bench/lua_curl.lua "$TURL" COUNT "$H1" "$H2" "$H3")
+fi
+# req LUA CODE: instructions of `LUA -e CODE` beyond `LUA -e ''`
+req() {
+  local a b
+  a=$( export LUA_PATH="$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;;" LUA_CPATH="$ROOT/build/$1/?.so;;"
+       instr "$1" -e "$2" )
+  b=$(instr "$1" -e '')
+  echo $(( a - b ))
+}
+REQ54=$(req lua5.4 'require "crm"')
+REQJIT=$(req luajit 'require "crm"')
+REQCURL_JIT="" REQCURL_51=""
+luajit -e 'require "curl"' 2>/dev/null && REQCURL_JIT=$(req luajit 'require "curl"')
+command -v lua5.1 >/dev/null && lua5.1 -e 'require "curl"' 2>/dev/null && REQCURL_51=$(req lua5.1 'require "curl"')
+
+# Breakdown of crm's get_customer under Lua 5.4 by where the instructions run (exclusive cost
+# per shared object, N-run minus 1-run).
+by_object() {
+  local out=$1; shift
+  valgrind --tool=callgrind --callgrind-out-file="$out" "$@" >/dev/null 2>&1
+  callgrind_annotate --inclusive=no --threshold=100 "$out" 2>/dev/null \
+    | awk '/\[/ {gsub(",", "", $1); o = $NF; gsub(/[\[\]]/, "", o); s[o] += $1} END {for (k in s) print k, s[k]}'
+}
+group() {
+  case "$1" in
+    *libcurl*) echo libcurl ;; *cjson*) echo cjson ;; */crm/core.so) echo "crm C" ;;
+    */lua5.4|*liblua5.4*) echo "Lua VM" ;; *libc.so*|*ld-linux*) echo "libc (malloc, memcpy, loader)" ;;
+    *) echo "other (TLS, zlib, ...)" ;;
+  esac
+}
+export LUA_PATH="$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;;" LUA_CPATH="$ROOT/build/lua5.4/?.so;;"
+by_object build/bench/cg.n lua5.4 bench/crm_bench.lua count "$N" "$GUID" > build/bench/objects.n
+by_object build/bench/cg.1 lua5.4 bench/crm_bench.lua count 1 "$GUID" > build/bench/objects.1
+BREAKDOWN=$(awk 'NR == FNR {one[$1] = $2; next} {print $1, ($2 - one[$1])}' build/bench/objects.1 build/bench/objects.n \
+  | while read -r obj v; do echo "$(group "$obj")|$v"; done \
+  | awk -F'|' -v n="$N" '{s[$1] += $2} END {for (k in s) printf "| %s | %d |\n", k, s[k] / (n - 1)}' | sort)
+rm -f build/bench/cg.n build/bench/cg.1
+
+SAME54=$((RAW + DEC54))
+SAME_TC=$((RAW_TC + DEC54_TC))
+{
+  echo "## Client instructions per request (callgrind, $N requests a run, this run)"
+  echo
+  echo "| client | instructions/request |"
+  echo "| --- | --- |"
+  echo "| raw C libcurl, crm's options and its three headers (bench/raw_curl.c) | $RAW |"
+  echo "| raw C libcurl multi at concurrency 16 (bench/raw_multi.c) | $MULTI |"
+  echo "| cjson decode of the Toast customer, Lua 5.4 / LuaJIT | $DEC54 / $DECJIT |"
+  [ -n "$LUACURL_51$LUACURL_JIT" ] && echo "| Debian lua-curl + cjson decode, the same three headers, Lua 5.1 / LuaJIT | ${LUACURL_51:-n/a} / ${LUACURL_JIT:-n/a} |"
+  echo "| crm Toast get_customer, Lua 5.4 | $CRM54 |"
+  echo "| crm Toast get_customer, LuaJIT | $CRMJIT |"
+  echo "| crm client:batch(16) get_customer, Lua 5.4 / LuaJIT | $BATCH54 / $BATCHJIT |"
+  echo "| raw C libcurl, TableCheck GET /customers/{id} + cjson decode (Lua 5.4) | $RAW_TC + $DEC54_TC = $SAME_TC |"
+  echo "| crm TableCheck get_customer (customers_show), Lua 5.4 | $TC54 |"
+  echo "| require \"crm\", Lua 5.4 / LuaJIT (instructions) | $REQ54 / $REQJIT |"
+  [ -n "$REQCURL_51$REQCURL_JIT" ] && echo "| require \"curl\" (lua-curl), Lua 5.1 / LuaJIT | ${REQCURL_51:-n/a} / ${REQCURL_JIT:-n/a} |"
+  echo
+  echo "| floor (issue 12) | value | target |"
+  echo "| --- | --- | --- |"
+  echo "| get_customer, Lua 5.4 | $CRM54 (same HTTP work + decode: $SAME54, +$((CRM54 - SAME54))) | <= 115000: $(mark "$CRM54" 115000); goal <= 108000: $(mark "$CRM54" 108000) |"
+  if [ -n "$LUACURL_JIT" ]; then
+    R=$(ratio "$CRMJIT" "$LUACURL_JIT")
+    echo "| get_customer, LuaJIT / lua-curl + cjson, LuaJIT | $R | <= 1.10: $(mark "$R" 1.10); goal <= 1.0: $(mark "$R" 1.0) |"
+  fi
+  echo "| TableCheck customers_show above its same-work baseline | +$((TC54 - SAME_TC)) | (Toast's: +$((CRM54 - SAME54))) |"
+  RB=$(ratio "$BATCH54" "$CRM54"); RBJ=$(ratio "$BATCHJIT" "$CRMJIT")
+  echo "| batch(16) / sequential, per request, Lua 5.4 / LuaJIT | $RB / $RBJ | <= 1.15: $(mark "$RB" 1.15); goal <= 1.05: $(mark "$RB" 1.05) |"
+  echo "| require \"crm\", Lua 5.4 | $REQ54 | <= 22000000: $(mark "$REQ54" 22000000) |"
+  echo
+  echo "Where crm's get_customer spends its instructions (Lua 5.4, per request):"
+  echo
+  echo "| group | instructions/request |"
+  echo "| --- | --- |"
+  echo "$BREAKDOWN"
+}

@@ -1,0 +1,240 @@
+/* The plan of a JSON text (see jsonplan.h): one pass over the bytes that keeps a stack of the
+ * open containers and records, in document order, every array and object with where it sits
+ * (its parent's key or its index) and every object member whose value is null. Strings are
+ * skipped with memchr. Malformed text is read as far as it goes; lua-cjson then refuses it, and
+ * json.c checks every step of the plan against the decoded value anyway. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "jsonplan.h"
+
+#define PLAN_DEPTH 1000 /* lua-cjson's decode depth */
+/* A number overflows a double when its digits and exponent reach past 308: an exponent of 3 or
+ * more digits, or a run of 200 digits or more (with an exponent of at most 99). */
+#define PLAN_LONG_DIGITS 200
+
+typedef struct {
+    uint32_t event;      /* this container's event */
+    uint32_t elems;      /* arrays: elements begun so far */
+    uint32_t key_off;    /* objects: the key of the member being read */
+    uint32_t key_len;
+    uint8_t is_object;
+    uint8_t want_key;    /* objects: the next string is a key */
+    uint8_t pending;     /* arrays: no element begun yet */
+} frame;
+
+/* Index just past the string that opens at s[i] ('"'), or n when it never closes. With
+ * `escaped`, *escaped says whether the string holds a backslash (keys only: values need not). */
+static size_t skip_string(const char *s, size_t n, size_t i, int *escaped)
+{
+    size_t j = i + 1;
+    while (j < n) {
+        const char *q = memchr(s + j, '"', n - j);
+        if (q == NULL)
+            return n;
+        size_t k = (size_t)(q - s), b = k;
+        while (b > i + 1 && s[b - 1] == '\\')
+            b--;
+        if (((k - b) & 1) == 0) {
+            if (escaped)
+                *escaped = memchr(s + i + 1, '\\', k - i - 1) != NULL;
+            return k + 1;
+        }
+        j = k + 1;
+    }
+    if (escaped)
+        *escaped = 1;
+    return n;
+}
+
+static crm_plan_event *add_event(crm_plan *p)
+{
+    if (p->n == p->cap) {
+        size_t cap = p->cap * 2;
+        crm_plan_event *ev = malloc(cap * sizeof *ev);
+        if (ev == NULL)
+            return NULL;
+        memcpy(ev, p->ev, p->n * sizeof *ev);
+        if (p->ev != p->small)
+            free(p->ev);
+        p->ev = ev;
+        p->cap = cap;
+    }
+    crm_plan_event *e = &p->ev[p->n++];
+    memset(e, 0, sizeof *e);
+    return e;
+}
+
+void crm_plan_free(crm_plan *p)
+{
+    if (p->ev != NULL && p->ev != p->small)
+        free(p->ev);
+    p->ev = NULL;
+    p->n = p->cap = 0;
+}
+
+/* A value begins in the container on top: arrays count their elements. */
+static void value_begins(frame *top)
+{
+    if (top != NULL && !top->is_object && top->pending) {
+        top->pending = 0;
+        top->elems = 1;
+    }
+}
+
+int crm_plan_scan(const char *s, size_t n, crm_plan *p)
+{
+    memset(p, 0, sizeof *p);
+    p->ev = p->small;
+    p->cap = sizeof p->small / sizeof p->small[0];
+    p->simple = 1;
+    if (n > UINT32_MAX) {
+        p->simple = 0;
+        return 0;
+    }
+    frame stack_small[32];
+    frame *stack = stack_small;
+    size_t depth = 0, stack_cap = 32;
+    int rc = 0;
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = (unsigned char)s[i];
+        frame *top = depth ? &stack[depth - 1] : NULL;
+        switch (c) {
+        case '"': {
+            int escaped = 0;
+            int key = top && top->is_object && top->want_key;
+            size_t j = skip_string(s, n, i, key ? &escaped : NULL);
+            if (key) {
+                top->want_key = 0;
+                top->key_off = (uint32_t)(i + 1);
+                top->key_len = (uint32_t)(j > i + 1 ? j - i - 2 : 0);
+                if (escaped || j >= n)
+                    p->simple = 0; /* the key is not its own text: json.c could not look it up */
+            } else {
+                value_begins(top);
+            }
+            i = j;
+            continue;
+        }
+        case '{':
+        case '[': {
+            value_begins(top);
+            if (depth >= PLAN_DEPTH) {
+                p->simple = 0;
+                goto done;
+            }
+            crm_plan_event *e = add_event(p);
+            if (e == NULL) {
+                rc = -1;
+                p->simple = 0;
+                goto done;
+            }
+            top = depth ? &stack[depth - 1] : NULL; /* add_event does not move the stack */
+            e->kind = c == '{' ? CRM_PLAN_OBJECT : CRM_PLAN_ARRAY;
+            if (top && top->is_object) {
+                e->in_object = 1;
+                e->key_off = top->key_off;
+                e->key_len = top->key_len;
+            } else if (top) {
+                e->index = top->elems;
+            }
+            if (depth == stack_cap) {
+                frame *ns = malloc(2 * stack_cap * sizeof *ns);
+                if (ns == NULL) {
+                    rc = -1;
+                    p->simple = 0;
+                    goto done;
+                }
+                memcpy(ns, stack, depth * sizeof *ns);
+                if (stack != stack_small)
+                    free(stack);
+                stack = ns;
+                stack_cap *= 2;
+            }
+            frame *f = &stack[depth++];
+            memset(f, 0, sizeof *f);
+            f->event = (uint32_t)(p->n - 1);
+            f->is_object = c == '{';
+            f->want_key = c == '{';
+            f->pending = c == '[';
+            i++;
+            continue;
+        }
+        case '}':
+        case ']':
+            if (top == NULL || top->is_object != (c == '}')) {
+                p->simple = 0; /* unbalanced: cjson refuses it, or the plan would be wrong */
+                goto done;
+            }
+            p->ev[top->event].end = (uint32_t)p->n;
+            p->ev[top->event].count = top->is_object ? 0 : top->elems;
+            depth--;
+            i++;
+            continue;
+        case ',':
+            if (top && top->is_object)
+                top->want_key = 1;
+            else if (top)
+                top->elems++;
+            i++;
+            continue;
+        case 'n':
+            value_begins(top);
+            if (top && top->is_object && n - i >= 4 && memcmp(s + i, "null", 4) == 0) {
+                crm_plan_event *e = add_event(p);
+                if (e == NULL) {
+                    rc = -1;
+                    p->simple = 0;
+                    goto done;
+                }
+                e->kind = CRM_PLAN_NULL;
+                e->in_object = 1;
+                e->key_off = top->key_off;
+                e->key_len = top->key_len;
+                e->end = (uint32_t)p->n;
+            }
+            i++;
+            continue;
+        case 'e':
+        case 'E':
+            /* an exponent when a digit comes before it (strings are skipped whole) */
+            if (i > 0 && s[i - 1] >= '0' && s[i - 1] <= '9') {
+                size_t j = i + 1, digits = 0;
+                if (j < n && (s[j] == '+' || s[j] == '-'))
+                    j++;
+                while (j < n && s[j] >= '0' && s[j] <= '9') {
+                    j++;
+                    digits++;
+                }
+                if (digits >= 3)
+                    p->long_num = 1;
+                i = j;
+                continue;
+            }
+            i++;
+            continue;
+        default:
+            if (c >= '0' && c <= '9') {
+                value_begins(top);
+                size_t j = i + 1;
+                while (j < n && s[j] >= '0' && s[j] <= '9')
+                    j++;
+                if (j - i >= PLAN_LONG_DIGITS)
+                    p->long_num = 1;
+                i = j;
+                continue;
+            }
+            if (c == '-' || c == 't' || c == 'f')
+                value_begins(top);
+            i++;
+            continue;
+        }
+    }
+    if (depth != 0)
+        p->simple = 0;
+done:
+    if (stack != stack_small)
+        free(stack);
+    return rc;
+}
