@@ -120,21 +120,35 @@ check-valgrind: all core-luajit
 	  { $(VALGRIND) $(LUA) scripts/leak_loop.lua $(LEAK_REQUESTS) 2>&1 | grep -E "leak loop|ERROR SUMMARY|definitely lost|in use at exit"; \
 	    rc=$${PIPESTATUS[0]}; bash scripts/sim.sh stop $(SIM_PORT) >/dev/null; exit $$rc; }
 
-# ---- fuzzing (clang + libFuzzer): FUZZ_TIME seconds over the committed seed corpus ----
-FUZZ_TIME ?= 60
-build/fuzz/fuzz_wire: src/fuzz/fuzz_wire.c src/wire.c src/wire.h
+# ---- fuzzing: libFuzzer (clang) for FUZZ_TIME seconds over the committed seed corpus, then the
+# Lua-driven loop (scripts/fuzz_lua.lua: core.decode against its oracles, core.build, h:call and
+# core.header_set fed hostile Lua values) for FUZZ_ITERS iterations of FUZZ_SEED under ASan and
+# UBSan, the sanitizer runtime preloaded as in check-asan. make fuzz-lua runs the loop alone.
+FUZZ_TIME  ?= 60
+FUZZ_ITERS ?= 20000
+FUZZ_SEED  ?= 1
+FUZZ_SRC   := src/fuzz/fuzz_wire.c src/wire.c src/jsonplan.c
+build/fuzz/fuzz_wire: $(FUZZ_SRC) src/wire.h src/jsonplan.h
 	@mkdir -p build/fuzz/corpus
-	clang -std=c11 -g -O1 -Wall -Wextra -Werror -fsanitize=fuzzer,address,undefined -o $@ src/fuzz/fuzz_wire.c src/wire.c
+	clang -std=c11 -g -O1 -Wall -Wextra -Werror -fsanitize=fuzzer,address,undefined -o $@ $(FUZZ_SRC)
 
-.PHONY: fuzz
+.PHONY: fuzz fuzz-lua
 fuzz: deps-tools build/fuzz/fuzz_wire
 	build/fuzz/fuzz_wire -max_total_time=$(FUZZ_TIME) -print_final_stats=1 build/fuzz/corpus src/fuzz/corpus 2>&1 \
-	  | grep -E "stat::number_of_executed_units|Done|ERROR|SUMMARY" ; test $${PIPESTATUS[0]} -eq 0
+	  | grep -E "stat::number_of_executed_units|Done|ERROR|SUMMARY|invariant" ; test $${PIPESTATUS[0]} -eq 0
+	@$(MAKE) -s --no-print-directory fuzz-lua
+
+fuzz-lua: $(ASAN_SO)
+	@LUA_CPATH="$(CURDIR)/$(ASAN_BUILD)/?.so;;" \
+	  LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  FUZZ_ITERS=$(FUZZ_ITERS) FUZZ_SEED=$(FUZZ_SEED) $(LUA) scripts/fuzz_lua.lua
 
 # ---- performance: baselines and crm in one run; writes bench/results.md ----
 .PHONY: bench
 bench: deps-tools
 	@$(MAKE) -s --no-print-directory all
+	@$(MAKE) -s --no-print-directory all LUA=luajit
 	@bash bench/run.sh
 
 # ---- fault suite: CHAOS_OPS mixed operations, CHAOS_CONCURRENCY at a time, random faults ----

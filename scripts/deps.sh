@@ -6,7 +6,7 @@
 #   scripts/deps.sh tools    also what make check, make fuzz and make bench need
 set -eu
 tools=""
-[ "${1:-}" = tools ] && tools="valgrind wrk clang libclang-rt-14-dev"
+[ "${1:-}" = tools ] && tools="valgrind wrk clang libclang-rt-14-dev lua5.1 lua-curl"
 pkgs="$tools lua5.4 liblua5.4-dev lua-cjson lua-argparse libcurl4-openssl-dev uuid-dev lua-busted lua-check lua-yaml lua-ldoc luarocks zip unzip
       nginx libnginx-mod-http-lua luajit2 libluajit2-5.1-dev curl gcc make pkg-config openssl
       redis-server lua-redis"

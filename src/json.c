@@ -132,13 +132,16 @@ typedef struct {
     size_t nseen;
 } follow_t;
 
-/* Pushes the value event e stands for, in the table at index parent. */
+/* Pushes the key (objects; nil for arrays) and the value event e stands for, in the table at
+ * index parent. */
 static void push_member(lua_State *L, follow_t *f, const crm_plan_event *e, int parent)
 {
     if (e->in_object) {
         lua_pushlstring(L, f->s + e->key_off, e->key_len);
+        lua_pushvalue(L, -1);
         lua_rawget(L, parent);
     } else {
+        lua_pushnil(L);
         lua_rawgeti(L, parent, (int)e->index);
     }
 }
@@ -184,15 +187,15 @@ static int follow(lua_State *L, follow_t *f, int parent, size_t from, size_t to,
         int child = lua_gettop(L);
         if (e->kind == CRM_PLAN_NULL) {
             if (f->strip && lua_type(L, child) == LUA_TLIGHTUSERDATA && lua_touserdata(L, child) == NULL) {
-                lua_pushlstring(L, f->s + e->key_off, e->key_len);
+                lua_pushvalue(L, child - 1);
                 lua_pushnil(L);
                 lua_rawset(L, parent);
             }
         } else if (!check_container(L, f, e, child) || !follow(L, f, child, j + 1, e->end, depth + 1)) {
-            lua_pop(L, 1);
+            lua_pop(L, 2);
             return 0;
         }
-        lua_pop(L, 1);
+        lua_pop(L, 2);
         j = e->end;
     }
     return 1;
