@@ -134,8 +134,9 @@ build/fuzz/fuzz_wire: $(FUZZ_SRC) src/wire.h src/jsonplan.h
 
 .PHONY: fuzz fuzz-lua
 fuzz: deps-tools build/fuzz/fuzz_wire
-	build/fuzz/fuzz_wire -max_total_time=$(FUZZ_TIME) -print_final_stats=1 build/fuzz/corpus src/fuzz/corpus 2>&1 \
-	  | grep -E "stat::number_of_executed_units|Done|ERROR|SUMMARY|invariant" ; test $${PIPESTATUS[0]} -eq 0
+	build/fuzz/fuzz_wire -max_total_time=$(FUZZ_TIME) -print_final_stats=1 -artifact_prefix=build/fuzz/ \
+	  build/fuzz/corpus src/fuzz/corpus 2>&1 \
+	  | grep -E "stat::number_of_executed_units|Done|ERROR|SUMMARY|invariant|Test unit written" ; test $${PIPESTATUS[0]} -eq 0
 	@$(MAKE) -s --no-print-directory fuzz-lua
 
 fuzz-lua: $(ASAN_SO)

@@ -948,6 +948,6 @@ collectgarbage()
 
 print(format("fuzz_lua: %d iterations, FUZZ_SEED=%d, %s: %d texts decoded (%d generated trees, %d"
   .. " values, %d out of range), %d builds (%d accepted), %d calls (%d sent to 127.0.0.1:1), %d"
-  .. " header sets, %.1f s CPU: OK", ITERS, SEED, _VERSION, stats.texts, stats.generated,
+  .. " header sets, %.1f s CPU: OK", ITERS, SEED, jit and jit.version or _VERSION, stats.texts, stats.generated,
   stats.valid, stats.refused_range, stats.builds, stats.accepted, stats.calls, stats.sent,
   stats.header_sets, os.clock() - started))
