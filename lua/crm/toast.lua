@@ -1117,8 +1117,8 @@ for _, name in ipairs(M.ORDERS_METHODS) do
     return Toast[name](self, ...)
   end
 end
---- The orders module (`crm.toast.orders`) and the guest profile module, `crm.toast.guests`
--- (profile sets without a client), loaded when first read.
+-- `M.orders` (the orders module, `crm.toast.orders`) and `M.guests` (the guest profile module,
+-- `crm.toast.guests`: profile sets without a client) are loaded when first read.
 setmetatable(M, { __index = function(t, k)
   if k == "orders" or k == "guests" then
     local orders = load_orders()
