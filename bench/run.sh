@@ -79,10 +79,11 @@ ROWS
 fi
 
 # Instructions per request on the client side: repeatable whatever the machine's speed does.
-TC_ID=$("$LUA" -e 'local crm = require "crm"
-  local tc = assert(crm.tablecheck { base_url = arg[1] .. "/api/crm/v1", api_key = "sim-tablecheck-key" })
+TC_ID=$(BENCH_BASE="$BASE" "$LUA" -e 'local crm = require "crm"
+  local tc = assert(crm.tablecheck { base_url = os.getenv("BENCH_BASE") .. "/api/crm/v1",
+    api_key = "sim-tablecheck-key" })
   print(assert(tc:create_customer { franchise_id = "5ed64e249551e80639a4d995", first_name = "Bench",
-    last_name = "Mark", emails = { "bench@example.org" }, phones = { "+12065550100" } }).id)' "$BASE")
+    last_name = "Mark", emails = { "bench@example.org" }, phones = { "+12065550100" } }).id)')
 INSTR_SECTION=$(bash bench/instr.sh "$BASE" "$TOKEN" "$GUID" "$TC_ID")
 CRM_I=$(echo "$INSTR_SECTION" | awk -F'|' '/crm Toast get_customer, Lua 5.4/ {gsub(/ /, "", $3); print $3}')
 RAW_I=$(echo "$INSTR_SECTION" | awk -F'|' '/raw C libcurl, crm.s options/ {gsub(/ /, "", $3); print $3}')

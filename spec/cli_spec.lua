@@ -13,7 +13,7 @@ local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 -- crm(args [, env]) -> {code, out, err}: bin/crm under the runtime running the specs.
 local function crm_run(args, env)
   local out, err, rc = os.tmpname(), os.tmpname(), os.tmpname()
-  local cmd = ("CRM_SIM_PORT=%d XDG_CONFIG_HOME=%s XDG_STATE_HOME=%s %s %s bin/crm %s >%s 2>%s </dev/null;"
+  local cmd = (H.CLEAN_ENV .. "CRM_SIM_PORT=%d XDG_CONFIG_HOME=%s XDG_STATE_HOME=%s %s %s bin/crm %s >%s 2>%s </dev/null;"
     .. " echo $? >%s"):format(H.port, q(home .. "/config"), q(home .. "/state"), env or "", H.lua, args,
     out, err, rc)
   os.execute("sh -c " .. q(cmd))
@@ -296,9 +296,9 @@ describe("crm (the command line)", function()
   it("draws a progress bar under a pseudo-terminal, and none without one", function()
     H.tc_seed(450, "Bar")
     local typescript = os.tmpname()
-    local cmd = ("CRM_SIM_PORT=%d XDG_CONFIG_HOME=%s %s bin/crm --sim tablecheck customers export >/dev/null")
+    local cmd = (H.CLEAN_ENV .. "CRM_SIM_PORT=%d XDG_CONFIG_HOME=%s %s bin/crm --sim tablecheck customers export >/dev/null")
       :format(H.port, q(home .. "/config"), H.lua)
-    assert(os.execute("script -qfc " .. q(cmd) .. " /dev/null >" .. typescript .. " 2>&1 </dev/null")
+    assert(os.execute(H.CLEAN_ENV .. "script -qfc " .. q(cmd) .. " /dev/null >" .. typescript .. " 2>&1 </dev/null")
       ~= nil)
     local tty = H.slurp(typescript)
     os.remove(typescript)
@@ -323,10 +323,10 @@ describe("crm (the command line)", function()
     local journal = home .. "/backfill-" .. core.guid():sub(1, 8) .. ".jsonl"
     local out, err, rc, pidf = os.tmpname(), os.tmpname(), os.tmpname(), os.tmpname()
     os.remove(rc)
-    local cmd = ("CRM_SIM_PORT=%d XDG_CONFIG_HOME=%s %s bin/crm --sim toast guests backfill --weeks 16"
+    local cmd = (H.CLEAN_ENV .. "CRM_SIM_PORT=%d XDG_CONFIG_HOME=%s %s bin/crm --sim toast guests backfill --weeks 16"
       .. " --window-days 7 --spacing 0.3 --checkpoint %s >%s 2>%s & echo $! >%s; wait $!; echo $? >%s.tmp;"
       .. " mv %s.tmp %s"):format(H.port, q(home .. "/config"), H.lua, q(journal), out, err, pidf, rc, rc, rc)
-    os.execute("sh -c " .. q(cmd) .. " >/dev/null 2>&1 &")
+    os.execute(H.CLEAN_ENV .. "sh -c " .. q(cmd) .. " >/dev/null 2>&1 &")
     -- wait until two windows are in the journal, then Ctrl-C
     for _ = 1, 100 do
       local j = io.open(journal)

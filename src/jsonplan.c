@@ -198,8 +198,9 @@ int crm_plan_scan(const char *s, size_t n, crm_plan *p)
             continue;
         case 'e':
         case 'E':
-            /* an exponent when a digit comes before it (strings are skipped whole) */
-            if (i > 0 && s[i - 1] >= '0' && s[i - 1] <= '9') {
+            /* an exponent when a digit or a point comes before it (strtod reads 1.e400; strings
+             * are skipped whole) */
+            if (i > 0 && ((s[i - 1] >= '0' && s[i - 1] <= '9') || s[i - 1] == '.')) {
                 size_t j = i + 1, digits = 0;
                 if (j < n && (s[j] == '+' || s[j] == '-'))
                     j++;

@@ -46,7 +46,7 @@ typedef struct {
     size_t arrays;    /* '[' outside strings */
     size_t empties;   /* of those, empty ones */
     int has_null;     /* `null` outside strings */
-    int long_exp;     /* crm_has_long_exponent */
+    int long_exp;     /* a number that may not fit a double: a 3-digit exponent (1e400, 1.e400) or 200 digits */
 } crm_json_info;
 
 /* Fills *info for s[0..n). Malformed text (an unclosed string) is scanned as far as it goes;
