@@ -50,7 +50,7 @@ end
 --- JSON that round-trips `[]` and `{}`: `crm.json.decode` and `crm.json.encode` (see `crm.json`).
 -- @field json
 
---- A fresh lowercase UUID v4 (libuuid; `/dev/urandom` inside nginx without the C core).
+--- A fresh lowercase UUID v4 (libuuid, through the C core).
 -- @function guid
 -- @treturn string e.g. `"3f2b8a1e-5c4d-4e6f-9a7b-0c1d2e3f4a5b"`
 

@@ -247,6 +247,26 @@ int crm_decode_push(lua_State *L, const char *s, size_t n, int keep_nulls)
     if (!lua_istable(L, base + 1) || !lua_isfunction(L, base + 2))
         return luaL_error(L, "crm.core: decode before crm.json set it up");
 
+    /* A flat object (most single records): the text as it is, nothing to mark or drop. */
+    if (crm_plan_flat(s, n)) {
+        lua_pushvalue(L, base + 2);
+        lua_pushlstring(L, s, n);
+        if (lua_pcall(L, 1, 1, 0) != 0)
+            return push_fail(L, base, CRM_NOT_JSON);
+        int ok = lua_type(L, base + 3) == LUA_TTABLE;
+        if (ok) {
+            lua_rawgeti(L, base + 3, 1);
+            ok = lua_isnil(L, -1);
+            lua_pop(L, 1);
+        }
+        if (ok) {
+            lua_replace(L, base + 1);
+            lua_settop(L, base + 1);
+            return 1;
+        }
+        lua_settop(L, base + 2);
+    }
+
     /* The usual way: the text as it is, then the plan's steps. */
     crm_plan plan;
     if (crm_plan_scan(s, n, &plan) == 0 && plan.simple && !plan.long_num) {

@@ -84,7 +84,9 @@ static void value_begins(frame *top)
 
 int crm_plan_scan(const char *s, size_t n, crm_plan *p)
 {
-    memset(p, 0, sizeof *p);
+    /* The header only: the event buffer is written as it fills. */
+    p->n = 0;
+    p->long_num = 0;
     p->ev = p->small;
     p->cap = sizeof p->small / sizeof p->small[0];
     p->simple = 1;
@@ -238,4 +240,56 @@ done:
     if (stack != stack_small)
         free(stack);
     return rc;
+}
+
+/* A flat object: the text starts (after white space) with '{', holds no other '{' or '[' and no
+ * `null` anywhere (inside strings too: the test is conservative), and no number that may not fit
+ * a double. Such a text decodes to a table that needs nothing more. One pass, a byte class
+ * table: 1 for brackets, 2 for 'n', 3 for digits. */
+static const unsigned char flat_class[256] = {
+    ['{'] = 1, ['['] = 1, ['n'] = 2,
+    ['0'] = 3, ['1'] = 3, ['2'] = 3, ['3'] = 3, ['4'] = 3,
+    ['5'] = 3, ['6'] = 3, ['7'] = 3, ['8'] = 3, ['9'] = 3,
+};
+
+int crm_plan_flat(const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t k = 0;
+    while (k < n && (u[k] == ' ' || u[k] == '\t' || u[k] == '\n' || u[k] == '\r'))
+        k++;
+    if (k >= n || u[k] != '{')
+        return 0;
+    for (k++; k < n;) {
+        unsigned char c = flat_class[u[k]];
+        if (c == 0) {
+            k++;
+            continue;
+        }
+        if (c == 1)
+            return 0;
+        if (c == 2) {
+            if (n - k >= 4 && memcmp(s + k, "null", 4) == 0)
+                return 0;
+            k++;
+            continue;
+        }
+        /* A run of digits: an exponent when e or E (and maybe a sign) comes before it, after a
+         * digit or a point, and it has 3 digits or more; too long by itself at
+         * PLAN_LONG_DIGITS. Text that only looks like that (in a string) goes to the full plan. */
+        size_t start = k;
+        while (k < n && flat_class[u[k]] == 3)
+            k++;
+        size_t run = k - start;
+        if (run >= PLAN_LONG_DIGITS)
+            return 0;
+        if (run >= 3 && start >= 2) {
+            size_t e = start - 1;
+            if ((u[e] == '+' || u[e] == '-') && e >= 2)
+                e--;
+            if ((u[e] == 'e' || u[e] == 'E') && ((u[e - 1] >= '0' && u[e - 1] <= '9') || u[e - 1] == '.'))
+                return 0;
+        }
+    }
+    return 1;
 }

@@ -34,6 +34,10 @@ typedef struct {
 /* Reads s[0..n) into *p. Returns 0, or -1 when out of memory (p is then not simple). */
 int crm_plan_scan(const char *s, size_t n, crm_plan *p);
 
+/* 1 when s[0..n) is, conservatively, an object with no nested container, no null and no number
+ * beyond a double: lua-cjson's table for it needs no marking at all. */
+int crm_plan_flat(const char *s, size_t n);
+
 /* Frees what crm_plan_scan allocated. */
 void crm_plan_free(crm_plan *p);
 

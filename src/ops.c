@@ -281,7 +281,8 @@ const char *crm_op_url(lua_State *L, const crm_op *op, const char *base, size_t 
             out[name_len] = '\0';
             return out;
         }
-        if (!append_escaped(url, id, n))
+        /* A Toast GUID is hex and dashes: nothing to encode. */
+        if (!(op->id_kind == CRM_ID_TOAST ? buf_append(url, id, n) : append_escaped(url, id, n)))
             return "memory";
         arg++;
         p = close + 1;

@@ -209,6 +209,8 @@ function M.private(self)
   end
   return p
 end
+-- The table itself, for the hot paths that only read it (Toast's reads by id).
+M.PRIVATE = PRIVATE
 
 function M.closed_error()
   return errors.new("transport", "the client is closed", { code = "closed", sent = false,

@@ -347,20 +347,22 @@ local GET_CREDIT_SUMMARY = read_op("toast.get_credit_summary", CUSTOMER_ID)
 local GET_CREDIT_TRANSACTION = read_op("toast.get_credit_transaction", TRANSACTION_ID)
 
 local co_running, in_batch = coroutine.running, require("crm.batch").in_batch
-local private_of = client.private
+
 
 -- The C core can make the exchange straight away: a current token (this client's own, not one
 -- shared with other workers), the curl transport, no debug hook or rate limiter, not closed, no
 -- login under way. -> the handle and the header cache | nil
+local PRIVATE = client.PRIVATE
 local function direct(self)
   local engine = self.engine
   local h = engine.handle
-  local private = private_of(self)
+  local private = PRIVATE[self]
+  if not private then return nil end
   local token, cache = private.token, private.headers
   if h and token and cache and cache.token == token and not self._closed and not self._logging_in
-      and not private.shared_token
-      and not engine.debug and not engine.limiter and self.clock.now() < self.token_expires then
-    return h, cache
+      and not private.shared_token and not engine.debug and not engine.limiter then
+    local now = self.clock.now()
+    if now < self.token_expires then return h, cache, now end
   end
   return nil
 end
@@ -394,9 +396,8 @@ end
 -- `pre`: that answer when client:batch already made the exchange (Toast:_batch_read).
 function Toast:_read(spec, id, pre)
   if pre then return after_first(self, spec, id, pre, pre.token) end
-  local h, cache = direct(self)
+  local h, cache, started = direct(self)
   if h then
-    local started = self.clock.now()
     local _, main = co_running()
     if not main and in_batch() then h = self.engine.transport end
     local status, data, headers, done, derr = h:call(self.engine.base_url, cache.hs, spec.op, id)
