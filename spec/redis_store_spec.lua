@@ -95,9 +95,10 @@ describe("examples/redis_store.lua (two LuaJIT processes, one redis-server)", fu
 
   it("find_or_create takes turns across the processes: one customer", function()
     assert.is_true(two_processes(1, "shared")) -- the token is in Redis: both start searching at once
-    -- A slow create (the fault matches its body: lastName "Flight"): without the lock both
-    -- processes would search, find nobody and create.
-    H.fault { method = "POST", path = "/crm/v1/customers", match = "Flight", delay = 0.5, count = 2 }
+    -- Slow searches: without the lock both processes would search at once, find nobody and
+    -- create. (A slow create would not show it: the simulator stores the record before the delay,
+    -- so the second search found it anyway.)
+    H.fault { method = "POST", path = "/crm/v1/customers/search", delay = 0.5, count = 4 }
     local email = "flight." .. core.guid():sub(1, 8) .. "@example.org"
     assert.is_true(two_processes(1, "shared", email))
     local hows = H.slurp(DIR .. "/a.out") .. H.slurp(DIR .. "/b.out")
