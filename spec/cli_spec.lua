@@ -13,7 +13,8 @@ local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 -- crm(args [, env]) -> {code, out, err}: bin/crm under the runtime running the specs.
 local function crm_run(args, env)
   local out, err, rc = os.tmpname(), os.tmpname(), os.tmpname()
-  local cmd = (H.CLEAN_ENV .. "CRM_SIM_PORT=%d XDG_CONFIG_HOME=%s XDG_STATE_HOME=%s %s %s bin/crm %s >%s 2>%s </dev/null;"
+  local cmd = (H.CLEAN_ENV
+    .. "CRM_SIM_PORT=%d XDG_CONFIG_HOME=%s XDG_STATE_HOME=%s %s %s bin/crm %s >%s 2>%s </dev/null;"
     .. " echo $? >%s"):format(H.port, q(home .. "/config"), q(home .. "/state"), env or "", H.lua, args,
     out, err, rc)
   os.execute("sh -c " .. q(cmd))
@@ -296,7 +297,8 @@ describe("crm (the command line)", function()
   it("draws a progress bar under a pseudo-terminal, and none without one", function()
     H.tc_seed(450, "Bar")
     local typescript = os.tmpname()
-    local cmd = (H.CLEAN_ENV .. "CRM_SIM_PORT=%d XDG_CONFIG_HOME=%s %s bin/crm --sim tablecheck customers export >/dev/null")
+    local cmd = (H.CLEAN_ENV
+      .. "CRM_SIM_PORT=%d XDG_CONFIG_HOME=%s %s bin/crm --sim tablecheck customers export >/dev/null")
       :format(H.port, q(home .. "/config"), H.lua)
     assert(os.execute(H.CLEAN_ENV .. "script -qfc " .. q(cmd) .. " /dev/null >" .. typescript .. " 2>&1 </dev/null")
       ~= nil)

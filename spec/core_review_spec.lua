@@ -103,6 +103,15 @@ describe("the C-core paths, after review", function()
     assert.equal("timeout", r[1].err.kind)
   end)
 
+  it("hashes under PUC Lua 5.1 too (a 5.1 tree's bin/crm runs there), with the published digests", function()
+    if not H.sh("command -v lua5.1") then return pending("lua5.1 is not installed") end
+    local out = H.sh_out(H.CLEAN_ENV .. "LUA_PATH='lua/?.lua;;' lua5.1 -e 'local h = require \"crm.hash\";"
+      .. " print(h.hex(h.sha256(\"abc\")),"
+      .. " h.hex(h.hmac_sha1(\"key\", \"The quick brown fox jumps over the lazy dog\")))' 2>&1")
+    assert.equal("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\t"
+      .. "de7c9b85b8b78aa6bc8a7a36f70a90701c9db4d9\n", out)
+  end)
+
   it("refuses [] where Toast answers a customer object", function()
     local t = H.toast()
     local g = assert(t:create_customer(H.customer())).guid

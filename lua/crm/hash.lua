@@ -33,6 +33,25 @@ if bitlib and bitlib.band then
   bnot = function(a) return b_not(a) % W end
   shr = function(a, n) return b_shr(a, n) % W end
   shl = function(a, n) return b_shl(a, n) % W end
+elseif _VERSION == "Lua 5.1" then
+  -- PUC Lua 5.1 without the bit library (luarocks' wrapper runs bin/crm of a 5.1 tree with it):
+  -- bit by bit in arithmetic. Slow, and only ever used on a few short keys.
+  local function bitwise(a, b, f)
+    local r, p = 0, 1
+    a, b = a % W, b % W
+    for _ = 1, 32 do
+      local x, y = a % 2, b % 2
+      if f(x, y) then r = r + p end
+      a, b, p = (a - x) / 2, (b - y) / 2, p * 2
+    end
+    return r
+  end
+  band = function(a, b) return bitwise(a, b, function(x, y) return x == 1 and y == 1 end) end
+  bor = function(a, b) return bitwise(a, b, function(x, y) return x == 1 or y == 1 end) end
+  bxor = function(a, b) return bitwise(a, b, function(x, y) return x ~= y end) end
+  bnot = function(a) return W - 1 - a % W end
+  shr = function(a, n) return math.floor((a % W) / 2 ^ n) end
+  shl = function(a, n) return (a * 2 ^ n) % W end
 else
   local ops = assert(load([[
     local M = 0xffffffff
