@@ -737,6 +737,15 @@ static void multi_release(multi_t *m)
 
 static void release_hset(lua_State *L, handle_t *h);
 
+/* The first slot with no transfer in flight, or -1. */
+static int free_slot(const multi_t *m)
+{
+    for (int i = 0; i < m->size; i++)
+        if (!m->slots[i].busy)
+            return i;
+    return -1;
+}
+
 static int l_multi_close(lua_State *L)
 {
     multi_t *m = check_multi(L);
@@ -782,13 +791,7 @@ static int l_multi_submit(lua_State *L)
     multi_t *m = check_multi(L);
     if (m->multi == NULL)
         return push_error(L, "transport", "closed", 0, "the batch is closed", 0);
-    int slot = -1;
-    for (int i = 0; i < m->size; i++) {
-        if (!m->slots[i].busy) {
-            slot = i;
-            break;
-        }
-    }
+    int slot = free_slot(m);
     if (slot < 0)
         return push_error(L, "transport", "busy", 0, "every slot is in flight", 0);
     handle_t *h = &m->slots[slot];
@@ -813,13 +816,7 @@ static int l_multi_submit_call(lua_State *L)
     multi_t *m = check_multi(L);
     if (m->multi == NULL)
         return push_error(L, "transport", "closed", 0, "the batch is closed", 0);
-    int slot = -1;
-    for (int i = 0; i < m->size; i++) {
-        if (!m->slots[i].busy) {
-            slot = i;
-            break;
-        }
-    }
+    int slot = free_slot(m);
     if (slot < 0)
         return push_error(L, "transport", "busy", 0, "every slot is in flight", 0);
     lua_settop(L, 10);

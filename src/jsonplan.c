@@ -25,7 +25,7 @@ typedef struct {
 
 /* Index just past the string that opens at s[i] ('"'), or n when it never closes. With
  * `escaped`, *escaped says whether the string holds a backslash (keys only: values need not). */
-static size_t skip_string(const char *s, size_t n, size_t i, int *escaped)
+size_t crm_json_skip_string(const char *s, size_t n, size_t i, int *escaped)
 {
     size_t j = i + 1;
     while (j < n) {
@@ -106,7 +106,7 @@ int crm_plan_scan(const char *s, size_t n, crm_plan *p)
         case '"': {
             int escaped = 0;
             int key = top && top->is_object && top->want_key;
-            size_t j = skip_string(s, n, i, key ? &escaped : NULL);
+            size_t j = crm_json_skip_string(s, n, i, key ? &escaped : NULL);
             if (key) {
                 top->want_key = 0;
                 top->key_off = (uint32_t)(i + 1);

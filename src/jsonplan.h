@@ -38,6 +38,10 @@ int crm_plan_scan(const char *s, size_t n, crm_plan *p);
  * beyond a double: lua-cjson's table for it needs no marking at all. */
 int crm_plan_flat(const char *s, size_t n);
 
+/* Index just past the JSON string that opens at s[i] ('"'), or n when it never closes; with
+ * `escaped`, whether it holds a backslash. */
+size_t crm_json_skip_string(const char *s, size_t n, size_t i, int *escaped);
+
 /* Frees what crm_plan_scan allocated. */
 void crm_plan_free(crm_plan *p);
 

@@ -1,5 +1,6 @@
 /* Header-block parsing and percent-encoding: the C that touches untrusted bytes. */
 #include "wire.h"
+#include "jsonplan.h"
 
 #include <string.h>
 
@@ -97,16 +98,11 @@ static int json_ws(unsigned char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-/* Index just past the string that opens at s[i] ('"'), or n when it never closes. */
+/* Index just past the string that opens at s[i] ('"'), or n when it never closes (the plan's
+ * own skip, src/jsonplan.c). */
 static size_t json_skip_string(const char *s, size_t n, size_t i)
 {
-    for (i++; i < n; i++) {
-        if (s[i] == '\\')
-            i++;
-        else if (s[i] == '"')
-            return i + 1;
-    }
-    return n;
+    return crm_json_skip_string(s, n, i, NULL);
 }
 
 /* After the '[' at s[i]: the index of the first byte that is not white space. */

@@ -214,6 +214,17 @@ end
 
 Engine.transport_error = transport_error
 
+-- The request's body as JSON text (nil without one) | nil, validation error.
+local function encode_body(req)
+  if req.body == nil then return nil end
+  local s, msg = M.encode(req.body)
+  if not s then
+    return nil, errors.new("validation", "request body cannot be encoded as JSON: " .. msg,
+      { field = "body" })
+  end
+  return s
+end
+
 -- One attempt of an operation of the C core's table (core.ops). req = {op, a1, a2 (path ids),
 -- id_names = {name1, name2}, id_rule, query (table), body (table), hs (the client's
 -- core.header_set), headers (the same lines as arrays, for other transports), timeout,
@@ -221,15 +232,8 @@ Engine.transport_error = transport_error
 -- over the others it builds (core.build) and decodes (core.decode) around the transport's
 -- exchange. Returns {status, headers, data} | nil, err, as send does.
 function Engine:call(req)
-  local body
-  if req.body ~= nil then
-    local s, msg = M.encode(req.body)
-    if not s then
-      return nil, errors.new("validation", "request body cannot be encoded as JSON: " .. msg,
-        { field = "body" })
-    end
-    body = s
-  end
+  local body, berr = encode_body(req)
+  if berr then return nil, berr end
   local t = self.transport
   if self.handle and not self.debug and req.hs then
     if self.limiter then self.limiter:take() end
@@ -257,15 +261,8 @@ end
 -- "accepted, still processing": retried until the deadline, see crm.retry)}.
 -- Returns {status, headers, data} | nil, err.
 function Engine:send(req)
-  local body
-  if req.body ~= nil then
-    local s, msg = M.encode(req.body)
-    if not s then
-      return nil, errors.new("validation", "request body cannot be encoded as JSON: " .. msg,
-        { field = "body" })
-    end
-    body = s
-  end
+  local body, berr = encode_body(req)
+  if berr then return nil, berr end
   return self:exchange(req, self.base_url .. req.path .. M.query(req.query), body)
 end
 
