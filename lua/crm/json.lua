@@ -32,7 +32,9 @@ local M = {}
 local codec = cjson.new()
 codec.encode_sparse_array(false)
 codec.encode_invalid_numbers(false)
--- NaN, Infinity and hex numbers in an answer are decode errors, not numbers.
+-- NaN, Infinity and hex numbers in an answer are decode errors, not numbers. The C core's decode
+-- (src/json.c, src/jsonplan.c) relies on this: its out-of-range check looks for long exponents
+-- and digit runs only, so Infinity or 0x1p2000 must never be read as numbers.
 codec.decode_invalid_numbers(false)
 local cjson_decode, cjson_encode = codec.decode, codec.encode
 
