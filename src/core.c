@@ -361,6 +361,7 @@ static void push_headers(lua_State *L, const struct buf *b)
 static void set_transfer(handle_t *h, const char *method, size_t mlen, const char *url,
                          struct curl_slist *list, const char *body, size_t blen, double timeout,
                          int fresh, int copy_body);
+static int list_from(lua_State *L, int i, int expect, struct curl_slist **out);
 
 /* Sets up h for the request whose arguments start at stack index `a`:
  * method, url, headers (array of "Name: value"), body (string or nil), timeout (seconds or nil),
@@ -385,37 +386,17 @@ static int prepare(lua_State *L, handle_t *h, int a, int copy_body)
         return push_error(L, "validation", "bad_method", 0, "method is not a valid HTTP method", 0);
 
     /* Expect: 100-continue only ever matters with a body: it is turned off there. */
-    struct curl_slist *list = body ? curl_slist_append(NULL, "Expect:") : NULL;
-    if (!lua_isnoneornil(L, a + 2)) {
+    struct curl_slist *list = NULL;
+    if (lua_isnoneornil(L, a + 2)) {
+        if (body && (list = curl_slist_append(NULL, "Expect:")) == NULL)
+            return push_error(L, "transport", "CURLE_OUT_OF_MEMORY", CURLE_OUT_OF_MEMORY,
+                              "out of memory building headers", 0);
+    } else {
         luaL_checktype(L, a + 2, LUA_TTABLE);
-        for (int i = 1;; i++) {
-            lua_rawgeti(L, a + 2, i);
-            if (lua_isnil(L, -1)) {
-                lua_pop(L, 1);
-                break;
-            }
-            size_t hl;
-            const char *hv = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &hl) : NULL;
-            if (hv == NULL || crm_has_ctl(hv, hl) || crm_has_non_ascii(hv, hl)) {
-                lua_pop(L, 1);
-                curl_slist_free_all(list);
-                return push_error(L, "validation", "bad_header", 0,
-                                  "header contains CR, LF, NUL or a non-ASCII byte, or is not a string",
-                                  0);
-            }
-            struct curl_slist *nl = curl_slist_append(list, hv);
-            lua_pop(L, 1);
-            if (nl == NULL) {
-                curl_slist_free_all(list);
-                return push_error(L, "transport", "CURLE_OUT_OF_MEMORY", CURLE_OUT_OF_MEMORY,
-                                  "out of memory building headers", 0);
-            }
-            list = nl;
-        }
+        int rc = list_from(L, a + 2, body != NULL, &list);
+        if (rc)
+            return rc;
     }
-    if (list == NULL && body)
-        return push_error(L, "transport", "CURLE_OUT_OF_MEMORY", CURLE_OUT_OF_MEMORY,
-                          "out of memory building headers", 0);
     h->op = NULL;
     h->headers = list;
     set_transfer(h, method, mlen, url, list, body, blen, timeout, fresh, copy_body);
