@@ -1001,44 +1001,12 @@ static int l_escape(lua_State *L)
     return 1;
 }
 
-/* Removes JSON nulls (lua-cjson's null is a NULL light userdata) from the object fields of a
- * decoded value, recursively; array slots keep theirs so no element disappears. The walk is
- * the hot part of every decoded response, which is why it is in C. */
-static void strip_nulls(lua_State *L, int t, int depth)
-{
-    if (depth > 1000 || !lua_checkstack(L, 4))
-        return;
-    lua_pushnil(L);
-    while (lua_next(L, t)) {
-        int vt = lua_type(L, -1);
-        if (vt == LUA_TLIGHTUSERDATA && lua_touserdata(L, -1) == NULL) {
-            if (lua_type(L, -2) == LUA_TSTRING) {
-                lua_pushvalue(L, -2);
-                lua_pushnil(L);
-                lua_rawset(L, t); /* clearing a visited field is allowed during lua_next */
-            }
-        } else if (vt == LUA_TTABLE) {
-            strip_nulls(L, lua_gettop(L), depth + 1);
-        }
-        lua_pop(L, 1);
-    }
-}
-
 /* core.has_long_exponent(text) -> boolean: see crm_has_long_exponent */
 static int l_has_long_exponent(lua_State *L)
 {
     size_t n;
     const char *s = luaL_checklstring(L, 1, &n);
     lua_pushboolean(L, crm_has_long_exponent(s, n));
-    return 1;
-}
-
-/* core.strip_nulls(value) -> value */
-static int l_strip_nulls(lua_State *L)
-{
-    if (lua_type(L, 1) == LUA_TTABLE)
-        strip_nulls(L, 1, 0);
-    lua_settop(L, 1);
     return 1;
 }
 
@@ -1085,7 +1053,6 @@ static const luaL_Reg module_functions[] = {
     {"time", l_time},
     {"sleep", l_sleep},
     {"escape", l_escape},
-    {"strip_nulls", l_strip_nulls},
     {"has_long_exponent", l_has_long_exponent},
     {"isatty", crm_l_isatty},
     {"file_mode", crm_l_file_mode},

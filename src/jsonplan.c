@@ -47,6 +47,24 @@ size_t crm_json_skip_string(const char *s, size_t n, size_t i, int *escaped)
     return n;
 }
 
+size_t crm_json_exponent(const char *s, size_t n, size_t i, int *long_num)
+{
+    /* an exponent when a digit or a point comes before it: lua-cjson reads numbers with strtod,
+     * which takes "1.e400" too */
+    if (i == 0 || !((s[i - 1] >= '0' && s[i - 1] <= '9') || s[i - 1] == '.'))
+        return i + 1;
+    size_t j = i + 1, digits = 0;
+    if (j < n && (s[j] == '+' || s[j] == '-'))
+        j++;
+    while (j < n && s[j] >= '0' && s[j] <= '9') {
+        j++;
+        digits++;
+    }
+    if (digits >= 3)
+        *long_num = 1;
+    return j;
+}
+
 static crm_plan_event *add_event(crm_plan *p)
 {
     if (p->n == p->cap) {
@@ -200,22 +218,7 @@ int crm_plan_scan(const char *s, size_t n, crm_plan *p)
             continue;
         case 'e':
         case 'E':
-            /* an exponent when a digit or a point comes before it (strtod reads 1.e400; strings
-             * are skipped whole) */
-            if (i > 0 && ((s[i - 1] >= '0' && s[i - 1] <= '9') || s[i - 1] == '.')) {
-                size_t j = i + 1, digits = 0;
-                if (j < n && (s[j] == '+' || s[j] == '-'))
-                    j++;
-                while (j < n && s[j] >= '0' && s[j] <= '9') {
-                    j++;
-                    digits++;
-                }
-                if (digits >= 3)
-                    p->long_num = 1;
-                i = j;
-                continue;
-            }
-            i++;
+            i = crm_json_exponent(s, n, i, &p->long_num);
             continue;
         default:
             if (c >= '0' && c <= '9') {

@@ -42,6 +42,10 @@ int crm_plan_flat(const char *s, size_t n);
  * `escaped`, whether it holds a backslash. */
 size_t crm_json_skip_string(const char *s, size_t n, size_t i, int *escaped);
 
+/* s[i] is 'e' or 'E' outside a string: the index past it and, when it is an exponent (after a
+ * digit or a point), past its sign and digits; *long_num is set when it has 3 digits or more. */
+size_t crm_json_exponent(const char *s, size_t n, size_t i, int *long_num);
+
 /* Frees what crm_plan_scan allocated. */
 void crm_plan_free(crm_plan *p);
 

@@ -172,20 +172,7 @@ void crm_json_scan(const char *s, size_t n, crm_json_info *info)
                 info->has_null = 1;
             i++;
         } else {
-            /* e or E outside a string: an exponent when a digit or a point comes before it
-             * (lua-cjson reads numbers with strtod, which takes "1.e400" too) */
-            if (i > 0 && ((p[i - 1] >= '0' && p[i - 1] <= '9') || p[i - 1] == '.')) {
-                size_t j = i + 1, digits = 0;
-                if (j < n && (p[j] == '+' || p[j] == '-'))
-                    j++;
-                while (j < n && p[j] >= '0' && p[j] <= '9') {
-                    j++;
-                    digits++;
-                }
-                if (digits >= 3)
-                    info->long_exp = 1;
-            }
-            i++;
+            i = crm_json_exponent(s, n, i, &info->long_exp); /* e or E outside a string */
         }
     }
     if (info->empties == 0)
