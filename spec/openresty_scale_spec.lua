@@ -88,12 +88,15 @@ describe("OpenResty at scale (4 workers, 400 concurrent webhooks)", function()
     assert.equal(WEBHOOKS, r.answers)
     assert.is_true(r.nworkers >= 2, "the load reached " .. r.nworkers .. " worker(s)")
     assert.equal(1, r.logins)
-    -- at most rate * L + burst in any span L: checked for every pair of arrivals
+    -- at most rate * L + burst in any span L: checked for every pair of arrivals. The client
+    -- reserves its slots; the simulator sees arrivals, which a loaded machine can delay and
+    -- bunch: JITTER seconds of scheduling delay are allowed on each span (5 requests at 100/s).
+    local JITTER = 0.05
     local t = r.times
     for i = 1, #t do
       for j = i + 1, #t do
-        local allowed = RATE * (t[j] - t[i]) + BURST
-        if j - i + 1 > allowed + 1 then -- +1: one request's loopback jitter
+        local allowed = RATE * (t[j] - t[i] + JITTER) + BURST
+        if j - i + 1 > allowed then
           error(("%d requests within %.4f s (at most %.1f)"):format(j - i + 1, t[j] - t[i], allowed))
         end
       end
