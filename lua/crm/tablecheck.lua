@@ -61,7 +61,9 @@ M.SCROLL_TTL = 300                                 -- a scroll_id unused for 5 m
 
 M.contacts, M.images, M.merge, M.schema = contacts, images, merge, schema
 
-local KNOWN = { api_key = true, clock = true, scroll_ttl = true }
+-- Options with a type are type-checked before anything reads them (crm.client.init).
+local KNOWN = { api_key = "string", clock = true, scroll_ttl = "number",
+                allow_private_image_urls = "boolean" }
 
 -- TableCheck's error body: {errors = [{code, message}, ...]}.
 local function parse_error(body)
@@ -112,7 +114,7 @@ function M.new(opts)
   if o.base_url == nil then o.base_url = M.DEFAULT_BASE_URL end
   local self = setmetatable({}, MT)
   local ok, err = client.init(self, o, KNOWN, parse_error,
-    function(x) return "api_key\0" .. tostring(x.api_key) end)
+    function(x) return "api_key\0" .. (type(x.api_key) == "string" and x.api_key or "") end)
   if not ok then return nil, err end
   -- A key shorter than 4 bytes could not be told from other text, so it could not be scrubbed
   -- from error messages (crm.error redacts secrets of 4 bytes and more).
