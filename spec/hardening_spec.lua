@@ -209,3 +209,66 @@ describe("core.build", function()
     assert.equal("GET", (core.build(core.ops["toast.get_customer"], "http://h", GUID)))
   end)
 end)
+
+describe("image_upload_url names a public host", function()
+  local images = require "crm.tablecheck.images"
+  local PRIVATE = {
+    "http://localhost/a.png", "https://localhost/a.png", "http://LOCALHOST./a.png",
+    "http://shop.localhost/a.png", "http://intranet/a.png", "http://intranet./a.png",
+    "http://127.0.0.1/a.png", "http://127.1/a.png", "http://0x7f.0.0.1/a.png",
+    "http://2130706433/a.png", "http://017700000001/a.png", "http://0177.0.0.01/a.png",
+    "http://0x7f000001/a.png", "http://10.1.2.3/a.png", "http://172.16.0.1/a.png",
+    "http://172.31.255.255/a.png", "http://192.168.0.10/a.png", "http://169.254.169.254/a.png",
+    "http://100.64.0.1/a.png", "http://100.127.255.254/a.png", "http://0.0.0.0/a.png",
+    "http://0/a.png", "http://user@127.0.0.1:8080/a.png", "http://[::1]/a.png",
+    "http://[::]/a.png", "http://[::ffff:127.0.0.1]/a.png", "http://[::ffff:7f00:1]/a.png",
+    "http://[fe80::1]/a.png", "http://[fe80::1%25eth0]/a.png", "http://[fc00::1]/a.png",
+    "http://[fd12:3456::1]/a.png", "http://[0:0:0:0:0:0:0:1]/a.png", "http://[::ffff:10.0.0.1]/a.png",
+    "http://[::ffff:192.168.1.1]:8080/a.png", "http://[not-an-ip]/a.png", "http://1.2.3.4.5/a.png",
+    "http://256.1.1.1/a.png", "http://08.1.1.1/a.png",
+  }
+  local PUBLIC = {
+    "https://cdn.example.com/a.png", "https://i.pravatar.cc/300", "http://93.184.216.34/a.png",
+    "http://[2606:4700::1111]/a.png", "http://[::ffff:8.8.8.8]/a.png", "http://172.32.0.1/a.png",
+    "http://100.128.0.1/a.png", "http://x.test/a.png", "https://cdn.example.com./a.png",
+  }
+
+  it("refuses loopback, private, link-local, CGNAT and unspecified hosts in every spelling", function()
+    for _, url in ipairs(PRIVATE) do
+      local e = images.check_public_host(url, "images[1].image_upload_url")
+      assert.is_table(e, url)
+      assert.equal("images[1].image_upload_url", e.field)
+      assert.matches("public host", e.message)
+    end
+    for _, url in ipairs(PUBLIC) do
+      assert.is_nil(images.check_public_host(url, "f"), url)
+    end
+  end)
+
+  it("is checked on create, amend and reservation create, and nothing is sent", function()
+    H.reset()
+    local c = H.tablecheck()
+    local before = H.total()
+    local bad = { { image_upload_url = "http://127.1/a.png" } }
+    local _, e1 = c:create_customer(H.tc_customer { images = bad })
+    assert.equal("images[1].image_upload_url", e1.field)
+    assert.matches("public host", tostring(e1))
+    local _, e2 = c:update_customer("5ed64e249551e80639a4d995", { images = {
+      { image_upload_url = "https://cdn.example.com/a.png" }, { image_upload_url = "http://[::1]/b.png" } } })
+    assert.equal("images[2].image_upload_url", e2.field)
+    local _, e3 = c:create_reservation { shop_id = H.tc.shop_ids[1], pax = 2,
+      start_at = "2030-01-01T19:00:00Z", images = { { image_upload_url = "https://localhost/menu.png" } } }
+    assert.equal("images[1].image_upload_url", e3.field)
+    assert.equal(before, H.total())
+  end)
+
+  it("lets allow_private_image_urls = true send the simulator's own URLs (never the default)", function()
+    H.reset()
+    local own = H.base_url .. "/images/a.png"
+    local c = H.tablecheck { allow_private_image_urls = true }
+    local cust = assert(c:create_customer(H.tc_customer { images = { { image_upload_url = own } } }))
+    assert.equal(1, #cust.images)
+    local _, err = H.tablecheck():create_customer(H.tc_customer { images = { { image_upload_url = own } } })
+    assert.equal("images[1].image_upload_url", err.field)
+  end)
+end)

@@ -99,6 +99,9 @@ end
 -- pages (TableCheck: 300; more than 0, at most 86400)
 -- @tfield[opt] table clock `{now = fn, sleep = fn}`: replaces the monotonic clock for retries,
 -- scroll expiry and the waits (merge, images); for tests and schedulers
+-- @tfield[opt=false] boolean allow_private_image_urls lets `image_upload_url` name a loopback,
+-- private or single-label host (a test against a local server); never on by default, since
+-- TableCheck fetches the image from a public URL (see `crm.tablecheck.images.check_public_host`)
 
 --- Builds a TableCheck client (`crm.tablecheck(opts)`). Validates and sends nothing.
 -- @tparam Options opts the TableCheck options and the common `crm.client.Options`
@@ -130,6 +133,8 @@ function M.new(opts)
     self.policy.clock = o.clock
   end
   self.scroll_ttl = o.scroll_ttl or M.SCROLL_TTL
+  -- image_upload_url may name a loopback or private host: for tests against a local server only.
+  self.allow_private_image_urls = o.allow_private_image_urls == true
   self._timeout = o.timeout
   self.engine:set_secret(1, o.api_key)
   -- The header lines carry the key, so they live in the private table, not on the client.
@@ -339,7 +344,7 @@ function TableCheck:_write(name, method, id, body, idempotent)
 end
 
 local function create(self, name, kind, body)
-  local checked, err = schema.body(kind, body)
+  local checked, err = schema.body(kind, body, self)
   if not checked then return nil, err end
   -- POST creates a record each time it arrives: retried only when it never left this machine.
   return self:_write(name, "POST", nil, checked, false)
@@ -348,7 +353,7 @@ end
 local function update(self, name, kind, id, body)
   local e = validate.id(id, RESOURCES[name].id)
   if e then return nil, e end
-  local checked, err = schema.body(kind, body)
+  local checked, err = schema.body(kind, body, self)
   if not checked then return nil, err end
   return self:_write(name, "PUT", id, checked, schema.write_is_repeatable(checked))
 end

@@ -40,9 +40,10 @@ M.MAX_PAGE_SIZE = 50
 --- The default `base_url`.
 M.DEFAULT_BASE_URL = "https://ws-api.toasttab.com"
 
--- Options with a type are type-checked before anything reads them (crm.client.init).
+-- Options with a type are type-checked before anything reads them (crm.client.init);
+-- client_id and client_secret are checked below, unless a token makes them unused.
 local KNOWN = {
-  restaurant_guid = "string", client_id = "string", client_secret = "string", token = "string",
+  restaurant_guid = "string", client_id = true, client_secret = true, token = "string",
   confirm_timeout = "number", confirm_attempts = "number", default_country_code = "string",
 }
 
