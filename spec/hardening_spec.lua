@@ -272,3 +272,40 @@ describe("image_upload_url names a public host", function()
     assert.equal("images[1].image_upload_url", err.field)
   end)
 end)
+
+describe("TableCheck search_customers{scroll_id = id}", function()
+  before_each(function() H.reset() end)
+
+  it("continues a scroll: sends only {scroll_id} and returns the page as search_customers does", function()
+    H.tc_seed(250, "Cont")
+    local t = H.recording_transport()
+    local c = H.tablecheck { transport = t }
+    local first, page = assert(c:search_customers { first_name = "Cont" })
+    assert.equal(200, #first)
+    assert.equal(250, page.total_results)
+    assert.is_string(page.scroll_id)
+    -- a caller that kept only the scroll_id (a queue, a restart) continues with a new client
+    local c2 = H.tablecheck { transport = t }
+    local second, page2 = assert(c2:search_customers { scroll_id = page.scroll_id })
+    assert.equal(50, #second)
+    assert.equal("Cont", second[1].first_name)
+    assert.equal(250, page2.total_results)
+    assert.same({ scroll_id = page.scroll_id }, cjson.decode(t.log[2].body))
+    local seen = {}
+    for _, x in ipairs(first) do seen[x.id] = true end
+    for _, x in ipairs(second) do assert.is_nil(seen[x.id]) end
+  end)
+
+  it("refuses any other field beside scroll_id, and a scroll_id that is not a string; nothing sent", function()
+    local c = H.tablecheck()
+    local before = H.total()
+    local _, e1 = c:search_customers { scroll_id = "abc", first_name = "X" }
+    assert.equal("validation", e1.kind)
+    assert.equal("first_name", e1.field)
+    local _, e2 = c:search_customers { scroll_id = 42 }
+    assert.equal("scroll_id", e2.field)
+    local _, e3 = c:search_customers { scroll_id = "" }
+    assert.equal("scroll_id", e3.field)
+    assert.equal(before, H.total())
+  end)
+end)

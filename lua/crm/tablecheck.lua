@@ -490,6 +490,30 @@ end
 local RESTART_HINT = "; start the search again, or pass restart_on_expiry = true to have the"
   .. " iterator do it"
 
+-- The next page of a scroll: POST {scroll_id} -> answer | nil, err (iter_search_customers and
+-- search_customers{scroll_id = id}). A scroll moves on each time the server serves a page (the
+-- seed's scroll ids are Elasticsearch's), so a continuation that reached the server is never
+-- sent again: a lost answer would silently skip a page (err.scroll_lost). It gets a connection
+-- of its own for the same reason. An expired scroll is a timeout error, expired_by = "server".
+local function continue_scroll(self, scroll_id)
+  local res, cerr = self:_call({ op = OPS["tablecheck.customer_search"], body = { scroll_id = scroll_id },
+                                 fresh = true }, true, function(aerr)
+    if not retry.is_definitive(aerr) then
+      aerr.retryable, aerr.scroll_lost = false, true
+      aerr.message = aerr.message .. "; the scroll may have moved past this page, so it was not"
+        .. " sent again" .. RESTART_HINT
+    end
+    return nil, aerr
+  end)
+  if not res and scroll_expired(cerr) then
+    cerr.kind, cerr.expired_by = "timeout", "server"
+    cerr.code = cerr.code or "scroll_expired"
+    cerr.message = "the server says the customer_search scroll expired (a scroll_id lasts 5"
+      .. " minutes between pages): " .. cerr.message .. RESTART_HINT
+  end
+  return res, cerr
+end
+
 --- Every customer a search matches, as a pager (`POST /customer_search`, CustomerSearchParams).
 --    for c, err in client:iter_search_customers({first_name = "Jim", has_email = true}) do ... end
 -- The first request sends the query, every later one only {scroll_id}; it stops when a page
@@ -542,25 +566,7 @@ function TableCheck:iter_search_customers(query, opts)
         .. " passed between pages and a scroll_id lasts %gs", idle, ttl) .. RESTART_HINT,
         { code = "scroll_expired", expired_by = "client" })
     end
-    -- A scroll moves on each time the server serves a page (the seed's scroll ids are
-    -- Elasticsearch's), so a continuation that reached the server is never sent again: a lost
-    -- answer would silently skip a page. It gets a connection of its own for the same reason.
-    local res, cerr = self:_call({ op = OPS["tablecheck.customer_search"], body = { scroll_id = p.scroll_id },
-                                   fresh = true }, true, function(aerr)
-      if not retry.is_definitive(aerr) then
-        aerr.retryable, aerr.scroll_lost = false, true
-        aerr.message = aerr.message .. "; the scroll may have moved past this page, so it was not"
-          .. " sent again" .. RESTART_HINT
-      end
-      return nil, aerr
-    end)
-    if not res and scroll_expired(cerr) then
-      cerr.kind, cerr.expired_by = "timeout", "server"
-      cerr.code = cerr.code or "scroll_expired"
-      cerr.message = "the server says the customer_search scroll expired (a scroll_id lasts 5"
-        .. " minutes between pages): " .. cerr.message .. RESTART_HINT
-    end
-    return res, cerr
+    return continue_scroll(self, p.scroll_id)
   end
 
   -- One answer: the customers not yielded before a restart (all of them otherwise) and whether
@@ -615,20 +621,49 @@ function TableCheck:iter_search_customers(query, opts)
   end, { started = false, fetched = 0, restarts = 0, restarted = 0, last_at = 0 })
 end
 
---- The first page of a search (`POST /customer_search`): up to 200 customers.
--- With pagination.scroll_id and total_results as the server sent them. iter_search_customers
--- reads every page.
--- @tparam[opt] table query CustomerSearchParams (`{}`: every customer)
--- @treturn[1] {table,...} the customers of the first page
+-- The query {scroll_id = id}: nil, or the scroll_id | nil, err (another field beside it).
+local function scroll_query(query)
+  if type(query) ~= "table" or rawget(query, "scroll_id") == nil then return nil end
+  for k in next, query do
+    if k ~= "scroll_id" then
+      return nil, validate.fail(validate.key_name(k), "cannot be given with scroll_id (a continuation"
+        .. " sends only {scroll_id}; the query belongs to the first page)")
+    end
+  end
+  local sid = rawget(query, "scroll_id")
+  local e = validate.string(sid, "scroll_id", { nonempty = true, max = 4096 })
+  if e then return nil, e end
+  return sid
+end
+
+--- One page of a search (`POST /customer_search`): up to 200 customers.
+-- With a query: the first page. With `{scroll_id = id}` (the `pagination.scroll_id` of the
+-- page before, kept in a queue or across a restart): the next page of that scroll, sent as
+-- `{scroll_id}` alone, and never sent again once it may have reached the server
+-- (`err.scroll_lost`); an expired scroll is a `timeout` error with `code = "scroll_expired"`.
+-- Pagination holds scroll_id and total_results as the server sent them. iter_search_customers
+-- reads every page and is the recommended way.
+-- @tparam[opt] table query CustomerSearchParams (`{}`: every customer), or `{scroll_id = id}`
+-- and no other field
+-- @treturn[1] {table,...} the customers of the page
 -- @treturn[1] Pagination `{scroll_id, total_results}`
 -- @return[2] `nil`
--- @treturn[2] Error `validation` with `field` (nothing sent), or `http`, `auth`, `transport`,
--- `timeout`, `decode`
+-- @treturn[2] Error `validation` with `field` (nothing sent; a field beside `scroll_id` is
+-- refused), or `http`, `auth`, `transport`, `timeout`, `decode`
+-- @usage local page, pagination = assert(tc:search_customers { first_name = "Jim" })
+-- local next_page = assert(tc:search_customers { scroll_id = pagination.scroll_id })
 function TableCheck:search_customers(query)
-  local body, err = schema.body("customer_search", query or {})
-  if not body then return nil, err end
+  local sid, err = scroll_query(query)
+  if err then return nil, err end
   local res
-  res, err = self:_call({ op = OPS["tablecheck.customer_search"], body = body }, true)
+  if sid then
+    res, err = continue_scroll(self, sid)
+  else
+    local body
+    body, err = schema.body("customer_search", query or {})
+    if not body then return nil, err end
+    res, err = self:_call({ op = OPS["tablecheck.customer_search"], body = body }, true)
+  end
   if not res then return nil, err end
   local items
   items, err = unwrap_items(res, "customers", CUSTOMER_KEYS)

@@ -579,7 +579,8 @@ local BODIES = {
     return not_empty(o) or distinct_merge_ids(o)
   end }),
   customer_search = object(CUSTOMER_SEARCH, { hints = {
-    scroll_id = "is managed by the iterator (it follows pagination.scroll_id itself)",
+    scroll_id = "is managed by the iterator (it follows pagination.scroll_id itself); to continue"
+      .. " a scroll by hand, call search_customers{scroll_id = id} with no other field",
   } }),
   reservation_create = object(merge_fields(RESERVATION_UPDATE, { shop_id = OBJECT_ID,
     images = IMAGES_CREATE }),
