@@ -309,3 +309,77 @@ describe("TableCheck search_customers{scroll_id = id}", function()
     assert.equal(before, H.total())
   end)
 end)
+
+describe("a shared Toast token bound to its credentials", function()
+  local hash = require "crm.hash"
+  local saved_log
+  local logs
+  before_each(function()
+    H.reset()
+    saved_log, logs = stores.log, {}
+    stores.log = function(msg) logs[#logs + 1] = msg end
+  end)
+  after_each(function() stores.log = saved_log end)
+
+  -- A store that ignores the namespace part of the key: every tenant sees the same "t:0".
+  local function mixing(inner)
+    local function plain(key) return (key:gsub("^crm:%x+:", "")) end
+    return {
+      get = function(_, k) return inner:get(plain(k)) end,
+      set = function(_, k, ...) return inner:set(plain(k), ...) end,
+      add = function(_, k, ...) return inner:add(plain(k), ...) end,
+      incr = function(_, k, ...) return inner:incr(plain(k), ...) end,
+    }
+  end
+
+  it("stores HMAC(client_secret, client_id, base URL, token, expiry) beside the token", function()
+    local inner = stores.new_local()
+    local c = H.toast { store = mixing(inner) }
+    local token = assert(c:login())
+    assert(c:search_customers { lastName = "Nobody" })
+    local v = inner:get("t:0")
+    local t, expiry, tag = v:match("^(.+) crm1 (%d+) (%x+)$")
+    assert.is_string(t)
+    assert.equal(hash.hex(hash.hmac_sha256(H.client_secret, H.client_id .. "\0" .. H.base_url .. "\0"
+      .. t .. "\0" .. expiry)), tag)
+    assert.is_nil(v:find(H.client_secret, 1, true))
+    assert.is_string(token)
+    -- another restaurant with the same credentials uses the same token: no second login
+    local logins = H.stats().logins
+    local other = H.toast { store = mixing(inner), restaurant_guid = "00000000-0000-4000-8000-000000000001" }
+    assert(other:search_customers { lastName = "Nobody" })
+    assert.equal(logins, H.stats().logins)
+    assert.equal(0, #logs)
+  end)
+
+  it("ignores another tenant's token that a store hands over, and logs that once", function()
+    local inner = stores.new_local()
+    local a = H.toast { store = mixing(inner) }
+    assert(a:search_customers { lastName = "Nobody" })
+    -- tenant b: other credentials, the same (broken) store
+    local b = H.toast { store = mixing(inner), client_id = "other-client", client_secret = "other-secret" }
+    local _, err = b:search_customers { lastName = "Nobody" }
+    assert.equal("auth", err.kind) -- it logged in with its own credentials, which the server refuses
+    local _, err2 = b:get_customer(crm.guid())
+    assert.equal("auth", err2.kind)
+    assert.equal(1, #logs)
+    assert.matches("not bound to these credentials", logs[1])
+  end)
+
+  it("ignores an unbound or forged entry, logs once and logs in itself", function()
+    local inner = stores.new_local()
+    local c = H.toast { store = mixing(inner) }
+    local token = assert(c:login())
+    inner:set("t:0", token) -- a bare token: no tag
+    local c2 = H.toast { store = mixing(inner) }
+    local logins = H.stats().logins
+    assert(c2:search_customers { lastName = "Nobody" })
+    assert.equal(logins + 1, H.stats().logins)
+    inner:set("t:0", token .. " crm1 9999999999 " .. ("ab"):rep(32)) -- a forged tag
+    local c3 = H.toast { store = mixing(inner) }
+    assert(c3:search_customers { lastName = "Nobody" })
+    assert(c3:search_customers { lastName = "Nobody" })
+    assert.equal(logins + 2, H.stats().logins)
+    assert.equal(2, #logs) -- once per client
+  end)
+end)
