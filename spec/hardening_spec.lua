@@ -21,6 +21,20 @@ local function bottom(t, k)
   return t
 end
 
+-- Inside a describe: a reset simulator before each spec, and crm.store's log lines caught in
+-- the returned list (emptied before each spec) instead of written to stderr.
+local function capture_logs()
+  local logs, saved = {}, nil
+  before_each(function()
+    H.reset()
+    for i = #logs, 1, -1 do logs[i] = nil end
+    saved = stores.log
+    stores.log = function(msg) logs[#logs + 1] = msg end
+  end)
+  after_each(function() stores.log = saved end)
+  return logs
+end
+
 describe("redaction at any depth", function()
   local SECRET = "s3cr3t-key-material"
 
@@ -74,14 +88,7 @@ describe("redaction at any depth", function()
 end)
 
 describe("a store that answers garbage", function()
-  local saved_log
-  local logs
-  before_each(function()
-    H.reset()
-    saved_log, logs = stores.log, {}
-    stores.log = function(msg) logs[#logs + 1] = msg end
-  end)
-  after_each(function() stores.log = saved_log end)
+  local logs = capture_logs()
 
   for _, case in ipairs {
     { "a table", function() return { token = "x" } end },
@@ -312,14 +319,7 @@ end)
 
 describe("a shared Toast token bound to its credentials", function()
   local hash = require "crm.hash"
-  local saved_log
-  local logs
-  before_each(function()
-    H.reset()
-    saved_log, logs = stores.log, {}
-    stores.log = function(msg) logs[#logs + 1] = msg end
-  end)
-  after_each(function() stores.log = saved_log end)
+  local logs = capture_logs()
 
   -- A store that ignores the namespace part of the key: every tenant sees the same "t:0".
   local function mixing(inner)
