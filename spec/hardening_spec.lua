@@ -383,3 +383,40 @@ describe("a shared Toast token bound to its credentials", function()
     assert.equal(2, #logs) -- once per client
   end)
 end)
+
+describe("the command line's config file", function()
+  local config = require "crm.cli.config"
+
+  it("is refused when group or others can write it, not only read it", function()
+    local path = os.tmpname()
+    H.spit(path, crm.json.encode { CRM_TABLECHECK_API_KEY = H.tablecheck_key })
+    for _, mode in ipairs { "620", "602", "622", "660", "606" } do
+      assert(os.execute("chmod " .. mode .. " " .. path))
+      local t, err = config.read_file(path, true)
+      assert.is_nil(t, mode)
+      assert.equal("config", err.field, mode)
+      assert.matches("by group or others", err.message)
+      assert.is_nil(err.message:find(H.tablecheck_key, 1, true))
+    end
+    assert(os.execute("chmod 620 " .. path))
+    assert.matches("writable by group or others", select(2, config.read_file(path, true)).message)
+    for _, mode in ipairs { "600", "400" } do
+      assert(os.execute("chmod " .. mode .. " " .. path))
+      assert.equal(H.tablecheck_key, assert(config.read_file(path, true)).CRM_TABLECHECK_API_KEY, mode)
+    end
+    os.remove(path)
+  end)
+
+  it("is refused when another user owns it (checked when the specs run as root)", function()
+    local _, _, _, euid = core.file_mode("/")
+    assert.is_number(euid)
+    if euid ~= 0 then return end
+    local path = os.tmpname()
+    H.spit(path, "{}")
+    assert(os.execute("chmod 600 " .. path .. " && chown 65534 " .. path))
+    local t, err = config.read_file(path, true)
+    assert.is_nil(t)
+    assert.matches("belongs to another user", err.message)
+    os.remove(path)
+  end)
+end)
