@@ -420,3 +420,74 @@ describe("the command line's config file", function()
     os.remove(path)
   end)
 end)
+
+describe("--dry-run masks by field", function()
+  local inspect = require "crm.cli.inspect"
+  local ID, GUID = "5ed64e249551e80639a4d995", "0b7d3f0e-1111-4a2b-9c3d-000000000001"
+
+  -- Person fields of both contracts, filled with text a shape rule would let through:
+  -- upper-case words, dates and digits.
+  local function tablecheck_body()
+    return {
+      franchise_id = ID, first_name = "ZELDA", last_name = "HYRULE", alt_first_name = "ZEL",
+      alt_last_name = "HYR", alpha_first_name = "ZLD", kanji_first_name = "ZK", kanji_last_name = "HK",
+      name_prefix = "DR", title = "CEO", company_name = "ACME", company_title = "CTO",
+      company_division = "RND", gender = "female", age_range = "AGE_30S", locale = "en",
+      memo = "VIP", memo2 = "NUT_FREE", likes = { "WINE" }, dislikes = { "BEER" },
+      allergies = { "PEANUTS" }, birthday = "1990-04-01",
+      emails = { "ZED@EXAMPLE.ORG" }, phones = { { id = ID, number = "+14155550100" } },
+      addresses = { { street = "MAIN_ST", street2 = "APT_4", city = "LONDON", region = "ENG",
+                      postal_code = "12345", country = "GB" } },
+      socials = { { provider = "twitter", username = "ZELDA_X" } },
+      events = { { tag = "birthday", date = "1990-04-01", months = { 4 }, day = 1, memo = "CAKE" } },
+      shop_memos = { { shop_id = ID, memo = "REGULAR" } },
+      images = { { image_upload_url = "https://cdn.example.com/ZELDA.png" } },
+      allow_marketing = true, sms_number = "4155550100",
+    }
+  end
+  local SECRET_VALUES = { "ZELDA", "HYRULE", "ZEL", "HYR", "ZLD", "ZK", "HK", "DR", "CEO", "ACME",
+    "CTO", "RND", "female", "AGE_30S", "VIP", "NUT_FREE", "WINE", "BEER", "PEANUTS", "1990-04-01",
+    "ZED@EXAMPLE.ORG", "4155550100", "MAIN_ST", "APT_4", "LONDON", "ENG", "12345", "GB", "ZELDA_X",
+    "CAKE", "REGULAR", "cdn.example.com", "SMITH", "JOHN", "LOYAL_GUEST", "2065550100", "2031-01-01" }
+
+  local function shown(body)
+    return inspect.describe("POST", "http://h/api/crm/v1/customers", { "Authorization: k" },
+      crm.json.encode(body), {})
+  end
+
+  local function assert_masked(text)
+    for _, v in ipairs(SECRET_VALUES) do
+      assert.is_nil(text:find(v, 1, true), v .. " shown in: " .. text)
+    end
+  end
+
+  it("shows every person field of TableCheck's bodies as <pii>, keeping ids and flags", function()
+    local text = shown(tablecheck_body())
+    assert_masked(text)
+    assert.truthy(text:find(ID, 1, true))
+    assert.truthy(text:find('"allow_marketing":true', 1, true))
+    local r = shown { shop_id = ID, pax = 2, start_at = "2030-01-01T19:00:00Z", party_name = "SMITH",
+                      customer_name = "JOHN", memo = "LOYAL_GUEST", special_request = "LONDON" }
+    assert_masked(r)
+    assert.truthy(r:find("2030-01-01T19:00:00Z", 1, true))
+  end)
+
+  it("shows Toast's customer and credit fields as <pii>, keeping GUIDs, amounts and types", function()
+    local c = shown { guid = GUID, firstName = "JOHN", lastName = "SMITH", email = "ZED@EXAMPLE.ORG",
+                      phone = "2065550100" }
+    assert_masked(c)
+    assert.truthy(c:find(GUID, 1, true))
+    local t = shown { guid = GUID, amount = 4.5, transactionType = "ADD_VALUE",
+                      localCreatedDate = "2030-01-01T00:00:00.000+0000", note = "LOYAL_GUEST",
+                      expirationDate = "2031-01-01" }
+    assert.truthy(t:find("ADD_VALUE", 1, true))
+    assert.truthy(t:find("4.5", 1, true))
+    assert.is_nil(t:find("LOYAL_GUEST", 1, true))
+  end)
+
+  it("masks a body nested deeper than 20 levels", function()
+    local text = shown(deep(50, "memo", "ZELDA"))
+    assert.is_nil(text:find("ZELDA", 1, true))
+    assert.is_nil(shown(deep(50, "x", { first_name = "ZELDA" })):find("ZELDA", 1, true))
+  end)
+end)
