@@ -95,12 +95,14 @@ describe("a store that answers garbage", function()
     { "a boolean", function() return true end },
     { "a function", function() return print end },
     { "a userdata", function() return io.stdout end },
+    { "nil and an error whose __tostring raises",
+      function() return nil, setmetatable({}, { __tostring = function() error("boom") end }) end },
   } do
     it("is a failing store when get returns " .. case[1] .. " for the token: falls back, logs once", function()
       local inner = stores.new_local()
       local st = {
         get = function(_, key)
-          if key:find(":t:", 1, true) then return case[2]() end
+          if key:find(":t:", 1, true) then return case[2]() end -- luacheck: ignore 631
           return inner:get(key)
         end,
         set = function(_, ...) return inner:set(...) end,

@@ -168,7 +168,10 @@ end
 local function redacted(self, err, value)
   local secrets = { type(value) == "string" and value or nil }
   for i = 1, #self.secrets do secrets[#secrets + 1] = self.secrets[i] end
-  local s = require("crm.error").redact(tostring(err), { secrets = secrets })
+  -- The store's own error value may be anything, a table whose __tostring raises included.
+  local shown, text = pcall(tostring, err)
+  if not shown or type(text) ~= "string" then text = "(an error value that cannot be shown)" end
+  local s = require("crm.error").redact(text, { secrets = secrets })
   if #s > 160 then s = s:sub(1, 160) .. "..." end
   return s
 end
