@@ -123,7 +123,9 @@ check-valgrind: all core-luajit
 # ---- fuzzing: libFuzzer (clang) for FUZZ_TIME seconds over the committed seed corpus, then the
 # Lua-driven loop (scripts/fuzz_lua.lua: core.decode against its oracles, core.build, h:call and
 # core.header_set fed hostile Lua values) for FUZZ_ITERS iterations of FUZZ_SEED under ASan and
-# UBSan, the sanitizer runtime preloaded as in check-asan. make fuzz-lua runs the loop alone.
+# UBSan, the sanitizer runtime preloaded as in check-asan; then the command line's CSV reader
+# (scripts/fuzz_csv.lua: RFC 4180 round trips, plain splits, hostile text). make fuzz-lua runs
+# the two loops alone.
 FUZZ_TIME  ?= 60
 FUZZ_ITERS ?= 20000
 FUZZ_SEED  ?= 1
@@ -144,6 +146,7 @@ fuzz-lua: $(ASAN_SO)
 	  LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  FUZZ_ITERS=$(FUZZ_ITERS) FUZZ_SEED=$(FUZZ_SEED) $(LUA) scripts/fuzz_lua.lua
+	@FUZZ_ITERS=$(FUZZ_ITERS) FUZZ_SEED=$(FUZZ_SEED) $(LUA) scripts/fuzz_csv.lua
 
 # ---- performance: baselines and crm in one run; writes bench/results.md ----
 .PHONY: bench

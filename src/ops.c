@@ -331,15 +331,40 @@ int crm_op_status_ok(const crm_op *op, long status)
     return status >= 200 && status < 300;
 }
 
-/* core.build(op, base, a1, a2, query) -> method, url, fresh | false, field
- * (field: the id argument that is not an id of its API, or "query") */
+/* nil, {kind = "validation", name, code = 0, message, sent = false}: the shape of the C core's
+ * other errors (core.c's push_error), for arguments core.build cannot use. */
+static int build_error(lua_State *L, const char *name, const char *msg)
+{
+    lua_pushnil(L);
+    lua_createtable(L, 0, 5);
+    lua_pushliteral(L, "validation");
+    lua_setfield(L, -2, "kind");
+    lua_pushstring(L, name);
+    lua_setfield(L, -2, "name");
+    lua_pushinteger(L, 0);
+    lua_setfield(L, -2, "code");
+    lua_pushstring(L, msg);
+    lua_setfield(L, -2, "message");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "sent");
+    return 2;
+}
+
+/* core.build(op, base, a1, a2, query) -> method, url, fresh | false, field | nil, err
+ * (field: the id argument that is not an id of its API, or "query"; err: a bad op, or a base
+ * that is not a string or holds a control character or a space, as h:call refuses it) */
 static int l_build(lua_State *L)
 {
     const crm_op *op = crm_op_at(L, 1);
     if (op == NULL)
-        return luaL_argerror(L, 1, "not an operation of core.ops");
+        return build_error(L, "bad_op", "not an operation of core.ops");
+    int bt = lua_type(L, 2);
+    if (bt != LUA_TSTRING && bt != LUA_TNUMBER)
+        return build_error(L, "bad_url", "the base URL must be a string");
     size_t base_len;
-    const char *base = luaL_checklstring(L, 2, &base_len);
+    const char *base = lua_tolstring(L, 2, &base_len);
+    if (crm_has_ctl(base, base_len) || memchr(base, ' ', base_len))
+        return build_error(L, "bad_url", "url contains a control character or space");
     lua_settop(L, 5);
     struct buf url = {0};
     const char *bad = crm_op_url(L, op, base, base_len, 3, 5, &url);

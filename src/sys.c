@@ -34,7 +34,8 @@ int crm_l_file_mode(lua_State *L)
     else
         lua_pushliteral(L, "other");
     lua_pushinteger(L, (lua_Integer)st.st_uid);
-    return 3;
+    lua_pushinteger(L, (lua_Integer)geteuid());
+    return 4;
 }
 
 static volatile sig_atomic_t sigint_count = 0;

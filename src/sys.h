@@ -7,7 +7,8 @@
 
 /* isatty(fd) -> boolean */
 int crm_l_isatty(lua_State *L);
-/* file_mode(path) -> permission bits (st_mode & 07777), "file"|"directory"|"other", owner uid
+/* file_mode(path) -> permission bits (st_mode & 07777), "file"|"directory"|"other", owner uid,
+ *                    the process's effective uid
  *                  | nil, message */
 int crm_l_file_mode(lua_State *L);
 /* interrupted("trap") installs a SIGINT handler that only counts; interrupted() -> the count since

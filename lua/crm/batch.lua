@@ -98,15 +98,23 @@ local function as_function(client, op)
   return nil
 end
 
+-- What an operation raised, as a validation error naming ops[index]. A Lua error inside an
+-- operation is a bug in the caller's function; it is reported as a value, redacted with the
+-- client's secrets in force now (the token a login of this batch got too): the text may be
+-- anything the caller's code put in it. tostring may raise as well (a __tostring that fails).
+local function raised(opts, index, what)
+  local shown, text = pcall(tostring, what)
+  if not shown or type(text) ~= "string" then text = "(an error value that cannot be shown)" end
+  local engine = opts.client and opts.client.engine
+  local ctx = { secrets = engine and engine:secrets() or {} }
+  return errors.new("validation", "operation raised an error: " .. text,
+    { field = "ops[" .. tostring(index) .. "]" }, ctx)
+end
+
 -- Files one operation's outcome in results[index]; returns true when the batch should stop.
 local function record(results, opts, index, ok, res, err)
   if not ok then
-    -- A Lua error inside an operation is a bug in the caller's function; report it as a value.
-    -- tostring may raise too (an error value with a __tostring that fails).
-    local shown, text = pcall(tostring, res)
-    if not shown then text = "(an error value that cannot be shown)" end
-    err = errors.new("validation", "operation raised an error: " .. text, { field = "ops[" .. index .. "]" })
-    res = nil
+    err, res = raised(opts, index, res), nil
   end
   if res == nil and err == nil then
     err = errors.new("validation", "operation returned nothing", { field = "ops[" .. index .. "]" })
@@ -185,6 +193,7 @@ function M.run(client, ops, opts)
   if type(concurrency) ~= "number" or concurrency < 1 or concurrency > 1024 or concurrency % 1 ~= 0 then
     return nil, errors.validation("concurrency", "must be an integer from 1 to 1024")
   end
+  opts.client = client -- for the redaction of what an operation raises
   local n = raw_length(ops)
   -- Each operation as a function, made when it starts. {"get_customer", id} and the other reads
   -- the client lists (client._batch_reads) are kept as their name and id: the fast lane (below)
@@ -288,8 +297,7 @@ function M.run(client, ops, opts)
       return
     end
     if co_status(co) == "dead" then
-      return lost(co, errors.new("validation", "operation raised an error: " .. tostring(what),
-        { field = "ops[" .. tostring(current[co]) .. "]" }))
+      return lost(co, raised(opts, current[co], what))
     end
     if what == CALL then
       local slot, serr = multi:submit_call(a1, a2, a3, a4, a5, a6, a7, a8, a9)

@@ -134,12 +134,24 @@ end
 
 -- Builds the shared parts into `self`: engine, policy, clock. Returns self | nil, err.
 -- identity(opts) -> the credentials as one string: the key of the shared store's namespace.
+-- known[name] = true, or the type the option must have ("string", "number", "boolean",
+-- "table"): those are checked first, before anything reads them (a credential that is a table
+-- with a __tostring that raises is refused here, never passed to tostring).
 function M.init(self, opts, known, parse_error, identity)
   if type(opts) ~= "table" then return nil, validate.fail("options", "must be a table") end
   for k in next, opts do
     if not COMMON[k] and not known[k] then
       return nil, validate.fail(validate.key_name(k), "is not a known option")
     end
+  end
+  local typed = {}
+  for k, want in next, known do
+    if want ~= true then typed[#typed + 1] = k end
+  end
+  table.sort(typed)
+  for _, k in ipairs(typed) do
+    local v = rawget(opts, k)
+    if v ~= nil and type(v) ~= known[k] then return nil, validate.fail(k, "must be a " .. known[k]) end
   end
   local e = check_common(opts) or transports.check(opts.transport)
   if e then return nil, e end

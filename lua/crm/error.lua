@@ -14,7 +14,7 @@
 -- @module crm.error
 local M = {}
 
-local tostring, type, setmetatable, getmetatable, pairs = tostring, type, setmetatable, getmetatable, pairs
+local tostring, type, setmetatable, getmetatable, pairs, next = tostring, type, setmetatable, getmetatable, pairs, next
 local concat, find, sub, gsub = table.concat, string.find, string.sub, string.gsub
 
 --- The values of `Error.kind`: `KINDS[err.kind]` is true for each.
@@ -197,14 +197,33 @@ M.redact = redact
 
 -- Strings of a decoded error body get the same rules as the message (secrets, the PII the
 -- request sent, bearer tokens, emails, phone-shaped text), without the one-line cut, so
--- logging err.body or cjson.encode(err) is as safe as tostring(err). Bounded in depth.
-local function scrub_body(v, ctx, depth)
+-- logging err.body or cjson.encode(err) is as safe as tostring(err). At any depth: the walk is
+-- a loop over a list of tables still to copy (no recursion, so no depth limit of any stack), and
+-- a table met twice (or a cycle) is copied once.
+local function scrub_body(v, ctx)
   if type(v) == "string" then return (scrub(v, ctx)) end
-  if type(v) ~= "table" or depth > 20 then return v end
-  local out = {}
-  -- Keys too: a server may key its complaints by the email or phone it refused.
-  for k, x in pairs(v) do out[scrub_body(k, ctx, depth + 1)] = scrub_body(x, ctx, depth + 1) end
-  return setmetatable(out, getmetatable(v))
+  if type(v) ~= "table" then return v end
+  local copies, todo = { [v] = {} }, { v }
+  local function copy_of(x)
+    if type(x) == "string" then return (scrub(x, ctx)) end
+    if type(x) ~= "table" then return x end
+    local c = copies[x]
+    if not c then
+      c = {}
+      copies[x], todo[#todo + 1] = c, x
+    end
+    return c
+  end
+  while #todo > 0 do
+    local t = todo[#todo]
+    todo[#todo] = nil
+    local out = copies[t]
+    -- Keys too: a server may key its complaints by the email or phone it refused.
+    for k, x in next, t do out[copy_of(k)] = copy_of(x) end
+    local mt = getmetatable(t)
+    if type(mt) == "table" then setmetatable(out, mt) end
+  end
+  return copies[v]
 end
 
 -- Text fields that may hold what a server said; all are scrubbed at build and at print.
@@ -248,7 +267,7 @@ function M.new(kind, message, fields, ctx)
       local k = TEXT_FIELDS[i]
       if e[k] ~= nil then e[k] = redact(e[k], ctx) end
     end
-    if e.body ~= nil then e.body = scrub_body(e.body, ctx, 0) end
+    if e.body ~= nil then e.body = scrub_body(e.body, ctx) end
   end
   if e.retryable == nil then e.retryable = false end
   return setmetatable(e, Error)

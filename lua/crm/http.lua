@@ -248,6 +248,7 @@ function Engine:call(req)
     return self:judge(req, status, headers, data, derr)
   end
   local method, url, fresh = build(req.op, self.base_url, req.a1, req.a2, req.query)
+  if method == nil then return transport_error(self, req, url) end
   if not method then return nil, id_error(req, url) end
   -- The path for debug lines: query strings can carry PII, so they stay out.
   req.method, req.path = method, url:sub(#self.base_url + 1):match("^[^?]*")

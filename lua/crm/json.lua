@@ -128,7 +128,9 @@ end
   in copies of the tables on their path (the caller's tables are not changed); numbers JSON would
   change are found. seen maps a table to what it became, so a table used twice is copied once and
   a cycle ends in cjson's depth limit. ]]
-local function prepare(v, seen)
+local MAX_DEPTH = 1000 -- lua-cjson's own encode limit: deeper tables are refused before it
+local TOO_DEEP = {}      -- prepare's `bad` for a table nested deeper than MAX_DEPTH
+local function prepare(v, seen, depth)
   local tv = type(v)
   if tv == "number" then
     if not exact_number(v) then return nil, nil, v end
@@ -141,6 +143,9 @@ local function prepare(v, seen)
     return v, false
   end
   if tv ~= "table" then return v, false end
+  -- Bounded here, before any recursion runs deep: a table nested 200,000 levels gets the
+  -- validation error, never a stack overflow (of Lua's stack or cjson's C stack).
+  if depth > MAX_DEPTH then return nil, nil, TOO_DEEP end
   if rawequal(v, M.empty_array) or (next(v) == nil and getmetatable(v) == array_mt) then
     return EMPTY, true
   end
@@ -149,7 +154,7 @@ local function prepare(v, seen)
   seen[v] = v
   local copy
   for k, x in next, v do
-    local nx, changed, bad = prepare(x, seen)
+    local nx, changed, bad = prepare(x, seen, depth + 1)
     if bad ~= nil then return nil, nil, bad end
     if changed then
       copy = copy or {}
@@ -166,7 +171,10 @@ end
 
 -- encode_text(v) -> text | nil, message: crm.http's encode (plain messages).
 function M.encode_text(v)
-  local marked, changed, bad = prepare(v, {})
+  local marked, changed, bad = prepare(v, {}, 1)
+  if bad == TOO_DEEP then
+    return nil, "tables nested more than " .. MAX_DEPTH .. " levels deep (or a table that contains itself)"
+  end
   if bad ~= nil then
     if type(bad) == "string" then
       return nil, "a string holding crm's internal marker (NUL crm:empty-array NUL) cannot be sent"

@@ -23,10 +23,11 @@ credentials (crm.hash; never the secret, and nothing a reader could turn back in
   <ns>:f:<hmac of the key>                             find_or_create's locks (crm.flight);
                                                        guests' emails and phones are hashed too
 
-Failures: a store that raises, or answers with an error (a dict that is full: "no memory"),
-never fails a request. The client falls back to state of its own process (what it does without
-a store), logs that once (ngx.log WARN inside nginx, stderr elsewhere), and tries the store
-again after RECHECK seconds. ]]
+Failures: a store that raises, answers with an error (a dict that is full: "no memory") or
+answers garbage (a get that returns a table, a boolean or a function), never fails a request.
+The client falls back to state of its own process (what it does without a store), logs that
+once (ngx.log WARN inside nginx, stderr elsewhere), and tries the store again after RECHECK
+seconds. ]]
 local hash = require "crm.hash"
 local platform = require "crm.platform"
 local validate = require "crm.validate"
@@ -167,7 +168,10 @@ end
 local function redacted(self, err, value)
   local secrets = { type(value) == "string" and value or nil }
   for i = 1, #self.secrets do secrets[#secrets + 1] = self.secrets[i] end
-  local s = require("crm.error").redact(tostring(err), { secrets = secrets })
+  -- The store's own error value may be anything, a table whose __tostring raises included.
+  local shown, text = pcall(tostring, err)
+  if not shown or type(text) ~= "string" then text = "(an error value that cannot be shown)" end
+  local s = require("crm.error").redact(text, { secrets = secrets })
   if #s > 160 then s = s:sub(1, 160) .. "..." end
   return s
 end
@@ -191,10 +195,16 @@ local function went_down(self, op, err, value)
   end
 end
 
+-- Values are strings or numbers (the interface); a get that answers anything else (a table, a
+-- boolean, a function: a broken adapter) is a failing store like one that raises.
+local VALUE_TYPES = { string = true, number = true }
+
 function Guarded:get(key)
   if backend_up(self) then
     local ok, v, err = pcall(self.backend.get, self.backend, key)
-    if ok and (v ~= nil or err == nil) then return v end
+    if ok and VALUE_TYPES[type(v)] then return v end
+    if ok and v == nil and err == nil then return nil end
+    if ok and v ~= nil then err = "it answered a " .. type(v) .. ", not a string or a number" end
     went_down(self, "get", ok and err or v)
   end
   return self.fallback:get(key)

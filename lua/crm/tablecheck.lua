@@ -61,7 +61,9 @@ M.SCROLL_TTL = 300                                 -- a scroll_id unused for 5 m
 
 M.contacts, M.images, M.merge, M.schema = contacts, images, merge, schema
 
-local KNOWN = { api_key = true, clock = true, scroll_ttl = true }
+-- Options with a type are type-checked before anything reads them (crm.client.init).
+local KNOWN = { api_key = "string", clock = true, scroll_ttl = "number",
+                allow_private_image_urls = "boolean" }
 
 -- TableCheck's error body: {errors = [{code, message}, ...]}.
 local function parse_error(body)
@@ -97,6 +99,9 @@ end
 -- pages (TableCheck: 300; more than 0, at most 86400)
 -- @tfield[opt] table clock `{now = fn, sleep = fn}`: replaces the monotonic clock for retries,
 -- scroll expiry and the waits (merge, images); for tests and schedulers
+-- @tfield[opt=false] boolean allow_private_image_urls lets `image_upload_url` name a loopback,
+-- private or single-label host (a test against a local server); never on by default, since
+-- TableCheck fetches the image from a public URL (see `crm.tablecheck.images.check_public_host`)
 
 --- Builds a TableCheck client (`crm.tablecheck(opts)`). Validates and sends nothing.
 -- @tparam Options opts the TableCheck options and the common `crm.client.Options`
@@ -112,7 +117,7 @@ function M.new(opts)
   if o.base_url == nil then o.base_url = M.DEFAULT_BASE_URL end
   local self = setmetatable({}, MT)
   local ok, err = client.init(self, o, KNOWN, parse_error,
-    function(x) return "api_key\0" .. tostring(x.api_key) end)
+    function(x) return "api_key\0" .. (type(x.api_key) == "string" and x.api_key or "") end)
   if not ok then return nil, err end
   -- A key shorter than 4 bytes could not be told from other text, so it could not be scrubbed
   -- from error messages (crm.error redacts secrets of 4 bytes and more).
@@ -128,6 +133,8 @@ function M.new(opts)
     self.policy.clock = o.clock
   end
   self.scroll_ttl = o.scroll_ttl or M.SCROLL_TTL
+  -- image_upload_url may name a loopback or private host: for tests against a local server only.
+  self.allow_private_image_urls = o.allow_private_image_urls == true
   self._timeout = o.timeout
   self.engine:set_secret(1, o.api_key)
   -- The header lines carry the key, so they live in the private table, not on the client.
@@ -337,7 +344,7 @@ function TableCheck:_write(name, method, id, body, idempotent)
 end
 
 local function create(self, name, kind, body)
-  local checked, err = schema.body(kind, body)
+  local checked, err = schema.body(kind, body, self)
   if not checked then return nil, err end
   -- POST creates a record each time it arrives: retried only when it never left this machine.
   return self:_write(name, "POST", nil, checked, false)
@@ -346,7 +353,7 @@ end
 local function update(self, name, kind, id, body)
   local e = validate.id(id, RESOURCES[name].id)
   if e then return nil, e end
-  local checked, err = schema.body(kind, body)
+  local checked, err = schema.body(kind, body, self)
   if not checked then return nil, err end
   return self:_write(name, "PUT", id, checked, schema.write_is_repeatable(checked))
 end
@@ -483,6 +490,30 @@ end
 local RESTART_HINT = "; start the search again, or pass restart_on_expiry = true to have the"
   .. " iterator do it"
 
+-- The next page of a scroll: POST {scroll_id} -> answer | nil, err (iter_search_customers and
+-- search_customers{scroll_id = id}). A scroll moves on each time the server serves a page (the
+-- seed's scroll ids are Elasticsearch's), so a continuation that reached the server is never
+-- sent again: a lost answer would silently skip a page (err.scroll_lost). It gets a connection
+-- of its own for the same reason. An expired scroll is a timeout error, expired_by = "server".
+local function continue_scroll(self, scroll_id)
+  local res, cerr = self:_call({ op = OPS["tablecheck.customer_search"], body = { scroll_id = scroll_id },
+                                 fresh = true }, true, function(aerr)
+    if not retry.is_definitive(aerr) then
+      aerr.retryable, aerr.scroll_lost = false, true
+      aerr.message = aerr.message .. "; the scroll may have moved past this page, so it was not"
+        .. " sent again" .. RESTART_HINT
+    end
+    return nil, aerr
+  end)
+  if not res and scroll_expired(cerr) then
+    cerr.kind, cerr.expired_by = "timeout", "server"
+    cerr.code = cerr.code or "scroll_expired"
+    cerr.message = "the server says the customer_search scroll expired (a scroll_id lasts 5"
+      .. " minutes between pages): " .. cerr.message .. RESTART_HINT
+  end
+  return res, cerr
+end
+
 --- Every customer a search matches, as a pager (`POST /customer_search`, CustomerSearchParams).
 --    for c, err in client:iter_search_customers({first_name = "Jim", has_email = true}) do ... end
 -- The first request sends the query, every later one only {scroll_id}; it stops when a page
@@ -535,25 +566,7 @@ function TableCheck:iter_search_customers(query, opts)
         .. " passed between pages and a scroll_id lasts %gs", idle, ttl) .. RESTART_HINT,
         { code = "scroll_expired", expired_by = "client" })
     end
-    -- A scroll moves on each time the server serves a page (the seed's scroll ids are
-    -- Elasticsearch's), so a continuation that reached the server is never sent again: a lost
-    -- answer would silently skip a page. It gets a connection of its own for the same reason.
-    local res, cerr = self:_call({ op = OPS["tablecheck.customer_search"], body = { scroll_id = p.scroll_id },
-                                   fresh = true }, true, function(aerr)
-      if not retry.is_definitive(aerr) then
-        aerr.retryable, aerr.scroll_lost = false, true
-        aerr.message = aerr.message .. "; the scroll may have moved past this page, so it was not"
-          .. " sent again" .. RESTART_HINT
-      end
-      return nil, aerr
-    end)
-    if not res and scroll_expired(cerr) then
-      cerr.kind, cerr.expired_by = "timeout", "server"
-      cerr.code = cerr.code or "scroll_expired"
-      cerr.message = "the server says the customer_search scroll expired (a scroll_id lasts 5"
-        .. " minutes between pages): " .. cerr.message .. RESTART_HINT
-    end
-    return res, cerr
+    return continue_scroll(self, p.scroll_id)
   end
 
   -- One answer: the customers not yielded before a restart (all of them otherwise) and whether
@@ -608,20 +621,49 @@ function TableCheck:iter_search_customers(query, opts)
   end, { started = false, fetched = 0, restarts = 0, restarted = 0, last_at = 0 })
 end
 
---- The first page of a search (`POST /customer_search`): up to 200 customers.
--- With pagination.scroll_id and total_results as the server sent them. iter_search_customers
--- reads every page.
--- @tparam[opt] table query CustomerSearchParams (`{}`: every customer)
--- @treturn[1] {table,...} the customers of the first page
+-- The query {scroll_id = id}: nil, or the scroll_id | nil, err (another field beside it).
+local function scroll_query(query)
+  if type(query) ~= "table" or rawget(query, "scroll_id") == nil then return nil end
+  for k in next, query do
+    if k ~= "scroll_id" then
+      return nil, validate.fail(validate.key_name(k), "cannot be given with scroll_id (a continuation"
+        .. " sends only {scroll_id}; the query belongs to the first page)")
+    end
+  end
+  local sid = rawget(query, "scroll_id")
+  local e = validate.string(sid, "scroll_id", { nonempty = true, max = 4096 })
+  if e then return nil, e end
+  return sid
+end
+
+--- One page of a search (`POST /customer_search`): up to 200 customers.
+-- With a query: the first page. With `{scroll_id = id}` (the `pagination.scroll_id` of the
+-- page before, kept in a queue or across a restart): the next page of that scroll, sent as
+-- `{scroll_id}` alone, and never sent again once it may have reached the server
+-- (`err.scroll_lost`); an expired scroll is a `timeout` error with `code = "scroll_expired"`.
+-- Pagination holds scroll_id and total_results as the server sent them. iter_search_customers
+-- reads every page and is the recommended way.
+-- @tparam[opt] table query CustomerSearchParams (`{}`: every customer), or `{scroll_id = id}`
+-- and no other field
+-- @treturn[1] {table,...} the customers of the page
 -- @treturn[1] Pagination `{scroll_id, total_results}`
 -- @return[2] `nil`
--- @treturn[2] Error `validation` with `field` (nothing sent), or `http`, `auth`, `transport`,
--- `timeout`, `decode`
+-- @treturn[2] Error `validation` with `field` (nothing sent; a field beside `scroll_id` is
+-- refused), or `http`, `auth`, `transport`, `timeout`, `decode`
+-- @usage local page, pagination = assert(tc:search_customers { first_name = "Jim" })
+-- local next_page = assert(tc:search_customers { scroll_id = pagination.scroll_id })
 function TableCheck:search_customers(query)
-  local body, err = schema.body("customer_search", query or {})
-  if not body then return nil, err end
+  local sid, err = scroll_query(query)
+  if err then return nil, err end
   local res
-  res, err = self:_call({ op = OPS["tablecheck.customer_search"], body = body }, true)
+  if sid then
+    res, err = continue_scroll(self, sid)
+  else
+    local body
+    body, err = schema.body("customer_search", query or {})
+    if not body then return nil, err end
+    res, err = self:_call({ op = OPS["tablecheck.customer_search"], body = body }, true)
+  end
   if not res then return nil, err end
   local items
   items, err = unwrap_items(res, "customers", CUSTOMER_KEYS)

@@ -40,9 +40,11 @@ M.MAX_PAGE_SIZE = 50
 --- The default `base_url`.
 M.DEFAULT_BASE_URL = "https://ws-api.toasttab.com"
 
+-- Options with a type are type-checked before anything reads them (crm.client.init);
+-- client_id and client_secret are checked below, unless a token makes them unused.
 local KNOWN = {
-  restaurant_guid = true, client_id = true, client_secret = true, token = true,
-  confirm_timeout = true, confirm_attempts = true, default_country_code = true,
+  restaurant_guid = "string", client_id = true, client_secret = true, token = "string",
+  confirm_timeout = "number", confirm_attempts = "number", default_country_code = "string",
 }
 
 --- The shortest `client_secret` or `token` accepted, in bytes.
@@ -66,9 +68,11 @@ local function check_guid(v, field)
 end
 
 -- The credentials, as the key of the shared store's namespace (crm.store; never stored).
+-- Only strings reach it (KNOWN's types are checked first); anything else counts as empty.
 local function identity(o)
-  if o.token ~= nil then return "token\0" .. tostring(o.token) end
-  return "client\0" .. tostring(o.client_id) .. "\0" .. tostring(o.client_secret)
+  local function text(v) return type(v) == "string" and v or "" end
+  if o.token ~= nil then return "token\0" .. text(o.token) end
+  return "client\0" .. text(o.client_id) .. "\0" .. text(o.client_secret)
 end
 
 -- Toast's error body: {status, code, message, fieldName, requestId, ...}.

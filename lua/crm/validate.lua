@@ -368,7 +368,8 @@ end
   Input tables are read raw (next, no __index or __pairs), so what is checked is exactly what is
   sent: a field inherited through a metatable is not there, and a metamethod that raises cannot
   escape. crm's own markers (crm.null, crm.empty_array) are kept as they are; other metatables
-  are dropped. Cycles and nesting deeper than 32 are refused. ]]
+  are dropped. Cycles and nesting deeper than 32 are refused, naming the top-level field they
+  are under (`firstName`, not `customer`). ]]
 local KEEP, KEEP_MT = {}, {}
 function M.keep_marker(v) KEEP[v] = true end
 -- A metatable that copies keep (crm.json's array marker: a decoded [] stays [] when sent back).
@@ -388,7 +389,8 @@ local function plain(v, field, depth, st)
   for k, x in next, v do
     st.left = st.left - 1
     if st.left < 0 then return nil, fail(field, "has more than " .. MAX_ENTRIES .. " entries") end
-    local c, e = plain(x, field, depth + 1, st)
+    -- Below the top, the field that broke the rule is the top-level key it sits under.
+    local c, e = plain(x, depth == 0 and type(k) == "string" and k or field, depth + 1, st)
     if e then return nil, e end
     out[k] = c
   end

@@ -1,5 +1,6 @@
 -- The command line's settings: the README's environment variables, else a config file
--- ($XDG_CONFIG_HOME/crm/config.json) that only its owner may read, else --sim's simulator.
+-- ($XDG_CONFIG_HOME/crm/config.json) that only its owner may read or write, else --sim's
+-- simulator.
 -- Secrets are never flags: flags show in ps and in shell history.
 local crm = require "crm"
 local core = require "crm.core"
@@ -42,9 +43,17 @@ local function readable_by_others(mode)
 end
 M.readable_by_others = readable_by_others
 
+-- Whether they let the group or others write (mode & 022): whoever can write the file can
+-- point crm at their own server and collect the secrets it sends there.
+local function writable_by_others(mode)
+  local group, other = math.floor(mode / 8) % 8, mode % 8
+  return math.floor(group / 2) % 2 == 1 or math.floor(other / 2) % 2 == 1
+end
+M.writable_by_others = writable_by_others
+
 -- read_file(path, explicit) -> table of settings | nil, err. A missing default file is no error.
 function M.read_file(path, explicit)
-  local mode, what = core.file_mode(path)
+  local mode, what, owner, euid = core.file_mode(path)
   if not mode then
     if explicit then return nil, output.usage_error("config file " .. path .. ": " .. tostring(what), "config") end
     return {}
@@ -53,6 +62,15 @@ function M.read_file(path, explicit)
   if readable_by_others(mode) then
     return nil, output.usage_error(("config file %s is readable by group or others (mode %o): it may"
       .. " hold secrets, so it is refused; chmod 600 it"):format(path, mode), "config")
+  end
+  if writable_by_others(mode) then
+    return nil, output.usage_error(("config file %s is writable by group or others (mode %o): they"
+      .. " could change where its secrets are sent, so it is refused; chmod 600 it"):format(path, mode),
+      "config")
+  end
+  if owner ~= euid and owner ~= 0 then
+    return nil, output.usage_error(("config file %s belongs to another user (uid %d): they could"
+      .. " change it, so it is refused; it must be yours (or root's)"):format(path, owner), "config")
   end
   local f, ferr = io.open(path, "rb")
   if not f then return nil, output.usage_error("config file: " .. tostring(ferr), "config") end

@@ -24,21 +24,80 @@ local function path_of(url)
   return (url:gsub("^%a[%w+.-]*://[^/]*", ""))
 end
 
--- Strings a dry run may show on stderr: ids, dates and enum words. Everything else may be a
--- name, an email, a phone or a note, so it is shown as <pii> (stdout carries the real body).
-local function safe_string(s)
+-- Strings a dry run may show on stderr outside person fields: ids, dates and enum words.
+-- Everything else may be a name, an email, a phone or a note, so it is shown as <pii> (stdout
+-- carries the real body).
+local function is_id(s)
   return s:find("^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$") ~= nil
     or s:find("^" .. ("%x"):rep(24) .. "$") ~= nil
+end
+local function safe_string(s)
+  return is_id(s)
     or s:find("^%d%d%d%d%-%d%d%-%d%d[%dT:%.%+%-Z]*$") ~= nil
     or s:find("^[A-Z][A-Z0-9_]*$") ~= nil
 end
 
-local function mask(v, depth)
-  if type(v) == "string" then return safe_string(v) and v or "<pii>" end
-  if type(v) ~= "table" or depth > 20 then return v end
-  local out = {}
-  for k, x in pairs(v) do out[k] = mask(x, depth + 1) end
-  return setmetatable(out, getmetatable(v))
+-- Person fields of either contract (Toast's Customer and credit transaction, TableCheck's
+-- customer, reservation and membership bodies), by name: a field whose name (lower case, with
+-- _ and - left out) contains one of these words, or is one of the short ones, is masked whole,
+-- whatever its text looks like (upper-case names, dates of birth, cities, free-text notes).
+local PII_WORDS = { "name", "email", "mail", "phone", "sms", "memo", "note", "event", "birth",
+  "anniversar", "address", "street", "city", "postal", "zip", "social", "username", "company",
+  "division", "gender", "allerg", "request", "answer", "card", "image", "url", "like", "title",
+  "nickname", "guest", "contact", "comment", "description", "remark", "message" }
+local PII_EXACT = { age = true, agerange = true, ageranges = true, sex = true, region = true,
+  state = true, country = true, tag = true, tags = true, date = true, day = true, months = true,
+  number = true, language = true, dob = true }
+local function is_pii_key(k)
+  if type(k) ~= "string" then return false end
+  local n = k:lower():gsub("[^%w]", "")
+  if PII_EXACT[n] then return true end
+  for i = 1, #PII_WORDS do
+    if n:find(PII_WORDS[i], 1, true) then return true end
+  end
+  return false
+end
+M.is_pii_key = is_pii_key
+
+-- mask(v [, under]) -> a copy for stderr. Under a person field every string and number is
+-- <pii> (an "id" inside, such as phones[1].id, stays when it has an id's shape); elsewhere
+-- strings show only as ids, dates and enum words. Booleans and the shape of the body stay.
+-- A loop over the tables still to copy: no depth limit, a table met twice copied once.
+local function mask(v, under)
+  local function leaf(x, pii, key)
+    if type(x) == "string" then
+      if pii then return (key == "id" and is_id(x)) and x or "<pii>" end
+      return safe_string(x) and x or "<pii>"
+    end
+    if type(x) == "number" and pii then return "<pii>" end
+    return x
+  end
+  if type(v) ~= "table" then return leaf(v, under) end
+  local root = {}
+  local todo = { { v, root, under } }
+  local copies = { [v] = root }
+  while #todo > 0 do
+    local item = todo[#todo]
+    todo[#todo] = nil
+    local t, out, pii = item[1], item[2], item[3]
+    for k, x in next, t do
+      local sub = pii or is_pii_key(k)
+      if type(x) == "table" then
+        local c = copies[x]
+        if not c then
+          c = {}
+          copies[x] = c
+          todo[#todo + 1] = { x, c, sub }
+        end
+        out[k] = c
+      else
+        out[k] = leaf(x, sub, k)
+      end
+    end
+    local mt = getmetatable(t)
+    if type(mt) == "table" then setmetatable(out, mt) end
+  end
+  return root
 end
 M.mask = mask
 
@@ -68,7 +127,7 @@ function M.describe(method, url, headers, body, secrets)
   for _, h in ipairs(masked_headers(headers, secrets)) do lines[#lines + 1] = "  " .. h end
   if body and body ~= "" then
     local decoded = json.decode(body)
-    local shown = decoded ~= nil and json.encode(mask(decoded, 0)) or "<" .. #body .. " bytes>"
+    local shown = decoded ~= nil and json.encode(mask(decoded)) or "<" .. #body .. " bytes>"
     lines[#lines + 1] = "  body: " .. shown
   end
   return table.concat(lines, "\n")

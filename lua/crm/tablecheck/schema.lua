@@ -579,7 +579,8 @@ local BODIES = {
     return not_empty(o) or distinct_merge_ids(o)
   end }),
   customer_search = object(CUSTOMER_SEARCH, { hints = {
-    scroll_id = "is managed by the iterator (it follows pagination.scroll_id itself)",
+    scroll_id = "is managed by the iterator (it follows pagination.scroll_id itself); to continue"
+      .. " a scroll by hand, call search_customers{scroll_id = id} with no other field",
   } }),
   reservation_create = object(merge_fields(RESERVATION_UPDATE, { shop_id = OBJECT_ID,
     images = IMAGES_CREATE }),
@@ -589,8 +590,10 @@ local BODIES = {
   membership_update = object(MEMBERSHIP_UPDATE, { check = not_empty }),
 }
 
--- body(name, value) -> copy | nil, err
-function M.body(name, value)
+-- body(name, value [, opts]) -> copy | nil, err
+-- New images must name a public host (images.check_public_host) unless
+-- opts.allow_private_image_urls (the client option of that name).
+function M.body(name, value, opts)
   if value == nil then return nil, fail("body", "is required") end
   -- Checked and sent from one raw copy: what __index inherits or __pairs invents is not data.
   local copy, cerr = validate.plain(value, "body")
@@ -598,6 +601,14 @@ function M.body(name, value)
   value = copy
   local e, out = BODIES[name](value, nil)
   if e then return nil, e end
+  local list = type(out) == "table" and out.images
+  if type(list) == "table" and not (opts and opts.allow_private_image_urls) then
+    for i, img in ipairs(list) do
+      e = type(img) == "table" and images.check_public_host(img.image_upload_url,
+        "images[" .. i .. "].image_upload_url")
+      if e then return nil, e end
+    end
+  end
   return out
 end
 

@@ -13,14 +13,23 @@ Keys (under the client's namespace):
   tb:<g>    "generation g was found bad": the first 401 of a generation adds it and bumps tg,
             later 401s of the same generation find it there and only wait for the new token
 No value is read and then written back: the lock is an add, the generation an incr. The store
-holds the bearer token (never the client secret) until it expires. ]]
+holds the bearer token (never the client secret) until it expires.
+
+A token entry is bound to the credentials that got it: "<token> crm1 <expiry> <tag>", where
+expiry is the wall-clock second it runs out and tag is HMAC-SHA-256(client_secret, client_id
+NUL base URL NUL token NUL expiry) in hex. The restaurant is not in it: one login serves every
+restaurant of the same credentials. An entry whose tag does not match (another tenant's token
+handed over by a store that mixes namespaces, an old or forged value) is ignored, logged once,
+and this process logs in itself. ]]
 local client = require "crm.client"
 local platform = require "crm.platform"
 local errors = require "crm.error"
+local hash = require "crm.hash"
+local stores = require "crm.store"
 
 local M = {}
 
-local tonumber, pcall, error = tonumber, pcall, error
+local tonumber, pcall, error, floor = tonumber, pcall, error, math.floor
 
 local Shared = {}
 Shared.__index = Shared
@@ -52,6 +61,42 @@ local function generation(store)
   return tonumber(store:get("tg")) or 0
 end
 
+-- The tag binding a token and its expiry to this client's credentials and base URL.
+local function tag_of(self, token, expiry)
+  local c = self.client
+  local secret = client.private(c).client_secret
+  return hash.hex(hash.hmac_sha256(secret, c.client_id .. "\0" .. c.engine.base_url .. "\0" .. token
+    .. "\0" .. expiry))
+end
+
+-- entry(self, token, expiry) -> the stored form of a token
+local function entry(self, token, expiry)
+  return token .. " crm1 " .. expiry .. " " .. tag_of(self, token, expiry)
+end
+
+-- stored_token(self, g) -> generation g's token when the store holds one bound to these
+-- credentials and not yet expired, else nil. A value that does not carry this client's tag is
+-- ignored and logged (once per client).
+local function stored_token(self, g)
+  local v = self.store:get("t:" .. g)
+  if v == nil then return nil end
+  -- The entry checked last time, unchanged: its tag is not computed again on every request.
+  if v == self.checked_entry and self.checked_expiry > stores.wall() then return self.checked_token end
+  local token, expiry, tag
+  if type(v) == "string" then token, expiry, tag = v:match("^(.+) crm1 (%d+) (%x+)$") end
+  if not (token and hash.equal(tag, tag_of(self, token, expiry))) then
+    if not self.logged_mismatch then
+      self.logged_mismatch = true
+      stores.log("the shared store holds a Toast token not bound to these credentials (its tag"
+        .. " does not match); it is ignored and this process logs in itself")
+    end
+    return nil
+  end
+  if tonumber(expiry) <= stores.wall() then return nil end
+  self.checked_entry, self.checked_token, self.checked_expiry = v, token, tonumber(expiry)
+  return token
+end
+
 -- login(self, g) -> token | nil, err: logs in (Toast:login) holding generation g's lock, and
 -- publishes the token for everyone.
 local function login(self, g, locked)
@@ -59,7 +104,7 @@ local function login(self, g, locked)
   local ok, token, err = pcall(c.login, c)
   if ok and token then
     local ttl = c.token_expires - c.clock.now()
-    if ttl > 0 then store:set("t:" .. g, token, ttl) end
+    if ttl > 0 then store:set("t:" .. g, entry(self, token, floor(stores.wall() + ttl)), ttl) end
     remember(self, token, g)
   end
   if locked and store:get("tl:" .. g) == self.owner then store:set("tl:" .. g, nil) end
@@ -80,11 +125,11 @@ function Shared:current()
   while true do
     if c._closed then return nil, client.closed_error() end
     local g = generation(store)
-    local token = store:get("t:" .. g)
+    local token = stored_token(self, g)
     if token then return remember(self, token, g) end
     if store:add("tl:" .. g, self.owner, c.login_wait) then
       -- Another caller may have published its token and let the lock go just now.
-      token = store:get("t:" .. g)
+      token = stored_token(self, g)
       if token then
         store:set("tl:" .. g, nil)
         return remember(self, token, g)
