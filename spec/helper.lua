@@ -183,4 +183,16 @@ function H.manual_clock(start)
   return c
 end
 
+-- capture(cmd) -> {code, out, err}: a shell command (under H.CLEAN_ENV, stdin /dev/null) with its
+-- stdout, stderr and exit code.
+function H.capture(cmd)
+  local out, err, rc = os.tmpname(), os.tmpname(), os.tmpname()
+  os.execute("sh -c " .. quote(H.CLEAN_ENV .. cmd .. " >" .. out .. " 2>" .. err .. " </dev/null; echo $? >" .. rc))
+  local r = { out = H.slurp(out), err = H.slurp(err), code = tonumber(H.slurp(rc):match("%d+")) }
+  os.remove(out)
+  os.remove(err)
+  os.remove(rc)
+  return r
+end
+
 return H

@@ -27,7 +27,7 @@ Commands (every one prints JSON Lines on stdout; add --help to any of them):
   crm tablecheck merge PRIMARY SECONDARY... [--dry-run]
   crm tablecheck images wait CUSTOMER_ID
   crm tablecheck shops|franchises|reservations|reservation-flags|memberships|membership-programs list|show ...
-  crm sim start|stop|status [--port N] [--seed-customers N]
+  crm sim start|stop|status|reset [--port N] [--seed-customers N]
 
 Examples:
   crm sim start --seed-customers 500
@@ -41,7 +41,7 @@ CRM_TOAST_CLIENT_SECRET, CRM_TOAST_COUNTRY, CRM_TABLECHECK_URL, CRM_TABLECHECK_A
 CRM_SIM_PORT) or from $XDG_CONFIG_HOME/crm/config.json (the same names as keys; refused when
 group or others can read it). Secrets are never flags.
 Exit codes: 0 ok, 2 usage or validation, 3 auth, 4 http, 5 transport, 6 timeout, 7 decode,
-8 outcome unknown, 130 interrupted.]]
+8 outcome unknown, 9 simulator, 130 interrupted.]]
 
 -- ---- the parser ----
 
@@ -213,9 +213,12 @@ Examples:
   -- the simulator
   local sim = p:command("sim", "The local simulator (nginx + lua-nginx-module), shipped with the rock.")
   sim:command_target("verb")
-  sim:epilog("Examples:\n  crm sim start --seed-customers 500\n  crm sim status\n  crm sim stop")
-  for _, verb in ipairs { "start", "stop", "status" } do
-    local c = sim:command(verb, ({ start = "(Re)start it.", stop = "Stop it.", status = "Is it running?" })[verb])
+  sim:epilog("Examples:\n  crm sim start --seed-customers 500\n  crm sim status\n  crm sim reset\n  crm sim stop\n"
+    .. "State (pid, logs) in $XDG_STATE_HOME/crm/sim/PORT, shared with make sim / make sim-stop.")
+  for _, verb in ipairs { "start", "stop", "status", "reset" } do
+    local c = sim:command(verb, ({ start = "(Re)start it (clean: no data, no faults).", stop = "Stop it.",
+      status = "Is it running? (and how many faults are still armed)",
+      reset = "Wipe its data, settings and armed faults." })[verb])
     c:option("--port", "The port (default $CRM_SIM_PORT, then 18080)."):convert(tonumber)
     if verb == "start" then
       c:option("--seed-customers", "Fill TableCheck with N synthetic customers."):convert(tonumber)
@@ -372,6 +375,14 @@ function M.main(argv)
     return debug.traceback(msg, 2)
   end)
   io.stdout:flush()
+  if settings.sim and args.api ~= "sim" then
+    -- Faults outlive the run that armed them: say so, or they spoil the next one unannounced.
+    local armed = require("crm.cli.sim").armed(settings.sim_port)
+    if armed and armed > 0 then
+      output.note(("crm: note: %d fault%s still armed on the simulator (port %s); crm sim reset clears them")
+        :format(armed, armed == 1 and " is" or "s are", tostring(settings.sim_port)))
+    end
+  end
   if not pok then
     if code == "interrupted" then return output.EXIT.interrupted end
     io.stderr:write("crm: internal error: ", (tostring(code):gsub("\n.*", "")), "\n")

@@ -69,7 +69,10 @@ local function list(ctx, tc, r)
   if type(pagination) == "table" and next(pagination) ~= nil then
     local parts = {}
     for _, k in ipairs { "page", "per_page", "total_pages", "total_count", "total_results" } do
-      if pagination[k] ~= nil then parts[#parts + 1] = k .. "=" .. tostring(pagination[k]) end
+      local v = pagination[k]
+      -- integral numbers as integers (a float from a decoder reads page=0.0 otherwise)
+      if type(v) == "number" and v % 1 == 0 and v > -2 ^ 53 and v < 2 ^ 53 then v = ("%d"):format(v) end
+      if v ~= nil then parts[#parts + 1] = k .. "=" .. tostring(v) end
     end
     if #parts > 0 then output.note("pagination: " .. table.concat(parts, " ")) end
   end
