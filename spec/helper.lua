@@ -195,4 +195,16 @@ function H.capture(cmd)
   return r
 end
 
+H.quote = quote
+
+-- tmpdir(sub, ...) -> a new directory (with the given sub-directories) under the system's temp.
+function H.tmpdir(...)
+  local dir = os.tmpname()
+  os.remove(dir)
+  local parts = { quote(dir) }
+  for _, sub in ipairs { ... } do parts[#parts + 1] = quote(dir .. "/" .. sub) end
+  assert(os.execute("mkdir -p " .. table.concat(parts, " ")))
+  return dir
+end
+
 return H

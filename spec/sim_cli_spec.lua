@@ -4,11 +4,8 @@ local crm = require "crm"
 local core = require "crm.core"
 local H = require "helper"
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local tmp = os.tmpname()
-os.remove(tmp)
-assert(os.execute("mkdir -p " .. q(tmp .. "/state") .. " " .. q(tmp .. "/poison/cjson")))
+local q = H.quote
+local tmp = H.tmpdir("state", "poison/cjson")
 -- A module only the simulator's nginx requires: if nginx inherits LUA_PATH, it loads this.
 do
   local f = assert(io.open(tmp .. "/poison/cjson/safe.lua", "w"))
