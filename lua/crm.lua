@@ -19,6 +19,7 @@ local crm = {
   null = marks.null,             -- JSON null, for request bodies that must send it
   empty_array = marks.empty_array, -- encodes as [] (an empty Lua table encodes as {})
   guid = platform.guid,          -- a fresh lowercase UUID v4
+  core = platform.core,          -- the C core (require "crm.core")
 }
 
 -- crm.json (decode/encode that round-trip [] and {}, lua/crm/json.lua) is loaded when first read.
@@ -46,6 +47,12 @@ end
 --- A marker that always encodes as `[]` (an empty Lua table encodes as `{}`).
 -- Use it in a request body for a list that must be sent empty.
 -- @field empty_array
+
+--- The C core, `crm/core.so` (the same table as `require "crm.core"`): `core.ops` (each
+-- operation of both APIs as a row of data), `core.version`, `core.curl_version()`, `core.guid()`,
+-- `core.new{}` (a libcurl handle). Clients never need it; it is there for transports of your own
+-- (`core.build`, `core.decode`) and for bug reports (`core.version`, `core.curl_version()`).
+-- @field core
 
 --- JSON that round-trips `[]` and `{}`: `crm.json.decode` and `crm.json.encode` (see `crm.json`).
 -- @field json

@@ -138,7 +138,9 @@ function M.init(self, opts, known, parse_error, identity)
   if type(opts) ~= "table" then return nil, validate.fail("options", "must be a table") end
   for k in next, opts do
     if not COMMON[k] and not known[k] then
-      return nil, validate.fail(validate.key_name(k), "is not a known option")
+      local near = validate.suggest(k, COMMON, known)
+      return nil, validate.fail(validate.key_name(k), "is not a known option"
+        .. (near and ("; did you mean '" .. near .. "'?") or ""))
     end
   end
   local e = check_common(opts) or transports.check(opts.transport)
@@ -270,7 +272,10 @@ local function run_batch(self, ops, opts)
   return batch.run(self, ops, opts)
 end
 
-function M.class(methods)
+-- kind ("toast" | "tablecheck"): calling one of its 0.1.0 method names raises, naming the new
+-- one (crm.renamed).
+function M.class(methods, kind)
+  if kind then require("crm.renamed").guard(methods, kind) end
   methods.close = M.close
   methods.batch = run_batch
   local mt = { __index = methods }

@@ -40,7 +40,7 @@ local schema = lazy "crm.tablecheck.schema"
 
 local M = {}
 local TableCheck = {}
-local MT = client.class(TableCheck)
+local MT = client.class(TableCheck, "tablecheck")
 
 local type, ipairs, next, concat = type, ipairs, next, table.concat
 -- The C core's operations (src/ops.c): each resource's list, show and writes; ID_NAMES gives

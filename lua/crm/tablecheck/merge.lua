@@ -538,12 +538,39 @@ function M.find_duplicates(client, query, opts)
     end
   end
 
-  local it = client:iter_search_customers(query or {}, { restart_on_expiry = opts.restart_on_expiry })
+  -- The customers: a search (query, or nil for everyone), or any iterator of customers the
+  -- caller already holds (an export's lines read back, a pager), so nothing is read twice.
+  local it
+  local count = 0
+  local mt = type(query) == "table" and getmetatable(query) or nil
+  if type(query) == "function" or (mt and type(mt) == "table" and mt.__call) then
+    if opts.restart_on_expiry ~= nil then
+      return nil, fail("restart_on_expiry", "applies to the search find_duplicates runs, not to customers"
+        .. " passed in as an iterator")
+    end
+    it = query
+  else
+    it = client:iter_search_customers(query or {}, { restart_on_expiry = opts.restart_on_expiry })
+  end
   for c, err in it do
-    if c == false then return nil, err end
+    if c == false then
+      if err and err.code == "scroll_expired" or (err and err.scroll_lost) then
+        -- The iterator's hint names its own option; here the option is find_duplicates'.
+        err.message = (err.message:gsub("; start the search again, or pass restart_on_expiry.*$", ""))
+          .. "; call find_duplicates again, or pass it restart_on_expiry = true to start the search over"
+          .. " by itself (customers already read are not read twice)"
+      end
+      return nil, err
+    end
+    count = count + 1
+    if type(c) ~= "table" then
+      return nil, fail("customers", "the iterator gave a " .. type(c) .. " as customer " .. count
+        .. " (a customer table, nil at the end, or false, err)")
+    end
+    local total = type(it) == "table" and it.total or nil
     if on_progress then
       -- A raising callback (a caller's Ctrl-C, say) stops the scan like a failed page would.
-      local ok, msg = pcall(on_progress, it.count, it.total)
+      local ok, msg = pcall(on_progress, count, total)
       if not ok then
         return nil, errors.new("validation", "on_progress raised an error: " .. tostring(msg),
           { field = "on_progress" })
@@ -552,7 +579,7 @@ function M.find_duplicates(client, query, opts)
     local id = c.id and tostring(c.id)
     if id and not parent[id] then
       parent[id] = id
-      order[id] = it.count
+      order[id] = count
       created[id] = type(c.created_at) == "string" and c.created_at or ""
       if by.email then
         for _, v in ipairs(c.emails or {}) do
@@ -602,7 +629,7 @@ function M.find_duplicates(client, query, opts)
   end
   sort(groups, function(a, b) return a.primary < b.primary end)
   -- Arrays to crm.json, so an export of the groups writes [] where there are none.
-  return require("crm.json").array(groups), { scanned = it.count, total = it.total }
+  return require("crm.json").array(groups), { scanned = count, total = type(it) == "table" and it.total or nil }
 end
 
 return M
