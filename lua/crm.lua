@@ -2,13 +2,14 @@
 -- `crm.toast{}` builds a `crm.toast.Toast` client, `crm.tablecheck{}` a
 -- `crm.tablecheck.TableCheck` client. Every function returns its result on success and
 -- `nil, err` on failure (`err` is a `crm.error.Error`); nothing raises for bad input or a bad
--- network.
+-- network. On success the second value is always `nil`: what else a call has to say comes third
+-- (`items, nil, pagination`; `customer, nil, "found"`).
 -- @module crm
 -- @usage
 -- local crm = require "crm"
 -- local toast = assert(crm.toast { restaurant_guid = "...", client_id = "...", client_secret = "..." })
--- local guest, how = toast:find_or_create { firstName = "Josephine", lastName = "Banton",
---                                           email = "jbanton@example.org" }
+-- local guest, err, how = toast:find_or_create { firstName = "Josephine", lastName = "Banton",
+--                                                email = "jbanton@example.org" }
 -- Loading crm loads the C core and these few lines; everything else (the clients, crm.json,
 -- errors, phones, TableCheck's schemas, Toast's orders and guests) loads on first use.
 local platform = require "crm.platform"

@@ -56,7 +56,7 @@ local function writes()
 end
 
 local function tc_customer_count()
-  local _, pagination = assert(H.tablecheck():search_customers({}))
+  local _, _, pagination = assert(H.tablecheck():search_customers({}))
   return pagination.total_results
 end
 

@@ -14,6 +14,23 @@ describe("the library as the README describes it", function()
     assert.is_table(crm.core.ops)
   end)
 
+  it("a core that is found but does not load is named, with what the dynamic loader said", function()
+    for lua, other in pairs { ["lua5.4"] = { "luajit", "lua_pcall" }, luajit = { "lua5.4", "lua_newuserdatauv" } } do
+      local so, symbol = "build/" .. other[1] .. "/crm/core.so", other[2]
+      if H.exists(so) then
+        local r = H.capture(("LUA_PATH='lua/?.lua;;' LUA_CPATH='build/%s/?.so;;' LUA_CPATH_5_4='build/%s/?.so;;' %s -e"
+          .. " 'require \"crm\"'"):format(other[1], other[1], lua))
+        assert.is_not.equal(0, r.code)
+        assert.truthy(r.err:find("crm found its C core at " .. so .. " but could not load it", 1, true), r.err)
+        assert.truthy(r.err:find("undefined symbol: " .. symbol, 1, true), r.err)
+        assert.truthy(r.err:find("a core built for another Lua", 1, true), r.err)
+      end
+    end
+    local r = H.capture("LUA_PATH='lua/?.lua;;' LUA_CPATH='/nonexistent/?.so' LUA_CPATH_5_4='/nonexistent/?.so' "
+      .. H.lua .. " -e 'require \"crm\"'")
+    assert.truthy(r.err:find("build it with make, or install the rock", 1, true), r.err)
+  end)
+
   it("crm.hash is in the API reference", function()
     local ld = H.slurp("config.ld")
     assert.truthy(ld:find('"lua/crm/hash.lua"', 1, true))
@@ -88,12 +105,12 @@ describe("the library as the README describes it", function()
       out:close()
       local searches = H.count(SEARCH)
       local lines = io.lines(file)
-      local groups, stats = c:find_duplicates(function()
+      local groups, err = c:find_duplicates(function()
         local l = lines()
         return l and assert(crm.json.decode(l))
       end)
       os.remove(file)
-      assert.is_table(groups, tostring(stats))
+      assert.is_table(groups, tostring(err))
       assert.equal(searches, H.count(SEARCH))
       assert.equal(1, #groups)
       assert.equal(a.id, groups[1].primary)

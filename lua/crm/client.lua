@@ -258,8 +258,9 @@ end
 -- end
 
 --- What `batch` returns: an array with one record per op, in input order, plus two counts.
--- Each record is `{value = res, extra = second_return}` when the op returned a value (`extra`
--- is its second return value, e.g. `"found"`/`"created"` for `find_or_create`), or
+-- Each record is `{value = res, extra = third_return}` when the op returned a value (`extra`
+-- is its third return value, e.g. `"found"`/`"created"` for `find_or_create`, which returns
+-- `customer, nil, how`; an op of your own that returns `res, x` gets `x`), or
 -- `{err = err}` when it returned `nil, err`, raised (a `validation` error naming `ops[i]`),
 -- returned nothing, or was cancelled (`code = "cancelled"`).
 -- @table BatchResults

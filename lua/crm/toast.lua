@@ -837,17 +837,18 @@ end
 -- so the next one's search finds what the first created. A key is held at most flight_ttl
 -- seconds (a login, two searches and a confirmed create). A create that was accepted (202) but
 -- never confirmed is sent again with the same GUID by the next call for that guest.
--- Like every call it returns `res, err`: on success the second value says how.
+-- Like every call it returns `res, err`, and says how in a third value: `customer, nil, how`.
 -- @tparam table c the customer, as for `create_customer` (`email` and `phone` are trimmed first)
 -- @tparam[opt] table opts `{confirm_timeout}`, as for `create_customer`
 -- @treturn[1] Customer the customer found or created
+-- @return[1] `nil` (no error)
 -- @treturn[1] string `"found"` or `"created"`
 -- @return[2] `nil`
 -- @treturn[2] Error as for `search_customers` and `create_customer` (`err.guid`, `pending`);
 -- `timeout` with `code = "flight_wait"` when another call for the same guest held it too long
--- @usage local guest, how = toast:find_or_create { firstName = "Ann", lastName = "Lee",
+-- @usage local guest, err, how = toast:find_or_create { firstName = "Ann", lastName = "Lee",
 --   email = "ann@example.org" }
--- if not guest then error(tostring(how)) end   -- `how` is the error here
+-- if err then error(tostring(err)) end
 -- print(guest.guid, how)                        -- "found" or "created"
 function Toast:find_or_create(c, opts)
   local e
@@ -886,7 +887,9 @@ function Toast:find_or_create(c, opts)
   end
   locks:release(held)
   if not ok then error(res, 0) end
-  return res, how
+  -- One convention for every call: on success the second value is nil; how is the third.
+  if res == nil then return nil, how end
+  return res, nil, how
 end
 
 -- ---- credit ----

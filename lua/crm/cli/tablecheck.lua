@@ -59,8 +59,8 @@ local function list(ctx, tc, r)
   if a.page then params.page = a.page end
   if a.per_page then params.per_page = a.per_page end
   if a.all then return stream(ctx, tc[r.iter](tc, params)) end
-  local items, pagination = tc[r.list](tc, params)
-  if not items then return ctx:fail(pagination) end
+  local items, lerr, pagination = tc[r.list](tc, params)
+  if not items then return ctx:fail(lerr) end
   for _, item in ipairs(items) do
     local code = ctx:line(item)
     if code ~= 0 then return code end
@@ -138,7 +138,7 @@ local function duplicates(ctx, tc)
   for b in tostring(ctx.args.by):gmatch("[^,%s]+") do by[#by + 1] = b end
   local bar = ctx:progress("duplicates: scanned")
   ctx:trap_interrupt()
-  local groups, stats = tc:find_duplicates(query, { by = by, on_progress = function(n, total)
+  local groups, derr, stats = tc:find_duplicates(query, { by = by, on_progress = function(n, total)
     bar:update(n, total)
     if ctx.interrupted() then error("interrupted", 0) end
   end })
@@ -148,7 +148,7 @@ local function duplicates(ctx, tc)
       return output.EXIT.interrupted
     end
     bar:finish()
-    return ctx:fail(stats)
+    return ctx:fail(derr)
   end
   for _, g in ipairs(groups) do
     local code = ctx:line(g)
@@ -162,8 +162,8 @@ end
 local function merge(ctx, tc)
   local a = ctx.args
   if ctx.dry_run then
-    local plan, report = tc:merge_customers(a.primary, a.secondaries, { dry_run = true })
-    if not plan then return ctx:fail(report) end
+    local plan, perr, report = tc:merge_customers(a.primary, a.secondaries, { dry_run = true })
+    if not plan then return ctx:fail(perr) end
     local body = require("crm").json.encode(plan.body)
     output.note(inspect.describe(plan.method, plan.path, { "Authorization: <api key>",
       "Accept: application/json", "Content-Type: application/json" }, body, {}))
@@ -171,8 +171,8 @@ local function merge(ctx, tc)
                       report = report }
   end
   local wait = a.wait and { timeout = a.wait } or nil
-  local merged, report = tc:merge_customers(a.primary, a.secondaries, { wait = wait })
-  if not merged then return ctx:fail(report) end
+  local merged, merr, report = tc:merge_customers(a.primary, a.secondaries, { wait = wait })
+  if not merged then return ctx:fail(merr) end
   return ctx:line { merged = merged, report = report }
 end
 

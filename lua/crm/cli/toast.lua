@@ -141,18 +141,18 @@ local function find_or_create_input(ctx, toast)
   ctx:trap_interrupt()
   for i, r in ipairs(rows) do
     ops[i] = function(client)
-      local res, how
+      local res, ferr, how
       if ctx.interrupted() then
-        res, how = nil, errors.new("transport", "not started: interrupted (Ctrl-C)",
+        res, ferr = nil, errors.new("transport", "not started: interrupted (Ctrl-C)",
           { code = "interrupted", sent = false })
       elseif r.err then
-        res, how = nil, r.err
+        res, ferr = nil, r.err
       else
-        res, how = client:find_or_create(r.row)
+        res, ferr, how = client:find_or_create(r.row)
       end
       done = done + 1
       bar:update(done)
-      return res, how
+      return res, ferr, how
     end
   end
   local results, berr = toast:batch(ops, { concurrency = concurrency })
@@ -212,8 +212,8 @@ local function customers(ctx, toast)
   end
   local c, err = person(ctx)
   if not c then return ctx:fail(err) end
-  local res, how = toast:find_or_create(c)
-  if not res then return ctx:result(nil, how) end
+  local res, err2, how = toast:find_or_create(c)
+  if not res then return ctx:result(nil, err2) end
   return ctx:line { status = how, customer = res }
 end
 

@@ -344,6 +344,13 @@ end
 
 local merge_locked
 
+-- res, report | nil, err -> res, nil, report | nil, err: the library's one convention (the second
+-- value is the error, and only that).
+local function third(res, second)
+  if res == nil then return nil, second end
+  return res, nil, second
+end
+
 --- `TableCheck:merge_customers`, as a function of the client.
 -- opts.resolve(primary, secondaries, body, report) -> fields [, report]: replaces the policy;
 -- `body`/`report` are the default plan, which it may edit and return. Return nil, err to stop.
@@ -354,8 +361,10 @@ local merge_locked
 -- @tparam {string,...} secondary_ids
 -- @tparam[opt] table opts `{resolve, dry_run, wait}`
 -- @treturn[1] table the merged customer
+-- @return[1] `nil` (no error)
 -- @treturn[1] MergeReport the report
 -- @treturn[2] MergeRequest with `dry_run`: the planned request (nothing sent)
+-- @return[2] `nil` (no error)
 -- @treturn[2] MergeReport with `dry_run`: the report
 -- @return[3] `nil`
 -- @treturn[3] Error as for `TableCheck:merge_customers`
@@ -374,9 +383,9 @@ function M.merge(client, primary_id, secondary_ids, opts)
     local ok, r1, r2 = pcall(merge_locked, client, primary_id, secondary_ids, opts, locks, held)
     locks:release(held)
     if not ok then error(r1, 0) end
-    return r1, r2
+    return third(r1, r2)
   end
-  return merge_locked(client, primary_id, secondary_ids, opts)
+  return third(merge_locked(client, primary_id, secondary_ids, opts))
 end
 
 function merge_locked(client, primary_id, secondary_ids, opts, locks, held)
@@ -482,7 +491,7 @@ local DUP_OPTIONS = { by = true, restart_on_expiry = true, on_progress = true }
 -- @tfield {table,...} reasons `{by = "email"|"phone", value, ids}`: each normalised email or
 -- phone shared, and the ids that share it (sorted by `by`, then `value`)
 
---- What `find_duplicates` returns second.
+--- What `find_duplicates` returns third (`groups, nil, stats`).
 -- @table DuplicateStats
 -- @tfield number scanned customers read
 -- @tfield[opt] number total the search's `total_results`
@@ -494,6 +503,7 @@ local DUP_OPTIONS = { by = true, restart_on_expiry = true, on_progress = true }
 -- @tparam[opt] table query CustomerSearchParams
 -- @tparam[opt] table opts `{by = {"email", "phone"}, restart_on_expiry, on_progress}`
 -- @treturn[1] {DuplicateGroup,...} the groups, sorted by `primary`
+-- @return[1] `nil` (no error)
 -- @treturn[1] DuplicateStats `{scanned, total}`
 -- @return[2] `nil`
 -- @treturn[2] Error as for `TableCheck:find_duplicates`
@@ -629,7 +639,7 @@ function M.find_duplicates(client, query, opts)
   end
   sort(groups, function(a, b) return a.primary < b.primary end)
   -- Arrays to crm.json, so an export of the groups writes [] where there are none.
-  return require("crm.json").array(groups), { scanned = count, total = type(it) == "table" and it.total or nil }
+  return require("crm.json").array(groups), nil, { scanned = count, total = type(it) == "table" and it.total or nil }
 end
 
 return M
