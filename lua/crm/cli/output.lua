@@ -142,6 +142,13 @@ function M.error(err, prefix)
   state.err:flush()
 end
 
+-- text(v): a value for a stderr line; a whole number as an integer whatever its Lua type
+-- (page=0, not page=0.0).
+function M.text(v)
+  if type(v) == "number" and v % 1 == 0 and v > -2 ^ 53 and v < 2 ^ 53 then return ("%d"):format(v) end
+  return tostring(v)
+end
+
 -- A command-line mistake (unknown flag, bad value, unreadable input): a validation error.
 function M.usage_error(message, field)
   return errors.new("validation", message, { field = field, code = "usage" })

@@ -70,9 +70,7 @@ local function list(ctx, tc, r)
     local parts = {}
     for _, k in ipairs { "page", "per_page", "total_pages", "total_count", "total_results" } do
       local v = pagination[k]
-      -- integral numbers as integers (a float from a decoder reads page=0.0 otherwise)
-      if type(v) == "number" and v % 1 == 0 and v > -2 ^ 53 and v < 2 ^ 53 then v = ("%d"):format(v) end
-      if v ~= nil then parts[#parts + 1] = k .. "=" .. tostring(v) end
+      if v ~= nil then parts[#parts + 1] = k .. "=" .. output.text(v) end
     end
     if #parts > 0 then output.note("pagination: " .. table.concat(parts, " ")) end
   end
@@ -124,7 +122,7 @@ local function export(ctx, tc)
   end
   output.flush()
   if interrupted then
-    bar:finish(("export interrupted: %d of %s customers written"):format(it.count, tostring(it.total or "?")))
+    bar:finish(("export interrupted: %d of %s customers written"):format(it.count, output.text(it.total or "?")))
     return output.EXIT.interrupted
   end
   bar:finish(("export: %d customers in %.1fs"):format(it.count, bar:elapsed()))
