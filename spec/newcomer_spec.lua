@@ -59,7 +59,8 @@ describe("the library as the README describes it", function()
 
     it("are the CHANGELOG's rename table, as data", function()
       local from_changelog = { tablecheck = {}, toast = {} }
-      for client, old, new in H.slurp("CHANGELOG.md"):gmatch("\n| (%a+)[^|]* | ([^|]+) | ([^|]+) |") do
+      local section = H.slurp("CHANGELOG.md"):match("\n### Renamed[^\n]*\n(.-)\n###")
+      for client, old, new in section:gmatch("\n| (%a+)[^|]* | ([^|]+) | ([^|]+) |") do
         local kind = client:lower()
         if from_changelog[kind] then
           local olds, news = {}, {}
