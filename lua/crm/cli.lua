@@ -23,7 +23,7 @@ Commands (every one prints JSON Lines on stdout; add --help to any of them):
   crm toast guests backfill [--weeks 12] [--checkpoint FILE]
   crm tablecheck customers list|show|create|amend|delete ...
   crm tablecheck customers export [--query JSON]
-  crm tablecheck duplicates [--by email,phone]
+  crm tablecheck duplicates [--by email,phone] [--from customers.jsonl] [--restart-on-expiry]
   crm tablecheck merge PRIMARY SECONDARY... [--dry-run]
   crm tablecheck images wait CUSTOMER_ID
   crm tablecheck shops|franchises|reservations|reservation-flags|memberships|membership-programs list|show ...
@@ -191,6 +191,8 @@ Examples:
   local dups = tc:command("duplicates", "Groups of customers sharing an email or phone.")
   dups:option("--by", "What links customers: email, phone or email,phone.", "email,phone")
   dups:option("--query", "CustomerSearchParams as JSON (default: everyone).")
+  dups:option("--from", "Read the customers from a JSON Lines file (an export) instead of searching.")
+  dups:flag("--restart-on-expiry", "Start the search over when its scroll expires (5 minutes between pages).")
   dups:epilog("Example:\n  crm --sim tablecheck duplicates --by email"
     .. " | jq -r '[.primary] + .secondaries | join(\" \")'")
 

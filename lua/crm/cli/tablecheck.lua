@@ -129,14 +129,48 @@ local function export(ctx, tc)
   return 0
 end
 
+-- from_file(path) -> an iterator of the customers of a JSON Lines file (an export) | nil, err
+local function from_file(path)
+  local f, ferr = io.open(path, "rb")
+  if not f then return nil, output.usage_error("--from: " .. tostring(ferr), "from") end
+  local n = 0
+  return function()
+    local l
+    repeat
+      l = f:read("*l")
+      n = n + 1
+    until l == nil or l:find("%S")
+    if l == nil then
+      f:close()
+      return nil
+    end
+    local c = require("crm").json.decode(l)
+    if type(c) ~= "table" then
+      f:close()
+      return false, output.usage_error("--from: line " .. n .. " is not one JSON object (a customer)", "from")
+    end
+    return c
+  end
+end
+
 local function duplicates(ctx, tc)
+  local a = ctx.args
   local query, err = json_option(ctx, "query", "--query")
   if not query then return ctx:fail(err) end
+  if a.from then
+    if a.query or a.restart_on_expiry then
+      return ctx:fail(output.usage_error("--from reads the customers from a file: no --query or"
+        .. " --restart-on-expiry with it", "from"))
+    end
+    query, err = from_file(a.from)
+    if not query then return ctx:fail(err) end
+  end
   local by = {}
-  for b in tostring(ctx.args.by):gmatch("[^,%s]+") do by[#by + 1] = b end
+  for b in tostring(a.by):gmatch("[^,%s]+") do by[#by + 1] = b end
   local bar = ctx:progress("duplicates: scanned")
   ctx:trap_interrupt()
-  local groups, derr, stats = tc:find_duplicates(query, { by = by, on_progress = function(n, total)
+  local groups, derr, stats = tc:find_duplicates(query, { by = by, restart_on_expiry = a.restart_on_expiry or nil,
+                                                          on_progress = function(n, total)
     bar:update(n, total)
     if ctx.interrupted() then error("interrupted", 0) end
   end })
