@@ -112,10 +112,12 @@ describe("crm explains itself", function()
   end)
 
   it("duplicates --from an export reads the API once; --restart-on-expiry is the library's option", function()
-    local tc = H.tablecheck()
-    local a = assert(tc:create_customer(H.tc_customer { emails = { "same@example.com" } }))
-    local b = assert(tc:create_customer(H.tc_customer { emails = { "Same@Example.com" } }))
     H.tc_seed(4, "Else")
+    local twins = {}
+    for i, email in ipairs { "same@example.com", "Same@Example.com" } do
+      twins[i] = assert(H.tablecheck():create_customer(H.tc_customer { emails = { email } }))
+    end
+    local a, b = twins[1], twins[2]
     local export = crm_run("--sim tablecheck customers export")
     assert.equal(0, export.code, export.err)
     local searches = H.count("POST /api/crm/v1/customer_search")
