@@ -8,7 +8,8 @@
 #    headers (the tree LuaJIT and OpenResty load); luarocks make of the scm rockspec into a third
 # 3. each tree under its own runtime, with paths that reach only the tree and the system's
 #    lua-cjson: require "crm", versions, Toast and TableCheck calls to the simulator, a batch
-# 4. the README's install steps as written (luarocks path, crm sim start, lua5.4 script.lua)
+# 4. the README's install steps as written (luarocks path for 5.4 and 5.1, crm sim start, a script
+#    run by lua5.4 and by luajit from outside the checkout)
 # 5. the User-Agent the simulator saw, and that a tree never loads under the other runtime
 # Nothing is fetched: lua-cjson is Debian's, the rocks' other dependencies are system libraries.
 set -uo pipefail
@@ -157,18 +158,24 @@ local shops, err = tc:list_shops()
 assert(shops, tostring(err))
 print("ok " .. #shops .. " " .. package.searchpath("crm", package.path))
 LUA
-readme_check() { # SED-EXPRESSION (applied to luarocks path's output)
+readme_check() { # SED-EXPRESSION (applied to luarocks path's output) [LUAVERSION LUA]
+  local lv=${2:-5.4} lua=${3:-lua5.4}
   (
     unset LUA_PATH LUA_CPATH LUA_PATH_5_4 LUA_CPATH_5_4
-    eval "$(luarocks --lua-version 5.4 --tree "$work/tree-5.4" path | sed "$1")"
+    eval "$(luarocks --lua-version "$lv" --tree "$work/tree-$lv" path | sed "$1")"
     export XDG_STATE_HOME="$work/state"
     cd "$work" || exit 1
     crm sim start --port "$cli_port" >/dev/null || exit 1
-    out=$(timeout 30 lua5.4 script.lua "http://127.0.0.1:$cli_port/api/crm/v1" 2>&1)
+    out=$(timeout 30 "$lua" script.lua "http://127.0.0.1:$cli_port/api/crm/v1" 2>&1)
     crm sim stop --port "$cli_port" >/dev/null
-    [ "$out" = "ok 2 $work/tree-5.4/share/lua/5.4/crm.lua" ] || { echo "$out" >&2; exit 1; }
+    [ "$out" = "ok 2 $work/tree-$lv/share/lua/$lv/crm.lua" ] || { echo "$out" >&2; exit 1; }
   )
 }
+if readme_check 's/^//' 5.1 luajit; then
+  echo "rock-test: luarocks path (5.1, for LuaJIT): crm sim start, luajit script.lua outside the checkout ok"
+else
+  echo "rock-test: the README's LuaJIT install steps failed" >&2; rc=1
+fi
 if readme_check 's/^//'; then
   echo "rock-test: luarocks path (5.4, as printed): crm sim start, lua5.4 script.lua outside the checkout ok"
 else
