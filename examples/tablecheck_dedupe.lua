@@ -13,9 +13,9 @@ local client = assert(crm.tablecheck {
   api_key = os.getenv("CRM_TABLECHECK_API_KEY") or "sim-tablecheck-key",
 })
 
-local groups, stats = client:find_duplicates()
+local groups, err, stats = client:find_duplicates()
 if not groups then
-  io.stderr:write("search failed: ", tostring(stats), "\n")
+  io.stderr:write("search failed: ", tostring(err), "\n")
   os.exit(1)
 end
 print(("scanned %d customers: %d group(s) of duplicates"):format(stats.scanned, #groups))
@@ -27,9 +27,9 @@ for i, g in ipairs(groups) do
   print(("group %d: keep %s, merge %s (shared: %s)"):format(i, g.primary,
     table.concat(g.secondaries, ", "), table.concat(shared, ", ")))
 
-  local plan, report = client:merge_customers(g.primary, g.secondaries, { dry_run = true })
+  local plan, perr, report = client:merge_customers(g.primary, g.secondaries, { dry_run = true })
   if not plan then
-    io.stderr:write("  cannot plan: ", tostring(report), "\n")
+    io.stderr:write("  cannot plan: ", tostring(perr), "\n")
     failed = failed + 1
   else
     local fields = {}
@@ -43,12 +43,12 @@ for i, g in ipairs(groups) do
         conflict.kept, #conflict.others))
     end
     if not dry_run then
-      local merged, err = client:merge_customers(g.primary, g.secondaries, { wait = { timeout = 120 } })
+      local merged, merr = client:merge_customers(g.primary, g.secondaries, { wait = { timeout = 120 } })
       if merged then
         print(("  merged: %s now has %d merged customer(s)"):format(merged.id,
           #(merged.merged_customer_ids or {})))
       else
-        io.stderr:write("  merge failed: ", tostring(err), "\n")
+        io.stderr:write("  merge failed: ", tostring(merr), "\n")
         failed = failed + 1
       end
     end

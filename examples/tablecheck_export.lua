@@ -12,10 +12,6 @@ local client = assert(crm.tablecheck {
   api_key = os.getenv("CRM_TABLECHECK_API_KEY") or "sim-tablecheck-key",
 })
 
--- A decoded [] is an empty Lua table, which would go out as {}; these are the lists of a search
--- result (ElasticCustomer).
-local LISTS = { "phones", "emails", "tags", "likes", "dislikes", "allergies", "addresses", "memberships" }
-
 local out = io.stdout
 if arg[1] then out = assert(io.open(arg[1], "w")) end
 
@@ -26,11 +22,7 @@ for customer, err in it do
     io.stderr:write("export stopped after ", n, " customers: ", tostring(err), "\n")
     os.exit(1)
   end
-  for _, k in ipairs(LISTS) do
-    local v = customer[k]
-    if type(v) == "table" and next(v) == nil then customer[k] = crm.empty_array end
-  end
-  -- crm.json keeps [] as [] (plain cjson would write every empty tags list as {}).
+  -- Answers are decoded by crm.json, so an empty list the server sent ([]) is written back as [].
   out:write(assert(crm.json.encode(customer)), "\n")
   n = n + 1
   if n % 10000 == 0 then io.stderr:write(n, " of ", it.total or "?", " customers\n") end

@@ -22,12 +22,12 @@ end
 local guest = { firstName = "Josephine", lastName = "Banton", email = "jbanton@example.org" }
 
 -- Toast asks integrators to search before creating, so a guest is never duplicated.
-local customer, how = client:find_or_create(guest)
-step(("find_or_create: %s customer %s"):format(how or "?", customer and customer.guid), customer, how)
+local customer, ferr, how = client:find_or_create(guest)
+step(("find_or_create: %s customer %s"):format(how or "?", customer and customer.guid), customer, ferr)
 
-local again, how2 = client:find_or_create(guest)
+local again, err2, how2 = client:find_or_create(guest)
 step(("find_or_create again: %s the same customer (%s)"):format(how2 or "?",
-  tostring(again and again.guid == customer.guid)), again, how2)
+  tostring(again and again.guid == customer.guid)), again, err2)
 
 local n = 0
 for c, err in client:iter_search_customers { lastName = "Banton" } do

@@ -2,13 +2,14 @@
 -- `crm.toast{}` builds a `crm.toast.Toast` client, `crm.tablecheck{}` a
 -- `crm.tablecheck.TableCheck` client. Every function returns its result on success and
 -- `nil, err` on failure (`err` is a `crm.error.Error`); nothing raises for bad input or a bad
--- network.
+-- network. On success the second value is always `nil`: what else a call has to say comes third
+-- (`items, nil, pagination`; `customer, nil, "found"`).
 -- @module crm
 -- @usage
 -- local crm = require "crm"
 -- local toast = assert(crm.toast { restaurant_guid = "...", client_id = "...", client_secret = "..." })
--- local guest, how = toast:find_or_create { firstName = "Josephine", lastName = "Banton",
---                                           email = "jbanton@example.org" }
+-- local guest, err, how = toast:find_or_create { firstName = "Josephine", lastName = "Banton",
+--                                                email = "jbanton@example.org" }
 -- Loading crm loads the C core and these few lines; everything else (the clients, crm.json,
 -- errors, phones, TableCheck's schemas, Toast's orders and guests) loads on first use.
 local platform = require "crm.platform"
@@ -19,6 +20,7 @@ local crm = {
   null = marks.null,             -- JSON null, for request bodies that must send it
   empty_array = marks.empty_array, -- encodes as [] (an empty Lua table encodes as {})
   guid = platform.guid,          -- a fresh lowercase UUID v4
+  core = platform.core,          -- the C core (require "crm.core")
 }
 
 -- crm.json (decode/encode that round-trip [] and {}, lua/crm/json.lua) is loaded when first read.
@@ -46,6 +48,12 @@ end
 --- A marker that always encodes as `[]` (an empty Lua table encodes as `{}`).
 -- Use it in a request body for a list that must be sent empty.
 -- @field empty_array
+
+--- The C core, `crm/core.so` (the same table as `require "crm.core"`): `core.ops` (each
+-- operation of both APIs as a row of data), `core.version`, `core.curl_version()`, `core.guid()`,
+-- `core.new{}` (a libcurl handle). Clients never need it; it is there for transports of your own
+-- (`core.build`, `core.decode`) and for bug reports (`core.version`, `core.curl_version()`).
+-- @field core
 
 --- JSON that round-trips `[]` and `{}`: `crm.json.decode` and `crm.json.encode` (see `crm.json`).
 -- @field json

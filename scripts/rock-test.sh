@@ -8,7 +8,9 @@
 #    headers (the tree LuaJIT and OpenResty load); luarocks make of the scm rockspec into a third
 # 3. each tree under its own runtime, with paths that reach only the tree and the system's
 #    lua-cjson: require "crm", versions, Toast and TableCheck calls to the simulator, a batch
-# 4. the User-Agent the simulator saw, and that a tree never loads under the other runtime
+# 4. the README's install steps as written (luarocks path for 5.4 and 5.1, crm sim start, a script
+#    run by lua5.4 and by luajit from outside the checkout)
+# 5. the User-Agent the simulator saw, and that a tree never loads under the other runtime
 # Nothing is fetched: lua-cjson is Debian's, the rocks' other dependencies are system libraries.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -103,7 +105,7 @@ done
 
 bash scripts/sim.sh start "$PORT" >/dev/null || die "the simulator did not start on $PORT"
 sim_started=1
-log=$ROOT/spec/sim/run/$PORT/access.log
+log=${XDG_STATE_HOME:-${HOME:-/tmp}/.local/state}/crm/sim/$PORT/access.log
 : >"$log" 2>/dev/null || true
 
 # paths TREE LUAVERSION: the tree, then the runtime's own defaults (;;).
@@ -144,6 +146,46 @@ for t in 5.4 5.1; do
     echo "rock-test: tree-$t/bin/crm failed" >&2; rc=1
   fi
 done
+
+# The README's install steps as written, from outside the checkout: the 5.4 tree's paths from
+# `luarocks --lua-version 5.4 --tree DIR path`, exported as printed (LUA_PATH/LUA_CPATH, which
+# LuaJIT inside nginx would inherit) and in the README's LUA_PATH_5_4 form; each time
+# `crm sim start` (the tree's bin/crm, on PATH), then `lua5.4 script.lua`.
+cat >"$work/script.lua" <<'LUA'
+local crm = require "crm"
+local tc = assert(crm.tablecheck { base_url = arg[1], api_key = "sim-tablecheck-key" })
+local shops, err = tc:list_shops()
+assert(shops, tostring(err))
+print("ok " .. #shops .. " " .. package.searchpath("crm", package.path))
+LUA
+readme_check() { # SED-EXPRESSION (applied to luarocks path's output) [LUAVERSION LUA]
+  local lv=${2:-5.4} lua=${3:-lua5.4}
+  (
+    unset LUA_PATH LUA_CPATH LUA_PATH_5_4 LUA_CPATH_5_4
+    eval "$(luarocks --lua-version "$lv" --tree "$work/tree-$lv" path | sed "$1")"
+    export XDG_STATE_HOME="$work/state"
+    cd "$work" || exit 1
+    crm sim start --port "$cli_port" >/dev/null || exit 1
+    out=$(timeout 30 "$lua" script.lua "http://127.0.0.1:$cli_port/api/crm/v1" 2>&1)
+    crm sim stop --port "$cli_port" >/dev/null
+    [ "$out" = "ok 2 $work/tree-$lv/share/lua/$lv/crm.lua" ] || { echo "$out" >&2; exit 1; }
+  )
+}
+if readme_check 's/^//' 5.1 luajit; then
+  echo "rock-test: luarocks path (5.1, for LuaJIT): crm sim start, luajit script.lua outside the checkout ok"
+else
+  echo "rock-test: the README's LuaJIT install steps failed" >&2; rc=1
+fi
+if readme_check 's/^//'; then
+  echo "rock-test: luarocks path (5.4, as printed): crm sim start, lua5.4 script.lua outside the checkout ok"
+else
+  echo "rock-test: the README's 5.4 install steps (LUA_PATH as printed) failed" >&2; rc=1
+fi
+if readme_check 's/^export LUA_\(C\{0,1\}PATH\)=/export LUA_\1_5_4=/'; then
+  echo "rock-test: luarocks path (5.4, LUA_PATH_5_4 form): crm sim start, lua5.4 script.lua ok"
+else
+  echo "rock-test: the README's 5.4 install steps (LUA_PATH_5_4) failed" >&2; rc=1
+fi
 
 # OpenResty / lua-nginx-module: nginx (LuaJIT inside) loads the 5.1 tree through its own
 # lua_package_path and lua_package_cpath; a request runs crm over cosockets (the ngx transport)

@@ -6,8 +6,11 @@
 #   scripts/sim.sh status [PORT]   print state; exit 0 when running, 1 when not
 #
 # PORT defaults to $CRM_SIM_PORT, then 18080. Everything the running simulator
-# writes (config, pid, logs, temp files) lives in spec/sim/run/PORT/, so simulators on
-# different ports (parallel test runs) never share a pid file.
+# writes (config, pid, logs, temp files) lives in ${XDG_STATE_HOME:-~/.local/state}/crm/sim/PORT/,
+# the one state directory `crm sim` uses too: either stops what the other started, and
+# simulators on different ports (parallel test runs) never share a pid file.
+# nginx starts without the caller's Lua paths (LUA_PATH, LUA_CPATH, LUA_PATH_5_4, ...): its
+# LuaJIT must not load modules built for another Lua.
 set -eu
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -59,6 +62,33 @@ show_log() {
   fi
 }
 
+# Why nginx stopped, in its own words: the first [emerg]/[alert]/[crit]/[error] entry of
+# start.err or error.log with its continuation lines (up to a stack traceback), on one line.
+cause() {
+  local text
+  text=$(cat "$run/start.err" "$run/error.log" 2>/dev/null | awk '
+    found && /^[ \t]/ && !/stack traceback/ { sub(/^[ \t]+/, ""); out = out " " $0; next }
+    found { exit }
+    /\[(emerg|alert|crit|error)\]/ { sub(/^.*\[(emerg|alert|crit|error)\] ([0-9]+#[0-9]+: )?/, ""); out = $0; found = 1 }
+    END { print out }')
+  case "$text" in
+    *'Address already in use'*) echo "port $port is in use by another process (no simulator with its state in $run)" ;;
+    '') echo "see $run/error.log" ;;
+    *) echo "$text" ;;
+  esac
+}
+
+# The environment without any LUA_* variable: nginx's LuaJIT reads LUA_PATH and LUA_CPATH
+# for its default package paths (the ";;" in nginx.conf), and a private Lua 5.4 tree there
+# makes it load a 5.4 cjson.so and die.
+lua_free_env() {
+  local v args=()
+  for v in $(compgen -e); do
+    case "$v" in LUA_*) args+=(-u "$v") ;; esac
+  done
+  env "${args[@]}" "$@"
+}
+
 do_start() {
   local port=$1 pid i
   case "$port" in
@@ -71,7 +101,7 @@ do_start() {
   done
 
   do_stop
-  mkdir -p "$run/tmp"
+  mkdir -p -m 700 "$run/tmp"
   : >"$run/error.log"
   : >"$run/access.log"
   local user_sed='s|^#user root;|#user root;|'
@@ -79,10 +109,10 @@ do_start() {
   sed -e "s|@PORT@|$port|g" -e "s|@RUN@|$run|g" -e "s|@ROOT@|$sim|g" -e "$user_sed" "$sim/nginx.conf.in" >"$run/nginx.conf"
   echo "$port" >"$portfile"
 
-  if ! "$nginx_bin" -p "$run/" -c "$run/nginx.conf" 2>"$run/start.err"; then
+  if ! lua_free_env "$nginx_bin" -p "$run/" -c "$run/nginx.conf" 2>"$run/start.err"; then
     cat "$run/start.err" >&2
     show_log
-    die "nginx failed to start on 127.0.0.1:$port"
+    die "nginx failed to start on 127.0.0.1:$port: $(cause)"
   fi
   for ((i = 0; i < 50; i++)); do
     if curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$port/__sim/stats" 2>/dev/null; then
@@ -95,7 +125,7 @@ do_start() {
   cat "$run/start.err" >&2 2>/dev/null || true
   show_log
   do_stop || true
-  die "simulator did not answer on 127.0.0.1:$port within 5s"
+  die "$(cause); simulator did not answer on 127.0.0.1:$port within 5s"
 }
 
 do_status() {
@@ -114,7 +144,9 @@ port=${2:-${CRM_SIM_PORT:-18080}}
 case "$port" in
   '' | *[!0-9]*) die "bad port '$port'" ;;
 esac
-run="$sim/run/$port"
+state=${XDG_STATE_HOME:-}
+[ -n "$state" ] || state=${HOME:-/tmp}/.local/state
+run="$state/crm/sim/$port"
 pidfile="$run/nginx.pid"
 portfile="$run/port"
 case "$cmd" in

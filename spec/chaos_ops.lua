@@ -89,9 +89,9 @@ function OPS.toast_create(c, op, out)
 end
 
 function OPS.foc(c, op, out)
-  local res, how = c.toast:find_or_create(op.customer)
+  local res, err, how = c.toast:find_or_create(op.customer)
   if res == nil then
-    failed(out, how)
+    failed(out, err)
     return out
   end
   out.ok, out.guid, out.how = true, res.guid, how

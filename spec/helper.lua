@@ -183,4 +183,48 @@ function H.manual_clock(start)
   return c
 end
 
+-- capture(cmd) -> {code, out, err}: a shell command (under H.CLEAN_ENV, stdin /dev/null) with its
+-- stdout, stderr and exit code.
+function H.capture(cmd)
+  local out, err, rc = os.tmpname(), os.tmpname(), os.tmpname()
+  os.execute("sh -c " .. quote(H.CLEAN_ENV .. cmd .. " >" .. out .. " 2>" .. err .. " </dev/null; echo $? >" .. rc))
+  local r = { out = H.slurp(out), err = H.slurp(err), code = tonumber(H.slurp(rc):match("%d+")) }
+  os.remove(out)
+  os.remove(err)
+  os.remove(rc)
+  return r
+end
+
+H.quote = quote
+
+-- tmpdir(sub, ...) -> a new directory (with the given sub-directories) under the system's temp.
+function H.tmpdir(...)
+  local dir = os.tmpname()
+  os.remove(dir)
+  local parts = { quote(dir) }
+  for _, sub in ipairs { ... } do parts[#parts + 1] = quote(dir .. "/" .. sub) end
+  assert(os.execute("mkdir -p " .. table.concat(parts, " ")))
+  return dir
+end
+
+-- toast_headers() -> the header lines of a Toast API request made without crm (a fresh login
+-- through the control-free API, as another integration would do it).
+function H.toast_headers()
+  local status, _, raw = control:request("POST", H.base_url .. "/authentication/v1/authentication/login",
+    { "Content-Type: application/json" }, cjson.encode { clientId = H.client_id, clientSecret = H.client_secret,
+      userAccessType = "TOAST_MACHINE_CLIENT" })
+  assert(status == 200, "login answered " .. tostring(status))
+  return { "Authorization: Bearer " .. cjson.decode(raw).token.accessToken,
+           "Toast-Restaurant-External-ID: " .. H.restaurant, "Content-Type: application/json" }
+end
+
+-- toast_store(customer) -> the customer Toast stored, POSTed without crm (so as typed: another
+-- integration's spelling).
+function H.toast_store(c)
+  local status, _, raw = control:request("POST", H.base_url .. "/crm/v1/customers", H.toast_headers(),
+    cjson.encode(c))
+  assert(status == 200 or status == 201, "create answered " .. tostring(status) .. ": " .. tostring(raw))
+  return cjson.decode(raw)
+end
+
 return H

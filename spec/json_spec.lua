@@ -139,14 +139,7 @@ local function raw_request(method, url, headers, body, want)
   return raw
 end
 
-local function toast_headers()
-  local raw = raw_request("POST", H.base_url .. "/authentication/v1/authentication/login",
-    { "Content-Type: application/json" },
-    { clientId = H.client_id, clientSecret = H.client_secret, userAccessType = "TOAST_MACHINE_CLIENT" })
-  local token = cjson.decode(raw).token.accessToken
-  return { "Authorization: Bearer " .. token, "Toast-Restaurant-External-ID: " .. H.restaurant,
-           "Content-Type: application/json" }
-end
+local toast_headers = H.toast_headers
 
 local TC_HEADERS = { "Authorization: " .. H.tablecheck_key, "Content-Type: application/json" }
 local function tc(method, path, body, want)

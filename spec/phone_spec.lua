@@ -59,11 +59,11 @@ describe("Toast default_country_code", function()
 
   it("places national numbers in that country when finding or creating a guest", function()
     local c = H.toast { default_country_code = "44" }
-    local a, how = assert(c:find_or_create { firstName = "Uk", lastName = "Caller", phone = "020 7946 0958" })
+    local a, _, how = assert(c:find_or_create { firstName = "Uk", lastName = "Caller", phone = "020 7946 0958" })
     assert.equal("created", how)
     assert.equal("+442079460958", a.phone)
     local b
-    b, how = assert(c:find_or_create { firstName = "Uk", lastName = "Caller", phone = "+44 20 7946 0958" })
+    b, _, how = assert(c:find_or_create { firstName = "Uk", lastName = "Caller", phone = "+44 20 7946 0958" })
     assert.equal("found", how)
     assert.equal(a.guid, b.guid)
   end)

@@ -14,8 +14,8 @@ local toast = assert(crm.toast {
   debug = os.getenv("CRM_DEBUG") and function(l) io.stderr:write(l, "\n") end or nil,
 })
 if arg[5] then
-  local guest, how = toast:find_or_create { firstName = "Redis", lastName = "Flight", email = arg[5] }
-  print(guest and how or tostring(how))
+  local guest, err, how = toast:find_or_create { firstName = "Redis", lastName = "Flight", email = arg[5] }
+  print(guest and how or tostring(err))
   os.exit(guest and 0 or 1)
 end
 local failed = 0

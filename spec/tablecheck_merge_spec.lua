@@ -29,7 +29,7 @@ describe("TableCheck merge", function()
 
   it("keeps the primary's fields, fills gaps, unions contacts, and sends one PUT", function()
     local a, b = pair()
-    local merged, report = assert(c:merge_customers(a.id, { b.id }))
+    local merged, _, report = assert(c:merge_customers(a.id, { b.id }))
     assert.equal(a.id, merged.id)
     assert.equal("James", merged.first_name)       -- primary wins the conflict
     assert.equal("Acme", merged.company_name)      -- gap filled from the secondary
@@ -61,13 +61,13 @@ describe("TableCheck merge", function()
     local home = { tag = "home", street = "1 Main St", city = "Seattle", country = "US" }
     local a = assert(c:create_customer(H.tc_customer()))
     local b = assert(c:create_customer(H.tc_customer { addresses = { home } }))
-    local merged, report = assert(c:merge_customers(a.id, { b.id }))
+    local merged, _, report = assert(c:merge_customers(a.id, { b.id }))
     assert.equal(1, #merged.addresses)
     assert.equal("Seattle", merged.addresses[1].city)
     assert.equal(b.id, report.fields.addresses)
     local d = assert(c:create_customer(H.tc_customer { addresses = { { tag = "work", city = "Tokyo" } } }))
     local request
-    request, report = assert(c:merge_customers(a.id, { d.id }, { dry_run = true }))
+    request, _, report = assert(c:merge_customers(a.id, { d.id }, { dry_run = true }))
     assert.is_nil(request.body.addresses) -- appending the primary's own would duplicate them
     -- the secondary's address is not kept, and the report says so
     local lost
@@ -81,7 +81,7 @@ describe("TableCheck merge", function()
 
   it("plans without sending on dry_run", function()
     local a, b = pair()
-    local request, report = assert(c:merge_customers(a.id, { b.id }, { dry_run = true }))
+    local request, _, report = assert(c:merge_customers(a.id, { b.id }, { dry_run = true }))
     assert.equal("PUT", request.method)
     assert.equal("/customers/" .. a.id, request.path)
     assert.same({ b.id }, request.body.merge_customer_ids)
@@ -96,7 +96,7 @@ describe("TableCheck merge", function()
   it("lets a resolve function replace the policy", function()
     local a, b = pair()
     local seen
-    local merged, report = assert(c:merge_customers(a.id, { b.id }, {
+    local merged, _, report = assert(c:merge_customers(a.id, { b.id }, {
       resolve = function(primary, secondaries, body)
         seen = { primary.id, secondaries[1].id, body.company_name }
         return { first_name = secondaries[1].first_name, memo = "merged by hand" }, { note = "mine" }
@@ -326,7 +326,7 @@ describe("TableCheck find_duplicates", function()
     local three = assert(c:create_customer(H.tc_customer { emails = {}, phones = { "+819012345678" } }))
     assert(c:create_customer(H.tc_customer()))
     H.config { tablecheck_synthetic_customers = 300 } -- plenty of unrelated customers
-    local groups, stats = assert(c:find_duplicates())
+    local groups, _, stats = assert(c:find_duplicates())
     assert.equal(1, #groups)
     local g = groups[1]
     assert.equal(one.id, g.primary)

@@ -112,9 +112,9 @@ function M.handle(opts)
 
   local client, err = client_for(opts and opts.transport)
   if not client then return reply(500, { error = tostring(err) }) end
-  local customer, how = client:find_or_create(guest)
+  local customer, ferr, how = client:find_or_create(guest)
   if not customer then
-    err = how
+    err = ferr
     -- Bad input in the webhook is the sender's problem; anything else is Toast's or the network's.
     return reply(err.kind == "validation" and 422 or 502,
       { error = tostring(err), kind = err.kind, field = err.field })

@@ -112,7 +112,7 @@ local function raised(opts, index, what)
 end
 
 -- Files one operation's outcome in results[index]; returns true when the batch should stop.
-local function record(results, opts, index, ok, res, err)
+local function record(results, opts, index, ok, res, err, third)
   if not ok then
     err, res = raised(opts, index, res), nil
   end
@@ -120,7 +120,9 @@ local function record(results, opts, index, ok, res, err)
     err = errors.new("validation", "operation returned nothing", { field = "ops[" .. index .. "]" })
   end
   if res ~= nil then
-    results[index] = { value = res, extra = err }
+    -- extra: the op's third value (res, nil, extra: the library's convention), or a second
+    -- value an op of the caller's own still returns on success
+    results[index] = { value = res, extra = err ~= nil and err or third }
     results.succeeded = results.succeeded + 1
     return false
   end
@@ -150,8 +152,8 @@ local function run_threads(fn_of, n, concurrency, opts)
     while not stopping and next_op <= n do
       local index = next_op
       next_op = next_op + 1
-      local ok, res, err = pcall(fn_of(index))
-      if record(results, opts, index, ok, res, err) then stopping = true end
+      local ok, res, err, third = pcall(fn_of(index))
+      if record(results, opts, index, ok, res, err, third) then stopping = true end
     end
   end
   local threads = {}
@@ -172,7 +174,7 @@ end
 -- run(client, ops, {concurrency = 16, stop_on_error = false}): client:batch (documented for the
 -- reference in lua/crm/client.lua: `batch` and `BatchResults`; keep the two in step).
 -- ops[i] is function(client) -> res, err, or {"method_name", args...}.
--- Returns results in input order: results[i] = {value = res, extra = second return} or
+-- Returns results in input order: results[i] = {value = res, extra = third return} or
 -- {err = err}, plus results.succeeded and results.failed counts; or nil, err for bad arguments.
 function M.run(client, ops, opts)
   opts = opts or {}
@@ -250,17 +252,17 @@ function M.run(client, ops, opts)
   local batch_read = type(client._batch_read) == "function" and client._batch_read or nil
   local batch_owner = client.transport -- the router whose requests go to this batch's multi
 
-  local function done_with(index, ok, res, err)
+  local function done_with(index, ok, res, err, third)
     active = active - 1
-    if record(results, opts, index, ok, res, err) then stopping = true end
+    if record(results, opts, index, ok, res, err, third) then stopping = true end
   end
 
   local function work(index, fn)
     local co = co_running()
     while true do
       current[co] = index
-      local ok, res, err = pcall(fn)
-      done_with(index, ok, res, err)
+      local ok, res, err, third = pcall(fn)
+      done_with(index, ok, res, err, third)
       current[co] = nil
       index, fn = co_yield(IDLE)
     end

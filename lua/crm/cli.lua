@@ -19,15 +19,16 @@ Commands (every one prints JSON Lines on stdout; add --help to any of them):
   crm toast customers find-or-create (same flags) | --input guests.csv|guests.jsonl [--concurrency 16]
   crm toast credit summary GUID
   crm toast credit transactions [GUID] [--start-date D --end-date D]
-  crm toast credit add GUID --amount 10.00 [--note N] [--guid G]
+  crm toast credit add GUID --amount 10.00 [--note N] [--transaction-guid G]
   crm toast guests backfill [--weeks 12] [--checkpoint FILE]
   crm tablecheck customers list|show|create|amend|delete ...
   crm tablecheck customers export [--query JSON]
-  crm tablecheck duplicates [--by email,phone]
+  crm tablecheck duplicates [--by email,phone] [--from customers.jsonl] [--restart-on-expiry]
   crm tablecheck merge PRIMARY SECONDARY... [--dry-run]
   crm tablecheck images wait CUSTOMER_ID
   crm tablecheck shops|franchises|reservations|reservation-flags|memberships|membership-programs list|show ...
-  crm sim start|stop|status [--port N] [--seed-customers N]
+  crm sim start|stop|status|reset [--port N] [--seed-customers N]
+  crm version   (crm --version: one plain line)
 
 Examples:
   crm sim start --seed-customers 500
@@ -41,9 +42,18 @@ CRM_TOAST_CLIENT_SECRET, CRM_TOAST_COUNTRY, CRM_TABLECHECK_URL, CRM_TABLECHECK_A
 CRM_SIM_PORT) or from $XDG_CONFIG_HOME/crm/config.json (the same names as keys; refused when
 group or others can read it). Secrets are never flags.
 Exit codes: 0 ok, 2 usage or validation, 3 auth, 4 http, 5 transport, 6 timeout, 7 decode,
-8 outcome unknown, 130 interrupted.]]
+8 outcome unknown, 9 simulator, 130 interrupted.]]
 
 -- ---- the parser ----
+
+-- number(name) -> a converter for argparse that names the option when the value is not a number.
+local function number(name)
+  return function(v)
+    local n = tonumber(v)
+    if n == nil then return nil, name .. " must be a number, not '" .. v .. "'" end
+    return n
+  end
+end
 
 local function add_data(cmd, what)
   cmd:option("--data", "The " .. (what or "body") .. " as JSON, @file.json, or - for stdin.")
@@ -61,7 +71,9 @@ local function build_parser()
   p:flag("--debug", "The library's debug lines (redacted: method, path, status, time) on stderr.")
   p:flag("--dry-run", "Print every write (method, path, masked headers, body) instead of sending it.")
   p:flag("--progress", "A progress bar on stderr even without a terminal; --progress=plain for log lines.")
-  p:option("--timeout", "Seconds per HTTP request."):convert(tonumber)
+  p:option("--timeout", "Seconds per HTTP request."):convert(number("--timeout"))
+  p:flag("--version", "Print crm's version (and the C core's, Lua's, libcurl's) and exit.")
+  p:command("version", "crm's version, the C core's, Lua's and libcurl's, as one JSON line.")
 
   -- Toast
   local toast = p:command("toast", "Toast CRM v1 (and its orders, for guest history).")
@@ -99,7 +111,8 @@ Examples:
   person_flags(foc)
   add_data(foc, "Customer")
   foc:option("--input", "A CSV (header row of field names) or JSON Lines file of customers.")
-  foc:option("--concurrency", "Rows in flight with --input.", "16"):convert(tonumber)
+  foc:option("--concurrency", "Rows in flight with --input.", "16"):convert(number("--concurrency"))
+  foc:flag("--strict", "With --input: refuse a file with columns crm does not know (default: ignore them, warn once).")
 
   local credit = toast:command("credit", "Toast customer credit.")
   credit:command_target("verb")
@@ -118,7 +131,9 @@ Examples:
   add:argument("guid", "The customer's GUID.")
   add:option("--amount", "The amount, e.g. 10.00."):count(1)
   add:option("--note", "A note.")
-  add:option("--guid", "The transaction GUID (to replay one that failed)."):target("txn_guid")
+  add:option("--transaction-guid", "The transaction's GUID (to replay one that failed: err.guid)."):target("txn_guid")
+  -- the 0.1 name, which read like the customer's GUID: refused with the new name
+  add:option("--guid"):target("old_txn_guid"):hidden(true)
   add:option("--date", "localCreatedDate, RFC 3339 (default now).")
 
   local guests = toast:command("guests", "Guest history from Toast orders.")
@@ -128,10 +143,11 @@ Examples:
   crm toast guests backfill --weeks 12 > guests.jsonl
   crm toast guests backfill --checkpoint backfill.jsonl > guests.jsonl   (Ctrl-C, then the same again resumes)]])
   local backfill = guests:command("backfill", "Weeks of orders into guest profiles (JSON Lines).")
-  backfill:option("--weeks", "How far back.", "12"):convert(tonumber)
+  backfill:option("--weeks", "How far back.", "12"):convert(number("--weeks"))
   backfill:option("--checkpoint", "A journal to resume from and to write to (orders and checkpoints).")
-  backfill:option("--spacing", "Seconds between ordersBulk calls (default 5; 0.2 with --sim)."):convert(tonumber)
-  backfill:option("--window-days", "Days per window (at most 31)."):convert(tonumber)
+  backfill:option("--spacing", "Seconds between ordersBulk calls (default 5; 0.2 with --sim).")
+    :convert(number("--spacing"))
+  backfill:option("--window-days", "Days per window (at most 31)."):convert(number("--window-days"))
 
   -- TableCheck
   local tc = p:command("tablecheck", "TableCheck CRM v1.")
@@ -155,8 +171,8 @@ Examples:
   crm tablecheck customers delete 5ed64e249551e80639a4d9a0
   crm tablecheck customers export --query '{"has_email":true}' > customers.jsonl]])
   local function list_flags(cmd)
-    cmd:option("--page", "The page (from 0)."):convert(tonumber)
-    cmd:option("--per-page", "Items per page (1 to 1000)."):convert(tonumber)
+    cmd:option("--page", "The page (from 0)."):convert(number("--page"))
+    cmd:option("--per-page", "Items per page (1 to 1000)."):convert(number("--per-page"))
     cmd:option("--params", "The query as JSON, e.g. '{\"ids\":[\"...\"]}'.")
     cmd:flag("--all", "Every page, not just one.")
   end
@@ -175,13 +191,15 @@ Examples:
   local dups = tc:command("duplicates", "Groups of customers sharing an email or phone.")
   dups:option("--by", "What links customers: email, phone or email,phone.", "email,phone")
   dups:option("--query", "CustomerSearchParams as JSON (default: everyone).")
+  dups:option("--from", "Read the customers from a JSON Lines file (an export) instead of searching.")
+  dups:flag("--restart-on-expiry", "Start the search over when its scroll expires (5 minutes between pages).")
   dups:epilog("Example:\n  crm --sim tablecheck duplicates --by email"
     .. " | jq -r '[.primary] + .secondaries | join(\" \")'")
 
   local merge = tc:command("merge", "Merge SECONDARY customers into PRIMARY (one PUT).")
   merge:argument("primary", "The customer that stays.")
   merge:argument("secondaries", "The customers merged into it."):args("+")
-  merge:option("--wait", "Seconds to wait for the asynchronous move to finish."):convert(tonumber)
+  merge:option("--wait", "Seconds to wait for the asynchronous move to finish."):convert(number("--wait"))
   merge:epilog("With --dry-run it reads the customers and plans, and prints the PUT it would send.\n"
     .. "Example:\n  crm --sim tablecheck merge 5f0c0000000000000000aa01 5f0c0000000000000000aa02 --dry-run")
 
@@ -189,7 +207,7 @@ Examples:
   images:command_target("verb")
   local wait = images:command("wait", "Wait until a customer's image uploads are processed.")
   wait:argument("customer_id", "The customer's id.")
-  wait:option("--max-wait", "Seconds to wait.", "60"):convert(tonumber)
+  wait:option("--max-wait", "Seconds to wait.", "60"):convert(number("--max-wait"))
   images:epilog("Example:\n  crm tablecheck images wait 5ed64e249551e80639a4d9a0 --max-wait 120")
 
   for _, r in ipairs(require("crm.cli.tablecheck").RESOURCES) do
@@ -213,12 +231,16 @@ Examples:
   -- the simulator
   local sim = p:command("sim", "The local simulator (nginx + lua-nginx-module), shipped with the rock.")
   sim:command_target("verb")
-  sim:epilog("Examples:\n  crm sim start --seed-customers 500\n  crm sim status\n  crm sim stop")
-  for _, verb in ipairs { "start", "stop", "status" } do
-    local c = sim:command(verb, ({ start = "(Re)start it.", stop = "Stop it.", status = "Is it running?" })[verb])
-    c:option("--port", "The port (default $CRM_SIM_PORT, then 18080)."):convert(tonumber)
+  sim:epilog("Examples:\n  crm sim start --seed-customers 500\n  crm sim status\n  crm sim reset\n  crm sim stop\n"
+    .. "State (pid, logs) in $XDG_STATE_HOME/crm/sim/PORT, shared with make sim / make sim-stop.")
+  for _, verb in ipairs { "start", "stop", "status", "reset" } do
+    local c = sim:command(verb, ({ start = "(Re)start it (clean: no data, no faults).", stop = "Stop it.",
+      status = "Is it running? (and how many faults are still armed)",
+      reset = "Wipe its data, settings and armed faults." })[verb])
+    c:option("--port", "The port (default $CRM_SIM_PORT, then 18080)."):convert(number("--port"))
     if verb == "start" then
-      c:option("--seed-customers", "Fill TableCheck with N synthetic customers."):convert(tonumber)
+      c:option("--seed-customers", "Fill TableCheck with N synthetic customers.")
+        :convert(number("--seed-customers"))
     end
   end
   return p
@@ -241,6 +263,24 @@ local function take_progress(argv)
     else rest[#rest + 1] = a end
   end
   return rest, mode
+end
+
+-- parse(parser, argv) -> true, args | false, message, the (sub)command whose usage to print.
+-- argparse's pparse keeps only the message; its _parse hands the failing command's own parser to
+-- the error handler, so the usage printed is the sub-command's.
+local function parse(parser, argv)
+  if type(parser._parse) ~= "function" then
+    local ok, args = parser:pparse(argv)
+    return ok, args, parser
+  end
+  local failed, message
+  local ok, res = pcall(parser._parse, parser, argv, function(p, msg)
+    failed, message = p, msg
+    error(msg, 0)
+  end)
+  if ok then return true, res end
+  if not failed then error(res, 0) end
+  return false, message, failed
 end
 
 -- ---- the context a command runs in ----
@@ -335,8 +375,16 @@ end
 
 -- ---- main ----
 
+-- The versions a bug report needs: crm's, the C core's (they must agree), Lua's, libcurl's.
+local function versions()
+  local ok, curl = pcall(core.curl_version)
+  return { crm = crm._VERSION, core = core.version, lua = rawget(_G, "jit") and rawget(_G, "jit").version or _VERSION,
+           curl = ok and type(curl) == "string" and (curl:match("^libcurl/(%S+)") or curl) or nil }
+end
+
 local function dispatch(ctx)
   local a = ctx.args
+  if a.api == "version" then return ctx:line(versions()) end
   if a.api == "sim" then
     return require("crm.cli.sim").run(a.verb, { port = a.port or ctx.settings.sim_port,
       seed_customers = a.seed_customers })
@@ -349,10 +397,19 @@ end
 function M.main(argv)
   argv = argv or {}
   local rest, progress_flag = take_progress(argv)
+  for _, a in ipairs(rest) do
+    if a == "--" then break end
+    if a == "--version" then
+      local v = versions()
+      io.stdout:write(("crm %s (C core %s, %s, libcurl %s)\n"):format(v.crm, v.core, v.lua, tostring(v.curl)))
+      return 0
+    end
+  end
   local parser = build_parser()
-  local ok, args = parser:pparse(rest)
+  local ok, args, where = parse(parser, rest)
   if not ok then
-    io.stderr:write(parser:get_usage(), "\n\ncrm: ", tostring(args), " (crm --help lists every command)\n")
+    local cmd = where:get_usage():match("^Usage: (%S+.-) %[%-h%]") or "crm"
+    io.stderr:write(where:get_usage(), "\n\ncrm: ", tostring(args), " (" .. cmd .. " --help explains it)\n")
     return output.EXIT.validation
   end
   output.configure { pretty = args.pretty, json_errors = args.json_errors }
@@ -372,6 +429,14 @@ function M.main(argv)
     return debug.traceback(msg, 2)
   end)
   io.stdout:flush()
+  if settings.sim and args.api ~= "sim" then
+    -- Faults outlive the run that armed them: say so, or they spoil the next one unannounced.
+    local armed = require("crm.cli.sim").armed(settings.sim_port)
+    if armed and armed > 0 then
+      output.note(("crm: note: %d fault%s still armed on the simulator (port %s); crm sim reset clears them")
+        :format(armed, armed == 1 and " is" or "s are", tostring(settings.sim_port)))
+    end
+  end
   if not pok then
     if code == "interrupted" then return output.EXIT.interrupted end
     io.stderr:write("crm: internal error: ", (tostring(code):gsub("\n.*", "")), "\n")

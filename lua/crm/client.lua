@@ -141,7 +141,9 @@ function M.init(self, opts, known, parse_error, identity)
   if type(opts) ~= "table" then return nil, validate.fail("options", "must be a table") end
   for k in next, opts do
     if not COMMON[k] and not known[k] then
-      return nil, validate.fail(validate.key_name(k), "is not a known option")
+      local near = validate.suggest(k, COMMON, known)
+      return nil, validate.fail(validate.key_name(k), "is not a known option"
+        .. (near and ("; did you mean '" .. near .. "'?") or ""))
     end
   end
   local typed = {}
@@ -268,8 +270,9 @@ end
 -- end
 
 --- What `batch` returns: an array with one record per op, in input order, plus two counts.
--- Each record is `{value = res, extra = second_return}` when the op returned a value (`extra`
--- is its second return value, e.g. `"found"`/`"created"` for `find_or_create`), or
+-- Each record is `{value = res, extra = third_return}` when the op returned a value (`extra`
+-- is its third return value, e.g. `"found"`/`"created"` for `find_or_create`, which returns
+-- `customer, nil, how`; an op of your own that returns `res, x` gets `x`), or
 -- `{err = err}` when it returned `nil, err`, raised (a `validation` error naming `ops[i]`),
 -- returned nothing, or was cancelled (`code = "cancelled"`).
 -- @table BatchResults
@@ -282,7 +285,10 @@ local function run_batch(self, ops, opts)
   return batch.run(self, ops, opts)
 end
 
-function M.class(methods)
+-- kind ("toast" | "tablecheck"): calling one of its 0.1.0 method names raises, naming the new
+-- one (crm.renamed).
+function M.class(methods, kind)
+  if kind then require("crm.renamed").guard(methods, kind) end
   methods.close = M.close
   methods.batch = run_batch
   local mt = { __index = methods }

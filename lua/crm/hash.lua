@@ -13,6 +13,16 @@ written once in Lua; it runs once per client, and once per find_or_create lock k
 here only for webhook signatures (HMAC-SHA1, what ngx.hmac_sha1 computes inside nginx), so a
 sender outside nginx signs the same way. Both follow FIPS 180-4; the specs check the published
 test vectors. Not for bulk data: a few hundred kilobytes per second. ]]
+
+--- SHA-1, SHA-256, HMAC and a constant-time compare in plain Lua: `require "crm.hash"`.
+-- The same bytes on Lua 5.4 and LuaJIT, inside nginx or not. crm names its shared-store keys
+-- with `hmac_sha256`; the OpenResty example checks webhook signatures with `hmac_sha1` and
+-- `equal`. Not for bulk data (a few hundred kilobytes per second).
+-- @module crm.hash
+-- @usage
+-- local hash = require "crm.hash"
+-- local sig = "sha1=" .. hash.hex(hash.hmac_sha1(secret, body))
+-- if not hash.equal(sig, header_value) then return 401 end
 local M = {}
 
 local byte, char, rep, format, concat = string.byte, string.char, string.rep, string.format, table.concat
@@ -103,6 +113,9 @@ local K256 = {
   0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
 }
 
+--- SHA-256 (FIPS 180-4) of a string.
+-- @tparam string s the bytes
+-- @treturn string 32 raw bytes (see `hex`, `sha256_hex`)
 function M.sha256(s)
   s = pad(s)
   local h0, h1, h2, h3 = 0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a
@@ -134,6 +147,9 @@ end
 
 -- ---- SHA-1 ----
 
+--- SHA-1 (FIPS 180-4) of a string; for webhook signatures only.
+-- @tparam string s the bytes
+-- @treturn string 20 raw bytes
 function M.sha1(s)
   s = pad(s)
   local h0, h1, h2, h3, h4 = 0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476, 0xc3d2e1f0
@@ -174,17 +190,35 @@ local function hmac(h, key, s)
   return h(xor_pad(key, 0x5c) .. h(xor_pad(key, 0x36) .. s))
 end
 
+--- HMAC-SHA-256 (RFC 2104).
+-- @tparam string key the key (any length)
+-- @tparam string s the message
+-- @treturn string 32 raw bytes
 function M.hmac_sha256(key, s) return hmac(M.sha256, key, s) end
+
+--- HMAC-SHA1 (RFC 2104), what `ngx.hmac_sha1` computes inside nginx.
+-- @tparam string key the key (any length)
+-- @tparam string s the message
+-- @treturn string 20 raw bytes
 function M.hmac_sha1(key, s) return hmac(M.sha1, key, s) end
 
+--- Raw bytes as lower-case hex.
+-- @tparam string raw the bytes
+-- @treturn string two hex digits per byte
 function M.hex(raw)
   return (raw:gsub(".", function(c) return format("%02x", byte(c)) end))
 end
 
+--- SHA-256 as 64 lower-case hex digits.
+-- @tparam string s the bytes
+-- @treturn string the digest in hex
 function M.sha256_hex(s) return M.hex(M.sha256(s)) end
 
--- equal(a, b): whether two strings are equal, in time that depends only on their lengths (for
--- signatures: how much of a guess matched must not show in how long the check took).
+--- Whether two strings are equal, in time that depends only on their lengths (for signatures:
+-- how much of a guess matched must not show in how long the check took).
+-- @param a a string (anything else compares unequal)
+-- @param b a string
+-- @treturn boolean
 function M.equal(a, b)
   if type(a) ~= "string" or type(b) ~= "string" or #a ~= #b then return false end
   local diff = 0

@@ -13,9 +13,24 @@ M.ngx = ngx -- nil outside nginx
 -- the curl transport live in it.
 local loaded, core = pcall(require, "crm.core")
 if not loaded then
-  error("crm needs its C core, crm/core.so, on " .. (ngx and "lua_package_cpath (nginx.conf)"
-    or "package.cpath (LUA_CPATH)") .. "; build it with make, or install the rock: "
-    .. tostring(core), 0)
+  local where = ngx and "lua_package_cpath (nginx.conf)"
+    or (_VERSION == "Lua 5.4" and "package.cpath (LUA_CPATH_5_4, else LUA_CPATH)" or "package.cpath (LUA_CPATH)")
+  local path = package.searchpath and package.searchpath("crm.core", package.cpath)
+  if not path then
+    error("crm needs its C core, crm/core.so, on " .. where .. "; build it with make, or install the rock: "
+      .. tostring(core), 0)
+  end
+  -- Found but not loadable: what the dynamic loader said is the cause, and the usual one is a
+  -- core built for the other runtime.
+  local _, why = package.loadlib(path, "luaopen_crm_core")
+  why = tostring(why or core)
+  local hint = ""
+  if why:find("undefined symbol: lua", 1, true) then
+    hint = " (a core built for another Lua: a 5.1/LuaJIT tree under Lua 5.4 lacks lua_pcall and"
+      .. " lua_newuserdata, a 5.4 tree under LuaJIT lacks lua_newuserdatauv; put this runtime's tree first"
+      .. " on " .. where .. ")"
+  end
+  error("crm found its C core at " .. path .. " but could not load it: " .. why .. hint, 0)
 end
 M.core = core
 M.version = core.version

@@ -40,7 +40,7 @@ local schema = lazy "crm.tablecheck.schema"
 
 local M = {}
 local TableCheck = {}
-local MT = client.class(TableCheck)
+local MT = client.class(TableCheck, "tablecheck")
 
 local type, ipairs, next, concat = type, ipairs, next, table.concat
 -- The C core's operations (src/ops.c): each resource's list, show and writes; ID_NAMES gives
@@ -270,10 +270,13 @@ local function fetch_page(self, name, query)
   return items, pagination_of(res)
 end
 
+-- One page: items, nil, pagination | nil, err (the second value is the error, and only that).
 local function list(self, name, params)
   local query, err = schema.query(name, params)
   if not query then return nil, err end
-  return fetch_page(self, name, query)
+  local items, pagination = fetch_page(self, name, query)
+  if not items then return nil, pagination end
+  return items, nil, pagination
 end
 
 -- A pager over page/per_page (per_page 1000 unless given); stops at a short page. Where the
@@ -402,6 +405,7 @@ end
 -- @tparam[opt] table params the query: `{ids, shop_ids, created_at_min/max, updated_at_min/max,
 -- page, per_page, include_fields, exclude_fields}`; `page` from 0, `per_page` 1 to 1000
 -- @treturn[1] {table,...} the customers of that page
+-- @return[1] `nil` (no error)
 -- @treturn[1] Pagination the answer's `pagination` (`{}` when absent)
 -- @return[2] `nil`
 -- @treturn[2] Error `validation` with `field` (a parameter the contract does not define, a bad
@@ -646,11 +650,12 @@ end
 -- @tparam[opt] table query CustomerSearchParams (`{}`: every customer), or `{scroll_id = id}`
 -- and no other field
 -- @treturn[1] {table,...} the customers of the page
+-- @return[1] `nil` (no error)
 -- @treturn[1] Pagination `{scroll_id, total_results}`
 -- @return[2] `nil`
 -- @treturn[2] Error `validation` with `field` (nothing sent; a field beside `scroll_id` is
 -- refused), or `http`, `auth`, `transport`, `timeout`, `decode`
--- @usage local page, pagination = assert(tc:search_customers { first_name = "Jim" })
+-- @usage local page, _, pagination = assert(tc:search_customers { first_name = "Jim" })
 -- local next_page = assert(tc:search_customers { scroll_id = pagination.scroll_id })
 function TableCheck:search_customers(query)
   local sid, err = scroll_query(query)
@@ -668,7 +673,7 @@ function TableCheck:search_customers(query)
   local items
   items, err = unwrap_items(res, "customers", CUSTOMER_KEYS)
   if not items then return nil, err end
-  return items, pagination_of(res)
+  return items, nil, pagination_of(res)
 end
 
 -- ---- shops and franchises ----
@@ -677,6 +682,7 @@ end
 -- @tparam[opt] table params the query: `{ids, slugs, franchise_ids, page, per_page,
 -- include_fields, exclude_fields}`; `page` from 0, `per_page` 1 to 1000
 -- @treturn[1] {table,...} the shops of that page
+-- @return[1] `nil` (no error)
 -- @treturn[1] Pagination the answer's `pagination` (`{}` when absent)
 -- @return[2] `nil`
 -- @treturn[2] Error `validation` with `field` (a parameter the contract does not define, a bad
@@ -700,6 +706,7 @@ function TableCheck:get_shop(id) return show_one(self, "shops", id) end
 -- @tparam[opt] table params the query: `{ids, names, slugs, page, per_page, include_fields,
 -- exclude_fields}`; `page` from 0, `per_page` 1 to 1000
 -- @treturn[1] {table,...} the franchises of that page
+-- @return[1] `nil` (no error)
 -- @treturn[1] Pagination the answer's `pagination` (`{}` when absent)
 -- @return[2] `nil`
 -- @treturn[2] Error `validation` with `field` (a parameter the contract does not define, a bad
@@ -726,6 +733,7 @@ function TableCheck:get_franchise(id) return show_one(self, "franchises", id) en
 -- start_at_min/max, sort, sort_order, page, per_page, include_fields, exclude_fields}`; `page`
 -- from 0, `per_page` 1 to 1000
 -- @treturn[1] {table,...} the reservations of that page
+-- @return[1] `nil` (no error)
 -- @treturn[1] Pagination the answer's `pagination` (`{}` when absent)
 -- @return[2] `nil`
 -- @treturn[2] Error `validation` with `field` (a parameter the contract does not define, a bad
@@ -742,13 +750,14 @@ function TableCheck:iter_reservations(params) return iter(self, "reservations", 
 -- @tparam string id the reservation's id
 -- @tparam[opt] table params `{include_fields, exclude_fields}`
 -- @treturn[1] table the reservation
+-- @return[1] `nil` (no error)
 -- @treturn[1] {table,...} the answer's `reservation_flags` (`{}` when absent)
 -- @return[2] `nil`
 -- @treturn[2] Error `validation`, `http` (404: none), `auth`, `transport`, `timeout`, `decode`
 function TableCheck:get_reservation(id, params)
   local r, data = show(self, "reservations", id, params)
   if not r then return nil, data end
-  return r, type(data.reservation_flags) == "table" and data.reservation_flags or {}
+  return r, nil, type(data.reservation_flags) == "table" and data.reservation_flags or {}
 end
 
 --- Creates a reservation (`POST /reservations`, ReservationCreateParams: `shop_id`, `pax`,
@@ -781,6 +790,7 @@ end
 -- @tparam[opt] table params the query: `{ids, shop_ids, created_at_*, updated_at_*, page,
 -- per_page}`; `page` from 0, `per_page` 1 to 1000
 -- @treturn[1] {table,...} the reservation flags of that page
+-- @return[1] `nil` (no error)
 -- @treturn[1] Pagination the answer's `pagination` (`{}` when absent)
 -- @return[2] `nil`
 -- @treturn[2] Error `validation` with `field` (a parameter the contract does not define, a bad
@@ -807,6 +817,7 @@ function TableCheck:get_reservation_flag(id) return show_one(self, "reservation_
 -- created_at_*, updated_at_*, page, per_page, include_fields, exclude_fields}`; `page` from 0,
 -- `per_page` 1 to 1000
 -- @treturn[1] {table,...} the memberships of that page
+-- @return[1] `nil` (no error)
 -- @treturn[1] Pagination the answer's `pagination` (`{}` when absent)
 -- @return[2] `nil`
 -- @treturn[2] Error `validation` with `field` (a parameter the contract does not define, a bad
@@ -863,6 +874,7 @@ function TableCheck:delete_membership(id) return delete(self, "memberships", id)
 -- @tparam[opt] table params the query: `{ids, membership_ids, created_at_*, updated_at_*, page,
 -- per_page, include_fields, exclude_fields}`; `page` from 0, `per_page` 1 to 1000
 -- @treturn[1] {table,...} the membership programs of that page
+-- @return[1] `nil` (no error)
 -- @treturn[1] Pagination the answer's `pagination` (`{}` when absent)
 -- @return[2] `nil`
 -- @treturn[2] Error `validation` with `field` (a parameter the contract does not define, a bad
@@ -933,9 +945,11 @@ end
 -- PUT, wait as `wait_for_merge` does
 -- @treturn[1] table the merged customer (what the PUT answered; with `wait`, the customer once
 -- the merge finished)
+-- @return[1] `nil` (no error)
 -- @treturn[1] crm.tablecheck.merge.MergeReport the report
 -- @treturn[2] crm.tablecheck.merge.MergeRequest with `dry_run`: the planned
 -- `{method = "PUT", path, body}` (nothing sent)
+-- @return[2] `nil` (no error)
 -- @treturn[2] crm.tablecheck.merge.MergeReport with `dry_run`: the report (`report.dry_run = true`,
 -- `report.request` is the first value)
 -- @return[3] `nil`
@@ -944,9 +958,10 @@ end
 -- `ids` name the missing customer), or the PUT's error with `err.report`
 -- (`outcome_unknown = true` when it may have been applied); with `wait`, a `timeout` with
 -- `code = "merge_pending"`, `err.customer` and `err.report`
--- @usage local plan, report = assert(tc:merge_customers(g.primary, g.secondaries, { dry_run = true }))
+-- @usage local plan, err, report = tc:merge_customers(g.primary, g.secondaries, { dry_run = true })
+-- if err then error(tostring(err)) end
 -- print(plan.method, plan.path, #report.conflicts)
--- local merged, rep = tc:merge_customers(g.primary, g.secondaries, { wait = { timeout = 60 } })
+-- local merged, err2, rep = tc:merge_customers(g.primary, g.secondaries, { wait = { timeout = 60 } })
 function TableCheck:merge_customers(primary_id, secondary_ids, opts)
   return merge.merge(self, primary_id, secondary_ids, opts)
 end
@@ -971,21 +986,28 @@ end
 
 --- Groups customers that share a normalised email or E.164 phone (`POST /customer_search`).
 -- Reads every customer the search matches and groups them transitively, oldest first, ready to
--- feed `merge_customers(g.primary, g.secondaries)`.
--- @tparam[opt] table query CustomerSearchParams (default `{}`: every customer)
+-- feed `merge_customers(g.primary, g.secondaries)`. Instead of a query it takes any iterator
+-- of customers already read (a function that returns a customer per call and `nil` at the end,
+-- or `false, err`; a pager), e.g. an export's lines decoded back: then nothing is requested.
+-- @tparam[opt] table|function query CustomerSearchParams (default `{}`: every customer), or an
+-- iterator of customers
 -- @tparam[opt] table opts
 -- @tparam[opt] {string,...} opts.by what links customers: `{"email", "phone"}` (the default),
 -- or one of them
--- @tparam[opt] boolean opts.restart_on_expiry passed to `iter_search_customers`
+-- @tparam[opt] boolean opts.restart_on_expiry start the search over when its scroll expires
+-- (more than 5 minutes between pages), skipping the customers already read; passed to
+-- `iter_search_customers` (refused with an iterator)
 -- @tparam[opt] function opts.on_progress `function(scanned, total)` after each customer read
 -- (`total` is `pagination.total_results`); one that raises stops the scan with a `validation`
 -- error (`field = "on_progress"`)
 -- @treturn[1] {crm.tablecheck.merge.DuplicateGroup,...} the groups `{primary, secondaries, ids,
 -- reasons}`, sorted by `primary`
+-- @return[1] `nil` (no error)
 -- @treturn[1] crm.tablecheck.merge.DuplicateStats `{scanned, total}`
 -- @return[2] `nil`
 -- @treturn[2] Error `validation` (`field = "by[1]"`, an unknown option), or the search's error
--- @usage local groups, stats = assert(tc:find_duplicates(nil, { by = { "email" } }))
+-- @usage local groups, err, stats = tc:find_duplicates(nil, { by = { "email" } })
+-- if err then error(tostring(err)) end
 -- for _, g in ipairs(groups) do print(g.primary, #g.secondaries, g.reasons[1].value) end
 function TableCheck:find_duplicates(query, opts) return merge.find_duplicates(self, query, opts) end
 

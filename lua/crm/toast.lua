@@ -28,7 +28,7 @@ local shared_token = require "crm.toast.token"
 
 local M = {}
 local Toast = {}
-local MT = client.class(Toast)
+local MT = client.class(Toast, "toast")
 
 local type, floor, pcall, error = type, math.floor, pcall, error
 local null = http.null
@@ -458,13 +458,24 @@ local function given(v)
   return v
 end
 
-local function check_customer(c)
+-- A phone that is written must place in E.164 (it is stored in that form): "12" is no phone.
+local function check_phone_write(v, field, country_code)
+  local e = check_phone(v, field)
+  if e or v == nil then return e end
+  if not phones.normalize(v, country_code) then
+    return validate.fail(field, "must be a phone number that places in E.164: + and 7 to 15 digits, or a"
+      .. " national number of default_country_code " .. tostring(country_code))
+  end
+  return nil
+end
+
+local function check_customer(c, country_code)
   local e = validate.table(c, "customer", true)
     or validate.known_keys(c, CUSTOMER_FIELDS)
     or validate.string(c.firstName, "firstName", { required = true, max = 255 })
     or validate.string(c.lastName, "lastName", { required = true, max = 255 })
     or validate.email(given(c.email), "email")
-    or check_phone(given(c.phone), "phone")
+    or check_phone_write(given(c.phone), "phone", country_code)
     or validate.enum(c.entityType, "entityType", { "Customer" })
   if e then return e end
   if c.guid ~= nil then
@@ -478,12 +489,14 @@ local function check_customer(c)
 end
 
 -- The body of a create: the caller's fields without the read-only ones and without nulls (the
--- seed's POST example leaves out the contact it does not have), and a GUID.
-local function customer_body(c)
+-- seed's POST example leaves out the contact it does not have), the phone in E.164 (one rule
+-- for every write: create_customer and find_or_create store the same form), and a GUID.
+local function customer_body(c, country_code)
   local body = {}
   for k, v in pairs(c) do
     if not READ_ONLY[k] and v ~= null then body[k] = v end
   end
+  if type(body.phone) == "string" then body.phone = phones.normalize(body.phone, country_code) or body.phone end
   -- The GUID is fixed before the first attempt, so every retry and 202 re-POST is the same record.
   body.guid = body.guid or platform.guid()
   return body
@@ -610,7 +623,9 @@ end
 -- duplicate GUID returns the existing record).
 -- @tparam table c the customer `{firstName, lastName, email, phone, guid}`: `firstName` and
 -- `lastName` non-empty strings (at most 255 bytes, UTF-8); at least one of `email`
--- (name@domain) or `phone` (digits, `+`, `-`, spaces, dots, parentheses), the other absent or
+-- (name@domain) or `phone` (digits, `+`, `-`, spaces, dots, parentheses, and one that places in
+-- E.164: international, or national for the client's `default_country_code`; it is sent in
+-- E.164, as `find_or_create` sends it: `"+1 206 555 0199"` is stored as `"+12065550199"`), the other absent or
 -- `crm.null` (left out of the request); `guid` a UUID if given; `entityType = "Customer"` allowed
 -- (not sent); nothing else
 -- @tparam[opt] table opts
@@ -629,9 +644,9 @@ function Toast:create_customer(c, opts)
   if e then return nil, e end
   opts, e = validate.plain(opts, "options")
   if e then return nil, e end
-  e = check_customer(c) or check_confirm_opts(opts)
+  e = check_customer(c, self.default_country_code) or check_confirm_opts(opts)
   if e then return nil, e end
-  return create(self, customer_body(c), opts)
+  return create(self, customer_body(c, self.default_country_code), opts)
 end
 
 --- Reads one customer (`GET /crm/v1/customers/{customerId}`).
@@ -766,7 +781,7 @@ end
 -- before in that spelling). A new record is created with the normal forms.
 local function plan_find(self, c)
   local searches, keys = {}, {}
-  local body = customer_body(c)
+  local body = customer_body(c, self.default_country_code)
   local ns = "toast:" .. self.restaurant_guid:lower() .. ":"
   local email, phone = given(c.email), given(c.phone)
   if email ~= nil then
@@ -826,17 +841,18 @@ end
 -- so the next one's search finds what the first created. A key is held at most flight_ttl
 -- seconds (a login, two searches and a confirmed create). A create that was accepted (202) but
 -- never confirmed is sent again with the same GUID by the next call for that guest.
--- Like every call it returns `res, err`: on success the second value says how.
+-- Like every call it returns `res, err`, and says how in a third value: `customer, nil, how`.
 -- @tparam table c the customer, as for `create_customer` (`email` and `phone` are trimmed first)
 -- @tparam[opt] table opts `{confirm_timeout}`, as for `create_customer`
 -- @treturn[1] Customer the customer found or created
+-- @return[1] `nil` (no error)
 -- @treturn[1] string `"found"` or `"created"`
 -- @return[2] `nil`
 -- @treturn[2] Error as for `search_customers` and `create_customer` (`err.guid`, `pending`);
 -- `timeout` with `code = "flight_wait"` when another call for the same guest held it too long
--- @usage local guest, how = toast:find_or_create { firstName = "Ann", lastName = "Lee",
+-- @usage local guest, err, how = toast:find_or_create { firstName = "Ann", lastName = "Lee",
 --   email = "ann@example.org" }
--- if not guest then error(tostring(how)) end   -- `how` is the error here
+-- if err then error(tostring(err)) end
 -- print(guest.guid, how)                        -- "found" or "created"
 function Toast:find_or_create(c, opts)
   local e
@@ -847,7 +863,7 @@ function Toast:find_or_create(c, opts)
   local input = {}
   for k, v in pairs(c) do input[k] = v end
   input.email, input.phone = trim(input.email), trim(input.phone)
-  e = check_customer(input) or check_confirm_opts(opts)
+  e = check_customer(input, self.default_country_code) or check_confirm_opts(opts)
   if e then return nil, e end
   if self._closed then return nil, client.closed_error() end
   local searches, body, keys = plan_find(self, input)
@@ -875,7 +891,9 @@ function Toast:find_or_create(c, opts)
   end
   locks:release(held)
   if not ok then error(res, 0) end
-  return res, how
+  -- One convention for every call: on success the second value is nil; how is the third.
+  if res == nil then return nil, how end
+  return res, nil, how
 end
 
 -- ---- credit ----

@@ -354,6 +354,39 @@ local function key_name(k)
 end
 M.key_name = key_name
 
+-- Edit distance (Levenshtein) between two short strings.
+local function distance(a, b)
+  local prev, cur = {}, {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    cur[0] = i
+    for j = 1, #b do
+      local cost = a:sub(i, i) == b:sub(j, j) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+    end
+    prev, cur = cur, prev
+  end
+  return prev[#b]
+end
+
+-- suggest(name, set, ...) -> the known name nearest to an unknown one (the keys of the sets), or
+-- nil when none is close: the same letters in another case or with(out) underscores
+-- (restaurantGuid, restaurant_guid), else at most a third of its letters off.
+function M.suggest(name, ...)
+  if type(name) ~= "string" then return nil end
+  local function squash(s) return (s:lower():gsub("[_%-]", "")) end
+  local want, best, best_d = squash(name), nil, math.max(1, math.floor(#name / 3)) + 1
+  for i = 1, select("#", ...) do
+    for k in pairs((select(i, ...))) do
+      if type(k) == "string" then
+        local d = squash(k) == want and 0 or distance(name, k)
+        if d < best_d or (d == best_d and best and k < best) then best, best_d = k, d end
+      end
+    end
+  end
+  return best
+end
+
 -- Unknown keys are refused, so a typo such as `firstname` is caught before sending.
 function M.known_keys(t, allowed, prefix)
   for k in next, t do

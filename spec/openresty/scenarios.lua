@@ -198,8 +198,8 @@ function S.foc_shared()
     c = assert(crm.toast(settings()))
     shared_foc[gen] = c
   end
-  local res, how = c:find_or_create { firstName = "Ngx", lastName = arg("last"), email = arg("email") }
-  return { ok = res ~= nil, how = res and how or cjson.null, err = not res and errinfo(how) or nil }
+  local res, err, how = c:find_or_create { firstName = "Ngx", lastName = arg("last"), email = arg("email") }
+  return { ok = res ~= nil, how = res and how or cjson.null, err = not res and errinfo(err) or nil }
 end
 
 -- Sleeps (here the rate limiter's) go through ngx.sleep: a ticker light thread keeps running.

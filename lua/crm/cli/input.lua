@@ -16,8 +16,8 @@ local function read_all(path)
   return s
 end
 
--- data(text) -> a decoded JSON object | nil, err. "@file" reads a file, "-" stdin. The decode
--- error names the position only: the text may be customer data.
+-- data(text) -> a decoded JSON object | nil, err. "@file" reads a file, "-" stdin. The error
+-- names the option, the decoder's message and its byte offset: never the text (customer data).
 function M.data(text, what)
   what = what or "--data"
   local src = text
@@ -27,9 +27,16 @@ function M.data(text, what)
     if not src then return nil, output.usage_error(what .. ": " .. tostring(err), what) end
   end
   local v, derr = json.decode(src)
-  if v == nil or type(v) ~= "table" or json.is_array(v) then
-    local why = derr and derr.message and derr.message:match("at character %d+") or "not a JSON object"
-    return nil, output.usage_error(what .. " must be one JSON object (" .. why .. ")", what)
+  if derr then
+    -- The decoder's words and the byte it stopped at (err.position); never the text itself.
+    local pos = tonumber(derr.position)
+    return nil, output.usage_error(what .. " is not valid JSON: " .. tostring(derr.message)
+      .. (pos and (" at byte " .. ("%d"):format(pos)) or ""), what)
+  end
+  if type(v) ~= "table" or json.is_array(v) then
+    local got = ({ table = "an array", string = "a string", number = "a number", boolean = "a boolean" })[type(v)]
+      or "null"
+    return nil, output.usage_error(what .. " must be one JSON object, not " .. got, what)
   end
   return v
 end

@@ -9,9 +9,10 @@ local json = crm.json
 local concat, type, tostring = table.concat, type, tostring
 
 -- Exit codes: 0 ok, 2 usage or validation, 3 auth, 4 http, 5 transport, 6 timeout, 7 decode,
--- 8 outcome unknown (it wins over the kind: the server may have acted), 130 interrupted.
+-- 8 outcome unknown (it wins over the kind: the server may have acted), 9 the simulator
+-- (`crm sim`: nginx would not start, the port is taken, ...), 130 interrupted.
 M.EXIT = { ok = 0, validation = 2, auth = 3, http = 4, transport = 5, timeout = 6, decode = 7,
-           outcome_unknown = 8, interrupted = 130 }
+           outcome_unknown = 8, sim = 9, interrupted = 130 }
 
 function M.exit_code(err)
   if type(err) ~= "table" then return 1 end
@@ -139,6 +140,13 @@ function M.error(err, prefix)
   end
   state.err:write(text, "\n")
   state.err:flush()
+end
+
+-- text(v): a value for a stderr line; a whole number as an integer whatever its Lua type
+-- (page=0, not page=0.0).
+function M.text(v)
+  if type(v) == "number" and v % 1 == 0 and v > -2 ^ 53 and v < 2 ^ 53 then return ("%d"):format(v) end
+  return tostring(v)
 end
 
 -- A command-line mistake (unknown flag, bad value, unreadable input): a validation error.

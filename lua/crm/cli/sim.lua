@@ -1,9 +1,11 @@
--- `crm sim start|stop|status`: the simulator (nginx + lua-nginx-module) from a checkout's
+-- `crm sim start|stop|status|reset`: the simulator (nginx + lua-nginx-module) from a checkout's
 -- spec/sim or from the copy an installed rock carries in its Lua tree (crm/sim/), like
--- stripe-mock. A checkout's simulator keeps its state in spec/sim/run/PORT (as scripts/sim.sh
--- does, so either stops the other's); an installed one in $XDG_STATE_HOME/crm/sim/PORT.
+-- stripe-mock. Its state lives in $XDG_STATE_HOME/crm/sim/PORT whichever copy runs, the same
+-- directory scripts/sim.sh (make sim) uses: one state directory per port, so either stops what
+-- the other started. nginx starts without the caller's LUA_* variables.
 local crm = require "crm"
 local core = require "crm.core"
+local errors = require "crm.error"
 local output = require "crm.cli.output"
 
 local M = {}
@@ -72,8 +74,12 @@ local function uid()
   return u
 end
 
-local function run_dir(root, checkout, port)
-  if checkout then return root .. "/run/" .. port end
+-- A failure of the simulator itself (not of the command line's input): exit code 9.
+local function sim_error(message, code)
+  return errors.new("sim", message, { code = code or "sim" })
+end
+
+local function run_dir(port)
   local base = os.getenv("XDG_STATE_HOME")
   if not base or base == "" then base = (os.getenv("HOME") or "/tmp") .. "/.local/state" end
   return base .. "/crm/sim/" .. port
@@ -102,17 +108,46 @@ end
 local function state(port)
   local root, checkout = M.root()
   if not root then
-    return nil, output.usage_error("the simulator's files were not found (a checkout's spec/sim, or"
-      .. " crm/sim/ in the rock's Lua tree); set CRM_SIM_ROOT to the directory holding nginx.conf.in", "sim")
+    return nil, sim_error("the simulator's files were not found (a checkout's spec/sim, or"
+      .. " crm/sim/ in the rock's Lua tree); set CRM_SIM_ROOT to the directory holding nginx.conf.in", "no_files")
   end
   root = abs(root)
-  return { root = root, checkout = checkout, port = port, dir = run_dir(root, checkout, port) }
+  return { root = root, checkout = checkout, port = port, dir = run_dir(port) }
+end
+
+-- armed(port) -> the number of faults still waiting for a request, or nil when unknown.
+function M.armed(port)
+  local ok, v = pcall(control, port, "GET", "/__sim/faults")
+  if not ok or type(v) ~= "table" or type(v.faults) ~= "table" then return nil end
+  return #v.faults
 end
 
 local function status_of(s)
   local pid = running_pid(s.dir)
   return { running = pid ~= nil, port = s.port, pid = pid, url = "http://127.0.0.1:" .. s.port,
-           tablecheck_url = "http://127.0.0.1:" .. s.port .. "/api/crm/v1", run_dir = s.dir }
+           tablecheck_url = "http://127.0.0.1:" .. s.port .. "/api/crm/v1", run_dir = s.dir,
+           armed_faults = pid and M.armed(s.port) or nil }
+end
+
+-- Why nginx stopped, in its own words: the first [emerg]/[alert]/[crit]/[error] entry of
+-- start.err or error.log with its continuation lines (up to a stack traceback), on one line.
+function M.cause(text, port)
+  local out
+  for line in (text .. "\n"):gmatch("([^\n]*)\n") do
+    if out then
+      if not line:find("^%s") or line:find("stack traceback", 1, true) then break end
+      out = out .. " " .. line:gsub("^%s+", "")
+    else
+      local msg = line:match("%[emerg%] (.*)$") or line:match("%[alert%] (.*)$")
+        or line:match("%[crit%] (.*)$") or line:match("%[error%] (.*)$")
+      if msg then out = msg:gsub("^%d+#%d+: ", "") end
+    end
+  end
+  if out and out:find("Address already in use", 1, true) then
+    return "port " .. port .. " is in use by another process (no simulator with its state in this"
+      .. " directory; crm sim status --port " .. port .. ")", "port_in_use"
+  end
+  return out, "nginx_failed"
 end
 
 local function stop(s)
@@ -131,28 +166,28 @@ local function stop(s)
       core.sleep(0.1)
     end
   end
-  return nil, output.usage_error("nginx (pid " .. pid .. ") would not exit", "sim")
+  return nil, sim_error("nginx (pid " .. pid .. ") would not exit", "would_not_exit")
 end
 
 local function start(s, seed)
   local nginx = os.getenv("NGINX") or "/usr/sbin/nginx"
   if not exists(nginx) then
-    return nil, output.usage_error("nginx not found at " .. nginx
-      .. " (install nginx and libnginx-mod-http-lua)", "sim")
+    return nil, sim_error("nginx not found at " .. nginx .. " (install nginx and libnginx-mod-http-lua)",
+      "no_nginx")
   end
   for _, m in ipairs { "ndk_http_module.so", "ngx_http_lua_module.so" } do
     if not exists("/usr/lib/nginx/modules/" .. m) then
-      return nil, output.usage_error("missing /usr/lib/nginx/modules/" .. m
-        .. " (install libnginx-mod-http-lua)", "sim")
+      return nil, sim_error("missing /usr/lib/nginx/modules/" .. m .. " (install libnginx-mod-http-lua)",
+        "no_module")
     end
   end
   local ok, err = stop(s)
   if not ok then return nil, err end
   if not run("mkdir -p -m 700 " .. quote(s.dir .. "/tmp")) then
-    return nil, output.usage_error("cannot create " .. s.dir, "sim")
+    return nil, sim_error("cannot create " .. s.dir, "state_dir")
   end
   local template = slurp(s.root .. "/nginx.conf.in")
-  if not template then return nil, output.usage_error("cannot read " .. s.root .. "/nginx.conf.in", "sim") end
+  if not template then return nil, sim_error("cannot read " .. s.root .. "/nginx.conf.in", "no_files") end
   local conf = template:gsub("@PORT@", tostring(s.port)):gsub("@RUN@", s.dir):gsub("@ROOT@", s.root)
   if uid() == "0" then conf = conf:gsub("\n#user root;", "\nuser root;") end
   for _, name in ipairs { "error.log", "access.log" } do
@@ -164,16 +199,21 @@ local function start(s, seed)
   f:close()
   f = io.open(s.dir .. "/port", "w")
   if f then f:write(s.port, "\n") f:close() end
-  if not run(quote(nginx) .. " -p " .. quote(s.dir .. "/") .. " -c " .. quote(s.dir .. "/nginx.conf")
+  -- Without the caller's LUA_* variables: nginx's LuaJIT reads LUA_PATH and LUA_CPATH for its
+  -- default paths (the ";;" in nginx.conf), and a Lua 5.4 tree there makes it load a 5.4 cjson.so.
+  if not run("for v in $(env | sed -n 's/^\\(LUA_[A-Za-z0-9_]*\\)=.*/\\1/p'); do unset \"$v\"; done; "
+      .. quote(nginx) .. " -p " .. quote(s.dir .. "/") .. " -c " .. quote(s.dir .. "/nginx.conf")
       .. " 2>" .. quote(s.dir .. "/start.err")) then
-    local why = (slurp(s.dir .. "/start.err") or ""):gsub("%s+$", ""):match("[^\n]*$")
-    return nil, output.usage_error("nginx failed to start on 127.0.0.1:" .. s.port .. ": " .. why, "sim")
+    local why, code = M.cause((slurp(s.dir .. "/start.err") or "") .. "\n" .. (slurp(s.dir .. "/error.log") or ""),
+      s.port)
+    return nil, sim_error("nginx failed to start on 127.0.0.1:" .. s.port .. ": "
+      .. (why or ("see " .. s.dir .. "/error.log")), code)
   end
   for _ = 1, 50 do
     if control(s.port, "GET", "/__sim/stats") then
       if seed and seed > 0 then
         if not control(s.port, "POST", "/__sim/tablecheck/seed", { customers = seed, prefix = "Demo" }) then
-          return nil, output.usage_error("the simulator refused to seed " .. seed .. " customers", "sim")
+          return nil, sim_error("the simulator refused to seed " .. seed .. " customers", "seed")
         end
       end
       return true
@@ -181,7 +221,21 @@ local function start(s, seed)
     core.sleep(0.1)
   end
   stop(s)
-  return nil, output.usage_error("the simulator did not answer on 127.0.0.1:" .. s.port .. " within 5s", "sim")
+  local why = M.cause(slurp(s.dir .. "/error.log") or "", s.port)
+  return nil, sim_error("the simulator did not answer on 127.0.0.1:" .. s.port .. " within 5s"
+    .. (why and (": " .. why) or ""), "no_answer")
+end
+
+-- reset(s): wipes the running simulator's state, configuration and faults.
+local function reset(s)
+  if not running_pid(s.dir) then
+    return nil, sim_error("no simulator runs on port " .. s.port .. " (crm sim start --port " .. s.port .. ")",
+      "not_running")
+  end
+  if not control(s.port, "POST", "/__sim/reset", {}) then
+    return nil, sim_error("the simulator on port " .. s.port .. " refused the reset", "reset")
+  end
+  return true
 end
 
 -- run(action, {port, seed_customers}) -> exit code
@@ -197,6 +251,8 @@ function M.run(action, o)
     ok, err = start(s, o.seed_customers)
   elseif action == "stop" then
     ok, err = stop(s)
+  elseif action == "reset" then
+    ok, err = reset(s)
   end
   if action ~= "status" and not ok then
     output.error(err)

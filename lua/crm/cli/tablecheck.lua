@@ -59,8 +59,8 @@ local function list(ctx, tc, r)
   if a.page then params.page = a.page end
   if a.per_page then params.per_page = a.per_page end
   if a.all then return stream(ctx, tc[r.iter](tc, params)) end
-  local items, pagination = tc[r.list](tc, params)
-  if not items then return ctx:fail(pagination) end
+  local items, lerr, pagination = tc[r.list](tc, params)
+  if not items then return ctx:fail(lerr) end
   for _, item in ipairs(items) do
     local code = ctx:line(item)
     if code ~= 0 then return code end
@@ -69,7 +69,8 @@ local function list(ctx, tc, r)
   if type(pagination) == "table" and next(pagination) ~= nil then
     local parts = {}
     for _, k in ipairs { "page", "per_page", "total_pages", "total_count", "total_results" } do
-      if pagination[k] ~= nil then parts[#parts + 1] = k .. "=" .. tostring(pagination[k]) end
+      local v = pagination[k]
+      if v ~= nil then parts[#parts + 1] = k .. "=" .. output.text(v) end
     end
     if #parts > 0 then output.note("pagination: " .. table.concat(parts, " ")) end
   end
@@ -121,21 +122,55 @@ local function export(ctx, tc)
   end
   output.flush()
   if interrupted then
-    bar:finish(("export interrupted: %d of %s customers written"):format(it.count, tostring(it.total or "?")))
+    bar:finish(("export interrupted: %d of %s customers written"):format(it.count, output.text(it.total or "?")))
     return output.EXIT.interrupted
   end
   bar:finish(("export: %d customers in %.1fs"):format(it.count, bar:elapsed()))
   return 0
 end
 
+-- from_file(path) -> an iterator of the customers of a JSON Lines file (an export) | nil, err
+local function from_file(path)
+  local f, ferr = io.open(path, "rb")
+  if not f then return nil, output.usage_error("--from: " .. tostring(ferr), "from") end
+  local n = 0
+  return function()
+    local l
+    repeat
+      l = f:read("*l")
+      n = n + 1
+    until l == nil or l:find("%S")
+    if l == nil then
+      f:close()
+      return nil
+    end
+    local c = require("crm").json.decode(l)
+    if type(c) ~= "table" then
+      f:close()
+      return false, output.usage_error("--from: line " .. n .. " is not one JSON object (a customer)", "from")
+    end
+    return c
+  end
+end
+
 local function duplicates(ctx, tc)
+  local a = ctx.args
   local query, err = json_option(ctx, "query", "--query")
   if not query then return ctx:fail(err) end
+  if a.from then
+    if a.query or a.restart_on_expiry then
+      return ctx:fail(output.usage_error("--from reads the customers from a file: no --query or"
+        .. " --restart-on-expiry with it", "from"))
+    end
+    query, err = from_file(a.from)
+    if not query then return ctx:fail(err) end
+  end
   local by = {}
-  for b in tostring(ctx.args.by):gmatch("[^,%s]+") do by[#by + 1] = b end
+  for b in tostring(a.by):gmatch("[^,%s]+") do by[#by + 1] = b end
   local bar = ctx:progress("duplicates: scanned")
   ctx:trap_interrupt()
-  local groups, stats = tc:find_duplicates(query, { by = by, on_progress = function(n, total)
+  local groups, derr, stats = tc:find_duplicates(query, { by = by, restart_on_expiry = a.restart_on_expiry or nil,
+                                                          on_progress = function(n, total)
     bar:update(n, total)
     if ctx.interrupted() then error("interrupted", 0) end
   end })
@@ -145,7 +180,7 @@ local function duplicates(ctx, tc)
       return output.EXIT.interrupted
     end
     bar:finish()
-    return ctx:fail(stats)
+    return ctx:fail(derr)
   end
   for _, g in ipairs(groups) do
     local code = ctx:line(g)
@@ -159,8 +194,8 @@ end
 local function merge(ctx, tc)
   local a = ctx.args
   if ctx.dry_run then
-    local plan, report = tc:merge_customers(a.primary, a.secondaries, { dry_run = true })
-    if not plan then return ctx:fail(report) end
+    local plan, perr, report = tc:merge_customers(a.primary, a.secondaries, { dry_run = true })
+    if not plan then return ctx:fail(perr) end
     local body = require("crm").json.encode(plan.body)
     output.note(inspect.describe(plan.method, plan.path, { "Authorization: <api key>",
       "Accept: application/json", "Content-Type: application/json" }, body, {}))
@@ -168,8 +203,8 @@ local function merge(ctx, tc)
                       report = report }
   end
   local wait = a.wait and { timeout = a.wait } or nil
-  local merged, report = tc:merge_customers(a.primary, a.secondaries, { wait = wait })
-  if not merged then return ctx:fail(report) end
+  local merged, merr, report = tc:merge_customers(a.primary, a.secondaries, { wait = wait })
+  if not merged then return ctx:fail(merr) end
   return ctx:line { merged = merged, report = report }
 end
 

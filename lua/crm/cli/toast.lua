@@ -55,12 +55,81 @@ local function batch_code(failures)
   return first or 0
 end
 
+-- The columns an --input row may have: Toast's Customer fields.
+local INPUT_FIELDS = { guid = true, firstName = true, lastName = true, email = true, phone = true,
+                       entityType = true }
+
+-- unknown_columns(rows) -> the sorted names of the columns (keys) that are no Customer field.
+local function unknown_columns(rows)
+  local seen, list = {}, {}
+  for _, r in ipairs(rows) do
+    for k in pairs(r.row or {}) do
+      if not INPUT_FIELDS[k] and not seen[k] then
+        seen[k] = true
+        list[#list + 1] = errors.redact(tostring(k))
+      end
+    end
+  end
+  table.sort(list)
+  return list
+end
+
+-- Unknown columns are dropped with one warning naming them; --strict refuses the file instead.
+local function drop_unknown_columns(ctx, rows)
+  local unknown = unknown_columns(rows)
+  if #unknown == 0 then return true end
+  local names = table.concat(unknown, ", ")
+  if ctx.args.strict then
+    return nil, output.usage_error("--input has columns crm does not know: " .. names .. " (the known ones:"
+      .. " firstName, lastName, email, phone, guid; without --strict they are ignored)", "input")
+  end
+  output.note("crm: warning: --input: ignoring the columns crm does not know: " .. names
+    .. " (--strict refuses them)")
+  for _, r in ipairs(rows) do
+    for k in pairs(r.row or {}) do
+      if not INPUT_FIELDS[k] then r.row[k] = nil end
+    end
+  end
+  return true
+end
+
+-- A row's error on stderr once per distinct text; repeats are counted and summed up at the end.
+local function error_summary()
+  local by_text, order = {}, {}
+  local s = {}
+  function s.add(err, line)
+    local text = tostring(err)
+    local seen = by_text[text]
+    if not seen then
+      by_text[text] = { n = 0, lines = {} }
+      order[#order + 1] = text
+      output.error(err, "line " .. line)
+    else
+      seen.n = seen.n + 1
+      if #seen.lines < 10 then seen.lines[#seen.lines + 1] = line end
+    end
+  end
+  function s.finish()
+    for _, text in ipairs(order) do
+      local seen = by_text[text]
+      if seen.n > 0 then
+        output.note(("crm: the same error on %d more row%s (lines %s%s): %s"):format(seen.n,
+          seen.n == 1 and "" or "s", table.concat(seen.lines, ", "), seen.n > #seen.lines and ", ..." or "",
+          errors.redact(text)))
+      end
+    end
+  end
+  return s
+end
+
 -- find-or-create --input FILE: every row through client:batch; each row's outcome is one line
 -- {line, status = "found" | "created" | "failed" | "dry_run", customer | error}, and a failing
 -- row does not stop the others.
 local function find_or_create_input(ctx, toast)
   local rows, err = input.rows(ctx.args.input)
   if not rows then return ctx:fail(err) end
+  local ok, uerr = drop_unknown_columns(ctx, rows)
+  if not ok then return ctx:fail(uerr) end
   local concurrency = ctx.args.concurrency
   if not concurrency or concurrency < 1 or concurrency > 1024 or concurrency % 1 ~= 0 then
     return ctx:fail(output.usage_error("--concurrency must be an integer from 1 to 1024", "concurrency"))
@@ -72,24 +141,25 @@ local function find_or_create_input(ctx, toast)
   ctx:trap_interrupt()
   for i, r in ipairs(rows) do
     ops[i] = function(client)
-      local res, how
+      local res, ferr, how
       if ctx.interrupted() then
-        res, how = nil, errors.new("transport", "not started: interrupted (Ctrl-C)",
+        res, ferr = nil, errors.new("transport", "not started: interrupted (Ctrl-C)",
           { code = "interrupted", sent = false })
       elseif r.err then
-        res, how = nil, r.err
+        res, ferr = nil, r.err
       else
-        res, how = client:find_or_create(r.row)
+        res, ferr, how = client:find_or_create(r.row)
       end
       done = done + 1
       bar:update(done)
-      return res, how
+      return res, ferr, how
     end
   end
   local results, berr = toast:batch(ops, { concurrency = concurrency })
   if not results then return ctx:fail(berr) end
   local counts = { found = 0, created = 0, failed = 0, dry_run = 0, not_started = 0 }
   local failures = {}
+  local summary = error_summary()
   for i, res in ipairs(results) do
     local line = { line = rows[i].line }
     if res.value then
@@ -101,7 +171,7 @@ local function find_or_create_input(ctx, toast)
     else
       line.status, line.error = "failed", output.error_object(res.err)
       failures[#failures + 1] = res.err
-      output.error(res.err, "line " .. rows[i].line)
+      summary.add(res.err, rows[i].line)
     end
     counts[line.status] = (counts[line.status] or 0) + 1
     local code = ctx:line(line)
@@ -114,6 +184,7 @@ local function find_or_create_input(ctx, toast)
     end
   end
   output.flush()
+  summary.finish()
   bar:finish(("find-or-create: %d rows: %d found, %d created, %d failed%s%s in %.1fs"):format(#rows,
     counts.found, counts.created, counts.failed,
     ctx.dry_run and (", " .. counts.dry_run .. " would be created") or "",
@@ -141,8 +212,8 @@ local function customers(ctx, toast)
   end
   local c, err = person(ctx)
   if not c then return ctx:fail(err) end
-  local res, how = toast:find_or_create(c)
-  if not res then return ctx:result(nil, how) end
+  local res, err2, how = toast:find_or_create(c)
+  if not res then return ctx:result(nil, err2) end
   return ctx:line { status = how, customer = res }
 end
 
@@ -160,6 +231,10 @@ local function credit(ctx, toast)
     return stream(ctx, toast:iter_credit_transactions { startDate = a.start_date, endDate = a.end_date })
   end
   -- add
+  if a.old_txn_guid then
+    return ctx:fail(output.usage_error("credit add: --guid is now --transaction-guid (the transaction's"
+      .. " GUID; the customer's GUID is the argument)", "transaction-guid"))
+  end
   local amount = tonumber(a.amount)
   if not amount then return ctx:fail(output.usage_error("--amount must be a number, e.g. 10.00", "amount")) end
   local when, terr = crm.toast_time(a.date)

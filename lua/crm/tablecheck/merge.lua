@@ -344,6 +344,13 @@ end
 
 local merge_locked
 
+-- res, report | nil, err -> res, nil, report | nil, err: the library's one convention (the second
+-- value is the error, and only that).
+local function third(res, second)
+  if res == nil then return nil, second end
+  return res, nil, second
+end
+
 --- `TableCheck:merge_customers`, as a function of the client.
 -- opts.resolve(primary, secondaries, body, report) -> fields [, report]: replaces the policy;
 -- `body`/`report` are the default plan, which it may edit and return. Return nil, err to stop.
@@ -354,8 +361,10 @@ local merge_locked
 -- @tparam {string,...} secondary_ids
 -- @tparam[opt] table opts `{resolve, dry_run, wait}`
 -- @treturn[1] table the merged customer
+-- @return[1] `nil` (no error)
 -- @treturn[1] MergeReport the report
 -- @treturn[2] MergeRequest with `dry_run`: the planned request (nothing sent)
+-- @return[2] `nil` (no error)
 -- @treturn[2] MergeReport with `dry_run`: the report
 -- @return[3] `nil`
 -- @treturn[3] Error as for `TableCheck:merge_customers`
@@ -374,9 +383,9 @@ function M.merge(client, primary_id, secondary_ids, opts)
     local ok, r1, r2 = pcall(merge_locked, client, primary_id, secondary_ids, opts, locks, held)
     locks:release(held)
     if not ok then error(r1, 0) end
-    return r1, r2
+    return third(r1, r2)
   end
-  return merge_locked(client, primary_id, secondary_ids, opts)
+  return third(merge_locked(client, primary_id, secondary_ids, opts))
 end
 
 function merge_locked(client, primary_id, secondary_ids, opts, locks, held)
@@ -482,7 +491,7 @@ local DUP_OPTIONS = { by = true, restart_on_expiry = true, on_progress = true }
 -- @tfield {table,...} reasons `{by = "email"|"phone", value, ids}`: each normalised email or
 -- phone shared, and the ids that share it (sorted by `by`, then `value`)
 
---- What `find_duplicates` returns second.
+--- What `find_duplicates` returns third (`groups, nil, stats`).
 -- @table DuplicateStats
 -- @tfield number scanned customers read
 -- @tfield[opt] number total the search's `total_results`
@@ -494,6 +503,7 @@ local DUP_OPTIONS = { by = true, restart_on_expiry = true, on_progress = true }
 -- @tparam[opt] table query CustomerSearchParams
 -- @tparam[opt] table opts `{by = {"email", "phone"}, restart_on_expiry, on_progress}`
 -- @treturn[1] {DuplicateGroup,...} the groups, sorted by `primary`
+-- @return[1] `nil` (no error)
 -- @treturn[1] DuplicateStats `{scanned, total}`
 -- @return[2] `nil`
 -- @treturn[2] Error as for `TableCheck:find_duplicates`
@@ -538,12 +548,39 @@ function M.find_duplicates(client, query, opts)
     end
   end
 
-  local it = client:iter_search_customers(query or {}, { restart_on_expiry = opts.restart_on_expiry })
+  -- The customers: a search (query, or nil for everyone), or any iterator of customers the
+  -- caller already holds (an export's lines read back, a pager), so nothing is read twice.
+  local it
+  local count = 0
+  local mt = type(query) == "table" and getmetatable(query) or nil
+  if type(query) == "function" or (mt and type(mt) == "table" and mt.__call) then
+    if opts.restart_on_expiry ~= nil then
+      return nil, fail("restart_on_expiry", "applies to the search find_duplicates runs, not to customers"
+        .. " passed in as an iterator")
+    end
+    it = query
+  else
+    it = client:iter_search_customers(query or {}, { restart_on_expiry = opts.restart_on_expiry })
+  end
   for c, err in it do
-    if c == false then return nil, err end
+    if c == false then
+      if err and err.code == "scroll_expired" or (err and err.scroll_lost) then
+        -- The iterator's hint names its own option; here the option is find_duplicates'.
+        err.message = (err.message:gsub("; start the search again, or pass restart_on_expiry.*$", ""))
+          .. "; call find_duplicates again, or pass it restart_on_expiry = true to start the search over"
+          .. " by itself (customers already read are not read twice)"
+      end
+      return nil, err
+    end
+    count = count + 1
+    if type(c) ~= "table" then
+      return nil, fail("customers", "the iterator gave a " .. type(c) .. " as customer " .. count
+        .. " (a customer table, nil at the end, or false, err)")
+    end
+    local total = type(it) == "table" and it.total or nil
     if on_progress then
       -- A raising callback (a caller's Ctrl-C, say) stops the scan like a failed page would.
-      local ok, msg = pcall(on_progress, it.count, it.total)
+      local ok, msg = pcall(on_progress, count, total)
       if not ok then
         return nil, errors.new("validation", "on_progress raised an error: " .. tostring(msg),
           { field = "on_progress" })
@@ -552,7 +589,7 @@ function M.find_duplicates(client, query, opts)
     local id = c.id and tostring(c.id)
     if id and not parent[id] then
       parent[id] = id
-      order[id] = it.count
+      order[id] = count
       created[id] = type(c.created_at) == "string" and c.created_at or ""
       if by.email then
         for _, v in ipairs(c.emails or {}) do
@@ -602,7 +639,7 @@ function M.find_duplicates(client, query, opts)
   end
   sort(groups, function(a, b) return a.primary < b.primary end)
   -- Arrays to crm.json, so an export of the groups writes [] where there are none.
-  return require("crm.json").array(groups), { scanned = it.count, total = it.total }
+  return require("crm.json").array(groups), nil, { scanned = count, total = type(it) == "table" and it.total or nil }
 end
 
 return M

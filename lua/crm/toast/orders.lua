@@ -607,8 +607,8 @@ function Orders:sync_to_crm(profiles, opts)
       ops[#ops + 1] = function(client)
         local out = {}
         for k, m in ipairs(members) do
-          local value, how = client:find_or_create(m.customer)
-          out[k] = { value = value, how = how }
+          local value, err, how = client:find_or_create(m.customer)
+          out[k] = { value = value, how = value and how or err }
         end
         return out
       end

@@ -1,6 +1,6 @@
 -- Fault injection. A fault is queued with POST /__sim/faults and applies to the
 -- next `count` API requests whose method matches (when given), whose URI
--- path starts with `path` and, when `match` is given, whose request URI
+-- path starts with `path` (a prefix; a trailing '*' is allowed, no other) and, when `match` is given, whose request URI
 -- (with its query) or body contains `match` (plain text, case-insensitive).
 -- Each request takes at most one fault: the oldest matching one that still
 -- has uses left (FIFO). `match` binds a fault to one operation of a
@@ -61,6 +61,13 @@ local function normalise(f)
   end
   if type(spec.path) ~= "string" or spec.path:sub(1, 1) ~= "/" then
     return nil, "fault needs a 'path' prefix starting with '/'"
+  end
+  -- A path is a prefix: a trailing '*' says so and is dropped; a '*' anywhere else would
+  -- silently never match, so it is refused.
+  if spec.path:sub(-1) == "*" then spec.path = spec.path:sub(1, -2) end
+  if spec.path:find("*", 1, true) then
+    return nil, "fault 'path' is a prefix: only a trailing '*' is allowed, '" .. spec.path
+      .. "' has one inside (use 'match' for text anywhere in the URI)"
   end
   if spec.method then spec.method = spec.method:upper() end
   if spec.status and (spec.status ~= math.floor(spec.status) or spec.status < 200 or spec.status > 599) then

@@ -197,7 +197,7 @@ function M.handle(method, path)
   if done then return end
   if store.is_problem(e) then return store.send_errors(e.status, e.errors) end
   ngx.log(ngx.ERR, "tablecheck simulator: ", e)
-  return store.fail(500, "internal_error", "simulator error (see spec/sim/run/error.log)")
+  return store.fail(500, "internal_error", "simulator error (see error.log in the run directory: crm sim status)")
 end
 
 ---------------------------------------------------------------------------
