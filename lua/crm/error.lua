@@ -290,13 +290,20 @@ end
 
 -- Marks a write whose bytes reached the server but whose answer cannot be used: the server may
 -- have acted. Sending it again could make a second record, so crm never does.
-function M.mark_unknown(e)
-  -- Never retryable: sending it again is exactly what could make a second record.
-  e.retryable = false
+-- replayable: the write carries a client id (Toast's guid), so sending it again with that id
+-- is safe; it keeps its `retryable` and the message says how to replay it.
+function M.mark_unknown(e, replayable)
+  if not replayable then
+    -- Never retryable: sending it again is exactly what could make a second record.
+    e.retryable = false
+  end
   if not e.outcome_unknown then
     e.outcome_unknown = true
-    e.message = (e.message or "error") .. "; the request may have reached the server, so it was"
-      .. " not retried and its outcome is unknown"
+    e.message = (e.message or "error") .. (replayable
+      and "; an attempt may have reached the server, so its outcome is unknown (sending it again"
+        .. " with the same guid or idempotency_key is safe)"
+      or "; the request may have reached the server, so it was not retried and its outcome is"
+        .. " unknown")
   end
   return e
 end
