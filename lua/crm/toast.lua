@@ -757,9 +757,14 @@ end
 -- @tparam[opt] table opts
 -- @tparam[opt] number opts.confirm_timeout seconds to wait out 202 answers (default: the
 -- client's `confirm_timeout`)
+-- @tparam[opt] string opts.idempotency_key a key of yours (an order id, a row id; 1 to 256
+-- bytes): the GUID is derived from it (RFC 9562 v5, see `get_idempotency_guid`), so a rerun in
+-- any process sends the same GUID and Toast keeps one record. A `guid` given too must be that one
 -- @treturn[1] Customer the created customer, as Toast answers it
 -- @return[2] `nil`
 -- @treturn[2] Error with `err.guid` (the GUID sent) on every error after validation.
+-- `http` with `code = "idempotency_mismatch"` and `err.record` when Toast holds another record
+-- under that GUID (nothing sent again); `outcome_unknown` when an attempt may have created it;
 -- `validation` with `field` for bad input (nothing sent); `timeout` with `pending = true` when
 -- the server kept answering 202 past `confirm_timeout` (the record may still appear: look it up
 -- with `get_customer(err.guid)` or send it again with `guid = err.guid`); `http`, `auth`,
@@ -972,7 +977,7 @@ end
 -- never confirmed is sent again with the same GUID by the next call for that guest.
 -- Like every call it returns `res, err`: on success the second value says how.
 -- @tparam table c the customer, as for `create_customer` (`email` and `phone` are trimmed first)
--- @tparam[opt] table opts `{confirm_timeout}`, as for `create_customer`
+-- @tparam[opt] table opts `{confirm_timeout, idempotency_key}`, as for `create_customer`
 -- @treturn[1] Customer the customer found or created
 -- @treturn[1] string `"found"` or `"created"`
 -- @return[2] `nil`
@@ -1159,10 +1164,13 @@ end
 -- `amount` a finite number > 0 (at most 1e9); `localCreatedDate` required, a date-time string
 -- (`crm.toast_time()` makes one for now); `note` a string (at most 1024 bytes); `guid` a UUID
 -- if given; `transactionType` absent or `"ADD_VALUE"` (always sent as `ADD_VALUE`)
--- @tparam[opt] table opts `{confirm_timeout}`, as for `create_customer`
+-- @tparam[opt] table opts `{confirm_timeout, idempotency_key}`, as for `create_customer`
 -- @treturn[1] CreditTransaction the transaction, as Toast answers it
 -- @return[2] `nil`
 -- @treturn[2] Error with `err.guid` (the transaction GUID sent) on every error after validation.
+-- `http` with `code = "idempotency_mismatch"` and `err.record` (the stored transaction) when the
+-- GUID names a transaction with another amount, type or customer (nothing sent again);
+-- `outcome_unknown` when an attempt may have added it (replaying the same GUID is safe).
 -- `validation` with `field` (`"amount"`, `"localCreatedDate"`, `"customerId"`) for bad input;
 -- `timeout` with `pending = true` after unconfirmed 202s; `http` (400, 404), `auth`,
 -- `transport`, `decode` otherwise. Replay with `guid = err.guid` when `err.retryable` or

@@ -96,6 +96,7 @@ end
 -- the client has a shared store (`shared_dict`/`store`). The real API's search index may lag
 -- behind a create: a guest created a moment ago elsewhere, without the shared store, may not be
 -- found yet.
+-- @tparam crm.tablecheck.TableCheck self the client (called as `tc:find_or_create(body, opts)`)
 -- @tparam table body the customer, as for `create_customer` (`franchise_id` required), with at
 -- least one email or phone
 -- @tparam[opt] table opts
