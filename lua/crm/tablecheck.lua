@@ -964,8 +964,10 @@ function TableCheck:find_duplicates(query, opts) return merge.find_duplicates(se
 function TableCheck:wait_for_images(customer_id, opts) return images.wait(self, customer_id, opts) end
 
 -- find_or_create (search by normalised email and phone, create only when nothing matches):
--- lua/crm/tablecheck/find.lua, documented there.
-require("crm.tablecheck.find").mixin(TableCheck)
+-- lua/crm/tablecheck/find.lua, documented there, loaded on first use.
+function TableCheck:find_or_create(body, opts)
+  return require("crm.tablecheck.find").find_or_create(self, body, opts)
+end
 
 --- Runs operations concurrently on this client; see `crm.client.batch` for the whole story.
 -- @function TableCheck:batch

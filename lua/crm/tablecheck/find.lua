@@ -4,7 +4,7 @@
 -- phone of the body, within its franchise) and creates only when nothing matches; calls for the
 -- same guest take turns (crm.flight), through the shared store when the client has one
 -- (`shared_dict`/`store`), so workers and processes sharing it never create a guest twice.
--- Mixed into the TableCheck class by crm.tablecheck.
+-- crm.tablecheck's `TableCheck:find_or_create` loads it on first use.
 -- @module crm.tablecheck.find
 local client = require "crm.client"
 local contacts = require "crm.tablecheck.contacts"
@@ -135,11 +135,6 @@ function M.find_or_create(self, body, opts)
   locks:release(held)
   if not ok then error(res, 0) end
   return res, rerr, how
-end
-
--- mixin(class): adds find_or_create to the TableCheck class.
-function M.mixin(class)
-  class.find_or_create = M.find_or_create
 end
 
 return M
