@@ -73,8 +73,10 @@ local function alive(pid)
 end
 
 -- Starts the child in the background -> its pid (the shell execs Lua, so the pid is the child's).
+-- The child is a Lua process like the one running the specs: it keeps make check's sanitizer
+-- preload (the C core it loads is that build).
 local function spawn(plan_path, done_path, log_path)
-  local p = assert(io.popen(H.CLEAN_ENV .. "sh -c " .. q("exec " .. H.lua .. " spec/chaos_crash_child.lua "
+  local p = assert(io.popen("sh -c " .. q("exec " .. H.lua .. " spec/chaos_crash_child.lua "
     .. q(plan_path) .. " " .. q(done_path) .. " >>" .. q(log_path) .. " 2>&1 </dev/null & echo $!")))
   local pid = tonumber(p:read("a"):match("%d+"))
   p:close()
@@ -246,15 +248,28 @@ function M.run(o)
     if status == "done" and report.kills >= kills then break end
   end
   check(rows, report)
-  report.ok = report.lost == 0 and report.duplicated == 0 and report.mismatched == 0
+  -- Under make check the children run with the sanitizers too: any report of theirs counts.
+  local text = H.slurp(paths.log)
+  local _, asan = text:gsub("Sanitizer", "")
+  local _, ubsan = text:gsub("runtime error", "")
+  local reports = asan + ubsan
+  report.sanitizer = reports
+  report.ok = report.lost == 0 and report.duplicated == 0 and report.mismatched == 0 and reports == 0
   report.log = paths.log
+  if report.ok then
+    os.remove(paths.plan)
+    os.remove(paths.log)
+    os.remove(paths.done)
+    os.remove(dir)
+  end
   return report
 end
 
 function M.format(r)
   return ("crash chaos: seed %d, %d rows, %d runs, %d kills (%d with a write in flight): %d lost,"
-    .. " %d duplicated, %d mismatched"):format(r.seed, r.rows, r.runs, r.kills, r.kills_in_flight,
-    r.lost, r.duplicated, r.mismatched)
+    .. " %d duplicated, %d mismatched%s"):format(r.seed, r.rows, r.runs, r.kills, r.kills_in_flight,
+    r.lost, r.duplicated, r.mismatched,
+    r.sanitizer > 0 and (", " .. r.sanitizer .. " sanitizer reports in " .. r.log) or "")
 end
 
 return M

@@ -74,8 +74,8 @@ run(tc, tc_first)
 run(toast, credits)
 toast:close()
 tc:close()
-if failed > 0 then os.exit(1) end
+if failed > 0 then os.exit(1, true) end
 local d = assert(io.open(done_path, "wb"))
 d:write("done\n")
 d:close()
-os.exit(0)
+os.exit(0, true)

@@ -21,6 +21,7 @@ describe("the crash chaos", function()
     assert.equal(0, r.lost, text)
     assert.equal(0, r.duplicated, text)
     assert.equal(0, r.mismatched, text)
+    assert.equal(0, r.sanitizer, text)
   end)
 
   it("counts the duplicates of the same import without keys (the check is not blind)", function()
