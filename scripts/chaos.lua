@@ -5,7 +5,8 @@
 -- threads afterwards; 0 skips it), CHAOS_VERBOSE=1 (the failures by operation and error too).
 -- CHAOS_MODE: "faults" (the fault suite), "crash" (the crash chaos, spec/chaos_crash.lua: a
 -- keyed import killed with SIGKILL CHAOS_CRASH_KILLS times, 8, and rerun until done, over
--- CHAOS_CRASH_SEEDS seeds from the seed, 1) or "all" (both; the default).
+-- CHAOS_CRASH_SEEDS seeds from the seed, 1; in Lua and through `crm --input`) or "all" (both;
+-- the default).
 local chaos = require "chaos"
 
 local function env_number(name)
@@ -59,10 +60,13 @@ local function crash_chaos()
   local crash = require "chaos_crash"
   local kills = env_number("CHAOS_CRASH_KILLS") or 8
   for s = seed, seed + (env_number("CHAOS_CRASH_SEEDS") or 1) - 1 do
-    local r = crash.run { seed = s, kills = kills }
-    print(crash.format(r))
-    io.stdout:flush()
-    ok = ok and r.ok
+    -- the import in Lua, then through `crm ... --input` files with a key column
+    for _, cli in ipairs { false, true } do
+      local r = crash.run { seed = s, kills = kills, cli = cli }
+      print(crash.format(r))
+      io.stdout:flush()
+      ok = ok and r.ok
+    end
   end
 end
 

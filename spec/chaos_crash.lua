@@ -75,8 +75,9 @@ end
 -- Starts the child in the background -> its pid (the shell execs Lua, so the pid is the child's).
 -- The child is a Lua process like the one running the specs: it keeps make check's sanitizer
 -- preload (the C core it loads is that build).
+-- It leads a process group of its own (setsid): a kill takes the crm processes it runs too.
 local function spawn(plan_path, done_path, log_path)
-  local p = assert(io.popen("sh -c " .. q("exec " .. H.lua .. " spec/chaos_crash_child.lua "
+  local p = assert(io.popen("sh -c " .. q("exec setsid " .. H.lua .. " spec/chaos_crash_child.lua "
     .. q(plan_path) .. " " .. q(done_path) .. " >>" .. q(log_path) .. " 2>&1 </dev/null & echo $!")))
   local pid = tonumber(p:read("a"):match("%d+"))
   p:close()
@@ -120,12 +121,12 @@ local function run_once(paths, kill, rng)
         due = now - started >= kill.at
       end
       if due then
-        os.execute("kill -9 " .. pid .. " 2>/dev/null")
+        os.execute("kill -9 -- -" .. pid .. " 2>/dev/null")
         killed = true
       end
     end
     if now - started > 60 then
-      os.execute("kill -9 " .. pid .. " 2>/dev/null")
+      os.execute("kill -9 -- -" .. pid .. " 2>/dev/null")
       error("the child ran for more than 60 s")
     end
     core.sleep(0.002 + rng() * 0.003)
@@ -186,9 +187,10 @@ local function check(rows, report)
   tc:close()
 end
 
---[[ run{seed, kills, in_flight, customers, credits, guests, unkeyed} -> report
+--[[ run{seed, kills, in_flight, customers, credits, guests, unkeyed, cli} -> report
   kills: how many times the child is killed (at least); in_flight: how many of those wait for a
-  write held at the server; unkeyed: the child imports without keys (the counts' self-check). ]]
+  write held at the server; unkeyed: the child imports without keys (the counts' self-check);
+  cli: the Toast rows go through `crm ... --input` files with a key column. ]]
 function M.run(o)
   local seed = o.seed or 1
   local rows, rng = M.plan { seed = seed, customers = o.customers or 12, credits = o.credits or 30,
@@ -198,8 +200,29 @@ function M.run(o)
   os.remove(dir)
   assert(os.execute("mkdir -p " .. q(dir)))
   local paths = { plan = dir .. "/plan.json", done = dir .. "/done", log = dir .. "/child.log" }
+  local cli
+  if o.cli then
+    cli = { lua = "XDG_CONFIG_HOME=" .. q(dir) .. " " .. H.lua, customers = dir .. "/customers.csv",
+            credits = dir .. "/credits.csv" }
+    local toast = H.toast()
+    local cf, tf = assert(io.open(cli.customers, "wb")), assert(io.open(cli.credits, "wb"))
+    cf:write("firstName,lastName,email,idempotency_key\n")
+    tf:write("customerId,amount,note,localCreatedDate,idempotency_key\n")
+    for _, r in ipairs(rows) do
+      if r.kind == "toast_customer" then
+        cf:write(table.concat({ r.firstName, r.lastName, r.email, r.key }, ","), "\n")
+      elseif r.kind == "credit" then
+        tf:write(table.concat({ toast:get_idempotency_guid("create_customer", r.customer_key),
+          string.format("%.2f", r.amount), r.note, "2024-03-05T09:21:40.000+0900", r.key }, ","), "\n")
+      end
+    end
+    cf:close()
+    tf:close()
+    toast:close()
+  end
   local f = assert(io.open(paths.plan, "wb"))
   f:write(assert(crm.json.encode {
+    cli = cli,
     base_url = H.base_url, restaurant = H.restaurant, client_id = H.client_id,
     client_secret = H.client_secret, tablecheck_url = H.tablecheck_url, tablecheck_key = H.tablecheck_key,
     franchise_id = H.tc.franchise_id, date = "2024-03-05T09:21:40.000+0900", rows = crm.json.array(rows),
@@ -209,7 +232,7 @@ function M.run(o)
   local kills = o.kills or 8
   local in_flight = o.in_flight or math.ceil(kills / 2)
   local report = { seed = seed, rows = #rows, runs = 0, kills = 0, kills_in_flight = 0, lost = 0,
-                   duplicated = 0, mismatched = 0 }
+                   duplicated = 0, mismatched = 0, child = o.cli and "crm --input" or "Lua" }
   -- Which kills wait for a write in flight, and where the others fall (seconds after the start).
   local planned = {}
   for i = 1, kills do
@@ -257,6 +280,10 @@ function M.run(o)
   report.ok = report.lost == 0 and report.duplicated == 0 and report.mismatched == 0 and reports == 0
   report.log = paths.log
   if report.ok then
+    if cli then
+      os.remove(cli.customers)
+      os.remove(cli.credits)
+    end
     os.remove(paths.plan)
     os.remove(paths.log)
     os.remove(paths.done)
@@ -266,8 +293,8 @@ function M.run(o)
 end
 
 function M.format(r)
-  return ("crash chaos: seed %d, %d rows, %d runs, %d kills (%d with a write in flight): %d lost,"
-    .. " %d duplicated, %d mismatched%s"):format(r.seed, r.rows, r.runs, r.kills, r.kills_in_flight,
+  return ("crash chaos (%s): seed %d, %d rows, %d runs, %d kills (%d with a write in flight): %d lost,"
+    .. " %d duplicated, %d mismatched%s"):format(r.child, r.seed, r.rows, r.runs, r.kills, r.kills_in_flight,
     r.lost, r.duplicated, r.mismatched,
     r.sanitizer > 0 and (", " .. r.sanitizer .. " sanitizer reports in " .. r.log) or "")
 end

@@ -1,5 +1,6 @@
 -- The child of the crash chaos (spec/chaos_crash.lua): a keyed import, as a cron job would run
--- it. Usage: chaos_crash_child.lua PLAN.json DONE_FILE
+-- it (in Lua, or with plan.cli through the command line). Usage: chaos_crash_child.lua PLAN.json
+-- DONE_FILE
 -- Toast customers (create_customer with an idempotency key) and TableCheck guests
 -- (find_or_create) first, then the Toast credits (add_credit with a key), each phase through
 -- client:batch. Nothing is remembered between runs: the keys alone make a rerun exact. Writes
@@ -69,9 +70,26 @@ for _, row in ipairs(plan.rows) do
     end
   end
 end
-run(toast, toast_first)
-run(tc, tc_first)
-run(toast, credits)
+-- plan.cli: the Toast rows go through the command line instead (`crm toast customers create
+-- --input`, `crm toast credit add --input`, keys in the idempotency_key column); the parent kills
+-- the whole process group, so a crm process in flight dies too.
+local function crm_import(args)
+  local ok = os.execute(plan.cli.lua .. " bin/crm --sim " .. args .. " >/dev/null")
+  if ok ~= true and ok ~= 0 then
+    failed = failed + 1
+    io.stderr:write("crm ", args, " failed\n")
+  end
+end
+
+if plan.cli then
+  crm_import("toast customers create --input " .. plan.cli.customers)
+  run(tc, tc_first)
+  crm_import("toast credit add --input " .. plan.cli.credits)
+else
+  run(toast, toast_first)
+  run(tc, tc_first)
+  run(toast, credits)
+end
 toast:close()
 tc:close()
 if failed > 0 then os.exit(1, true) end

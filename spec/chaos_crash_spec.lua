@@ -24,6 +24,16 @@ describe("the crash chaos", function()
     assert.equal(0, r.sanitizer, text)
   end)
 
+  it("kills crm toast customers create/credit add --input with a key column: each row once", function()
+    local r = run { seed = 13, kills = 3, in_flight = 2, cli = true }
+    local text = crash.format(r)
+    assert.is_true(r.kills >= 3 and r.kills_in_flight >= 2, text)
+    assert.equal(0, r.lost, text)
+    assert.equal(0, r.duplicated, text)
+    assert.equal(0, r.mismatched, text)
+    assert.equal(0, r.sanitizer, text)
+  end)
+
   it("counts the duplicates of the same import without keys (the check is not blind)", function()
     local r = run { seed = 12, kills = 2, in_flight = 1, unkeyed = true }
     assert.is_true(r.duplicated > 0, crash.format(r))
