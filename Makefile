@@ -163,13 +163,20 @@ CHAOS_SEED ?=
 CHAOS_CONCURRENCY ?= 16
 CHAOS_RATE ?= 0.3
 CHAOS_OPENRESTY_OPS ?= 300
+# CHAOS_MODE=faults|crash|all (all): crash is the crash chaos (spec/chaos_crash.lua), a keyed
+# import killed with SIGKILL CHAOS_CRASH_KILLS times and rerun, over CHAOS_CRASH_SEEDS seeds.
+CHAOS_MODE ?= all
+CHAOS_CRASH_KILLS ?= 8
+CHAOS_CRASH_SEEDS ?= 1
 .PHONY: chaos
 chaos: deps
 	@$(MAKE) -s --no-print-directory all
 	@$(MAKE) -s --no-print-directory all LUA=luajit
 	@bash scripts/sim.sh start $(SIM_PORT) >/dev/null && \
 	  { CHAOS_SEED="$(CHAOS_SEED)" CHAOS_CONCURRENCY="$(CHAOS_CONCURRENCY)" CHAOS_RATE="$(CHAOS_RATE)" \
-	    CHAOS_OPENRESTY_OPS="$(CHAOS_OPENRESTY_OPS)" $(LUA) scripts/chaos.lua $(CHAOS_OPS); rc=$$?; \
+	    CHAOS_OPENRESTY_OPS="$(CHAOS_OPENRESTY_OPS)" CHAOS_MODE="$(CHAOS_MODE)" \
+	    CHAOS_CRASH_KILLS="$(CHAOS_CRASH_KILLS)" CHAOS_CRASH_SEEDS="$(CHAOS_CRASH_SEEDS)" \
+	    $(LUA) scripts/chaos.lua $(CHAOS_OPS); rc=$$?; \
 	    bash scripts/sim.sh stop $(SIM_PORT) >/dev/null; exit $$rc; }
 
 # ---- packaging: rockspec/crm-$(VERSION)-1.rockspec, a source rock, offline installs ----

@@ -73,6 +73,8 @@ local function prng(seed)
   end
 end
 
+M.prng = prng -- the crash chaos (spec/chaos_crash.lua) draws from the same generator
+
 local function weighted(rng, list, wi)
   local total = 0
   for _, x in ipairs(list) do total = total + x[wi] end

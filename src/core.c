@@ -959,6 +959,27 @@ static int l_guid(lua_State *L)
     return 1;
 }
 
+/* core.guid_v5(namespace, name) -> the RFC 9562 version-5 (name-based, SHA-1) UUID of `name`
+ * in `namespace` (a UUID in its 36-character text form), lowercase | nil, message when the
+ * namespace is not a UUID. The same namespace and name give the same UUID on any host. */
+static int l_guid_v5(lua_State *L)
+{
+    size_t nslen, len;
+    const char *ns = luaL_checklstring(L, 1, &nslen);
+    const char *name = luaL_checklstring(L, 2, &len);
+    uuid_t space, u;
+    char s[37];
+    if (nslen != 36 || strlen(ns) != 36 || uuid_parse(ns, space) != 0) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "namespace must be a UUID (8-4-4-4-12 hex digits)");
+        return 2;
+    }
+    uuid_generate_sha1(u, space, name, len);
+    uuid_unparse_lower(u, s);
+    lua_pushlstring(L, s, 36);
+    return 1;
+}
+
 static int l_now(lua_State *L)
 {
     struct timespec ts;
@@ -1049,6 +1070,7 @@ static const luaL_Reg module_functions[] = {
     {"new", l_new},
     {"multi", l_multi},
     {"guid", l_guid},
+    {"guid_v5", l_guid_v5},
     {"now", l_now},
     {"time", l_time},
     {"sleep", l_sleep},

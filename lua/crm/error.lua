@@ -46,10 +46,11 @@ M.KINDS = {
 -- `"connect_failed"`), the server's error code, or crm's own: `"closed"`, `"cancelled"`,
 -- `"response_too_large"`, `"list_limit"`, `"scroll_expired"`, `"no_scroll_id"`,
 -- `"merge_would_lose_values"`, `"merge_pending"`, `"images_pending"`, `"flight_wait"`,
+-- `"idempotency_mismatch"` (Toast holds another record under the GUID: `err.record`),
 -- `"write_failed"`, `"no_cosockets"`, ...
 -- @tfield[opt] string request_id Toast's `requestId` from the error body, for Toast support
 -- @tfield boolean retryable whether another attempt could succeed (always false when
--- `outcome_unknown`)
+-- `outcome_unknown`, except for a write with a client GUID: replaying that GUID is safe)
 -- @tfield[opt] number retry_after seconds the server asked to wait (`Retry-After`)
 -- @tfield[opt] number attempts how many attempts were made, retries included
 -- @tfield[opt] string guid Toast creates and credit adds: the GUID that was sent, to look the
@@ -58,8 +59,9 @@ M.KINDS = {
 -- `kind = "timeout"`)
 -- @tfield[opt] boolean sent transport errors: whether any bytes reached the server (`false`
 -- only when nothing left this machine)
--- @tfield[opt] boolean outcome_unknown a write that must not run twice failed after it may have
--- reached the server: look the record up before sending it again
+-- @tfield[opt] boolean outcome_unknown a write failed after its bytes reached the server on some
+-- attempt without a definitive refusal (a 4xx other than 408 and 429): it may have been done.
+-- Look the record up before sending it again, or replay the same GUID (Toast)
 -- @tfield[opt] table body the decoded error body, when there was one (its strings redacted)
 -- @tfield[opt] {string,...} ids the record ids the error is about (a merge, images, a wait)
 -- @tfield[opt] table partial `Pager:all`: the items read before the error
@@ -309,13 +311,20 @@ end
 
 -- Marks a write whose bytes reached the server but whose answer cannot be used: the server may
 -- have acted. Sending it again could make a second record, so crm never does.
-function M.mark_unknown(e)
-  -- Never retryable: sending it again is exactly what could make a second record.
-  e.retryable = false
+-- replayable: the write carries a client id (Toast's guid), so sending it again with that id
+-- is safe; it keeps its `retryable` and the message says how to replay it.
+function M.mark_unknown(e, replayable)
+  if not replayable then
+    -- Never retryable: sending it again is exactly what could make a second record.
+    e.retryable = false
+  end
   if not e.outcome_unknown then
     e.outcome_unknown = true
-    e.message = (e.message or "error") .. "; the request may have reached the server, so it was"
-      .. " not retried and its outcome is unknown"
+    e.message = (e.message or "error") .. (replayable
+      and "; an attempt may have reached the server, so its outcome is unknown (sending it again"
+        .. " with the same guid or idempotency_key is safe)"
+      or "; the request may have reached the server, so it was not retried and its outcome is"
+        .. " unknown")
   end
   return e
 end

@@ -157,10 +157,23 @@ function M.is_definitive(err)
     and s ~= 408 and s ~= 429
 end
 
--- settle(err, idempotent): marks a failed non-idempotent write whose outcome is unknown.
-function M.settle(err, idempotent)
-  if not idempotent and not M.is_definitive(err) then errors.mark_unknown(err) end
+-- settle(err, idempotent [, reached]): marks a failed write whose outcome is unknown: a
+-- non-idempotent one whose last attempt had no definitive answer, and any write (`reached`,
+-- from Policy:run with `write = true`) whose bytes reached the server on some attempt without
+-- a definitive refusal for that attempt. A write with a client id (idempotent) stays
+-- replayable: sending it again with the same id is safe.
+function M.settle(err, idempotent, reached)
+  if reached or (not idempotent and not M.is_definitive(err)) then
+    errors.mark_unknown(err, idempotent)
+  end
   return err
+end
+
+-- Whether one attempt's error leaves a write's outcome open: its bytes may have reached the
+-- server and no definitive refusal came back. A login that failed before the write was sent
+-- (err.login) did not send it.
+local function reached(err)
+  return not err.login and not M.is_definitive(err)
 end
 
 -- run(fn, idempotent [, started]): calls fn(attempt) -> res, err until success, a final error,
@@ -172,15 +185,20 @@ function Policy:run(fn, idempotent, started)
   -- the deadline counts from there.
   started = started or clock.now()
   local attempt, failures, pending = 0, 0, 0
+  -- A write (`self.write`, a policy made with `with { write = true }`) remembers whether any
+  -- attempt may have acted: then its final error says the outcome is unknown, whatever the
+  -- last attempt got.
+  local write, acted = self.write, false
   while true do
     attempt = attempt + 1
     local res, err = fn(attempt)
     if err == nil then return res end
     err.attempts = attempt
+    if write and not acted then acted = reached(err) end
     if err.pending then pending = pending + 1 else failures = failures + 1 end
-    if not may_retry(err, idempotent) then return nil, M.settle(err, idempotent) end
+    if not may_retry(err, idempotent) then return nil, M.settle(err, idempotent, acted) end
     if failures >= self.max_attempts or pending >= self.max_pending then
-      return nil, M.settle(err, idempotent)
+      return nil, M.settle(err, idempotent, acted)
     end
     local wait = self:backoff(err.pending and pending or failures)
     local remaining = self.deadline - (clock.now() - started)
@@ -190,7 +208,7 @@ function Policy:run(fn, idempotent, started)
           err.message = err.message .. "; the server asked to retry after " .. err.retry_after
             .. "s, beyond the remaining deadline"
         end
-        return nil, M.settle(err, idempotent)
+        return nil, M.settle(err, idempotent, acted)
       end
       wait = max(wait, err.retry_after)
     end
@@ -198,7 +216,7 @@ function Policy:run(fn, idempotent, started)
       if not err.message:find("; gave up: retry deadline reached", 1, true) then
         err.message = err.message .. "; gave up: retry deadline reached"
       end
-      return nil, M.settle(err, idempotent)
+      return nil, M.settle(err, idempotent, acted)
     end
     clock.sleep(wait)
   end

@@ -170,7 +170,9 @@ function TableCheck:_call(req, idempotent, settle)
     if res then return res end
     first = err
   end
-  return self.policy:run(function()
+  -- A write (req.write) ends with outcome_unknown when any attempt may have acted (crm.retry).
+  local policy = req.write and self.policy:with { write = true } or self.policy
+  return policy:run(function()
     local res, err
     if first then
       err, first = first, nil
@@ -333,7 +335,7 @@ end
 function TableCheck:_write(name, method, id, body, idempotent)
   local r = RESOURCES[name]
   local op = OPS["tablecheck." .. name .. (method == "POST" and ".create" or ".amend")]
-  local res, err = self:_call({ op = op, a1 = id, body = body }, idempotent)
+  local res, err = self:_call({ op = op, a1 = id, body = body, write = true }, idempotent)
   if not res then return nil, err end
   local item
   item, err = unwrap(res, r.one)
@@ -371,7 +373,8 @@ local function delete(self, name, id)
   local maybe_done = false
   -- A connection of its own: libcurl would otherwise re-send it silently on a reused connection
   -- that died after the server acted, and the 404 of that second DELETE would look like failure.
-  local res, err = self:_call({ op = OPS["tablecheck." .. name .. ".delete"], a1 = id, fresh = true },
+  local res, err = self:_call({ op = OPS["tablecheck." .. name .. ".delete"], a1 = id, fresh = true,
+                                write = true },
     true, function(aerr)
       if aerr.status == 404 and maybe_done then return { status = 404 } end
       -- Anything but the server's final word (a 5xx, a lost, cut or spoiled answer) may have
@@ -1023,6 +1026,12 @@ function TableCheck:find_duplicates(query, opts) return merge.find_duplicates(se
 -- @treturn[2] Error `timeout` with `code = "images_pending"`, `ids` (the images still
 -- uploading) and `images`; `validation`; `decode` when `images` is not an array; or a read's error
 function TableCheck:wait_for_images(customer_id, opts) return images.wait(self, customer_id, opts) end
+
+-- find_or_create (search by normalised email and phone, create only when nothing matches):
+-- lua/crm/tablecheck/find.lua, documented there, loaded on first use.
+function TableCheck:find_or_create(body, opts)
+  return require("crm.tablecheck.find").find_or_create(self, body, opts)
+end
 
 --- Runs operations concurrently on this client; see `crm.client.batch` for the whole story.
 -- @function TableCheck:batch

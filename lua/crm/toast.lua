@@ -208,11 +208,13 @@ function Toast:login()
       err.kind = "auth"
       err.message = "login failed: " .. err.message
     end
+    -- The operation that wanted the token was not sent (crm.retry: not an attempt that acted).
+    err.login = true
     return nil, err
   end
   local t = res.data.token
   if type(t) ~= "table" or type(t.accessToken) ~= "string" or t.accessToken == "" then
-    return nil, errors.new("decode", "login response has no token.accessToken", { status = res.status })
+    return nil, errors.new("decode", "login response has no token.accessToken", { status = res.status, login = true })
   end
   local ttl = type(t.expiresIn) == "number" and t.expiresIn > 0 and t.expiresIn or 3600
   private.token = t.accessToken
@@ -502,11 +504,18 @@ local function customer_body(c, country_code)
   return body
 end
 
+--- The longest `idempotency_key` a write takes, in bytes.
+M.MAX_IDEMPOTENCY_KEY_BYTES = 256
+
+-- The options of a write: confirm_timeout and idempotency_key (a non-empty string: an order
+-- GUID, a CSV row id).
 local function check_confirm_opts(opts)
   local e = validate.table(opts, "options")
   if e or opts == nil then return e end
-  return validate.known_keys(opts, { confirm_timeout = true })
+  return validate.known_keys(opts, { confirm_timeout = true, idempotency_key = true })
     or validate.number(opts.confirm_timeout, "confirm_timeout", { gt = 0, max = 3600 })
+    or validate.string(opts.idempotency_key, "idempotency_key",
+      { nonempty = true, max = M.MAX_IDEMPOTENCY_KEY_BYTES })
 end
 
 -- Paging options; startDate/endDate only where the seed gives them (the restaurant's credit
@@ -584,21 +593,156 @@ end
 
 -- ---- customers ----
 
+-- ---- idempotency keys and replays ----
+
+-- The client GUID of a keyed write: the RFC 9562 version-5 UUID whose namespace is the
+-- restaurant GUID and whose name is the operation, a newline, then the key. Any process on any
+-- host that sends the same key for the same operation sends the same GUID. -> guid | nil, err
+local function derive_guid(self, operation, key)
+  local g, why = platform.core.guid_v5(self.restaurant_guid, operation .. "\n" .. key)
+  if not g then return nil, validate.fail("restaurant_guid", why) end
+  return g
+end
+
+-- apply_key(self, operation, body, asked, opts) -> nil | validation error: with an
+-- idempotency_key the body's guid is the derived one; a guid asked for alongside must be that one.
+local function apply_key(self, operation, body, asked, opts)
+  local key = opts and opts.idempotency_key
+  if key == nil then return nil end
+  local g, e = derive_guid(self, operation, key)
+  if not g then return e end
+  if asked ~= nil and asked:lower() ~= g then
+    return validate.fail("guid", "must be the GUID derived from idempotency_key (" .. g
+      .. ") when both are given")
+  end
+  body.guid = g
+  return nil
+end
+
+--- The client GUID a write with an idempotency key sends: an RFC 9562 version-5 UUID, namespace
+-- the restaurant GUID, name `operation .. "\n" .. key`. To look the record up later
+-- (`get_customer`, `get_credit_transaction`) without sending anything.
+-- @tparam string operation `"create_customer"`, `"find_or_create"` or `"add_credit"`
+-- @tparam string key the idempotency key
+-- @treturn[1] string the GUID (lowercase)
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` with `field` (`"operation"`, `"idempotency_key"`)
+function Toast:get_idempotency_guid(operation, key)
+  local e = validate.enum(operation, "operation", { "create_customer", "find_or_create", "add_credit" })
+    or validate.string(key, "idempotency_key", { required = true, max = M.MAX_IDEMPOTENCY_KEY_BYTES })
+  if e then return nil, e end
+  return derive_guid(self, operation, key)
+end
+
+-- Whether an error answer says the GUID is taken: a 400 or 409 whose message, field or body
+-- names the GUID.
+local function names_guid(err, guid)
+  if err.status ~= 400 and err.status ~= 409 then return false end
+  if err.field == "guid" then return true end
+  local hit = false
+  local function look(v, depth)
+    if hit or depth > 8 then return end
+    if type(v) == "string" then
+      hit = v:lower():find(guid, 1, true) ~= nil
+    elseif type(v) == "table" then
+      for _, x in pairs(v) do look(x, depth + 1) end
+    end
+  end
+  look(err.message, 0)
+  look(err.body, 0)
+  return hit
+end
+
+-- The fields of a stored record that differ from what the request asked. Fields the record
+-- leaves out are not compared.
+local function norm_name(v)
+  if type(v) ~= "string" then return nil end
+  return (v:gsub("%s+", " "):gsub("^ ", ""):gsub(" $", ""):lower())
+end
+local function norm_email(v)
+  v = given(v)
+  if type(v) ~= "string" then return nil end
+  return (v:gsub("^%s+", ""):gsub("%s+$", ""):lower())
+end
+local function differs_customer(self, rec, body)
+  local out = {}
+  local function norm_phone(v)
+    v = given(v)
+    if type(v) ~= "string" then return nil end
+    return phones.normalize(v, self.default_country_code) or v:gsub("%D", "")
+  end
+  local function cmp(field, norm)
+    local had = rec[field]
+    if had == nil and field ~= "email" and field ~= "phone" then return end
+    if norm(had) ~= norm(body[field]) then out[#out + 1] = field end
+  end
+  cmp("firstName", norm_name)
+  cmp("lastName", norm_name)
+  cmp("email", norm_email)
+  cmp("phone", norm_phone)
+  return out
+end
+local function differs_credit(_, rec, body, id)
+  local out = {}
+  if rec.amount ~= nil and (type(rec.amount) ~= "number" or math.abs(rec.amount - body.amount) > 1e-9) then
+    out[#out + 1] = "amount"
+  end
+  if rec.transactionType ~= nil and rec.transactionType ~= body.transactionType then
+    out[#out + 1] = "transactionType"
+  end
+  local cust = type(rec.customer) == "table" and rec.customer.guid
+  if rec.customer ~= nil and (type(cust) ~= "string" or cust:lower() ~= id:lower()) then
+    out[#out + 1] = "customer"
+  end
+  return out
+end
+
+-- A replayed GUID whose stored record is not what this request asked: the call fails, the
+-- stored record in err.record (attached: out of pairs(err) and JSON encodings, as it holds
+-- customer data), and nothing is sent again.
+local function mismatch(what, guid, fields, record, status)
+  local e = errors.new("http", what .. " guid " .. guid .. " already names a stored record that"
+    .. " differs from this request (" .. table.concat(fields, ", ") .. "); it was not sent again:"
+    .. " use another idempotency_key or guid", { status = status, code = "idempotency_mismatch",
+                                                  guid = guid, sent = true })
+  return errors.attach(e, "record", record)
+end
+
 -- Toast's contract for 202: POST the same record again until it answers 200, within `deadline`.
--- `what` names the record in the error; `lookup` the call that finds it later.
-local function confirmed_post(self, op, id, body, deadline, what, lookup)
-  local policy = self.policy:with { deadline = deadline, max_pending = self.confirm_attempts }
+-- `what` names the record in the error; `lookup` the call that finds it later; `differs`
+-- compares a stored record with what was asked.
+-- Whatever Toast answers for the GUID is compared with the request: a 200 with its record, or a
+-- 400/409 naming the GUID (the record is read with `lookup`). A record that differs fails with
+-- code "idempotency_mismatch"; it is never returned as the success of this request.
+local function confirmed_post(self, op, id, body, deadline, what, lookup, differs)
+  local policy = self.policy:with { deadline = deadline, max_pending = self.confirm_attempts,
+                                    write = true }
   local req = { op = op, a1 = id, id_names = CUSTOMER_ID, id_rule = check_guid, body = body,
                 shape = "object", ok = { [200] = true }, pending_status = { [202] = true } }
   local res, err = self:_call(req, true, policy)
+  local record
   if res then
     local got = res.data.guid
     if got == nil or (type(got) == "string" and got:lower() == body.guid:lower()) then
-      return res.data
+      record = res.data
+    else
+      -- The answer is about another record: what happened to ours is not known.
+      err = errors.mark_unknown(errors.new("decode", what .. " was answered with another record's"
+        .. " guid", { status = res.status, sent = true }), true)
     end
-    -- The answer is about another record: what happened to ours is not known.
-    err = errors.mark_unknown(errors.new("decode", what .. " was answered with another record's"
-      .. " guid", { status = res.status, sent = true }))
+  elseif names_guid(err, body.guid:lower()) then
+    local stored, gerr = self[lookup](self, body.guid)
+    if stored then
+      record = stored
+    elseif gerr.status ~= 404 then
+      -- The server says the GUID is taken, and the record could not be read to compare.
+      errors.mark_unknown(err, true)
+    end
+  end
+  if record then
+    local fields = differs(self, record, body, id)
+    if #fields == 0 then return record end
+    return nil, mismatch(what, body.guid, fields, record, res and res.status or err.status)
   end
   err.guid = body.guid
   if err.status == 202 then
@@ -612,7 +756,8 @@ end
 
 local function create(self, body, opts)
   return confirmed_post(self, OPS["toast.create_customer"], nil, body,
-    opts and opts.confirm_timeout or self.confirm_timeout, "customer creation", "get_customer")
+    opts and opts.confirm_timeout or self.confirm_timeout, "customer creation", "get_customer",
+    differs_customer)
 end
 
 --- Creates a customer (`POST /crm/v1/customers`), confirming a 202.
@@ -631,9 +776,14 @@ end
 -- @tparam[opt] table opts
 -- @tparam[opt] number opts.confirm_timeout seconds to wait out 202 answers (default: the
 -- client's `confirm_timeout`)
+-- @tparam[opt] string opts.idempotency_key a key of yours (an order id, a row id; 1 to 256
+-- bytes): the GUID is derived from it (RFC 9562 v5, see `get_idempotency_guid`), so a rerun in
+-- any process sends the same GUID and Toast keeps one record. A `guid` given too must be that one
 -- @treturn[1] Customer the created customer, as Toast answers it
 -- @return[2] `nil`
 -- @treturn[2] Error with `err.guid` (the GUID sent) on every error after validation.
+-- `http` with `code = "idempotency_mismatch"` and `err.record` when Toast holds another record
+-- under that GUID (nothing sent again); `outcome_unknown` when an attempt may have created it;
 -- `validation` with `field` for bad input (nothing sent); `timeout` with `pending = true` when
 -- the server kept answering 202 past `confirm_timeout` (the record may still appear: look it up
 -- with `get_customer(err.guid)` or send it again with `guid = err.guid`); `http`, `auth`,
@@ -646,7 +796,10 @@ function Toast:create_customer(c, opts)
   if e then return nil, e end
   e = check_customer(c, self.default_country_code) or check_confirm_opts(opts)
   if e then return nil, e end
-  return create(self, customer_body(c, self.default_country_code), opts)
+  local body = customer_body(c, self.default_country_code)
+  e = apply_key(self, "create_customer", body, c.guid, opts)
+  if e then return nil, e end
+  return create(self, body, opts)
 end
 
 --- Reads one customer (`GET /crm/v1/customers/{customerId}`).
@@ -843,7 +996,7 @@ end
 -- never confirmed is sent again with the same GUID by the next call for that guest.
 -- Like every call it returns `res, err`, and says how in a third value: `customer, nil, how`.
 -- @tparam table c the customer, as for `create_customer` (`email` and `phone` are trimmed first)
--- @tparam[opt] table opts `{confirm_timeout}`, as for `create_customer`
+-- @tparam[opt] table opts `{confirm_timeout, idempotency_key}`, as for `create_customer`
 -- @treturn[1] Customer the customer found or created
 -- @return[1] `nil` (no error)
 -- @treturn[1] string `"found"` or `"created"`
@@ -867,6 +1020,8 @@ function Toast:find_or_create(c, opts)
   if e then return nil, e end
   if self._closed then return nil, client.closed_error() end
   local searches, body, keys = plan_find(self, input)
+  e = apply_key(self, "find_or_create", body, input.guid, opts)
+  if e then return nil, e end
   local private = client.private(self)
   local locks = private.flight
   local held, err = locks:acquire(keys, { ttl = self.flight_ttl })
@@ -881,11 +1036,14 @@ function Toast:find_or_create(c, opts)
   table.sort(sorted_keys)
   local fingerprint = table.concat(sorted_keys, "\0") .. "\0" .. tostring(body.firstName):lower()
     .. "\0" .. tostring(body.lastName):lower()
-  if input.guid == nil and pending[fingerprint] then body.guid = pending[fingerprint] end
+  if input.guid == nil and not (opts and opts.idempotency_key) and pending[fingerprint] then
+    body.guid = pending[fingerprint]
+  end
   local ok, res, how = pcall(find_then_create, self, searches, body, opts, locks, held)
   if ok and res then
     pending[fingerprint] = nil
   elseif ok and how and how.guid == body.guid and how.kind ~= "validation"
+      and how.code ~= "idempotency_mismatch"
       and not (how.status and how.status >= 400 and how.status < 500) then
     pending[fingerprint] = body.guid
   end
@@ -1028,10 +1186,13 @@ end
 -- `amount` a finite number > 0 (at most 1e9); `localCreatedDate` required, a date-time string
 -- (`crm.toast_time()` makes one for now); `note` a string (at most 1024 bytes); `guid` a UUID
 -- if given; `transactionType` absent or `"ADD_VALUE"` (always sent as `ADD_VALUE`)
--- @tparam[opt] table opts `{confirm_timeout}`, as for `create_customer`
+-- @tparam[opt] table opts `{confirm_timeout, idempotency_key}`, as for `create_customer`
 -- @treturn[1] CreditTransaction the transaction, as Toast answers it
 -- @return[2] `nil`
 -- @treturn[2] Error with `err.guid` (the transaction GUID sent) on every error after validation.
+-- `http` with `code = "idempotency_mismatch"` and `err.record` (the stored transaction) when the
+-- GUID names a transaction with another amount, type or customer (nothing sent again);
+-- `outcome_unknown` when an attempt may have added it (replaying the same GUID is safe).
 -- `validation` with `field` (`"amount"`, `"localCreatedDate"`, `"customerId"`) for bad input;
 -- `timeout` with `pending = true` after unconfirmed 202s; `http` (400, 404), `auth`,
 -- `transport`, `decode` otherwise. Replay with `guid = err.guid` when `err.retryable` or
@@ -1066,9 +1227,11 @@ function Toast:add_credit(id, txn, opts)
   body.transactionType = "ADD_VALUE"
   body.localCreatedDate = date
   body.guid = body.guid or platform.guid()
+  e = apply_key(self, "add_credit", body, txn.guid, opts)
+  if e then return nil, e end
   return confirmed_post(self, OPS["toast.add_credit"], id, body,
     opts and opts.confirm_timeout or self.confirm_timeout, "the credit transaction",
-    "get_credit_transaction")
+    "get_credit_transaction", differs_credit)
 end
 
 --- Runs operations concurrently on this client; see `crm.client.batch` for the whole story.

@@ -55,16 +55,35 @@ local function batch_code(failures)
   return first or 0
 end
 
--- The columns an --input row may have: Toast's Customer fields.
-local INPUT_FIELDS = { guid = true, firstName = true, lastName = true, email = true, phone = true,
-                       entityType = true }
+-- The flags of a write that takes --input: --idempotency-key for one record, and for a file
+-- --key-column (each row's key) and --concurrency.
+function M.import_flags(cmd, what, number)
+  cmd:option("--idempotency-key", "A key of yours (an order id, a row id): the same key always"
+    .. " sends the same GUID, so a rerun adds nothing.")
+  cmd:option("--input", "A CSV (header row of field names) or JSON Lines file of " .. what .. ".")
+  cmd:option("--key-column", "The --input column holding each row's idempotency key (default:"
+    .. " idempotency_key, when the file has it).")
+  cmd:option("--concurrency", "Rows in flight with --input.", "16"):convert(number("--concurrency"))
+  cmd:flag("--strict", "With --input: refuse a file with columns crm does not know (default: ignore them, warn once).")
+end
 
--- unknown_columns(rows) -> the sorted names of the columns (keys) that are no Customer field.
-local function unknown_columns(rows)
+-- The columns an --input row may have, per import: the API's fields (the key column is allowed
+-- beside them).
+local CUSTOMER_FIELDS = { guid = true, firstName = true, lastName = true, email = true, phone = true,
+                          entityType = true }
+local INPUT_FIELDS = {
+  ["find-or-create"] = CUSTOMER_FIELDS,
+  create = CUSTOMER_FIELDS,
+  credit = { customerId = true, amount = true, note = true, localCreatedDate = true, date = true,
+             guid = true },
+}
+
+-- unknown_columns(rows, known, column) -> the sorted names of the columns that are no field.
+local function unknown_columns(rows, known, column)
   local seen, list = {}, {}
   for _, r in ipairs(rows) do
     for k in pairs(r.row or {}) do
-      if not INPUT_FIELDS[k] and not seen[k] then
+      if not known[k] and k ~= column and not seen[k] then
         seen[k] = true
         list[#list + 1] = errors.redact(tostring(k))
       end
@@ -75,19 +94,22 @@ local function unknown_columns(rows)
 end
 
 -- Unknown columns are dropped with one warning naming them; --strict refuses the file instead.
-local function drop_unknown_columns(ctx, rows)
-  local unknown = unknown_columns(rows)
+local function drop_unknown_columns(ctx, rows, known, column)
+  local unknown = unknown_columns(rows, known, column)
   if #unknown == 0 then return true end
   local names = table.concat(unknown, ", ")
+  local names_known = {}
+  for k in pairs(known) do names_known[#names_known + 1] = k end
+  table.sort(names_known)
   if ctx.args.strict then
-    return nil, output.usage_error("--input has columns crm does not know: " .. names .. " (the known ones:"
-      .. " firstName, lastName, email, phone, guid; without --strict they are ignored)", "input")
+    return nil, output.usage_error("--input has columns crm does not know: " .. names .. " (the known ones: "
+      .. table.concat(names_known, ", ") .. "; without --strict they are ignored)", "input")
   end
   output.note("crm: warning: --input: ignoring the columns crm does not know: " .. names
     .. " (--strict refuses them)")
   for _, r in ipairs(rows) do
     for k in pairs(r.row or {}) do
-      if not INPUT_FIELDS[k] then r.row[k] = nil end
+      if not known[k] and k ~= column then r.row[k] = nil end
     end
   end
   return true
@@ -122,48 +144,129 @@ local function error_summary()
   return s
 end
 
--- find-or-create --input FILE: every row through client:batch; each row's outcome is one line
--- {line, status = "found" | "created" | "failed" | "dry_run", customer | error}, and a failing
--- row does not stop the others.
-local function find_or_create_input(ctx, toast)
+-- The write options of one command: {idempotency_key} from --idempotency-key, or nil.
+local function key_opts(ctx)
+  local key = ctx.args.idempotency_key
+  return key and { idempotency_key = key } or nil
+end
+
+-- The column of --input that holds each row's idempotency key: --key-column, else
+-- "idempotency_key" when any row has it, else nil.
+local function key_column(ctx, rows)
+  if ctx.args.key_column then return ctx.args.key_column end
+  for _, r in ipairs(rows) do
+    if r.row and r.row.idempotency_key ~= nil then return "idempotency_key" end
+  end
+  return nil
+end
+
+-- One row's key (taken out of the row: it is not a field of the API) -> opts | nil, err
+local function row_key(row, column)
+  if not column then return nil end
+  local key = row[column]
+  row[column] = nil
+  if type(key) == "number" and key == math.floor(key) and math.abs(key) < 2 ^ 53 then
+    key = string.format("%d", key)
+  end
+  if type(key) ~= "string" or key == "" then
+    return nil, output.usage_error("the key column " .. column .. " is empty or not text on this"
+      .. " row: every row needs its key", column)
+  end
+  return { idempotency_key = key }
+end
+
+-- A credit row: {customerId, amount, note, localCreatedDate (or date), guid} -> txn | nil, err
+local function credit_row(row)
+  local amount = tonumber(row.amount)
+  if not amount then return nil, output.usage_error("amount must be a number, e.g. 10.00", "amount") end
+  local when, terr = crm.toast_time(row.localCreatedDate or row.date)
+  if not when then return nil, terr end
+  return { amount = amount, note = row.note, guid = row.guid, localCreatedDate = when }
+end
+
+-- What each --input import does with one row -> value, how | nil, err; and the result's field.
+local IMPORTS = {
+  ["find-or-create"] = { field = "customer", label = "find-or-create",
+                         run = function(client, row, opts)
+                           local c, e, how = client:find_or_create(row, opts)
+                           if c then return c, how end
+                           return nil, e
+                         end },
+  create = { field = "customer", label = "create", how = "created",
+             run = function(client, row, opts) return client:create_customer(row, opts) end },
+  credit = { field = "transaction", label = "credit add", how = "added",
+             run = function(client, row, opts)
+               local txn, err = credit_row(row)
+               if not txn then return nil, err end
+               return client:add_credit(row.customerId, txn, opts)
+             end },
+}
+
+-- One row's op for client:batch.
+local function row_op(ctx, imp, r, column, progress)
+  return function(client)
+    local res, how
+    if ctx.interrupted() then
+      res, how = nil, errors.new("transport", "not started: interrupted (Ctrl-C)",
+        { code = "interrupted", sent = false })
+    elseif r.err then
+      res, how = nil, r.err
+    else
+      local opts, kerr = row_key(r.row, column)
+      if kerr then
+        res, how = nil, kerr
+      else
+        res, how = imp.run(client, r.row, opts)
+        if res and imp.how then how = imp.how end
+      end
+    end
+    progress()
+    return res, how
+  end
+end
+
+-- --input FILE: every row through client:batch; each row's outcome is one line
+-- {line, status = "found" | "created" | "added" | "failed" | "dry_run", customer | transaction | error},
+-- and a failing row does not stop the others. Rows take their idempotency key from the key
+-- column (--key-column, default idempotency_key when present), so a rerun adds nothing.
+local function import_input(ctx, toast, kind)
+  local imp = IMPORTS[kind]
+  if ctx.args.idempotency_key then
+    return ctx:fail(output.usage_error("--idempotency-key is for one record: with --input each row"
+      .. " takes its key from the key column (--key-column)", "idempotency_key"))
+  end
   local rows, err = input.rows(ctx.args.input)
   if not rows then return ctx:fail(err) end
-  local ok, uerr = drop_unknown_columns(ctx, rows)
-  if not ok then return ctx:fail(uerr) end
   local concurrency = ctx.args.concurrency
   if not concurrency or concurrency < 1 or concurrency > 1024 or concurrency % 1 ~= 0 then
     return ctx:fail(output.usage_error("--concurrency must be an integer from 1 to 1024", "concurrency"))
   end
-  local bar = ctx:progress("find-or-create", #rows)
+  local column = key_column(ctx, rows)
+  local ok, uerr = drop_unknown_columns(ctx, rows, INPUT_FIELDS[kind], column)
+  if not ok then return ctx:fail(uerr) end
+  if not column and kind == "credit" then
+    output.note("note: the input has no idempotency_key column (see --key-column): a rerun of this"
+      .. " import would add every credit again")
+  end
+  local bar = ctx:progress(imp.label, #rows)
   local done = 0
+  local function progress()
+    done = done + 1
+    bar:update(done)
+  end
   local ops = {}
   -- Ctrl-C: rows in flight finish, the rest are not started; their lines say so, then exit 130.
   ctx:trap_interrupt()
-  for i, r in ipairs(rows) do
-    ops[i] = function(client)
-      local res, ferr, how
-      if ctx.interrupted() then
-        res, ferr = nil, errors.new("transport", "not started: interrupted (Ctrl-C)",
-          { code = "interrupted", sent = false })
-      elseif r.err then
-        res, ferr = nil, r.err
-      else
-        res, ferr, how = client:find_or_create(r.row)
-      end
-      done = done + 1
-      bar:update(done)
-      return res, ferr, how
-    end
-  end
+  for i, r in ipairs(rows) do ops[i] = row_op(ctx, imp, r, column, progress) end
   local results, berr = toast:batch(ops, { concurrency = concurrency })
   if not results then return ctx:fail(berr) end
-  local counts = { found = 0, created = 0, failed = 0, dry_run = 0, not_started = 0 }
+  local counts = { found = 0, created = 0, added = 0, failed = 0, dry_run = 0, not_started = 0 }
   local failures = {}
   local summary = error_summary()
   for i, res in ipairs(results) do
     local line = { line = rows[i].line }
     if res.value then
-      line.status, line.customer = res.extra, res.value
+      line.status, line[imp.field] = res.extra, res.value
     elseif ctx.dry_run and require("crm.cli.inspect").is_held(res.err, ctx.inspector) then
       line.status = "dry_run"
     elseif res.err.code == "interrupted" and ctx.interrupted() then
@@ -178,16 +281,18 @@ local function find_or_create_input(ctx, toast)
     if code ~= 0 then return code end
   end
   if ctx.dry_run then
-    -- The creates a dry run held, in the order they were planned.
+    -- The writes a dry run held, in the order they were planned.
     for _, r in ipairs(ctx.inspector.held) do
       output.line { dry_run = true, method = r.method, path = r.path, body = r.body }
     end
   end
   output.flush()
   summary.finish()
-  bar:finish(("find-or-create: %d rows: %d found, %d created, %d failed%s%s in %.1fs"):format(#rows,
-    counts.found, counts.created, counts.failed,
-    ctx.dry_run and (", " .. counts.dry_run .. " would be created") or "",
+  local done_text = kind == "credit" and ("%d added"):format(counts.added)
+    or kind == "create" and ("%d created"):format(counts.created)
+    or ("%d found, %d created"):format(counts.found, counts.created)
+  bar:finish(("%s: %d rows: %s, %d failed%s%s in %.1fs"):format(imp.label, #rows, done_text,
+    counts.failed, ctx.dry_run and (", " .. counts.dry_run .. " would be written") or "",
     counts.not_started > 0 and (", " .. counts.not_started .. " not started (Ctrl-C)") or "", bar:elapsed()))
   if ctx.interrupted() then return output.EXIT.interrupted end
   return batch_code(failures)
@@ -197,22 +302,22 @@ local function customers(ctx, toast)
   local a = ctx.args
   if a.verb == "get" then return ctx:result(toast:get_customer(a.guid)) end
   if a.verb == "search" then return customers_search(ctx, toast) end
-  if a.verb == "create" then
-    local c, err = person(ctx)
-    if not c then return ctx:fail(err) end
-    return ctx:result(toast:create_customer(c))
-  end
-  -- find-or-create
   if a.input then
-    if a.data or a.first_name or a.last_name or a.email or a.phone then
+    if a.data or a.first_name or a.last_name or a.email or a.phone or a.guid then
       return ctx:fail(output.usage_error("--input reads the customers from a file: no person flags"
         .. " or --data with it", "input"))
     end
-    return find_or_create_input(ctx, toast)
+    return import_input(ctx, toast, a.verb)
   end
+  if a.verb == "create" then
+    local c, err = person(ctx)
+    if not c then return ctx:fail(err) end
+    return ctx:result(toast:create_customer(c, key_opts(ctx)))
+  end
+  -- find-or-create
   local c, err = person(ctx)
   if not c then return ctx:fail(err) end
-  local res, err2, how = toast:find_or_create(c)
+  local res, err2, how = toast:find_or_create(c, key_opts(ctx))
   if not res then return ctx:result(nil, err2) end
   return ctx:line { status = how, customer = res }
 end
@@ -235,12 +340,20 @@ local function credit(ctx, toast)
     return ctx:fail(output.usage_error("credit add: --guid is now --transaction-guid (the transaction's"
       .. " GUID; the customer's GUID is the argument)", "transaction-guid"))
   end
+  if a.input then
+    if a.guid or a.amount or a.note or a.txn_guid or a.date then
+      return ctx:fail(output.usage_error("--input reads the credits from a file (customerId, amount,"
+        .. " note, localCreatedDate): no GUID or other flags with it", "input"))
+    end
+    return import_input(ctx, toast, "credit")
+  end
+  if not a.guid then return ctx:fail(output.usage_error("credit add needs the customer's GUID", "guid")) end
   local amount = tonumber(a.amount)
   if not amount then return ctx:fail(output.usage_error("--amount must be a number, e.g. 10.00", "amount")) end
   local when, terr = crm.toast_time(a.date)
   if not when then return ctx:fail(terr) end
   return ctx:result(toast:add_credit(a.guid, { amount = amount, note = a.note, guid = a.txn_guid,
-                                               localCreatedDate = when }))
+                                               localCreatedDate = when }, key_opts(ctx)))
 end
 
 -- ---- guests backfill: a journal of finished windows, so Ctrl-C and crashes resume ----

@@ -142,7 +142,7 @@ function Shared:current()
     if not can_wait(clock) and platform.ngx then return login(self, g, false) end
     if clock.now() - started >= bound then
       return nil, errors.new("timeout", ("waited %gs for another worker's Toast login"):format(bound),
-        { code = "login_wait", retryable = true })
+        { code = "login_wait", retryable = true, login = true })
     end
     clock.sleep(pause)
     if pause < MAX_POLL then pause = pause * 2 end

@@ -327,6 +327,8 @@ end
 M.config_defaults = {
   toast_accept_202 = 0,            -- first N POST /crm/v1/customers per guid answer 202
   toast_token_ttl = 3600,          -- seconds a login token lives
+  toast_replay = "first",          -- a POST with a GUID already stored: "first" answers 200 with
+                                   -- the first record, unchanged; "conflict" answers 409 naming it
   toast_client_id = "sim-client",
   toast_client_secret = "sim-secret",
   record_times = false,            -- record each API request's arrival time (GET /__sim/times)
@@ -339,6 +341,7 @@ M.config_checks = {
     return v >= 0 and v == math.floor(v), "must be a non-negative integer"
   end,
   toast_token_ttl = function(v) return v >= 0, "must be >= 0" end,
+  toast_replay = function(v) return v == "first" or v == "conflict", "must be first or conflict" end,
 }
 
 function M.register_config(defaults, checks)

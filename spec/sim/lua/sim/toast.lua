@@ -20,7 +20,7 @@
 -- Toast's error shape with a fresh requestId; messages never echo emails or
 -- phone numbers.
 --
--- Settings (POST /__sim/config): toast_accept_202, toast_token_ttl,
+-- Settings (POST /__sim/config): toast_accept_202, toast_token_ttl, toast_replay,
 -- toast_client_id, toast_client_secret (see sim.common).
 
 local common = require("sim.common")
@@ -171,6 +171,15 @@ local function validate_customer(body)
   }
 end
 
+-- A POST whose GUID is already stored: the first record, unchanged (200), or with
+-- toast_replay = "conflict" a 409 whose message names the GUID.
+local function replayed(existing, what, guid)
+  if common.config().toast_replay == "conflict" then
+    return err(409, "a " .. what .. " with guid " .. guid .. " already exists")
+  end
+  return common.send_raw(200, existing, "application/json")
+end
+
 local function create_customer(ctx)
   local body, e = json_object_body()
   if not body then return err(400, e) end
@@ -179,7 +188,7 @@ local function create_customer(ctx)
   local d = common.state()
   local rid = ctx.rid
   local existing = d:get(k_customer(rid, rec.guid))
-  if existing then return common.send_raw(200, existing, "application/json") end
+  if existing then return replayed(existing, "customer", rec.guid) end
   local attempts = common.incr(d, k_attempts(rid, rec.guid))
   if attempts <= common.config().toast_accept_202 then
     return common.send_empty(202)
@@ -319,7 +328,7 @@ local function add_tx(ctx)
   local d = common.state()
   local rid, cust = ctx.rid, ctx.id:lower()
   local existing = d:get(k_tx(rid, v.guid))
-  if existing then return common.send_raw(200, existing, "application/json") end
+  if existing then return replayed(existing, "credit transaction", v.guid) end
   local now = common.now()
   local tx = {
     guid = v.guid,

@@ -1,0 +1,112 @@
+-- The command line's idempotency keys: --idempotency-key, the key column of --input imports
+-- (credit add, customers create, find-or-create), reruns that add nothing, and exit code 8.
+local crm = require "crm"
+local H = require "helper"
+
+local dir = os.tmpname()
+os.remove(dir)
+assert(os.execute("mkdir -p " .. dir .. "/config"))
+
+local function write(name, text)
+  local path = dir .. "/" .. name
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+-- bin/crm --sim ARGS -> {code, out = {decoded lines}, err = stderr text}
+local function crm_sim(args)
+  local errfile = os.tmpname()
+  local p = assert(io.popen(H.CLEAN_ENV .. "CRM_SIM_PORT=" .. H.port .. " XDG_CONFIG_HOME=" .. dir
+    .. "/config " .. H.lua .. " bin/crm --sim " .. args .. " 2>" .. errfile .. " </dev/null; echo \"rc=$?\""))
+  local text = p:read("a")
+  p:close()
+  local code = tonumber(text:match("rc=(%d+)%s*$"))
+  local out = {}
+  for l in text:gsub("rc=%d+%s*$", ""):gmatch("[^\n]+") do out[#out + 1] = assert(crm.json.decode(l)) end
+  local r = { code = code, out = out, err = H.slurp(errfile) }
+  os.remove(errfile)
+  return r
+end
+
+local function statuses(r)
+  local s = {}
+  for _, l in ipairs(r.out) do s[#s + 1] = l.status end
+  return table.concat(s, ",")
+end
+
+describe("crm idempotency keys", function()
+  local toast
+  before_each(function()
+    H.reset()
+    toast = H.toast()
+  end)
+  after_each(function()
+    H.clear_faults()
+    toast:close()
+  end)
+
+  it("imports keyed credits once however often the import runs", function()
+    local c = assert(toast:create_customer(H.customer()))
+    local file = write("credits.csv", "customerId,amount,note,idempotency_key\n" .. c.guid .. ",4,a,o-1\n"
+      .. c.guid .. ",2.5,,o-2\n")
+    for _ = 1, 3 do
+      local r = crm_sim("toast credit add --input " .. file)
+      assert.equal(0, r.code)
+      assert.equal("added,added", statuses(r))
+      assert.is_nil(r.err:find("would add every credit again", 1, true))
+    end
+    assert.equal(6.5, assert(toast:get_credit_summary(c.guid)).amount)
+    local again = crm_sim("toast credit add --input " .. file)
+    assert.equal(toast:get_idempotency_guid("add_credit", "o-1"), again.out[1].transaction.guid)
+    -- the single form takes the same key: nothing more, and another amount is a mismatch
+    assert.equal(0, crm_sim("toast credit add " .. c.guid .. " --amount 4 --idempotency-key o-1").code)
+    local r = crm_sim("toast credit add " .. c.guid .. " --amount 5 --idempotency-key o-1")
+    assert.equal(4, r.code)
+    assert.matches("idempotency_mismatch", r.err)
+    assert.equal(6.5, assert(toast:get_credit_summary(c.guid)).amount)
+  end)
+
+  it("says once on stderr that an import without a key column would credit again", function()
+    local c = assert(toast:create_customer(H.customer()))
+    local file = write("nokey.csv", "customerId,amount\n" .. c.guid .. ",1\n" .. c.guid .. ",2\n")
+    local r = crm_sim("toast credit add --input " .. file)
+    assert.equal(0, r.code)
+    local _, n = r.err:gsub("would add every credit again", "")
+    assert.equal(1, n)
+  end)
+
+  it("creates keyed customers once, with --key-column, and refuses a row without its key", function()
+    local file = write("guests.csv", "firstName,lastName,email,row\nAnn,Lee,ann.k@example.org,r1\n"
+      .. "Bo,Lee,bo.k@example.org,\n")
+    for _ = 1, 2 do
+      local r = crm_sim("toast customers create --input " .. file .. " --key-column row")
+      assert.equal("created,failed", statuses(r))
+      assert.equal("row", r.out[2].error.field)
+      assert.equal(toast:get_idempotency_guid("create_customer", "r1"), r.out[1].customer.guid)
+    end
+    assert.equal(1, #assert(toast:search_customers { email = "ann.k@example.org" }))
+    assert.equal(0, #assert(toast:search_customers { email = "bo.k@example.org" }))
+  end)
+
+  it("gives find-or-create --input rows their keys (the column is not sent as a field)", function()
+    local file = write("foc.jsonl",
+      '{"firstName":"Cy","lastName":"Lee","email":"cy.k@example.org","idempotency_key":7}\n')
+    local r = crm_sim("toast customers find-or-create --input " .. file)
+    assert.equal(0, r.code)
+    assert.equal("created", r.out[1].status)
+    assert.equal(toast:get_idempotency_guid("find_or_create", "7"), r.out[1].customer.guid)
+    assert.equal("found", crm_sim("toast customers find-or-create --input " .. file).out[1].status)
+    r = crm_sim("toast customers find-or-create --input " .. file .. " --idempotency-key x")
+    assert.equal(2, r.code)
+  end)
+
+  it("exits 8 when a keyed credit's outcome is unknown", function()
+    local c = assert(toast:create_customer(H.customer()))
+    H.fault { method = "POST", path = "/crm/v1/customers/" .. c.guid, status = 503, count = 20 }
+    local r = crm_sim("toast credit add " .. c.guid .. " --amount 1 --idempotency-key k-8")
+    assert.equal(8, r.code)
+    assert.matches("outcome_unknown", r.err)
+  end)
+end)
