@@ -141,6 +141,7 @@ describe("the return convention", function()
       get_customer = function() return c:get_customer(cust.guid) end,
       search_customers = function() return c:search_customers { lastName = cust.lastName } end,
       find_or_create = function() return c:find_or_create(H.customer()) end,
+      get_idempotency_guid = function() return c:get_idempotency_guid("add_credit", "order-1") end,
       add_credit = function()
         return c:add_credit(cust.guid, { amount = 5, localCreatedDate = crm.toast_time() })
       end,
