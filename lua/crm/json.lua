@@ -32,11 +32,7 @@ local M = {}
 local codec = cjson.new()
 codec.encode_sparse_array(false)
 codec.encode_invalid_numbers(false)
--- NaN, Infinity and hex numbers in an answer are decode errors, not numbers. The C core's decode
--- (src/json.c, src/jsonplan.c) relies on this: its out-of-range check looks for long exponents
--- and digit runs only, so Infinity or 0x1p2000 must never be read as numbers.
-codec.decode_invalid_numbers(false)
-local cjson_decode, cjson_encode = codec.decode, codec.encode
+local cjson_encode = codec.encode
 
 local marks = require "crm.marks"
 local null = codec.null
@@ -72,12 +68,12 @@ end
 -- decode
 -- -------------------------------------------------------------------------
 
--- Decoding is the C core's (src/json.c): lua-cjson decodes with the codec above, then one C
--- walk marks every array with array_mt, drops JSON null in objects (arrays keep theirs, so no
--- element disappears) and refuses numbers beyond a double. `[]` and `{}`, which lua-cjson makes
--- into the same empty table, are told apart by a scan of the text first (src/wire.c).
+-- Decoding is the C core's own (src/jdec.c), one pass from the text to the value: every array
+-- gets array_mt, JSON null in objects is dropped (arrays keep theirs, so no element
+-- disappears), integers stay integers under Lua 5.4, numbers beyond a double are refused.
+-- lua-cjson only encodes.
 local core = platform.core
-core.json_setup(cjson_decode, array_mt)
+core.json_setup(array_mt)
 
 -- pieces: a reused buffer for swap_empty.
 local pieces = {}
