@@ -267,7 +267,8 @@ describe("crm.json", function()
     it("gives integers under Lua 5.4 for numbers without fraction or exponent that fit 64 bits", function()
       local v = assert(json.decode(
         '{"total_results":3,"page":0,"neg":-7,"max":9223372036854775807,"min":-9223372036854775808,'
-        .. '"big":9223372036854775808,"frac":2.5,"point":2.0,"exp":1e2,"zero":-0,"huge":1' .. string.rep("0", 25) .. '}'))
+        .. '"big":9223372036854775808,"frac":2.5,"point":2.0,"exp":1e2,"zero":-0,'
+        .. '"huge":1' .. string.rep("0", 25) .. '}'))
       assert.equal(3, v.total_results)
       if is54 then
         for _, k in ipairs { "total_results", "page", "neg", "max", "min" } do
@@ -355,26 +356,12 @@ describe("crm.json", function()
       assert.is_nil(next(v.arr))
       assert.is_nil(getmetatable(v.obj))
       assert.is_nil(v.d) -- a null after a value takes the key away, as cjson plus the walk did
-      assert.equal('{"arr":[],"obj":{}}', json.encode { arr = v.arr, obj = v.obj }:gsub('"obj":{},"arr":%[%]', '"arr":[],"obj":{}'))
+      assert.equal("[[],{}]", json.encode { v.arr, v.obj })
       for _, bad in ipairs { '"\\ud83d"', '"\\ude00"', '"\\ud83dx"', '"\\uD800\\u0041"', '"\\u12"', '"\\x"' } do
         assert.is_nil(json.decode(bad), bad)
       end
       -- bytes of a string are kept as they are (no UTF-8 check), as lua-cjson kept them
       assert.equal("\255", json.decode('"\255"'))
-    end)
-
-    it("drops null members of objects, keeps them with keep_nulls, keeps null in arrays", function()
-      local text = '{"a":null,"b":[null,1,null],"c":{"d":null}}'
-      local v = assert(json.decode(text))
-      assert.is_nil(v.a)
-      assert.equal(json.null, v.b[1])
-      assert.equal(json.null, v.b[3])
-      assert.equal(3, #v.b)
-      assert.is_nil(next(v.c))
-      local k = assert(json.decode(text, { keep_nulls = true }))
-      assert.equal(json.null, k.a)
-      assert.equal(json.null, k.c.d)
-      assert.equal(crm.null, json.null)
     end)
   end)
 
