@@ -1,8 +1,9 @@
 /* crm's JSON decoder (see jdec.h for the rules). One loop with an explicit stack of open
- * containers: the tables themselves sit on the Lua stack (a table, and above an object its
- * pending key), their state (object or array, the next index, which keys were set) in lv[].
- * Strings without escapes are pushed straight from the text; others are decoded into a
- * scratch buffer first. */
+ * containers (lv[], their state: object or array, where their members wait on the Lua stack,
+ * which keys were set). A container's members wait on the Lua stack until it closes and then go
+ * into a table made at its size, so no table grows and rehashes member by member. Strings
+ * without escapes are pushed straight from the text; others are decoded into a scratch buffer
+ * first. */
 #define _GNU_SOURCE /* strtod_l, newlocale: numbers are read in the C locale whatever the host set */
 #include <locale.h>
 #include <math.h>
@@ -22,11 +23,18 @@
 
 typedef unsigned char uchar;
 
-/* The state of an open container, saved while a child is read. */
+/* An open container. Its members wait on the Lua stack (key and value pairs, or elements) from
+ * `start` on, and go into a table made for their count when it closes, so that tables are made
+ * at their size instead of growing (and rehashing) one member at a time. A long container moves
+ * them into its table every `cap` slots (the table then sits at `start`); deep in the text
+ * `cap` is small, so that the stack stays bounded (LuaJIT lets a C function have 8000 slots). */
 typedef struct {
     uint64_t keys; /* objects: one bit per key set (a hash), to know when a null may hide one */
-    int idx;       /* arrays: elements so far */
+    lua_Integer idx; /* arrays: elements already in the table */
+    int start;     /* the stack slot of the first waiting member (or of the table) */
+    int cap;       /* waiting slots that make a flush */
     int in_obj;
+    int has_table; /* the table exists, at start */
 } level;
 
 typedef struct {
@@ -303,6 +311,40 @@ static inline uint64_t key_bit(const char *k, size_t n)
     return (uint64_t)1 << (h & 63);
 }
 
+/* Moves the waiting members of the open container c into its table (a new one, sized for them,
+ * unless it has one), which is then alone at c->start. */
+static void flush(lua_State *L, level *c, int mt)
+{
+    int top = lua_gettop(L), first = c->start + c->has_table, n = top - first + 1, t = c->start;
+    if (!c->has_table) {
+        if (c->in_obj) {
+            lua_createtable(L, 0, n / 2);
+        } else {
+            lua_createtable(L, n, 0);
+            lua_pushvalue(L, mt);
+            lua_setmetatable(L, -2);
+        }
+        t = top + 1;
+    }
+    if (c->in_obj) {
+        for (int i = first; i < first + n; i += 2) {
+            lua_pushvalue(L, i);
+            lua_pushvalue(L, i + 1);
+            lua_rawset(L, t);
+        }
+    } else {
+        for (int i = first; i < first + n; i++) {
+            lua_pushvalue(L, i);
+            lua_rawseti(L, t, ++c->idx);
+        }
+    }
+    if (t != c->start) {
+        lua_replace(L, c->start);
+        c->has_table = 1;
+    }
+    lua_settop(L, c->start);
+}
+
 int crm_jdec(lua_State *L, const char *text, size_t n, int keep_nulls, int mt, crm_jdec_err *err)
 {
     int base = lua_gettop(L);
@@ -325,8 +367,8 @@ int crm_jdec(lua_State *L, const char *text, size_t n, int keep_nulls, int mt, c
 
     level small_lv[32], *lv = small_lv;
     int lv_cap = (int)(sizeof small_lv / sizeof small_lv[0]);
-    int depth = 0, in_obj = 0, idx = 0;
-    uint64_t keys = 0;
+    int depth = 0;
+    level c = {0, 0, 0, 0, 0, 0}; /* the innermost open container (when depth > 0) */
     const uchar *p = skip_ws(d.s);
     const char *k;
     size_t kl;
@@ -334,41 +376,49 @@ int crm_jdec(lua_State *L, const char *text, size_t n, int keep_nulls, int mt, c
 value: /* p: the first byte of a value */
     switch (*p) {
     case '{':
-    case '[':
-        if (depth == CRM_JDEC_MAX_DEPTH || !lua_checkstack(L, 4)) {
-            fail(&d, p, CRM_JDEC_INVALID);
-            goto error;
-        }
-        lua_createtable(L, 0, 0);
-        if (*p == '[') {
-            lua_pushvalue(L, mt);
-            lua_setmetatable(L, -2);
-        }
-        {
-            int obj = *p == '{';
-            p = skip_ws(p + 1);
-            if (*p == (obj ? '}' : ']')) {
-                p++;
-                goto attach;
+    case '[': {
+        int obj = *p == '{';
+        if (depth == CRM_JDEC_MAX_DEPTH)
+            goto invalid;
+        p = skip_ws(p + 1);
+        if (*p == (obj ? '}' : ']')) {
+            lua_createtable(L, 0, 0);
+            if (!obj) {
+                lua_pushvalue(L, mt);
+                lua_setmetatable(L, -2);
             }
-            if (depth == lv_cap) {
-                level *big = jdec_newuserdata(L, CRM_JDEC_MAX_DEPTH * sizeof *big);
-                memcpy(big, lv, (size_t)depth * sizeof *big);
-                lua_replace(L, base + 2);
-                lv = big;
-                lv_cap = CRM_JDEC_MAX_DEPTH;
-            }
-            lv[depth].keys = keys;
-            lv[depth].idx = idx;
-            lv[depth].in_obj = in_obj;
-            depth++;
-            in_obj = obj;
-            idx = 0;
-            keys = 0;
-            if (obj)
-                goto member;
-            goto value;
+            p++;
+            goto attach;
         }
+        if (depth == lv_cap) {
+            level *big = jdec_newuserdata(L, CRM_JDEC_MAX_DEPTH * sizeof *big);
+            memcpy(big, lv, (size_t)depth * sizeof *big);
+            lua_replace(L, base + 2);
+            lv = big;
+            lv_cap = CRM_JDEC_MAX_DEPTH;
+        }
+        lv[depth++] = c;
+        c.keys = 0;
+        c.idx = 0;
+        c.in_obj = obj;
+        c.has_table = 0;
+        c.start = lua_gettop(L) + 1;
+        c.cap = depth <= 8 ? 256 : depth <= 100 ? 16 : 0;
+        if (c.cap == 0) { /* deep: the table at once, each member into it as it comes */
+            lua_createtable(L, 0, 0);
+            if (!obj) {
+                lua_pushvalue(L, mt);
+                lua_setmetatable(L, -2);
+            }
+            c.has_table = 1;
+            c.cap = obj ? 2 : 1;
+        }
+        if (!lua_checkstack(L, c.cap + 8))
+            goto invalid;
+        if (obj)
+            goto member;
+        goto value;
+    }
     case '"':
         p = read_string(&d, p + 1, &k, &kl);
         if (p == NULL)
@@ -403,35 +453,24 @@ value: /* p: the first byte of a value */
         goto invalid;
     }
 
-attach: /* the value on top belongs to the open container (or is the whole text) */
+attach: /* a member of the open container is complete on the stack (or the whole text is) */
     if (depth == 0)
         goto done;
+    if (lua_gettop(L) - c.start + 1 - c.has_table >= c.cap)
+        flush(L, &c, mt);
+separator:
     p = skip_ws(p);
-    if (in_obj) {
-        lua_rawset(L, -3);
-    next_member:
-        if (*p == ',') {
-            p = skip_ws(p + 1);
+    if (*p == ',') {
+        p = skip_ws(p + 1);
+        if (c.in_obj)
             goto member;
-        }
-        if (*p != '}')
-            goto invalid;
-    } else {
-        if (idx == INT32_MAX)
-            goto invalid;
-        lua_rawseti(L, -2, ++idx);
-        if (*p == ',') {
-            p = skip_ws(p + 1);
-            goto value;
-        }
-        if (*p != ']')
-            goto invalid;
+        goto value;
     }
+    if (*p != (c.in_obj ? '}' : ']'))
+        goto invalid;
     p++;
-    depth--;
-    keys = lv[depth].keys;
-    idx = lv[depth].idx;
-    in_obj = lv[depth].in_obj;
+    flush(L, &c, mt); /* the container's table, alone at c.start: its parent's member */
+    c = lv[--depth];
     goto attach;
 
 member: /* p: the key of an object's member */
@@ -449,22 +488,15 @@ member: /* p: the key of an object's member */
         if (*p == 'n' && !keep_nulls) {
             if (p[1] != 'u' || p[2] != 'l' || p[3] != 'l')
                 goto invalid;
-            p = skip_ws(p + 4);
-            /* dropped; but a key set before with the same name goes too (the last one wins) */
-            if (keys & bit) {
-                lua_pushlstring(L, k, kl);
-                lua_rawget(L, -2);
-                int had = !lua_isnil(L, -1);
-                lua_pop(L, 1);
-                if (had) {
-                    lua_pushlstring(L, k, kl);
-                    lua_pushnil(L);
-                    lua_rawset(L, -3);
-                }
-            }
-            goto next_member;
+            p += 4;
+            if (!(c.keys & bit))
+                goto separator; /* dropped: no member of this name came before */
+            /* one may have: the pair (key, nil) takes it away (the last one wins) */
+            lua_pushlstring(L, k, kl);
+            lua_pushnil(L);
+            goto attach;
         }
-        keys |= bit;
+        c.keys |= bit;
     }
     lua_pushlstring(L, k, kl);
     goto value;
