@@ -343,6 +343,34 @@ describe("crm.json", function()
       end
     end)
 
+    it("reads 1000 levels that are each wide (members wait on the stack within LuaJIT's bound)", function()
+      local members = {}
+      for i = 1, 125 do members[i] = '"k' .. i .. '":' .. i .. "," end
+      local open, close = {}, {}
+      for d = 1, 1000 do
+        open[d] = d % 2 == 1 and "[" .. string.rep("1,", 250) or "{" .. table.concat(members) .. '"z":'
+        close[1001 - d] = d % 2 == 1 and "]" or "}"
+      end
+      local v = assert(json.decode(table.concat(open) .. "0" .. table.concat(close)))
+      local levels = 0
+      while type(v) == "table" do
+        levels = levels + 1
+        if levels % 2 == 1 then
+          assert.equal(json.array_mt, getmetatable(v))
+          assert.equal(251, #v)
+          v = v[251]
+        else
+          assert.equal(125, v.k125)
+          v = v.z
+        end
+      end
+      assert.equal(1000, levels)
+      assert.equal(0, v)
+      local big = assert(json.decode("[" .. string.rep("7,", 100000) .. "8]"))
+      assert.equal(100001, #big)
+      assert.equal(8, big[100001])
+    end)
+
     it("reads escaped and repeated keys, NUL and surrogate pairs as before; [] apart from {}", function()
       local v = assert(json.decode('{"a\\u0062":1,"k":1,"k":2,"n":[1],"n":{"x":true},"s":"a\\u0000b",'
         .. '"e":"\\ud83d\\ude00","arr":[],"obj":{},"d":1,"d":null}'))
