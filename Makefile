@@ -136,8 +136,8 @@ build/fuzz/fuzz_wire: $(FUZZ_SRC) src/wire.h src/fuzz/jsonplan.h
 # The JSON decoder (src/jdec.c) against lua-cjson and the old plan (src/fuzz/jsonplan.c), in a
 # Lua 5.4 state that loads Debian's cjson module: fuzz_jdec.c says what is compared.
 JDEC_FUZZ_SRC := src/fuzz/fuzz_jdec.c src/jdec.c src/fuzz/jsonplan.c
-LUA54_INC := $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
-LUA54_LIB := $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
+LUA54_INC = $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
+LUA54_LIB = $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
 build/fuzz/fuzz_jdec: $(JDEC_FUZZ_SRC) src/jdec.h src/compat.h src/fuzz/jsonplan.h
 	@mkdir -p build/fuzz/corpus_jdec
 	clang -std=c11 -g -O1 -Wall -Wextra -Werror -fsanitize=fuzzer,address,undefined $(LUA54_INC) \
