@@ -1,6 +1,7 @@
 /* crm's JSON decoder: one pass from an answer's bytes to the Lua value crm.json documents.
- * Tables are built as the text is read; there is no recursion on the C stack (the open
- * containers live in a bounded array), so a deep text is an error, never a crash.
+ * Tables are built as the text is read (each at its size, once its members are read); there is
+ * no recursion on the C stack (the open containers live in a bounded array), so a deep text is
+ * an error, never a crash.
  *   - every array gets array_mt (the empty ones too); objects get no metatable;
  *   - object members that are null are dropped unless keep_nulls (a repeated key still wins:
  *     {"a":1,"a":null} gives {}); null in arrays is the light userdata NULL (cjson.null);
