@@ -41,9 +41,10 @@ export CRM_SIM_PORT := $(SIM_PORT)
 all: $(SO)
 
 # The C core: the transport and helpers (core.c), the operations (ops.c), answer decoding
-# (json.c), the bytes from the network (wire.c, fuzzed), the CLI's terminal and file checks (sys.c).
-CORE_SRC := src/core.c src/wire.c src/json.c src/jsonplan.c src/ops.c src/sys.c
-CORE_HDR := src/wire.h src/compat.h src/buf.h src/json.h src/jsonplan.h src/ops.h src/sys.h
+# (jdec.c, fuzzed; json.c its Lua side), the bytes from the network (wire.c, fuzzed), the CLI's
+# terminal and file checks (sys.c).
+CORE_SRC := src/core.c src/wire.c src/json.c src/jdec.c src/ops.c src/sys.c
+CORE_HDR := src/wire.h src/compat.h src/buf.h src/json.h src/jdec.h src/ops.h src/sys.h
 
 $(SO): $(CORE_SRC) $(CORE_HDR) lua/crm/version.lua
 	@mkdir -p $(dir $@)
@@ -129,16 +130,30 @@ check-valgrind: all core-luajit
 FUZZ_TIME  ?= 60
 FUZZ_ITERS ?= 20000
 FUZZ_SEED  ?= 1
-FUZZ_SRC   := src/fuzz/fuzz_wire.c src/wire.c src/jsonplan.c
-build/fuzz/fuzz_wire: $(FUZZ_SRC) src/wire.h src/jsonplan.h
+FUZZ_SRC   := src/fuzz/fuzz_wire.c src/wire.c src/fuzz/jsonplan.c
+build/fuzz/fuzz_wire: $(FUZZ_SRC) src/wire.h src/fuzz/jsonplan.h
 	@mkdir -p build/fuzz/corpus
 	clang -std=c11 -g -O1 -Wall -Wextra -Werror -fsanitize=fuzzer,address,undefined -o $@ $(FUZZ_SRC)
 
+# The JSON decoder (src/jdec.c) against lua-cjson and the old plan (src/fuzz/jsonplan.c), in a
+# Lua 5.4 state that loads Debian's cjson module: fuzz_jdec.c says what is compared.
+JDEC_FUZZ_SRC := src/fuzz/fuzz_jdec.c src/jdec.c src/fuzz/jsonplan.c
+LUA54_INC = $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
+LUA54_LIB = $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
+build/fuzz/fuzz_jdec: $(JDEC_FUZZ_SRC) src/jdec.h src/compat.h src/fuzz/jsonplan.h
+	@mkdir -p build/fuzz/corpus_jdec
+	clang -std=c11 -g -O1 -Wall -Wextra -Werror -fsanitize=fuzzer,address,undefined $(LUA54_INC) \
+	  -o $@ $(JDEC_FUZZ_SRC) $(LUA54_LIB) -lm
+FUZZ_GREP := "stat::number_of_executed_units|Done|ERROR|SUMMARY|invariant|differ|Test unit written"
+
 .PHONY: fuzz fuzz-lua
-fuzz: deps-tools build/fuzz/fuzz_wire
+fuzz: deps-tools build/fuzz/fuzz_wire build/fuzz/fuzz_jdec
 	build/fuzz/fuzz_wire -max_total_time=$(FUZZ_TIME) -print_final_stats=1 -artifact_prefix=build/fuzz/ \
 	  build/fuzz/corpus src/fuzz/corpus 2>&1 \
-	  | grep -E "stat::number_of_executed_units|Done|ERROR|SUMMARY|invariant|Test unit written" ; test $${PIPESTATUS[0]} -eq 0
+	  | grep -E $(FUZZ_GREP) ; test $${PIPESTATUS[0]} -eq 0
+	build/fuzz/fuzz_jdec -max_total_time=$(FUZZ_TIME) -print_final_stats=1 -artifact_prefix=build/fuzz/ \
+	  build/fuzz/corpus_jdec src/fuzz/corpus_jdec 2>&1 \
+	  | grep -E $(FUZZ_GREP) ; test $${PIPESTATUS[0]} -eq 0
 	@$(MAKE) -s --no-print-directory fuzz-lua
 
 fuzz-lua: $(ASAN_SO)

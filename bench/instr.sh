@@ -134,3 +134,29 @@ SAME_TC=$((RAW_TC + DEC54_TC))
   echo "| --- | --- |"
   echo "$BREAKDOWN"
 }
+
+# ---- decoders alone, per body (issue 18): cjson.decode against crm's core.decode (src/jdec.c),
+# the same text N times in one process (bench/decode.lua), both runtimes. ----
+dec_per() { # LUA WHICH FILE
+  ( export LUA_PATH="$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;;" LUA_CPATH="$ROOT/build/$1/?.so;;"
+    per "$1" bench/decode.lua "$2" COUNT "$3" )
+}
+{
+  echo
+  echo "### Decoders alone, per body (callgrind instructions per decode)"
+  echo
+  echo "| body | runtime | cjson.decode | crm core.decode | crm / cjson | floor <= 0.90 (goal <= 0.80) |"
+  echo "| --- | --- | --- | --- | --- | --- |"
+  for body in "TableCheck customer ($(wc -c < build/bench/tc_customer.json) bytes)|build/bench/tc_customer.json" \
+              "Toast customer ($(wc -c < build/bench/toast_customer.json) bytes)|build/bench/toast_customer.json"; do
+    name=${body%%|*} file=${body#*|}
+    for lua in lua5.4 luajit; do
+      c=$(dec_per "$lua" cjson "$file"); m=$(dec_per "$lua" crm "$file"); r=$(ratio "$m" "$c")
+      verdict="$(mark "$r" 0.90); goal: $(mark "$r" 0.80)"
+      case "$name" in Toast*) verdict="($verdict)" ;; esac
+      echo "| $name | $lua | $c | $m | $r | $verdict |"
+    done
+  done
+  echo
+  echo "(The floor is set on the TableCheck customer; the Toast row is shown for the per-call cost.)"
+}

@@ -92,6 +92,9 @@ local function diff(a, b, path, depth)
   local ta, tb = type(a), type(b)
   if ta ~= tb then return path .. ": " .. ta .. " vs " .. tb end
   if ta == "number" then
+    if math.type and math.type(a) ~= math.type(b) then
+      return path .. ": " .. math.type(a) .. " vs " .. math.type(b)
+    end
     if a ~= b and not (a ~= a and b ~= b) then return path .. ": " .. a .. " vs " .. b end
     if a == 0 and 1 / a ~= 1 / b then return path .. ": the sign of zero" end
     return nil
@@ -198,6 +201,16 @@ local NUMBERS = {
   "1.e400", "1.E+309", "-2.e308", "1.e-400", "1.e5",
 }
 
+-- The number crm's decoder makes of a number's text: under Lua 5.3+ an integer when the text
+-- has no fraction or exponent and fits (but "-0" stays the float -0.0), else cjson's double.
+local function crm_number(text, double)
+  if math.type and text ~= "-0" and text:find("^%-?%d+$") then
+    local i = tonumber(text)
+    if math.type(i) == "integer" then return i end
+  end
+  return double
+end
+
 local function gen_number()
   local text
   if chance(0.5) then
@@ -207,7 +220,7 @@ local function gen_number()
     if chance(0.3) then text = text .. "." .. random(0, 999) end
     if chance(0.2) then text = text .. pick { "e", "E", "e+", "e-" } .. random(0, 40) end
   end
-  return cjson_decode(text), text
+  return crm_number(text, cjson_decode(text)), text
 end
 
 local KEYS = { "a", "b", "id", "1", "0", "", "[", "]", "[]", "null", "true", 'q"uote', "back\\slash",
@@ -290,14 +303,13 @@ local function meaning(node, keep)
       out[i], over = v, over or o
     end
   else
-    local last = {} -- of equal keys the last one wins: a number beyond a double before it is gone
+    -- of equal keys the last one wins; a number beyond a double before it is refused all the same
+    local last = {}
     for i, k in ipairs(node[2]) do last[k] = i end
     for i, k in ipairs(node[2]) do
-      if last[k] == i then
-        local v, o = meaning(node[3][i], keep)
-        over = over or o
-        if not (v == null and not keep) then out[k] = v end
-      end
+      local v, o = meaning(node[3][i], keep)
+      over = over or o
+      if last[k] == i and not (v == null and not keep) then out[k] = v end
     end
   end
   return out, over
@@ -308,9 +320,12 @@ end
 -- ---------------------------------------------------------------------------------------------
 
 -- The structure of the first JSON value of s (a text lua-cjson accepted): a tree of
--- {"arr", {shape...}}, {"obj", {key = shape}} (the last of equal keys) and false (a scalar).
+-- {"arr", {shape...}}, {"obj", {key = shape}} (the last of equal keys), {"tok", text} (a number,
+-- true, false or null) and false (a string); and whether any number of the text is beyond a
+-- double (crm refuses it even where a repeated key hides it from cjson's value).
 local function parse_shape(s)
   local pos = 1
+  local overflow = false
   local function skip_ws() pos = s:find("[^ \t\n\r]", pos) or #s + 1 end
   local function string_end(i) -- s[i] is '"': the index of the closing quote
     local j = i + 1
@@ -366,17 +381,21 @@ local function parse_shape(s)
     else
       local e = s:find("[,%]}%z \t\n\r]", pos) or #s + 1
       if e == pos then error("empty token at " .. pos) end
+      local token = sub(s, pos, e - 1)
+      local x = tonumber(token)
+      if x == huge or x == -huge then overflow = true end
       pos = e
-      return false
+      return { "tok", token }
     end
   end
-  return value(1)
+  return value(1), overflow
 end
 
 -- cjson's value with the shape applied: arrays marked, nulls in objects dropped unless keep.
 local function shaped(raw, shape, keep, where)
-  if not shape then
+  if not shape or shape[1] == "tok" then
     if type(raw) == "table" then error("a table where the text has a scalar at " .. where) end
+    if shape and type(raw) == "number" then return crm_number(shape[2], raw), raw == huge or raw == -huge end
     return raw, raw == huge or raw == -huge
   end
   if type(raw) ~= "table" then error("a scalar where the text has a container at " .. where) end
@@ -404,13 +423,15 @@ end
 
 -- The answer core.decode must give for s: value | nil, message.
 local function oracle(s, keep)
+  -- cjson reads a text up to its first NUL byte; crm refuses a text with one anywhere.
+  if s:find("\0", 1, true) then return nil, NOT_JSON end
   local ok, raw = pcall(cjson_decode, s)
   if not ok then return nil, NOT_JSON end
-  local pok, shape = pcall(parse_shape, s)
+  local pok, shape, overflow = pcall(parse_shape, s)
   if not pok then fail("oracle", s, "the structure parser failed on a text cjson accepted: " .. shape) end
   local sok, v, over = pcall(shaped, raw, shape, keep, "$")
   if not sok then fail("oracle", s, "cjson's value and the structure disagree: " .. v) end
-  if over then return nil, OUT_OF_RANGE end
+  if over or overflow then return nil, OUT_OF_RANGE end
   return v
 end
 

@@ -118,15 +118,3 @@ describe("crm.core", function()
   end)
 end)
 
-describe("crm.core.has_long_exponent", function()
-  it("finds numbers that may not fit a double", function()
-    local platform = require "crm.platform"
-    local cases = {
-      ['{"a":1e400}'] = true, ['[2E+308]'] = true, ['[1e-400]'] = true, ['{"a":1e40}'] = false,
-      ['{"email":"e999"}'] = false, ['{"x":"1e999"}'] = true, ['{"n":12.5e10}'] = false, [''] = false,
-    }
-    for text, want in pairs(cases) do
-      assert.equal(want, platform.core.has_long_exponent(text), text)
-    end
-  end)
-end)

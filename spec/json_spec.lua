@@ -254,6 +254,138 @@ describe("crm.json", function()
     end)
   end)
 
+  describe("decoding (src/jdec.c)", function()
+    local is54 = math.type ~= nil
+
+    it("gives integers under Lua 5.4 for numbers without fraction or exponent that fit 64 bits", function()
+      local v = assert(json.decode(
+        '{"total_results":3,"page":0,"neg":-7,"max":9223372036854775807,"min":-9223372036854775808,'
+        .. '"big":9223372036854775808,"frac":2.5,"point":2.0,"exp":1e2,"zero":-0,'
+        .. '"huge":1' .. string.rep("0", 25) .. '}'))
+      assert.equal(3, v.total_results)
+      if is54 then
+        for _, k in ipairs { "total_results", "page", "neg", "max", "min" } do
+          assert.equal("integer", math.type(v[k]), k)
+        end
+        assert.equal(math.maxinteger, v.max)
+        assert.equal(math.mininteger, v.min)
+        assert.equal("0", tostring(v.page))
+        for _, k in ipairs { "big", "frac", "point", "exp", "zero", "huge" } do
+          assert.equal("float", math.type(v[k]), k)
+        end
+      end
+      assert.equal(2 ^ 63, v.big) -- past 2^63: the nearest double, no error
+      assert.equal(1e25, v.huge)
+      assert.equal(2.5, v.frac)
+      assert.equal(100, v.exp)
+      assert.equal(-math.huge, 1 / v.zero) -- -0 keeps its sign
+      -- past 2^53 a double rounds (LuaJIT, and floats under 5.4); an integer keeps every digit
+      local w = assert(json.decode("[9007199254740993, 9007199254740993.0]"))
+      assert.equal(9007199254740992, w[2])
+      if is54 then assert.equal("9007199254740993", tostring(w[1])) end
+    end)
+
+    it("gives back the digits of every integer encode accepts, 10^14 and more too", function()
+      for _, text in ipairs { "[0]", "[-1]", "[99999999999999]", "[100000000000000]", "[-123456789012340]",
+                              "[1000000000000000000]", '{"n":42000000000000}' } do
+        assert.equal(text, json.encode(assert(json.decode(text))))
+      end
+      -- more than 14 significant digits are refused as before (under LuaJIT they are doubles,
+      -- and the APIs may read them as doubles too)
+      local s, err = json.encode(assert(json.decode("[12345678901234567]")))
+      assert.is_nil(s)
+      assert.matches("the number 1234567890123456%d cannot be sent exactly", err.message)
+      assert.is_nil((json.encode { "\0crm:int5\0" }))
+    end)
+
+    it("says where the text goes wrong: err.position, the 1-based byte offset", function()
+      local cases = {
+        { '{"a": [1, 2,, 3]}', 13 }, { "[1] x", 5 }, { "", 1 }, { '{"a":', 6 }, { '"open', 6 },
+        { "[01]", 2 }, { '{"a":1e400}', 6 }, { '["\\x"]', 3 }, { "[1]\0", 4 }, { "  nul", 3 },
+      }
+      for _, c in ipairs(cases) do
+        local v, err = json.decode(c[1])
+        assert.is_nil(v, c[1])
+        assert.equal("decode", err.kind)
+        assert.equal(c[2], err.position, c[1])
+        local v2, msg, pos = core.decode(c[1])
+        assert.is_nil(v2)
+        assert.is_string(msg)
+        assert.equal(c[2], pos, c[1])
+      end
+      local _, err = json.decode('{"a":1e400}')
+      assert.equal("the text has a number out of range (beyond a double)", err.message)
+      -- not JSON at all wins over a number out of range before it, as with cjson
+      local _, msg = core.decode('[1e400, ]')
+      assert.equal("response body is not valid JSON", msg)
+    end)
+
+    it("refuses nesting beyond 1000 levels as an error, without recursion (100,000 deep)", function()
+      local ok = assert(json.decode(string.rep("[", 1000) .. string.rep("]", 1000)))
+      assert.equal(json.array_mt, getmetatable(ok))
+      local cases = { -- the text, and where the 1001st level opens
+        { string.rep("[", 1001) .. string.rep("]", 1001), 1001 }, { string.rep("[", 100000), 1001 },
+        { string.rep('{"a":', 100000) .. "1" .. string.rep("}", 100000), 5001 },
+        { string.rep("[", 100000) .. string.rep("]", 100000), 1001 },
+      }
+      for _, c in ipairs(cases) do
+        local v, err = json.decode(c[1])
+        assert.is_nil(v)
+        assert.equal("decode", err.kind)
+        assert.equal(c[2], err.position)
+      end
+    end)
+
+    it("reads 1000 levels that are each wide (members wait on the stack within LuaJIT's bound)", function()
+      local members = {}
+      for i = 1, 125 do members[i] = '"k' .. i .. '":' .. i .. "," end
+      local open, close = {}, {}
+      for d = 1, 1000 do
+        open[d] = d % 2 == 1 and "[" .. string.rep("1,", 250) or "{" .. table.concat(members) .. '"z":'
+        close[1001 - d] = d % 2 == 1 and "]" or "}"
+      end
+      local v = assert(json.decode(table.concat(open) .. "0" .. table.concat(close)))
+      local levels = 0
+      while type(v) == "table" do
+        levels = levels + 1
+        if levels % 2 == 1 then
+          assert.equal(json.array_mt, getmetatable(v))
+          assert.equal(251, #v)
+          v = v[251]
+        else
+          assert.equal(125, v.k125)
+          v = v.z
+        end
+      end
+      assert.equal(1000, levels)
+      assert.equal(0, v)
+      local big = assert(json.decode("[" .. string.rep("7,", 100000) .. "8]"))
+      assert.equal(100001, #big)
+      assert.equal(8, big[100001])
+    end)
+
+    it("reads escaped and repeated keys, NUL and surrogate pairs as before; [] apart from {}", function()
+      local v = assert(json.decode('{"a\\u0062":1,"k":1,"k":2,"n":[1],"n":{"x":true},"s":"a\\u0000b",'
+        .. '"e":"\\ud83d\\ude00","arr":[],"obj":{},"d":1,"d":null}'))
+      assert.equal(1, v.ab)
+      assert.equal(2, v.k) -- the last wins
+      assert.is_nil(getmetatable(v.n))
+      assert.is_true(v.n.x)
+      assert.equal("a\0b", v.s)
+      assert.equal("\240\159\152\128", v.e)
+      assert.equal(json.array_mt, getmetatable(v.arr))
+      assert.is_nil(next(v.arr))
+      assert.is_nil(getmetatable(v.obj))
+      assert.is_nil(v.d) -- a null after a value takes the key away, as cjson plus the walk did
+      assert.equal("[[],{}]", json.encode { v.arr, v.obj })
+      for _, bad in ipairs { '"\\ud83d"', '"\\ude00"', '"\\ud83dx"', '"\\uD800\\u0041"', '"\\u12"', '"\\x"' } do
+        assert.is_nil(json.decode(bad), bad)
+      end
+      -- bytes of a string are kept as they are (no UTF-8 check), as lua-cjson kept them
+      assert.equal("\255", json.decode('"\255"'))
+    end)
+  end)
+
   describe("over every answer shape of the simulator", function()
     it("Toast: customers, search (and the empty 204), credit summary and transactions", function()
       local hd = toast_headers()
@@ -374,6 +506,9 @@ describe("crm.json", function()
       assert.equal(without_object_nulls(json.encode(inner)), canonical(s))
       -- what plain cjson makes of it (the reason for crm.json)
       assert.matches('"tags":{}', cjson.encode(got), 1, true)
+      -- numbers as the text wrote them: integers under Lua 5.4 (the C core's h:call decodes)
+      assert.equal(0, got.visits_count)
+      if math.type then assert.equal("integer", math.type(got.visits_count)) end
     end)
 
     it("customers from a list and a pager re-encode faithfully, and pagers still page", function()

@@ -1022,15 +1022,6 @@ static int l_escape(lua_State *L)
     return 1;
 }
 
-/* core.has_long_exponent(text) -> boolean: see crm_has_long_exponent */
-static int l_has_long_exponent(lua_State *L)
-{
-    size_t n;
-    const char *s = luaL_checklstring(L, 1, &n);
-    lua_pushboolean(L, crm_has_long_exponent(s, n));
-    return 1;
-}
-
 static const luaL_Reg handle_methods[] = {
     {"request", l_request},
     {"call", l_call},
@@ -1075,7 +1066,6 @@ static const luaL_Reg module_functions[] = {
     {"time", l_time},
     {"sleep", l_sleep},
     {"escape", l_escape},
-    {"has_long_exponent", l_has_long_exponent},
     {"isatty", crm_l_isatty},
     {"file_mode", crm_l_file_mode},
     {"interrupted", crm_l_interrupted},

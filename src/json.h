@@ -1,22 +1,24 @@
-/* Answer decoding for crm.core: lua-cjson's decoder, then one C walk that marks arrays, drops
- * nulls in objects and refuses numbers beyond a double. */
+/* Answer decoding for crm.core: crm's own decoder (src/jdec.c) with crm.json's array_mt. */
 #ifndef CRM_JSON_H
 #define CRM_JSON_H
 
 #include <stddef.h>
 #include "compat.h"
+#include "jdec.h"
 
 /* The messages crm.http reports (lua/crm/json.lua uses the same ones). */
-#define CRM_NOT_JSON "response body is not valid JSON"
-#define CRM_OUT_OF_RANGE "response body has a number out of range"
+#define CRM_NOT_JSON CRM_JDEC_INVALID
+#define CRM_OUT_OF_RANGE CRM_JDEC_RANGE
 
-/* core.json_setup(decode_function, array_mt, null): crm.json hands over its cjson codec. */
+/* core.json_setup(array_mt): crm.json hands over the metatable of decoded arrays. */
 int crm_l_json_setup(lua_State *L);
 /* Pushes crm.json's array_mt (nil before json_setup). */
 void crm_push_array_mt(lua_State *L);
-/* core.decode(text [, keep_nulls]) -> value | nil, message */
+/* core.decode(text [, keep_nulls]) -> value | nil, message, position */
 int crm_l_decode(lua_State *L);
-/* Pushes the decoded value and returns 1, or pushes nil and the message and returns 2. */
+/* Pushes the decoded value and returns 1, or pushes nil and the message and returns 2 (with
+ * the 1-based byte offset at fault in *pos, when pos is not NULL). s[n] must be a NUL. */
+int crm_decode_push_at(lua_State *L, const char *s, size_t n, int keep_nulls, size_t *pos);
 int crm_decode_push(lua_State *L, const char *s, size_t n, int keep_nulls);
 
 #endif

@@ -24,40 +24,8 @@ size_t crm_escape(const char *s, size_t n, char *out);
 int crm_has_ctl(const char *s, size_t n);
 /* 1 when s[0..n) has a byte >= 0x80 (header values must be ASCII). */
 int crm_has_non_ascii(const char *s, size_t n);
-/* 1 when s[0..n) has a digit followed by an exponent of 3 or more digits (1e400, 2E+308): a
- * number that may not fit a double. Text that only looks like one (inside a string) gives 1
- * too; the caller then checks the decoded value. */
-int crm_has_long_exponent(const char *s, size_t n);
 
 #endif
-
-/* ---- JSON answers: what lua-cjson cannot tell us ----
- * lua-cjson 2.1.0 decodes [] and {} to the same empty table. The scan reads the text once,
- * outside strings, and says which rewrite lets the decoded value show every array:
- *   CRM_JSON_PLAIN  no empty array: decode the text as it is, then mark every table with [1];
- *   CRM_JSON_FILL   every empty array is written [true] (no array of the text starts with true,
- *                   so a one-element [true] after decoding is always a placeholder);
- *   CRM_JSON_TAG    some array starts with true: every array gets a first element (false, or
- *                   true for an empty one) that the walk drops again. */
-enum { CRM_JSON_PLAIN = 0, CRM_JSON_FILL = 1, CRM_JSON_TAG = 2 };
-
-typedef struct {
-    int mode;         /* CRM_JSON_* */
-    size_t arrays;    /* '[' outside strings */
-    size_t empties;   /* of those, empty ones */
-    int has_null;     /* `null` outside strings */
-    int long_exp;     /* a number that may not fit a double: a 3-digit exponent (1e400, 1.e400) or 200 digits */
-} crm_json_info;
-
-/* Fills *info for s[0..n). Malformed text (an unclosed string) is scanned as far as it goes;
- * the decoder then reports it. */
-void crm_json_scan(const char *s, size_t n, crm_json_info *info);
-
-/* The bytes crm_json_rewrite writes at most for s of n bytes with *info. */
-size_t crm_json_rewrite_size(size_t n, const crm_json_info *info);
-
-/* Writes s rewritten for info->mode into out (crm_json_rewrite_size bytes); returns the length. */
-size_t crm_json_rewrite(const char *s, size_t n, const crm_json_info *info, char *out);
 
 /* 1 when s[0..n) is well-formed UTF-8 (no overlong forms, surrogates or code points past
  * U+10FFFF). */

@@ -80,6 +80,8 @@ M.KINDS = {
 -- @tfield[opt] boolean scroll_lost `iter_search_customers`: a scroll continuation reached the
 -- server and its answer was lost, so it was not sent again
 -- @tfield[opt] number written `write_jsonl`: lines written before the failure
+-- @tfield[opt] number position `crm.json.decode`: the 1-based byte offset where the text stops
+-- being JSON (or where the number out of range begins)
 local Error = {}
 -- Error.__index (methods, then attached fields) is set below, with attach.
 

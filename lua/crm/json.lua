@@ -24,7 +24,7 @@ local platform = require "crm.platform"
 
 local type, next, pcall, tostring, tonumber = type, next, pcall, tostring, tonumber
 local setmetatable, getmetatable = setmetatable, getmetatable
-local find, sub, format = string.find, string.sub, string.format
+local find, sub, format, match = string.find, string.sub, string.format, string.match
 local concat = table.concat
 
 local M = {}
@@ -32,11 +32,7 @@ local M = {}
 local codec = cjson.new()
 codec.encode_sparse_array(false)
 codec.encode_invalid_numbers(false)
--- NaN, Infinity and hex numbers in an answer are decode errors, not numbers. The C core's decode
--- (src/json.c, src/jsonplan.c) relies on this: its out-of-range check looks for long exponents
--- and digit runs only, so Infinity or 0x1p2000 must never be read as numbers.
-codec.decode_invalid_numbers(false)
-local cjson_decode, cjson_encode = codec.decode, codec.encode
+local cjson_encode = codec.encode
 
 local marks = require "crm.marks"
 local null = codec.null
@@ -72,14 +68,14 @@ end
 -- decode
 -- -------------------------------------------------------------------------
 
--- Decoding is the C core's (src/json.c): lua-cjson decodes with the codec above, then one C
--- walk marks every array with array_mt, drops JSON null in objects (arrays keep theirs, so no
--- element disappears) and refuses numbers beyond a double. `[]` and `{}`, which lua-cjson makes
--- into the same empty table, are told apart by a scan of the text first (src/wire.c).
+-- Decoding is the C core's own (src/jdec.c), one pass from the text to the value: every array
+-- gets array_mt, JSON null in objects is dropped (arrays keep theirs, so no element
+-- disappears), integers stay integers under Lua 5.4, numbers beyond a double are refused.
+-- lua-cjson only encodes.
 local core = platform.core
-core.json_setup(cjson_decode, array_mt)
+core.json_setup(array_mt)
 
--- pieces: a reused buffer for swap_empty.
+-- pieces: a reused buffer for swap_marks.
 local pieces = {}
 
 local NOT_JSON = "response body is not valid JSON"
@@ -94,28 +90,49 @@ M.decode_text = core.decode
 -- -------------------------------------------------------------------------
 
 -- cjson writes numbers with 14 significant digits. A fraction is rounded at the 14th digit
--- (0.1 + 0.2 goes out as 0.3), which changes no amount anyone means; an integer past 10^14
--- would be sent as another integer, so it is refused.
+-- (0.1 + 0.2 goes out as 0.3), which changes no amount anyone means; an integer whose digits
+-- do not fit in 14 would be sent as another integer, so it is refused (under LuaJIT every
+-- number is a double, and the APIs' own JSON readers may read numbers as doubles too: a
+-- 17-digit id cannot travel as a number either way).
 local function exact_number(x)
   return x ~= x or x % 1 ~= 0 or tonumber(format("%.14g", x)) == x
+end
+
+-- What cjson writes with an exponent: an integer of 10^14 or more (1e+14). It travels through
+-- cjson as a marker string with its digits and is written back with all of them.
+local math_type = math.type
+local function long_integer(x)
+  return x % 1 == 0 and (x >= 1e14 or x <= -1e14) and x > -2 ^ 63 and x < 2 ^ 63
+end
+local function digits(x)
+  if math_type and math_type(x) == "integer" then return format("%d", x) end
+  return format("%.0f", x)
 end
 
 -- An empty array travels through cjson as this string and is swapped for [] afterwards. cjson
 -- writes its NULs as \u0000, so the swap looks for that form.
 local EMPTY = "\0crm:empty-array\0"
-local EMPTY_JSON = '"\\u0000crm:empty-array\\u0000"'
+local INT = "\0crm:int" -- then the digits, then a NUL
+local MARK_JSON = '"\\u0000crm:'
 
--- s with every EMPTY_JSON written as []: plain finds (memchr speed), the pieces table reused.
-local function swap_empty(s)
+-- s with every marker written as what it stands for: plain finds (memchr speed), the pieces
+-- table reused.
+local function swap_marks(s)
   local n, last = 0, 1
-  local len = #EMPTY_JSON
   while true do
-    local i = find(s, EMPTY_JSON, last, true)
+    local i = find(s, MARK_JSON, last, true)
     if not i then break end
+    local _, e, body = find(s, '^([%w%-]+)\\u0000"', i + #MARK_JSON)
+    local with = body == "empty-array" and "[]" or body and match(body, "^int(%-?%d+)$")
     pieces[n + 1] = sub(s, last, i - 1)
-    pieces[n + 2] = "[]"
+    if with then
+      pieces[n + 2] = with
+      last = e + 1
+    else -- never one of crm's (prepare refuses strings that hold them)
+      pieces[n + 2] = MARK_JSON
+      last = i + #MARK_JSON
+    end
     n = n + 2
-    last = i + len
   end
   pieces[n + 1] = sub(s, last)
   local out = concat(pieces, "", 1, n + 1)
@@ -134,12 +151,13 @@ local function prepare(v, seen, depth)
   local tv = type(v)
   if tv == "number" then
     if not exact_number(v) then return nil, nil, v end
+    if long_integer(v) then return INT .. digits(v) .. "\0", true end
     return v, false
   end
   if tv == "string" then
-    -- The swap after cjson looks for the marker's JSON form; a string that holds it would be
+    -- The swap after cjson looks for the markers' JSON form; a string that holds one would be
     -- cut there and written as broken JSON.
-    if find(v, EMPTY, 1, true) then return nil, nil, v end
+    if find(v, EMPTY, 1, true) or find(v, INT, 1, true) then return nil, nil, v end
     return v, false
   end
   if tv ~= "table" then return v, false end
@@ -177,14 +195,16 @@ function M.encode_text(v)
   end
   if bad ~= nil then
     if type(bad) == "string" then
-      return nil, "a string holding crm's internal marker (NUL crm:empty-array NUL) cannot be sent"
+      return nil, "a string holding crm's internal marker (NUL crm:empty-array NUL or NUL crm:int)"
+        .. " cannot be sent"
     end
-    return nil, "the number " .. format("%.17g", bad) .. " cannot be sent exactly (JSON"
+    local shown = math_type and math_type(bad) == "integer" and format("%d", bad) or format("%.17g", bad)
+    return nil, "the number " .. shown .. " cannot be sent exactly (JSON"
       .. " numbers go out with 14 significant digits); round it, or send it as text"
   end
   local ok, s = pcall(cjson_encode, marked)
   if not ok then return nil, tostring(s) end
-  if changed then s = swap_empty(s) end
+  if changed then s = swap_marks(s) end
   return s
 end
 
@@ -198,17 +218,23 @@ local PUBLIC_MESSAGE = {
 }
 
 --- Decodes JSON text. Every array gets `array_mt`, so `encode` writes an empty one back as `[]`.
--- JSON null becomes `nil` in objects and stays `null` in arrays (no element disappears);
--- NaN, Infinity, hex numbers and numbers beyond a double are errors.
+-- JSON null becomes `nil` in objects and stays `null` in arrays (no element disappears).
+-- Under Lua 5.4 a number without fraction or exponent that fits 64 bits is an integer; every
+-- other number (and every number under LuaJIT) is the nearest double. NaN, Infinity, hex
+-- numbers, numbers beyond a double and bytes after the value are errors; the error's
+-- `position` is the 1-based byte offset where the text goes wrong.
 -- @tparam string s the JSON text
 -- @tparam[opt] table opts
 -- @tparam[opt=false] boolean opts.keep_nulls keep JSON null as `null` in objects too
 -- @treturn[1] any the value
 -- @return[2] `nil`
--- @treturn[2] crm.error.Error `decode`: "the text is not valid JSON" or a number out of range
+-- @treturn[2] crm.error.Error `decode`: "the text is not valid JSON" or a number out of range,
+-- with `position`
 function M.decode(s, opts)
-  local v, msg = M.decode_text(s, opts ~= nil and opts.keep_nulls)
-  if msg then return nil, errors.new("decode", PUBLIC_MESSAGE[msg] or msg) end
+  local v, msg, position = M.decode_text(s, opts ~= nil and opts.keep_nulls)
+  if msg then
+    return nil, errors.new("decode", PUBLIC_MESSAGE[msg] or msg, position and { position = position })
+  end
   return v
 end
 

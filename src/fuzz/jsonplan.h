@@ -1,8 +1,8 @@
-/* The structure of a JSON text, read once without decoding it: where its arrays, objects and
- * null members are. lua-cjson 2.1.0 decodes [] and {} to the same empty table and keeps null
- * members as a light userdata; with this plan, src/json.c finds exactly the tables to mark as
- * arrays and the members to drop, by key and index, without walking every field. Pure C, no
- * Lua: fuzzed by src/fuzz/. */
+/* The fuzzers' reference for JSON structure (not part of the C core since src/jdec.c decodes
+ * answers in one pass). It was crm's two-pass decoding: lua-cjson 2.1.0 decodes [] and {} to
+ * the same empty table, and this plan (where the arrays, objects and null members of a text
+ * are) or the scan and rewrite below told them apart. fuzz_wire.c checks it against itself;
+ * fuzz_jdec.c uses its plan to check the decoder's array marks. Pure C, no Lua. */
 #ifndef CRM_JSONPLAN_H
 #define CRM_JSONPLAN_H
 
@@ -48,5 +48,33 @@ size_t crm_json_exponent(const char *s, size_t n, size_t i, int *long_num);
 
 /* Frees what crm_plan_scan allocated. */
 void crm_plan_free(crm_plan *p);
+
+/* ---- JSON answers: what lua-cjson cannot tell us ----
+ * lua-cjson 2.1.0 decodes [] and {} to the same empty table. The scan reads the text once,
+ * outside strings, and says which rewrite lets the decoded value show every array:
+ *   CRM_JSON_PLAIN  no empty array: decode the text as it is, then mark every table with [1];
+ *   CRM_JSON_FILL   every empty array is written [true] (no array of the text starts with true,
+ *                   so a one-element [true] after decoding is always a placeholder);
+ *   CRM_JSON_TAG    some array starts with true: every array gets a first element (false, or
+ *                   true for an empty one) that the walk drops again. */
+enum { CRM_JSON_PLAIN = 0, CRM_JSON_FILL = 1, CRM_JSON_TAG = 2 };
+
+typedef struct {
+    int mode;         /* CRM_JSON_* */
+    size_t arrays;    /* '[' outside strings */
+    size_t empties;   /* of those, empty ones */
+    int has_null;     /* `null` outside strings */
+    int long_exp;     /* a number that may not fit a double: a 3-digit exponent (1e400, 1.e400) or 200 digits */
+} crm_json_info;
+
+/* Fills *info for s[0..n). Malformed text (an unclosed string) is scanned as far as it goes;
+ * the decoder then reports it. */
+void crm_json_scan(const char *s, size_t n, crm_json_info *info);
+
+/* The bytes crm_json_rewrite writes at most for s of n bytes with *info. */
+size_t crm_json_rewrite_size(size_t n, const crm_json_info *info);
+
+/* Writes s rewritten for info->mode into out (crm_json_rewrite_size bytes); returns the length. */
+size_t crm_json_rewrite(const char *s, size_t n, const crm_json_info *info, char *out);
 
 #endif

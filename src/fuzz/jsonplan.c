@@ -65,6 +65,18 @@ size_t crm_json_exponent(const char *s, size_t n, size_t i, int *long_num)
     return j;
 }
 
+/* s[i] is a digit outside a string: the index past its run of digits; *long_num is set when the
+ * run has PLAN_LONG_DIGITS digits or more. */
+static size_t digit_run(const char *s, size_t n, size_t i, int *long_num)
+{
+    size_t j = i + 1;
+    while (j < n && s[j] >= '0' && s[j] <= '9')
+        j++;
+    if (j - i >= PLAN_LONG_DIGITS)
+        *long_num = 1;
+    return j;
+}
+
 static crm_plan_event *add_event(crm_plan *p)
 {
     if (p->n == p->cap) {
@@ -223,12 +235,7 @@ int crm_plan_scan(const char *s, size_t n, crm_plan *p)
         default:
             if (c >= '0' && c <= '9') {
                 value_begins(top);
-                size_t j = i + 1;
-                while (j < n && s[j] >= '0' && s[j] <= '9')
-                    j++;
-                if (j - i >= PLAN_LONG_DIGITS)
-                    p->long_num = 1;
-                i = j;
+                i = digit_run(s, n, i, &p->long_num);
                 continue;
             }
             if (c == '-' || c == 't' || c == 'f')
@@ -296,3 +303,127 @@ int crm_plan_flat(const char *s, size_t n)
     }
     return 1;
 }
+
+/* ---- the scan and rewrite crm decoded with before src/jdec.c (they were in src/wire.c):
+ * kept as the fuzzer's reference for the plan ---- */
+
+static int json_ws(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* Index just past the string that opens at s[i] ('"'), or n when it never closes (the plan's
+ * own skip, src/jsonplan.c). */
+static size_t json_skip_string(const char *s, size_t n, size_t i)
+{
+    return crm_json_skip_string(s, n, i, NULL);
+}
+
+/* After the '[' at s[i]: the index of the first byte that is not white space. */
+static size_t json_after_ws(const char *s, size_t n, size_t i)
+{
+    for (i++; i < n && json_ws((unsigned char)s[i]); i++)
+        ;
+    return i;
+}
+
+/* Bytes the scan stops at outside strings: '"', '[', 'n' (null), 'e' and 'E' (exponents), and
+ * digits (a long run of them is a number that may not fit a double either). */
+static const unsigned char json_stop[256] = {
+    ['"'] = 1, ['['] = 1, ['n'] = 1, ['e'] = 1, ['E'] = 1,
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1,
+    ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
+};
+
+/* Bytes a string ends or escapes at. */
+static const unsigned char json_quote[256] = {
+    ['"'] = 1, ['\\'] = 1,
+};
+
+void crm_json_scan(const char *s, size_t n, crm_json_info *info)
+{
+    memset(info, 0, sizeof *info);
+    const unsigned char *p = (const unsigned char *)s;
+    int true_first = 0;
+    size_t i = 0;
+    while (i < n) {
+        while (i < n && !json_stop[p[i]])
+            i++;
+        if (i >= n)
+            break;
+        unsigned char c = p[i];
+        if (c == '"') {
+            i++;
+            while (i < n) {
+                while (i < n && !json_quote[p[i]])
+                    i++;
+                if (i >= n || p[i] == '"')
+                    break;
+                i += 2; /* a backslash and the byte it escapes */
+            }
+            i++;
+        } else if (c == '[') {
+            info->arrays++;
+            size_t j = json_after_ws(s, n, i);
+            if (j < n && s[j] == ']')
+                info->empties++;
+            else if (n - j >= 4 && memcmp(s + j, "true", 4) == 0)
+                true_first = 1;
+            i++;
+        } else if (c >= '0' && c <= '9') {
+            i = digit_run(s, n, i, &info->long_exp);
+        } else if (c == 'n') {
+            if (n - i >= 4 && memcmp(s + i, "null", 4) == 0)
+                info->has_null = 1;
+            i++;
+        } else {
+            i = crm_json_exponent(s, n, i, &info->long_exp); /* e or E outside a string */
+        }
+    }
+    if (info->empties == 0)
+        info->mode = CRM_JSON_PLAIN;
+    else
+        info->mode = true_first ? CRM_JSON_TAG : CRM_JSON_FILL;
+}
+
+size_t crm_json_rewrite_size(size_t n, const crm_json_info *info)
+{
+    /* "[ ]" -> "[true]" adds at most 4 bytes (whitespace is dropped); "[" -> "[false," adds 6. */
+    return n + 4 * info->empties + 6 * (info->arrays - info->empties) + 1;
+}
+
+size_t crm_json_rewrite(const char *s, size_t n, const crm_json_info *info, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        char c = s[i];
+        if (c == '"') {
+            size_t j = json_skip_string(s, n, i);
+            memcpy(out + o, s + i, j - i);
+            o += j - i;
+            i = j;
+            continue;
+        }
+        if (c != '[' || info->mode == CRM_JSON_PLAIN) {
+            out[o++] = c;
+            i++;
+            continue;
+        }
+        size_t j = json_after_ws(s, n, i);
+        if (j < n && s[j] == ']') {
+            memcpy(out + o, "[true]", 6);
+            o += 6;
+            i = j + 1;
+        } else if (info->mode == CRM_JSON_TAG) {
+            memcpy(out + o, "[false,", 7);
+            o += 7;
+            i++;
+        } else {
+            out[o++] = '[';
+            i++;
+        }
+    }
+    out[o] = '\0';
+    return o;
+}
+
