@@ -428,6 +428,9 @@ function M.handle(method, path)
       return err(400, "Toast-Restaurant-External-ID header is required", "Toast-Restaurant-External-ID")
     end
     ctx.rid = rid:match("^%s*(.-)%s*$"):lower()
+    -- With seeded restaurants (toast_restaurants > 0), only those are connected.
+    local orders = require("sim.toast_orders")
+    if not orders.restaurant_index(ctx.rid) then return orders.refuse_restaurant() end
   end
   return handler(ctx)
 end
