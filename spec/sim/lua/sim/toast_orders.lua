@@ -53,7 +53,8 @@
 --   GET /__sim/toast/restaurants    {restaurants = [{guid, orders, per_day}], days}: the seeded
 --                                   restaurants and how many orders each has
 --   GET /__sim/toast/orders_truth[?startDate=&endDate=&restaurant=]   the raw orders of the
---       range (all of them by default; of that seeded restaurant) exactly as ordersBulk serves them, plus what the generator knows: guests
+--       range (all of them by default; of that seeded restaurant) exactly as ordersBulk serves
+--       them, plus what the generator knows: guests
 --       [{id, key, firstName, lastName, email, phone, dine_in_only}] (key = the canonical email,
 --       else the E.164 phone), check_guests {checkGuid = guest id}, diningOptions, employees,
 --       menuItems [{guid, name, price}], first_day and end_day (yyyy-MM-dd).
@@ -559,7 +560,8 @@ function M.observe(method, path)
   local rid = ngx.req.get_headers()["toast-restaurant-external-id"]
   if type(rid) == "table" then rid = rid[1] end
   common.list_push(common.state(), CALLS, common.encode({
-    t = common.now(), restaurant = type(rid) == "string" and rid:lower() or null, startDate = s(a.startDate), endDate = s(a.endDate),
+    t = common.now(), restaurant = type(rid) == "string" and rid:lower() or null,
+    startDate = s(a.startDate), endDate = s(a.endDate),
     businessDate = s(a.businessDate), page = tonumber(a.page) or null,
     pageSize = tonumber(a.pageSize) or null,
   }))
@@ -587,12 +589,12 @@ local function truth()
     finish = common.parse_iso8601(args.endDate)
     if not finish then return common.send_json(400, { error = "endDate must be ISO-8601" }) end
   end
-  local k = 0
+  local which = 0
   if type(args.restaurant) == "string" and args.restaurant ~= "" then
-    k = M.restaurant_index(args.restaurant)
-    if not k then return common.send_json(404, { error = "no such seeded restaurant" }) end
+    which = M.restaurant_index(args.restaurant)
+    if not which then return common.send_json(404, { error = "no such seeded restaurant" }) end
   end
-  local recs = orders_between(ds, start, finish, k)
+  local recs = orders_between(ds, start, finish, which)
   local jsons, check_guests = {}, {}
   for i, rec in ipairs(recs) do
     jsons[i] = rec.json
