@@ -183,4 +183,16 @@ function H.manual_clock(start)
   return c
 end
 
+-- The token bucket's bound on arrival times (the simulator's /__sim/times): any span of L
+-- seconds holds at most rate * L + burst of them, with one of slack for the loopback's jitter.
+function H.assert_rate_bound(times, rate, burst)
+  table.sort(times)
+  for i = 1, #times do
+    for j = i, #times do
+      local span = times[j] - times[i]
+      assert(j - i + 1 <= rate * span + burst + 1, ("%d requests in %.3f s"):format(j - i + 1, span))
+    end
+  end
+end
+
 return H

@@ -295,6 +295,20 @@ function M.backfill(self, guids, opts)
     or validate.number(opts.concurrency, "concurrency", { min = 1, max = 1024, integer = true })
     or validate.enum(opts.spacing_scope, "spacing_scope", { "restaurant", "partner" })
   if e then return nil, e end
+  -- What each restaurant's backfill_orders would refuse, refused here before anything is sent.
+  local orders_mod = require "crm.toast.orders"
+  e = validate.number(opts.weeks, "weeks", { gt = 0, max = 520 })
+    or validate.number(opts.spacing, "spacing", { min = 0, max = 3600 })
+    or validate.boolean(opts.allow_fast, "allow_fast")
+    or validate.number(opts.window_days, "window_days", { gt = 0, max = orders_mod.MAX_WINDOW_DAYS })
+    or validate.number(opts.page_size, "page_size", { min = 1, max = orders_mod.MAX_PAGE_SIZE, integer = true })
+    or (opts.now ~= nil and type(opts.now) ~= "number" and type(opts.now) ~= "string"
+        and fail("now", "must be epoch seconds or an ISO-8601 date-time"))
+  if e then return nil, e end
+  if opts.spacing ~= nil and opts.spacing < orders_mod.MIN_SPACING and opts.allow_fast ~= true then
+    return nil, fail("spacing", "must be at least " .. orders_mod.MIN_SPACING .. " seconds (Toast asks for"
+      .. " 5-10 s between ordersBulk calls); pass allow_fast = true to go faster, e.g. against a simulator")
+  end
   if opts.on_progress ~= nil and type(opts.on_progress) ~= "function" then
     return nil, fail("on_progress", "must be a function")
   end
@@ -318,7 +332,6 @@ function M.backfill(self, guids, opts)
   -- One end for the whole run, so every restaurant covers the same weeks.
   local now = opts.now
   if now == nil then now = math.floor(os.time()) end
-  local orders_mod = require "crm.toast.orders"
   local guests = orders_mod.guests
   local days = opts.window_days or orders_mod.DEFAULT_WINDOW_DAYS
 

@@ -36,7 +36,9 @@ end
 -- client's own rate is taken by the engine itself, so it stays one budget for all).
 local function view_engine(engine, guid, cap)
   local wrapped = {}
-  local e = { handle = cap and false or nil }
+  local e = {}
+  -- No straight-to-the-C-core reads for a capped view: every request goes through call/send.
+  if cap then e.handle = false end
   function e.call(_, req)
     if cap then cap:take() end
     return tag(guid, engine:call(req))
