@@ -326,7 +326,7 @@ print(res and "finished" or "failed")
 ]]):format(H.base_url, H.restaurant, H.client_id, H.client_secret, guids[1], guids[2], guids[3], guids[4],
       dir, NOW))
     f:close()
-    local p = assert(io.popen("sh -c 'echo $$; exec " .. (os.getenv("CRM_SPEC_LUA") or "lua5.4") .. " "
+    local p = assert(io.popen("sh -c 'echo $$; exec " .. H.lua .. " "
       .. script .. "' 2>&1"))
     local pid = assert(tonumber(p:read("*l")))
     -- Kill it once a few windows are in (a checkpoint file per restaurant that has one).
@@ -473,5 +473,54 @@ describe("the simulator's restaurants", function()
     local a = H.control("GET", "/__sim/toast/orders_truth?restaurant=" .. list[1].guid).orders[1].guid
     local b = H.control("GET", "/__sim/toast/orders_truth?restaurant=" .. list[2].guid).orders[1].guid
     assert.are_not.equal(a, b)
+  end)
+end)
+
+-- bin/crm in a subprocess: {code, out (lines decoded), err}.
+local function cli(args, env)
+  local out, err = os.tmpname(), os.tmpname()
+  local status = io.popen(("%s CRM_SIM_PORT=%d XDG_STATE_HOME=%s %s bin/crm %s >%s 2>%s </dev/null; echo $?")
+    :format(env or "", H.port, tmpdir(), H.lua, args, out, err)):read("*a")
+  local r = { code = tonumber(status:match("%d+")), out = {}, err = H.slurp(err) }
+  for l in H.slurp(out):gmatch("[^\n]+") do r.out[#r.out + 1] = require("crm").json.decode(l) end
+  os.remove(out)
+  os.remove(err)
+  return r
+end
+
+describe("the command line with many restaurants", function()
+  it("crm sim start --restaurants N seeds them; start and status print their GUIDs and order counts", function()
+    local port = H.port + 48
+    local r = cli(("sim start --port %d --restaurants 3"):format(port))
+    assert.equal(0, r.code, r.err)
+    assert.equal(3, #r.out[1].restaurants)
+    assert.equal(H.restaurant, r.out[1].restaurants[1].guid)
+    assert.equal(84 * 7, r.out[1].restaurants[2].orders) -- twelve weeks of 7 a day
+    r = cli(("sim status --port %d"):format(port))
+    assert.equal(0, r.code, r.err)
+    assert.equal(3, #r.out[1].restaurants)
+    assert.equal(0, cli(("sim stop --port %d"):format(port)).code)
+  end)
+
+  it("guests backfill --restaurant (repeated), --restaurants FILE: profiles per restaurant, failures named", function()
+    local list = seed(3, { toast_orders_end_date = "" }) -- the CLI reads back from today
+    local r = cli("--sim toast guests backfill --weeks 4 --spacing 0.05 --restaurant " .. list[2].guid
+      .. " --restaurant " .. list[3].guid)
+    assert.equal(0, r.code, r.err)
+    local seen = {}
+    for _, p in ipairs(r.out) do seen[p.restaurant_guid] = (seen[p.restaurant_guid] or 0) + 1 end
+    assert.is_true(seen[list[2].guid] > 0)
+    assert.is_true(seen[list[3].guid] > 0)
+    local file = os.tmpname()
+    local f = assert(io.open(file, "w"))
+    f:write("# the partner's restaurants\n", list[1].guid, "\n\n", UNKNOWN, "\n")
+    f:close()
+    r = cli("--sim toast guests backfill --weeks 4 --spacing 0.05 --restaurants " .. file)
+    os.remove(file)
+    assert.are_not.equal(0, r.code)
+    assert.truthy(r.err:find("restaurant " .. UNKNOWN, 1, true), r.err)
+    assert.truthy(r.err:find("1 failed", 1, true), r.err)
+    for _, p in ipairs(r.out) do assert.equal(list[1].guid, p.restaurant_guid) end
+    assert.is_true(#r.out > 0)
   end)
 end)

@@ -167,6 +167,7 @@ end
 local KEYS = {
   weeks = true, now = true, spacing = true, allow_fast = true, window_days = true, page_size = true,
   spacing_scope = true, concurrency = true, sink = true, dir = true, rate = true, on_progress = true,
+  stop = true,
 }
 -- Passed through to each restaurant's backfill_orders.
 local PASS = { "weeks", "spacing", "allow_fast", "window_days", "page_size" }
@@ -229,14 +230,16 @@ end
 -- @tfield number done restaurants whose backfill finished
 -- @tfield number failed restaurants that failed (reported, skipped)
 -- @tfield number not_started restaurants not started after a failure that stops everyone (the
--- login refused, the sink failing, the client closed)
+-- login refused, the sink failing, the client closed) or after `stop`
+-- @tfield number stopped restaurants stopped part-way by `stop` (their checkpoints resume them)
 -- @tfield number orders orders written in this run
 -- @tfield number calls ordersBulk calls made in this run
 
 --- One restaurant's outcome (in `FleetResult.restaurants`, and in progress as it goes).
 -- @table RestaurantResult
 -- @tfield string restaurant_guid
--- @tfield string status `"pending"`, `"running"`, `"done"`, `"failed"` or `"not_started"`
+-- @tfield string status `"pending"`, `"running"`, `"done"`, `"failed"`, `"stopped"` or
+-- `"not_started"`
 -- @tfield number orders orders written in this run
 -- @tfield number windows_done windows finished (resumes included)
 -- @tfield number windows windows of its whole backfill (resumes included; known once started)
@@ -247,7 +250,7 @@ end
 --- What `on_progress` of `backfill_restaurants` receives after each restaurant's window, and
 -- when a restaurant starts, finishes or fails.
 -- @table FleetProgress
--- @tfield string event `"start"`, `"window"`, `"done"` or `"failed"`
+-- @tfield string event `"start"`, `"window"`, `"done"`, `"failed"` or `"stopped"`
 -- @tfield RestaurantResult restaurant that restaurant, so far
 -- @tfield number restaurants how many restaurants the run has
 -- @tfield number done finished so far
@@ -278,7 +281,10 @@ end
 -- @tparam[opt="restaurant"] string opts.spacing_scope `"restaurant"` or `"partner"`
 -- @tparam[opt] table opts.rate a cap per restaurant `{per_second, burst}` (the client's own
 -- `rate` is the budget across all of them)
--- @tparam[opt] function opts.on_progress `function(info)` with a `FleetProgress`
+-- @tparam[opt] function opts.on_progress `function(info)` with a `FleetProgress` (an error it
+-- raises is dropped)
+-- @tparam[opt] function opts.stop `function() -> true` to stop (Ctrl-C, say): asked before each
+-- restaurant starts and after each window; restaurants stop after their current window
 -- @tparam[opt] number opts.weeks as for `backfill_orders`, and so are `now`, `spacing`,
 -- `allow_fast`, `window_days` and `page_size`
 -- @treturn[1] FleetResult `{restaurants, done, failed, not_started, orders, calls}`
@@ -309,9 +315,10 @@ function M.backfill(self, guids, opts)
     return nil, fail("spacing", "must be at least " .. orders_mod.MIN_SPACING .. " seconds (Toast asks for"
       .. " 5-10 s between ordersBulk calls); pass allow_fast = true to go faster, e.g. against a simulator")
   end
-  if opts.on_progress ~= nil and type(opts.on_progress) ~= "function" then
-    return nil, fail("on_progress", "must be a function")
+  for _, k in ipairs { "on_progress", "stop" } do
+    if opts[k] ~= nil and type(opts[k]) ~= "function" then return nil, fail(k, "must be a function") end
   end
+  local function stop_asked() return opts.stop ~= nil and opts.stop() == true end
   if opts.sink ~= nil and opts.dir ~= nil then return nil, fail("sink", "cannot be combined with dir") end
   local sink = opts.sink
   if sink == nil then
@@ -362,7 +369,7 @@ function M.backfill(self, guids, opts)
 
   local function one(i)
     local st, view, guid = states[i], views[i], list[i]
-    if stopping or self._closed then
+    if stopping or self._closed or stop_asked() then
       st.status = "not_started"
       return true
     end
@@ -385,7 +392,7 @@ function M.backfill(self, guids, opts)
     run.windows = run.windows + st.windows
     run.windows_done = run.windows_done + st.windows_done
     report("start", st)
-    local werr
+    local werr, stopped
     o.on_window = function(orders, info)
       local ok, err = call(sink, "write_orders", guid, orders, {
         restaurant_guid = guid, window = info.window, windows = info.windows,
@@ -405,8 +412,17 @@ function M.backfill(self, guids, opts)
       st.orders, st.calls = st.orders + info.orders, info.calls
       run.windows_done, run.orders = run.windows_done + 1, run.orders + info.orders
       report("window", st)
+      if stop_asked() then
+        stopped = true
+        error("stopped", 0)
+      end
     end
     local res, err = view:backfill_orders(o)
+    if not res and stopped then
+      st.status = "stopped"
+      report("stopped", st)
+      return true
+    end
     if not res then return failed(st, werr or err) end
     st.status, st.calls, st.checkpoint = "done", res.calls, res.checkpoint
     run.done = run.done + 1
@@ -425,10 +441,12 @@ function M.backfill(self, guids, opts)
     local _, berr = self:batch(fns, { concurrency = concurrency })
     if berr then return nil, berr end
   end
-  local out = { restaurants = states, done = run.done, failed = run.failed, not_started = 0,
+  local out = { restaurants = states, done = run.done, failed = run.failed, not_started = 0, stopped = 0,
                 orders = run.orders, calls = 0 }
   for _, st in ipairs(states) do
-    if st.status == "not_started" or st.status == "pending" or st.status == "running" then
+    if st.status == "stopped" then
+      out.stopped = out.stopped + 1
+    elseif st.status == "not_started" or st.status == "pending" or st.status == "running" then
       st.status = "not_started"
       out.not_started = out.not_started + 1
     end
