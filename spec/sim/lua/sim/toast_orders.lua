@@ -403,14 +403,14 @@ local function dataset()
   return cache
 end
 
--- Restaurant k's days (k = 0: the one data set). At most a few restaurants' days are kept, so a
--- hundred seeded restaurants do not fill the worker's memory.
+-- Restaurant k's days (k = 0: the one data set). At most 128 restaurants' days are kept, so a
+-- thousand seeded restaurants do not fill the worker's memory.
 local function day_orders(ds, day, k)
   k = k or 0
   if day < ds.first_day or day >= ds.end_day then return {} end
   local days = ds.days[k]
   if not days then
-    if ds.cached >= 8 then ds.days, ds.cached = {}, 0 end
+    if ds.cached >= 128 then ds.days, ds.cached = {}, 0 end
     days = {}
     ds.days[k], ds.cached = days, ds.cached + 1
   end
