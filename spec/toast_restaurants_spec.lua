@@ -523,4 +523,44 @@ describe("the command line with many restaurants", function()
     for _, p in ipairs(r.out) do assert.equal(list[1].guid, p.restaurant_guid) end
     assert.is_true(#r.out > 0)
   end)
+
+  it("Ctrl-C stops a backfill of several restaurants (exit 130, no profiles); the same command resumes", function()
+    local list = seed(3, { toast_orders_end_date = "" })
+    local dir = tmpdir()
+    local args = ("--sim toast guests backfill --weeks 8 --window-days 7 --spacing 0.3 --checkpoint %s"
+      .. " --restaurant %s --restaurant %s --restaurant %s"):format(dir, list[1].guid, list[2].guid, list[3].guid)
+    local out, err, rc = os.tmpname(), os.tmpname(), os.tmpname()
+    os.remove(rc)
+    local p = assert(io.popen(("sh -c 'echo $$; CRM_SIM_PORT=%d XDG_STATE_HOME=%s exec %s bin/crm %s >%s 2>%s'"
+      .. "; echo $? >%s"):format(H.port, dir, H.lua, args, out, err, rc)))
+    local pid = assert(tonumber(p:read("*l")))
+    for _ = 1, 200 do
+      local f = io.open(dir .. "/" .. list[1].guid .. ".checkpoint.json")
+      if f then
+        f:close()
+        break
+      end
+      core.sleep(0.05)
+    end
+    assert(os.execute("kill -INT " .. pid))
+    p:read("*a")
+    p:close()
+    assert.equal("130", H.slurp(rc):match("%d+"))
+    local e = H.slurp(err)
+    assert.truthy(e:find("backfill interrupted", 1, true), e)
+    assert.truthy(e:find("resume with: crm --sim toast guests backfill --checkpoint", 1, true), e)
+    assert.equal("", H.slurp(out))
+    for _, f in ipairs { out, err, rc } do os.remove(f) end
+    local resumed = cli((args:gsub("%-%-spacing 0%.3", "--spacing 0.05")))
+    assert.equal(0, resumed.code, resumed.err)
+    local fresh = cli((args:gsub(dir, tmpdir()):gsub("%-%-spacing 0%.3", "--spacing 0.05")))
+    assert.equal(0, fresh.code, fresh.err)
+    assert.is_true(#fresh.out > 0)
+    assert.equal(#fresh.out, #resumed.out)
+    for i, want in ipairs(fresh.out) do
+      assert.equal(want.restaurant_guid, resumed.out[i].restaurant_guid)
+      assert.equal(want.key, resumed.out[i].key)
+      assert.equal(want.order_count, resumed.out[i].order_count)
+    end
+  end)
 end)

@@ -3,6 +3,7 @@ local crm = require "crm"
 local output = require "crm.cli.output"
 local input = require "crm.cli.input"
 local errors = require "crm.error"
+local inspect = require "crm.cli.inspect"
 
 local M = {}
 
@@ -352,8 +353,12 @@ local function restaurants_backfill(ctx, toast, guids)
   })
   if not res then return ctx:fail(err) end
   local failures, profiles = {}, 0
+  local interrupted = ctx.interrupted()
   for _, r in ipairs(res.restaurants) do
-    if r.status == "done" then
+    -- Requests refused after Ctrl-C stopped that restaurant; it was not its failure.
+    if r.status == "failed" and interrupted and inspect.is_stopped(r.err) then r.status = "stopped" end
+    -- Interrupted, nothing is printed: the resumed run prints every restaurant's profiles.
+    if r.status == "done" and not interrupted then
       local n, werr = write_profiles(toast, sink, r.restaurant_guid)
       if not n then
         r.status, r.err = "failed", werr
@@ -368,8 +373,9 @@ local function restaurants_backfill(ctx, toast, guids)
   end
   output.flush()
   local unfinished = #res.restaurants - res.done
-  bar:finish(("backfill: %d restaurants: %d done, %d failed, %d stopped; %d orders (%d ordersBulk calls)"
-    .. " -> %d guest profiles in %.1fs"):format(#res.restaurants, res.done, #failures,
+  bar:finish(("%s: %d restaurants: %d done, %d failed, %d stopped; %d orders (%d ordersBulk calls)"
+    .. " -> %d guest profiles in %.1fs"):format(interrupted and "backfill interrupted" or "backfill",
+    #res.restaurants, res.done, #failures,
     unfinished - #failures, res.orders, res.calls, profiles, bar:elapsed()))
   if unfinished > 0 then
     local parts = { "crm" }
@@ -384,7 +390,7 @@ local function restaurants_backfill(ctx, toast, guids)
     end
     os.remove(dir)
   end
-  if ctx.interrupted() then return output.EXIT.interrupted end
+  if interrupted then return output.EXIT.interrupted end
   return batch_code(failures)
 end
 
