@@ -59,6 +59,17 @@ local function assert_exactly_once(sink, guid)
   for g in pairs(want) do assert.equal(1, got[g], "order " .. g .. " of " .. guid) end
 end
 
+-- The simulator's arrival times of n reads in one batch of `client`, read i through view_of(i).
+local function arrivals(client, n, view_of)
+  H.config { record_times = true }
+  local ops = {}
+  for i = 1, n do ops[i] = function(c) return view_of(i, c):get_customer(core.guid()) end end
+  client:batch(ops, { concurrency = n })
+  local times = H.control("GET", "/__sim/times").times
+  assert.equal(n, #times)
+  return times
+end
+
 describe("restaurant views", function()
   it("twenty restaurants cost one login; each view's calls carry its own header, mixed in one batch", function()
     local list = seed(20)
@@ -66,7 +77,7 @@ describe("restaurant views", function()
     local ops = {}
     for i, r in ipairs(list) do
       ops[i] = function(c)
-        return c:restaurant(r.guid):create_customer(H.customer { lastName = "R" .. i })
+        return c:use_restaurant(r.guid):create_customer(H.customer { lastName = "R" .. i })
       end
     end
     local results = assert(toast:batch(ops, { concurrency = 20 }))
@@ -78,7 +89,7 @@ describe("restaurant views", function()
       assert.equal(r.guid:lower(), where[results[i].value.guid], "customer of restaurant " .. i)
     end
     -- A view asked for again is the same view; the client keeps its own restaurant.
-    assert.equal(toast:restaurant(list[3].guid), toast:restaurant(list[3].guid))
+    assert.equal(toast:use_restaurant(list[3].guid), toast:use_restaurant(list[3].guid))
     assert.equal(H.restaurant, toast.restaurant_guid)
     toast:close()
   end)
@@ -86,12 +97,12 @@ describe("restaurant views", function()
   it("errors name the restaurant: an HTTP error, a validation error, a pager's error", function()
     local list = seed(2)
     local toast = H.toast()
-    local v = toast:restaurant(UNKNOWN)
+    local v = toast:use_restaurant(UNKNOWN)
     local res, err = v:list_dining_options()
     assert.is_nil(res)
     assert.equal(403, err.status)
     assert.equal(UNKNOWN, err.restaurant_guid)
-    res, err = toast:restaurant(list[2].guid):get_customer("not-a-guid")
+    res, err = toast:use_restaurant(list[2].guid):get_customer("not-a-guid")
     assert.is_nil(res)
     assert.equal("validation", err.kind)
     assert.equal(list[2].guid, err.restaurant_guid)
@@ -101,15 +112,15 @@ describe("restaurant views", function()
     assert.equal(UNKNOWN, perr.restaurant_guid)
     -- A bad GUID is refused before anything is sent.
     local before = H.total()
-    local bad, berr = toast:restaurant("nope")
+    local bad, berr = toast:use_restaurant("nope")
     assert.is_nil(bad)
     assert.equal("restaurant_guid", berr.field)
-    bad, berr = toast:restaurant(list[1].guid, { spacing_scope = "city" })
+    bad, berr = toast:use_restaurant(list[1].guid, { spacing_scope = "city" })
     assert.is_nil(bad)
     assert.equal("spacing_scope", berr.field)
     assert.equal(before, H.total())
     -- The failing restaurant did not cost the others their token: one login in all.
-    assert(toast:restaurant(list[1].guid):list_dining_options())
+    assert(toast:use_restaurant(list[1].guid):list_dining_options())
     assert.equal(1, H.stats().logins)
     toast:close()
   end)
@@ -118,15 +129,7 @@ describe("restaurant views", function()
     local list = seed(20)
     local toast = H.toast { rate = { per_second = 50, burst = 5 } }
     assert(toast:login())
-    H.config { record_times = true }
-    local ops = {}
-    for i = 1, 40 do
-      local g = list[(i - 1) % 20 + 1].guid
-      ops[i] = function(c) return c:restaurant(g):get_customer(core.guid()) end
-    end
-    toast:batch(ops, { concurrency = 40 })
-    local times = H.control("GET", "/__sim/times").times
-    assert.equal(40, #times)
+    local times = arrivals(toast, 40, function(i, c) return c:use_restaurant(list[(i - 1) % 20 + 1].guid) end)
     H.assert_rate_bound(times, 50, 5)
     toast:close()
   end)
@@ -135,34 +138,41 @@ describe("restaurant views", function()
     local list = seed(2)
     local toast = H.toast()
     assert(toast:login())
-    local capped = assert(toast:restaurant(list[1].guid, { rate = { per_second = 10, burst = 1 } }))
-    H.config { record_times = true }
-    local ops = {}
-    for i = 1, 8 do ops[i] = function() return capped:get_customer(core.guid()) end end
-    toast:batch(ops, { concurrency = 8 })
-    local times = H.control("GET", "/__sim/times").times
-    assert.equal(8, #times)
+    local capped = assert(toast:use_restaurant(list[1].guid, { rate = { per_second = 10, burst = 1 } }))
+    local times = arrivals(toast, 8, function() return capped end)
     table.sort(times)
     -- request k arrives no earlier than (k - 1) / 10 s after the first (the loopback's jitter aside)
     for k = 2, #times do
       local at = times[k] - times[1]
       assert.is_true(at >= (k - 1) / 10 - 0.02, ("request %d at %.3f s"):format(k, at))
     end
-    local _, err = toast:restaurant(list[2].guid, { rate = { per_second = 0 } })
+    local _, err = toast:use_restaurant(list[2].guid, { rate = { per_second = 0 } })
     assert.equal("rate.per_second", err.field)
     toast:close()
+  end)
+
+  it("with a store, a restaurant's cap holds across the clients sharing it", function()
+    local list = seed(2)
+    local s = stores.new_local()
+    local a, b = H.toast { store = s }, H.toast { store = s }
+    assert(a:list_dining_options()) -- the token, in the store
+    local cap = { rate = { per_second = 10, burst = 1 } }
+    local va, vb = assert(a:use_restaurant(list[2].guid, cap)), assert(b:use_restaurant(list[2].guid, cap))
+    H.assert_rate_bound(arrivals(a, 10, function(i) return i % 2 == 0 and va or vb end), 10, 1)
+    a:close()
+    b:close()
   end)
 
   it("find_or_create keys its locks and its creates by the view's restaurant", function()
     local list = seed(2)
     local toast = H.toast()
     local c = H.customer()
-    local a, how_a = toast:restaurant(list[1].guid):find_or_create(c)
-    local b, how_b = toast:restaurant(list[2].guid):find_or_create(c)
+    local a, how_a = toast:use_restaurant(list[1].guid):find_or_create(c)
+    local b, how_b = toast:use_restaurant(list[2].guid):find_or_create(c)
     assert.equal("created", how_a)
     assert.equal("created", how_b)
     assert.are_not.equal(a.guid, b.guid)
-    local _, again = toast:restaurant(list[2].guid):find_or_create(c)
+    local _, again = toast:use_restaurant(list[2].guid):find_or_create(c)
     assert.equal("found", again)
     toast:close()
   end)
@@ -171,15 +181,15 @@ describe("restaurant views", function()
     local list = seed(3)
     local s = stores.new_local()
     local a, b = H.toast { store = s }, H.toast { store = s }
-    assert(a:restaurant(list[2].guid):list_dining_options())
-    assert(b:restaurant(list[3].guid):list_dining_options())
+    assert(a:use_restaurant(list[2].guid):list_dining_options())
+    assert(b:use_restaurant(list[3].guid):list_dining_options())
     assert(b:list_dining_options())
     assert.equal(1, H.stats().logins)
     a:close()
     -- A view closes with its client.
-    local _, err = a:restaurant(list[2].guid):list_employees()
+    local _, err = a:use_restaurant(list[2].guid):list_employees()
     assert.equal("closed", err.code)
-    b:restaurant(list[3].guid):close()
+    b:use_restaurant(list[3].guid):close()
     _, err = b:list_employees()
     assert.equal("closed", err.code)
   end)

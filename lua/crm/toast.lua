@@ -1118,7 +1118,7 @@ for _, name in ipairs(M.ORDERS_METHODS) do
     return Toast[name](self, ...)
   end
 end
--- Many restaurants on one client (`restaurant(guid)` views; lua/crm/toast/restaurants.lua) and
+-- Many restaurants on one client (`use_restaurant(guid)` views; lua/crm/toast/restaurants.lua) and
 -- their backfill (`backfill_restaurants`, loaded on first use; lua/crm/toast/fleet.lua).
 require("crm.toast.restaurants").mixin(Toast)
 function Toast:backfill_restaurants(...)

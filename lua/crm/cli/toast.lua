@@ -322,7 +322,7 @@ end
 -- Each finished restaurant's orders (from the sink) folded into its profiles, one restaurant at a
 -- time, written as JSON Lines with restaurant_guid. -> profiles written | nil, err
 local function write_profiles(toast, sink, guid)
-  local view = assert(toast:restaurant(guid))
+  local view = assert(toast:use_restaurant(guid))
   local set, err = view:new_profile_set()
   if not set then return nil, err end
   for o in sink:each_order(guid) do set:fold(o) end
@@ -422,7 +422,7 @@ function M.run(ctx)
     code = restaurants_backfill(ctx, toast, guids)
   elseif guids then
     -- one restaurant: the backfill of before, on that restaurant's view
-    local view, verr = toast:restaurant(guids[1])
+    local view, verr = toast:use_restaurant(guids[1])
     if not view then return ctx:fail(verr) end
     code = backfill(ctx, view)
   else

@@ -1,6 +1,6 @@
 --- The backfill of many restaurants on one client (`toast:backfill_restaurants`), and the file
 -- sink it writes to by default. Each restaurant is `backfill_orders` through its own view
--- (`toast:restaurant(guid)`): ordersBulk windows of at most a month, calls spaced at least 5 s,
+-- (`toast:use_restaurant(guid)`): ordersBulk windows of at most a month, calls spaced at least 5 s,
 -- its own checkpoint. Restaurants run side by side, up to `concurrency`, under the client's one
 -- rate; a restaurant that fails is reported and skipped while the others go on.
 -- In the reference these are part of `crm.toast` (this file has the same module name).
@@ -260,7 +260,7 @@ end
 -- @tfield number orders orders written in this run, all restaurants
 
 --- Backfills many restaurants on this client: each restaurant's `backfill_orders` through its
--- view (`restaurant(guid)`), its orders written to `sink` window by window, its checkpoint saved
+-- view (`use_restaurant(guid)`), its orders written to `sink` window by window, its checkpoint saved
 -- after each window. Restaurants run side by side, up to `concurrency`, in `client:batch`
 -- (inside nginx: light threads); they share the one login and the client's `rate`.
 -- Toast's rules hold for each restaurant: windows of at most a month, ordersBulk calls spaced
@@ -332,7 +332,7 @@ function M.backfill(self, guids, opts)
   -- Every view is checked (and made) before anything is sent: a bad `rate` fails here.
   local views = {}
   for i, g in ipairs(list) do
-    local v, verr = self:restaurant(g, view_opts)
+    local v, verr = self:use_restaurant(g, view_opts)
     if not v then return nil, verr end
     views[i] = v
   end

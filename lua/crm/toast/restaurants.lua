@@ -1,4 +1,4 @@
---- Many restaurants on one Toast client: restaurant views (`toast:restaurant(guid)`).
+--- Many restaurants on one Toast client: restaurant views (`toast:use_restaurant(guid)`).
 -- A partner's one set of machine credentials serves every restaurant connected to it; Toast picks
 -- the restaurant by the `Toast-Restaurant-External-ID` header. A view is the client with another
 -- restaurant: its calls carry that restaurant's header and share everything else with the
@@ -127,16 +127,16 @@ local function new_view(root, guid, opts)
   return view
 end
 
---- A view of this client for another restaurant (`toast:restaurant(guid)`).
+--- A view of this client for another restaurant (`toast:use_restaurant(guid)`).
 -- Its calls carry `Toast-Restaurant-External-ID: guid` and share everything else with this
 -- client: the login and the token (N restaurants, one login; with `shared_dict`/`store` one for
 -- every worker and host), the connections, the retry policy, the client's `rate` (one budget
 -- across every restaurant), the store, the debug hook. `find_or_create`'s locks and pending
 -- creates are keyed by the view's restaurant. Every error a view returns carries
 -- `err.restaurant_guid`. `view:close()` closes the client (and so every view of it). Views mix
--- freely in one `client:batch`: `function(c) return c:restaurant(g):get_customer(id) end`.
+-- freely in one `client:batch`: `function(c) return c:use_restaurant(g):get_customer(id) end`.
 -- Asked again without options, the same view comes back.
--- @function Toast:restaurant
+-- @function Toast:use_restaurant
 -- @tparam string guid the restaurant's Toast POS GUID
 -- @tparam[opt] table opts
 -- @tparam[opt] table opts.rate a cap for this restaurant alone `{per_second, burst}`, taken on
@@ -148,9 +148,9 @@ end
 -- @return[2] `nil`
 -- @treturn[2] Error `validation` with `field` (`"restaurant_guid"`, `"rate.per_second"`,
 -- `"spacing_scope"`)
--- @usage local a, b = toast:restaurant(guid_a), toast:restaurant(guid_b)
+-- @usage local a, b = toast:use_restaurant(guid_a), toast:use_restaurant(guid_b)
 -- local ca = a:get_customer(id1)   -- one login for both
-function M.restaurant(self, guid, opts)
+function M.use_restaurant(self, guid, opts)
   local root = rawget(self, "_view_of") or self
   local e = check_view(guid, opts)
   if e then return nil, e end
@@ -176,9 +176,9 @@ function M.close(self)
   return client.close(self)
 end
 
--- Adds `restaurant` (and a close that knows views) to the Toast client class.
+-- Adds `use_restaurant` (and a close that knows views) to the Toast client class.
 function M.mixin(class)
-  class.restaurant = M.restaurant
+  class.use_restaurant = M.use_restaurant
   class.close = M.close
   return class
 end
