@@ -110,6 +110,10 @@ describe("restaurant views", function()
     local item, perr = it()
     assert.is_false(item)
     assert.equal(UNKNOWN, perr.restaurant_guid)
+    item, perr = toast:use_restaurant(list[2].guid):iter_search_customers { nickname = "x" }()
+    assert.is_false(item)
+    assert.equal("validation", perr.kind)
+    assert.equal(list[2].guid, perr.restaurant_guid)
     -- A bad GUID is refused before anything is sent.
     local before = H.total()
     local bad, berr = toast:use_restaurant("nope")
@@ -489,8 +493,9 @@ end)
 -- bin/crm in a subprocess: {code, out (lines decoded), err}.
 local function cli(args, env)
   local out, err = os.tmpname(), os.tmpname()
-  local status = io.popen(("%s CRM_SIM_PORT=%d XDG_STATE_HOME=%s %s bin/crm %s >%s 2>%s </dev/null; echo $?")
-    :format(env or "", H.port, tmpdir(), H.lua, args, out, err)):read("*a")
+  local status = io.popen(("%s%s CRM_SIM_PORT=%d XDG_CONFIG_HOME=%s XDG_STATE_HOME=%s %s bin/crm %s >%s 2>%s"
+    .. " </dev/null; echo $?"):format(H.CLEAN_ENV, env or "", H.port, tmpdir(), tmpdir(), H.lua, args, out, err))
+    :read("*a")
   local r = { code = tonumber(status:match("%d+")), out = {}, err = H.slurp(err) }
   for l in H.slurp(out):gmatch("[^\n]+") do r.out[#r.out + 1] = require("crm").json.decode(l) end
   os.remove(out)
@@ -532,6 +537,20 @@ describe("the command line with many restaurants", function()
     assert.truthy(r.err:find("1 failed", 1, true), r.err)
     for _, p in ipairs(r.out) do assert.equal(list[1].guid, p.restaurant_guid) end
     assert.is_true(#r.out > 0)
+  end)
+
+  it("--restaurant stands in for CRM_TOAST_RESTAURANT (not set here)", function()
+    local list = seed(2, { toast_orders_end_date = "" })
+    local env = ("-u CRM_TOAST_RESTAURANT CRM_TOAST_URL=%s CRM_TOAST_CLIENT_ID=%s CRM_TOAST_CLIENT_SECRET=%s")
+      :format(H.base_url, H.client_id, H.client_secret)
+    local r = cli("toast guests backfill --weeks 2 --spacing 0.05 --restaurant " .. list[2].guid, env)
+    assert.equal(0, r.code, r.err)
+    local calls = H.control("GET", "/__sim/toast/orders_calls").calls
+    assert.is_true(#calls > 0)
+    for _, c in ipairs(calls) do assert.equal(list[2].guid, c.restaurant) end
+    r = cli("toast guests backfill --weeks 2", env)
+    assert.equal(2, r.code)
+    assert.truthy(r.err:find("CRM_TOAST_RESTAURANT", 1, true), r.err)
   end)
 
   it("Ctrl-C stops a backfill of several restaurants (exit 130, no profiles); the same command resumes", function()

@@ -9,6 +9,7 @@
 -- @module crm.toast
 local client = require "crm.client"
 local errors = require "crm.error"
+local pager = require "crm.pager"
 local ratelimit = require "crm.ratelimit"
 local stores = require "crm.store"
 local validate = require "crm.validate"
@@ -23,10 +24,22 @@ local type, rawget, rawset, setmetatable = type, rawget, rawset, setmetatable
 -- restaurant, the client's when it is per partner; its call count is always the view's.
 local SPACING = { _orders_bulk_turn = true, _orders_bulk_last = true, _orders_bulk_calls = true }
 
--- An error of a view's names its restaurant (a GUID: not PII).
+local PAGER = getmetatable(pager.failed(nil))
+
+-- An error of a view's names its restaurant (a GUID: not PII); so does the error a pager of the
+-- view's yields (a bad argument's included).
 local function tag(guid, res, err, ...)
-  if res == nil and type(err) == "table" and errors.is(err) and err.restaurant_guid == nil then
+  if res == nil and errors.is(err) and err.restaurant_guid == nil then
     err.restaurant_guid = guid
+  elseif type(res) == "table" and getmetatable(res) == PAGER and type(rawget(res, "_fetch")) == "function"
+      and not rawget(res, "_restaurant_guid") then
+    local fetch = res._fetch
+    res._restaurant_guid = guid
+    res._fetch = function(p)
+      local items, e = fetch(p)
+      if items == nil and errors.is(e) and e.restaurant_guid == nil then e.restaurant_guid = guid end
+      return items, e
+    end
   end
   return res, err, ...
 end
