@@ -272,6 +272,22 @@ describe("backfill_restaurants", function()
     toast:close()
   end)
 
+  it("a 401 that persists right after a fresh login fails that restaurant alone: one re-login in all", function()
+    local list = seed(3)
+    H.config { toast_unauthorized_restaurants = list[2].guid }
+    local toast = H.toast()
+    local res = assert(toast:backfill_restaurants(guids_of(list), {
+      dir = tmpdir(), now = NOW, spacing = 0.05, allow_fast = true, concurrency = 3 }))
+    assert.equal("failed", res.restaurants[2].status)
+    assert.equal(401, res.restaurants[2].err.status)
+    assert.equal(list[2].guid, res.restaurants[2].err.restaurant_guid)
+    assert.equal("done", res.restaurants[1].status)
+    assert.equal("done", res.restaurants[3].status)
+    -- The first login, and the one fresh login the 401 asked for; the others went on with it.
+    assert.equal(2, H.stats().logins)
+    toast:close()
+  end)
+
   it("repeated 5xx fail only that restaurant", function()
     local list = seed(2)
     local toast = H.toast()

@@ -431,6 +431,7 @@ function M.handle(method, path)
     -- With seeded restaurants (toast_restaurants > 0), only those are connected.
     local orders = require("sim.toast_orders")
     if not orders.restaurant_index(ctx.rid) then return orders.refuse_restaurant() end
+    if orders.unauthorized(ctx.rid) then return err(401, "missing, invalid or expired access token") end
   end
   return handler(ctx)
 end

@@ -37,6 +37,8 @@
 --                                 orders (seed + k); its guests come from the one pool of 36,
 --                                 each restaurant leaving out every fourth of them (a different
 --                                 fourth each), so most guests order at several restaurants.
+--   toast_unauthorized_restaurants ("")  comma-separated GUIDs that answer 401 to every token (a
+--                                 restaurant whose access was withdrawn: a fresh login does not help)
 -- It has six dining options (Dine In and Bar: DINE_IN; Take Out and Curbside: TAKE_OUT;
 -- Delivery: DELIVERY; Catering: CATERING), eight employees, two menus (nested groups; two items
 -- on both menus) and 36 guests. Guests are picked for TAKE_OUT and DELIVERY orders 85% of the
@@ -77,6 +79,7 @@ common.register_config({
   toast_orders_per_day = 6,
   toast_orders_end_date = "",
   toast_restaurants = 0,
+  toast_unauthorized_restaurants = "",
 }, {
   toast_orders_seed = function(v)
     return v >= 0 and v <= 1e6 and v == floor(v), "must be an integer from 0 to 1000000"
@@ -374,6 +377,17 @@ function M.restaurant_index(rid)
   return restaurants().index[(rid:match("^%s*(.-)%s*$")):lower()]
 end
 
+-- Whether the restaurant answers 401 whatever the token (toast_unauthorized_restaurants).
+function M.unauthorized(rid)
+  local list = common.config().toast_unauthorized_restaurants
+  if list == "" then return false end
+  local want = (rid:match("^%s*(.-)%s*$")):lower()
+  for g in list:gmatch("[^,%s]+") do
+    if g:lower() == want then return true end
+  end
+  return false
+end
+
 -- The 403 for a restaurant the partner is not connected to.
 function M.refuse_restaurant()
   return err(403, "the restaurant in Toast-Restaurant-External-ID is not connected to this partner",
@@ -549,6 +563,7 @@ function M.handle(method, path)
   end
   local k = M.restaurant_index(rid)
   if not k then return M.refuse_restaurant() end
+  if M.unauthorized(rid) then return err(401, "missing, invalid or expired access token") end
   return h(k)
 end
 
