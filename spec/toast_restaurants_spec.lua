@@ -569,33 +569,34 @@ describe("the command line with many restaurants", function()
     assert.truthy(r.err:find("CRM_TOAST_RESTAURANT", 1, true), r.err)
   end)
 
-  it("Ctrl-C stops a backfill of several restaurants (exit 130, no profiles); the same command resumes", function()
-    local list = seed(3, { toast_orders_end_date = "" })
-    local dir = tmpdir()
-    local args = ("--sim toast guests backfill --weeks 8 --window-days 7 --spacing 0.3 --checkpoint %s"
-      .. " --restaurant %s --restaurant %s --restaurant %s"):format(dir, list[1].guid, list[2].guid, list[3].guid)
+  -- bin/crm ARGS in the background, Ctrl-C once `ready` (a file) exists -> exit code, stdout, stderr
+  local function interrupt(args, ready)
     local out, err, rc = os.tmpname(), os.tmpname(), os.tmpname()
-    os.remove(rc)
     local p = assert(io.popen(("sh -c 'echo $$; CRM_SIM_PORT=%d XDG_STATE_HOME=%s exec %s bin/crm %s >%s 2>%s'"
-      .. "; echo $? >%s"):format(H.port, dir, H.lua, args, out, err, rc)))
+      .. "; echo $? >%s"):format(H.port, tmpdir(), H.lua, args, out, err, rc)))
     local pid = assert(tonumber(p:read("*l")))
     for _ = 1, 200 do
-      local f = io.open(dir .. "/" .. list[1].guid .. ".checkpoint.json")
-      if f then
-        f:close()
-        break
-      end
+      if H.exists(ready) then break end
       core.sleep(0.05)
     end
     assert(os.execute("kill -INT " .. pid))
     p:read("*a")
     p:close()
-    assert.equal("130", H.slurp(rc):match("%d+"))
-    local e = H.slurp(err)
-    assert.truthy(e:find("backfill interrupted", 1, true), e)
-    assert.truthy(e:find("resume with: crm --sim toast guests backfill --checkpoint", 1, true), e)
-    assert.equal("", H.slurp(out))
+    local r = { code = H.slurp(rc):match("%d+"), out = H.slurp(out), err = H.slurp(err) }
     for _, f in ipairs { out, err, rc } do os.remove(f) end
+    return r
+  end
+
+  it("Ctrl-C stops a backfill of several restaurants (exit 130, no profiles); the same command resumes", function()
+    local list = seed(3, { toast_orders_end_date = "" })
+    local dir = tmpdir()
+    local args = ("--sim toast guests backfill --weeks 8 --window-days 7 --spacing 0.3 --checkpoint %s"
+      .. " --restaurant %s --restaurant %s --restaurant %s"):format(dir, list[1].guid, list[2].guid, list[3].guid)
+    local r = interrupt(args, dir .. "/" .. list[1].guid .. ".checkpoint.json")
+    assert.equal("130", r.code)
+    assert.truthy(r.err:find("backfill interrupted", 1, true), r.err)
+    assert.truthy(r.err:find("resume with: crm --sim toast guests backfill --checkpoint", 1, true), r.err)
+    assert.equal("", r.out)
     local resumed = cli((args:gsub("%-%-spacing 0%.3", "--spacing 0.05")))
     assert.equal(0, resumed.code, resumed.err)
     local fresh = cli((args:gsub(dir, tmpdir()):gsub("%-%-spacing 0%.3", "--spacing 0.05")))
@@ -606,6 +607,18 @@ describe("the command line with many restaurants", function()
       assert.equal(want.restaurant_guid, resumed.out[i].restaurant_guid)
       assert.equal(want.key, resumed.out[i].key)
       assert.equal(want.order_count, resumed.out[i].order_count)
+    end
+  end)
+
+  it("Ctrl-C with one --restaurant: the resume command names that restaurant", function()
+    local list = seed(2, { toast_orders_end_date = "" })
+    local journal = tmpdir() .. ".jsonl"
+    local r = interrupt(("--sim toast guests backfill --weeks 8 --window-days 7 --spacing 0.3 --checkpoint %s"
+      .. " --restaurant %s"):format(journal, list[2].guid), journal)
+    assert.equal("130", r.code)
+    assert.truthy(r.err:find("--restaurant " .. list[2].guid, 1, true), r.err)
+    for _, c in ipairs(H.control("GET", "/__sim/toast/orders_calls").calls) do
+      assert.equal(list[2].guid, c.restaurant)
     end
   end)
 end)

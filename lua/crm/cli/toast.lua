@@ -208,12 +208,20 @@ local function append(path, value)
   return true
 end
 
+-- A word for sh, quoted.
+local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
 local function resume_command(ctx, path)
   local parts = { "crm" }
   if ctx.args.sim then parts[#parts + 1] = "--sim" end
-  parts[#parts + 1] = "toast guests backfill --checkpoint '" .. path:gsub("'", "'\\''") .. "'"
+  parts[#parts + 1] = "toast guests backfill --checkpoint " .. shell_quote(path)
   if ctx.args.spacing then parts[#parts + 1] = "--spacing " .. ctx.args.spacing end
   if ctx.args.window_days then parts[#parts + 1] = "--window-days " .. ctx.args.window_days end
+  -- the restaurant it ran for, when --restaurant or --restaurants named it
+  for _, g in ipairs(type(ctx.args.restaurant) == "table" and ctx.args.restaurant or {}) do
+    parts[#parts + 1] = "--restaurant " .. g
+  end
+  if ctx.args.restaurants then parts[#parts + 1] = "--restaurants " .. shell_quote(ctx.args.restaurants) end
   return table.concat(parts, " ")
 end
 
@@ -380,7 +388,7 @@ local function restaurants_backfill(ctx, toast, guids)
   if unfinished > 0 then
     local parts = { "crm" }
     if a.sim then parts[#parts + 1] = "--sim" end
-    parts[#parts + 1] = "toast guests backfill --checkpoint '" .. dir:gsub("'", "'\\''") .. "'"
+    parts[#parts + 1] = "toast guests backfill --checkpoint " .. shell_quote(dir)
     for _, g in ipairs(guids) do parts[#parts + 1] = "--restaurant " .. g end
     output.note("resume with: " .. table.concat(parts, " "))
   elseif temporary then
