@@ -303,6 +303,27 @@ describe("backfill_restaurants", function()
     toast:close()
   end)
 
+  it("stop: restaurants stop after their current window, none starts; a second run completes them", function()
+    local list = seed(4)
+    local toast = H.toast()
+    local dir = tmpdir()
+    local asked = false
+    local res = assert(toast:backfill_restaurants(guids_of(list), {
+      dir = dir, now = NOW, spacing = 0.05, allow_fast = true, concurrency = 2,
+      on_progress = function(p) if p.event == "window" then asked = true end end,
+      stop = function() return asked end }))
+    assert.is_true(res.stopped >= 1)
+    assert.equal(2, res.done + res.stopped)
+    assert.equal(2, res.not_started)
+    assert.equal("not_started", res.restaurants[4].status)
+    res = assert(toast:backfill_restaurants(guids_of(list), { dir = dir, now = NOW, spacing = 0.05,
+                                                              allow_fast = true, concurrency = 4 }))
+    assert.equal(4, res.done)
+    local sink = assert(file_sink(dir))
+    for _, r in ipairs(list) do assert_exactly_once(sink, r.guid) end
+    toast:close()
+  end)
+
   it("checks its arguments before sending anything", function()
     seed(1)
     local toast = H.toast()

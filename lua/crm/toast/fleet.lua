@@ -318,7 +318,12 @@ function M.backfill(self, guids, opts)
   for _, k in ipairs { "on_progress", "stop" } do
     if opts[k] ~= nil and type(opts[k]) ~= "function" then return nil, fail(k, "must be a function") end
   end
-  local function stop_asked() return opts.stop ~= nil and opts.stop() == true end
+  -- (a stop function that raises asks for nothing)
+  local function stop_asked()
+    if opts.stop == nil then return false end
+    local ok, yes = pcall(opts.stop)
+    return ok and yes == true
+  end
   if opts.sink ~= nil and opts.dir ~= nil then return nil, fail("sink", "cannot be combined with dir") end
   local sink = opts.sink
   if sink == nil then
