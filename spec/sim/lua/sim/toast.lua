@@ -429,9 +429,8 @@ function M.handle(method, path)
     end
     ctx.rid = rid:match("^%s*(.-)%s*$"):lower()
     -- With seeded restaurants (toast_restaurants > 0), only those are connected.
-    local orders = require("sim.toast_orders")
-    if not orders.restaurant_index(ctx.rid) then return orders.refuse_restaurant() end
-    if orders.unauthorized(ctx.rid) then return err(401, "missing, invalid or expired access token") end
+    local admitted, refused = require("sim.toast_orders").admit(ctx.rid)
+    if not admitted then return refused end
   end
   return handler(ctx)
 end
