@@ -169,6 +169,13 @@ bench: deps-tools
 	@$(MAKE) -s --no-print-directory all
 	@$(MAKE) -s --no-print-directory all LUA=luajit
 	@bash bench/run.sh
+	@bash bench/restaurants.sh
+
+# The many-restaurant backfill alone (also part of bench): writes bench/restaurants.md.
+.PHONY: bench-restaurants
+bench-restaurants:
+	@$(MAKE) -s --no-print-directory all
+	@bash bench/restaurants.sh
 
 # ---- fault suite: CHAOS_OPS mixed operations, CHAOS_CONCURRENCY at a time, random faults ----
 # A new seed every run unless CHAOS_SEED is given (printed first: CHAOS_SEED=... replays it); then

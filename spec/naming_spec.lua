@@ -1,7 +1,7 @@
 -- One naming scheme across both clients: verb, then noun; list_ is one page, iter_ a pager.
 local H = require "helper"
 
-local VERBS = { "get", "list", "iter", "search", "create", "update", "delete", "add", "find",
+local VERBS = { "get", "list", "iter", "search", "create", "update", "delete", "add", "find", "use",
                 "merge", "wait", "plan", "login", "close", "batch", "backfill", "sync", "new" }
 
 local function public_methods(client)

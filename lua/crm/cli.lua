@@ -141,13 +141,19 @@ Examples:
   guests:epilog([[
 Examples:
   crm toast guests backfill --weeks 12 > guests.jsonl
-  crm toast guests backfill --checkpoint backfill.jsonl > guests.jsonl   (Ctrl-C, then the same again resumes)]])
+  crm toast guests backfill --checkpoint backfill.jsonl > guests.jsonl   (Ctrl-C, then the same again resumes)
+  crm toast guests backfill --restaurants restaurants.txt --checkpoint backfill.d > guests.jsonl]])
   local backfill = guests:command("backfill", "Weeks of orders into guest profiles (JSON Lines).")
   backfill:option("--weeks", "How far back.", "12"):convert(number("--weeks"))
   backfill:option("--checkpoint", "A journal to resume from and to write to (orders and checkpoints).")
   backfill:option("--spacing", "Seconds between ordersBulk calls (default 5; 0.2 with --sim).")
     :convert(number("--spacing"))
   backfill:option("--window-days", "Days per window (at most 31)."):convert(number("--window-days"))
+  backfill:option("--restaurant", "A restaurant's GUID (repeatable; overrides CRM_TOAST_RESTAURANT)."):count("*")
+  backfill:option("--restaurants", "A file of restaurant GUIDs, one a line (# comments allowed).")
+  backfill:option("--concurrency", "Restaurants at once, with several.", "4"):convert(number("--concurrency"))
+  backfill:option("--spacing-scope", "restaurant (default) or partner: what ordersBulk spacing is per.")
+    :choices { "restaurant", "partner" }
 
   -- TableCheck
   local tc = p:command("tablecheck", "TableCheck CRM v1.")
@@ -241,6 +247,8 @@ Examples:
     if verb == "start" then
       c:option("--seed-customers", "Fill TableCheck with N synthetic customers.")
         :convert(number("--seed-customers"))
+      c:option("--restaurants", "Seed N Toast restaurants with twelve weeks of orders each.")
+        :convert(number("--restaurants"))
     end
   end
   return p
@@ -387,7 +395,7 @@ local function dispatch(ctx)
   if a.api == "version" then return ctx:line(versions()) end
   if a.api == "sim" then
     return require("crm.cli.sim").run(a.verb, { port = a.port or ctx.settings.sim_port,
-      seed_customers = a.seed_customers })
+      seed_customers = a.seed_customers, restaurants = a.restaurants })
   end
   if a.api == "toast" then return require("crm.cli.toast").run(ctx) end
   return require("crm.cli.tablecheck").run(ctx)

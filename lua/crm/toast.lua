@@ -1303,6 +1303,13 @@ for _, name in ipairs(M.ORDERS_METHODS) do
     return Toast[name](self, ...)
   end
 end
+-- Many restaurants on one client (`use_restaurant(guid)` views; lua/crm/toast/restaurants.lua) and
+-- their backfill (`backfill_restaurants`, loaded on first use; lua/crm/toast/fleet.lua).
+require("crm.toast.restaurants").mixin(Toast)
+function Toast:backfill_restaurants(...)
+  return require("crm.toast.fleet").backfill(self, ...)
+end
+function M.file_sink(dir) return require("crm.toast.fleet").file_sink(dir) end
 -- `M.orders` (the orders module, `crm.toast.orders`) and `M.guests` (the guest profile module,
 -- `crm.toast.guests`: profile sets without a client) are loaded when first read.
 setmetatable(M, { __index = function(t, k)

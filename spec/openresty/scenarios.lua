@@ -154,6 +154,31 @@ function S.shared()
   return { ok = res ~= nil, err = errinfo(err), transport = c.transport.current_name() }
 end
 
+-- Several restaurants on one client of this worker, over shared_dict "crm": a light-thread batch
+-- of one read per restaurant of ?guids= (comma separated), each through its view.
+local fleet = {}
+function S.restaurants()
+  local gen = arg("gen", "0")
+  local c = fleet[gen]
+  if not c then
+    c = assert(crm.toast(settings { shared_dict = "crm" }))
+    fleet[gen] = c
+  end
+  local guids, ops = {}, {}
+  for g in arg("guids", ""):gmatch("[^,]+") do
+    guids[#guids + 1] = g
+    ops[#ops + 1] = function(cl) return cl:use_restaurant(g):list_dining_options() end
+  end
+  local res, berr = c:batch(ops, { concurrency = #ops })
+  if not res then return { err = errinfo(berr) } end
+  local out = {}
+  for i, r in ipairs(res) do
+    out[i] = { guid = guids[i], ok = r.value ~= nil, err = errinfo(r.err),
+               restaurant_guid = r.err and r.err.restaurant_guid }
+  end
+  return { results = out, worker = ngx.worker.pid() }
+end
+
 -- A store that fails (a full dict: "no memory"; a dead connection: raises) under a client that
 -- makes several calls: they all succeed on per-worker state, and error.log gets one line.
 -- Also: shared_dict naming no lua_shared_dict is refused at build.

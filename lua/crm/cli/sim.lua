@@ -169,7 +169,25 @@ local function stop(s)
   return nil, sim_error("nginx (pid " .. pid .. ") would not exit", "would_not_exit")
 end
 
-local function start(s, seed)
+-- Seeds n Toast restaurants, twelve weeks of orders each (the simulator's toast_restaurants).
+local function seed_restaurants(port, n)
+  if not control(port, "POST", "/__sim/config", { toast_restaurants = n, toast_orders_days = 84 }) then
+    return nil, output.usage_error("the simulator refused to seed " .. n .. " restaurants (at most 1000)",
+      "restaurants")
+  end
+  return true
+end
+
+-- The seeded restaurants, [{guid, orders}], or nil when there are none.
+local function restaurants_of(port)
+  local r = control(port, "GET", "/__sim/toast/restaurants")
+  if not r or type(r.restaurants) ~= "table" or #r.restaurants == 0 then return nil end
+  local out = {}
+  for i, x in ipairs(r.restaurants) do out[i] = { guid = x.guid, orders = x.orders } end
+  return out
+end
+
+local function start(s, seed, restaurants)
   local nginx = os.getenv("NGINX") or "/usr/sbin/nginx"
   if not exists(nginx) then
     return nil, sim_error("nginx not found at " .. nginx .. " (install nginx and libnginx-mod-http-lua)",
@@ -216,6 +234,10 @@ local function start(s, seed)
           return nil, sim_error("the simulator refused to seed " .. seed .. " customers", "seed")
         end
       end
+      if restaurants and restaurants > 0 then
+        local ok2, rerr = seed_restaurants(s.port, restaurants)
+        if not ok2 then return nil, rerr end
+      end
       return true
     end
     core.sleep(0.1)
@@ -238,7 +260,7 @@ local function reset(s)
   return true
 end
 
--- run(action, {port, seed_customers}) -> exit code
+-- run(action, {port, seed_customers, restaurants}) -> exit code
 function M.run(action, o)
   local port = o.port
   local s, err = state(port)
@@ -248,7 +270,7 @@ function M.run(action, o)
   end
   local ok
   if action == "start" then
-    ok, err = start(s, o.seed_customers)
+    ok, err = start(s, o.seed_customers, o.restaurants)
   elseif action == "stop" then
     ok, err = stop(s)
   elseif action == "reset" then
@@ -260,6 +282,8 @@ function M.run(action, o)
   end
   local st = status_of(s)
   if action == "start" and o.seed_customers then st.seeded_customers = o.seed_customers end
+  -- The seeded Toast restaurants: their GUIDs and order counts.
+  if st.running and action ~= "stop" then st.restaurants = restaurants_of(s.port) end
   output.line(st)
   if action == "status" and not st.running then return 1 end
   return 0

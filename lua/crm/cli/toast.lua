@@ -3,6 +3,7 @@ local crm = require "crm"
 local output = require "crm.cli.output"
 local input = require "crm.cli.input"
 local errors = require "crm.error"
+local inspect = require "crm.cli.inspect"
 
 local M = {}
 
@@ -395,13 +396,29 @@ local function append(path, value)
   return true
 end
 
+-- A word for sh, quoted.
+local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
 local function resume_command(ctx, path)
   local parts = { "crm" }
   if ctx.args.sim then parts[#parts + 1] = "--sim" end
-  parts[#parts + 1] = "toast guests backfill --checkpoint '" .. path:gsub("'", "'\\''") .. "'"
+  parts[#parts + 1] = "toast guests backfill --checkpoint " .. shell_quote(path)
   if ctx.args.spacing then parts[#parts + 1] = "--spacing " .. ctx.args.spacing end
   if ctx.args.window_days then parts[#parts + 1] = "--window-days " .. ctx.args.window_days end
+  -- the restaurant it ran for, when --restaurant or --restaurants named it
+  for _, g in ipairs(type(ctx.args.restaurant) == "table" and ctx.args.restaurant or {}) do
+    parts[#parts + 1] = "--restaurant " .. g
+  end
+  if ctx.args.restaurants then parts[#parts + 1] = "--restaurants " .. shell_quote(ctx.args.restaurants) end
   return table.concat(parts, " ")
+end
+
+-- --spacing: 0.2 s with --sim unless given; below Toast's 5 s only when asked for.
+local function spacing_of(ctx)
+  local spacing = ctx.args.spacing
+  if ctx.settings.sim then return spacing or 0.2, true end
+  if spacing and spacing < 5 then return spacing, true end
+  return spacing, nil
 end
 
 local function backfill(ctx, toast)
@@ -418,12 +435,7 @@ local function backfill(ctx, toast)
   if journal then
     for _, o in ipairs(journal.orders) do set:fold(o) end
   end
-  local spacing, allow_fast = a.spacing, nil
-  if ctx.settings.sim then
-    spacing, allow_fast = spacing or 0.2, true
-  elseif spacing and spacing < 5 then
-    allow_fast = true
-  end
+  local spacing, allow_fast = spacing_of(ctx)
   local bar = ctx:progress("backfill windows")
   ctx:trap_interrupt()
   local werr
@@ -475,8 +487,125 @@ local function backfill(ctx, toast)
   return 0
 end
 
+-- ---- guests backfill of several restaurants (--restaurant, repeated, or --restaurants FILE) ----
+
+-- The GUIDs --restaurant (repeatable) and --restaurants FILE (one a line; blank lines and # comments
+-- skipped) name, in order | nil when neither is given | nil, err
+local function restaurant_list(a)
+  local list = {}
+  for _, g in ipairs(type(a.restaurant) == "table" and a.restaurant or { a.restaurant }) do
+    list[#list + 1] = g
+  end
+  if a.restaurants then
+    local f, ferr = io.open(a.restaurants, "rb")
+    if not f then
+      return nil, output.usage_error("--restaurants: cannot read " .. a.restaurants .. ": " .. tostring(ferr),
+        "restaurants")
+    end
+    for l in f:lines() do
+      l = l:gsub("#.*$", ""):match("^%s*(.-)%s*$")
+      if l ~= "" then list[#list + 1] = l end
+    end
+    f:close()
+    if #list == 0 then
+      return nil, output.usage_error("--restaurants: " .. a.restaurants .. " names no GUID", "restaurants")
+    end
+  end
+  if #list == 0 then return nil end
+  return list
+end
+
+-- Each finished restaurant's orders (from the sink) folded into its profiles, one restaurant at a
+-- time, written as JSON Lines with restaurant_guid. -> profiles written | nil, err
+local function write_profiles(toast, sink, guid)
+  local view = assert(toast:use_restaurant(guid))
+  local set, err = view:new_profile_set()
+  if not set then return nil, err end
+  for o in sink:each_order(guid) do set:fold(o) end
+  local profiles = set:profiles()
+  for _, p in ipairs(profiles) do p.restaurant_guid = guid end
+  return require("crm.toast").guests.write_jsonl(profiles, io.stdout)
+end
+
+local function restaurants_backfill(ctx, toast, guids)
+  local a = ctx.args
+  local dir, temporary = a.checkpoint, false
+  if not dir then
+    dir, temporary = state_dir() .. "/backfill-" .. crm.guid():sub(1, 8), true
+  end
+  local sink, serr = require("crm.toast").file_sink(dir)
+  if not sink then return ctx:fail(serr) end
+  local spacing, allow_fast = spacing_of(ctx)
+  local bar = ctx:progress("backfill windows")
+  ctx:trap_interrupt()
+  local res, err = toast:backfill_restaurants(guids, {
+    sink = sink, weeks = a.weeks, spacing = spacing, allow_fast = allow_fast, window_days = a.window_days,
+    concurrency = a.concurrency, spacing_scope = a.spacing_scope, stop = ctx.interrupted,
+    on_progress = function(p)
+      bar.label = ("backfill %d/%d restaurants (%d failed), windows"):format(p.done + p.failed, p.restaurants,
+        p.failed)
+      bar:update(p.windows_done, p.windows)
+    end,
+  })
+  if not res then return ctx:fail(err) end
+  local failures, profiles = {}, 0
+  local interrupted = ctx.interrupted()
+  for _, r in ipairs(res.restaurants) do
+    -- Requests refused after Ctrl-C stopped that restaurant; it was not its failure.
+    if r.status == "failed" and interrupted and inspect.is_stopped(r.err) then r.status = "stopped" end
+    -- Interrupted, nothing is printed: the resumed run prints every restaurant's profiles.
+    if r.status == "done" and not interrupted then
+      local n, werr = write_profiles(toast, sink, r.restaurant_guid)
+      if not n then
+        r.status, r.err = "failed", werr
+      else
+        profiles = profiles + n
+      end
+    end
+    if r.status == "failed" then
+      failures[#failures + 1] = r.err
+      output.error(r.err, "restaurant " .. r.restaurant_guid)
+    end
+  end
+  output.flush()
+  local unfinished = #res.restaurants - res.done
+  bar:finish(("%s: %d restaurants: %d done, %d failed, %d stopped; %d orders (%d ordersBulk calls)"
+    .. " -> %d guest profiles in %.1fs"):format(interrupted and "backfill interrupted" or "backfill",
+    #res.restaurants, res.done, #failures,
+    unfinished - #failures, res.orders, res.calls, profiles, bar:elapsed()))
+  if unfinished > 0 then
+    local parts = { "crm" }
+    if a.sim then parts[#parts + 1] = "--sim" end
+    parts[#parts + 1] = "toast guests backfill --checkpoint " .. shell_quote(dir)
+    for _, g in ipairs(guids) do parts[#parts + 1] = "--restaurant " .. g end
+    output.note("resume with: " .. table.concat(parts, " "))
+  elseif temporary then
+    for _, g in ipairs(guids) do
+      os.remove(sink:orders_path(g))
+      os.remove(sink:checkpoint_path(g))
+    end
+    os.remove(dir)
+  end
+  if interrupted then return output.EXIT.interrupted end
+  return batch_code(failures)
+end
+
 function M.run(ctx)
   local a = ctx.args
+  local guids
+  if a.resource == "guests" then
+    local lerr
+    guids, lerr = restaurant_list(a)
+    if lerr then return ctx:fail(lerr) end
+    -- --restaurant overrides CRM_TOAST_RESTAURANT: the client is made for the first one.
+    if guids and not ctx.settings.sim then
+      local get = ctx.settings.get
+      ctx.settings.get = function(name)
+        if name == "CRM_TOAST_RESTAURANT" then return guids[1] end
+        return get(name)
+      end
+    end
+  end
   -- the backfill's transport stops sending after Ctrl-C
   local toast, err = ctx:toast(a.resource == "guests")
   if not toast then return ctx:fail(err) end
@@ -485,6 +614,13 @@ function M.run(ctx)
     code = customers(ctx, toast)
   elseif a.resource == "credit" then
     code = credit(ctx, toast)
+  elseif guids and #guids > 1 then
+    code = restaurants_backfill(ctx, toast, guids)
+  elseif guids then
+    -- one restaurant: the backfill of before, on that restaurant's view
+    local view, verr = toast:use_restaurant(guids[1])
+    if not view then return ctx:fail(verr) end
+    code = backfill(ctx, view)
   else
     code = backfill(ctx, toast)
   end

@@ -437,6 +437,9 @@ function M.handle(method, path)
       return err(400, "Toast-Restaurant-External-ID header is required", "Toast-Restaurant-External-ID")
     end
     ctx.rid = rid:match("^%s*(.-)%s*$"):lower()
+    -- With seeded restaurants (toast_restaurants > 0), only those are connected.
+    local admitted, refused = require("sim.toast_orders").admit(ctx.rid)
+    if not admitted then return refused end
   end
   return handler(ctx)
 end

@@ -9,7 +9,8 @@
 --   GET /menus/v2/menus
 --
 -- Same auth as Toast CRM: a bearer token from the machine-client login (401 otherwise) and a
--- Toast-Restaurant-External-ID header (400 otherwise). Every restaurant sees the same data.
+-- Toast-Restaurant-External-ID header (400 otherwise). Every restaurant sees the same data,
+-- unless toast_restaurants seeds some (below).
 --
 -- ordersBulk:
 --   * startDate and endDate (ISO-8601) select orders whose openedDate is in [startDate, endDate):
@@ -26,6 +27,18 @@
 --   toast_orders_days      (120)  days of orders, ending the day before toast_orders_end_date
 --   toast_orders_per_day   (6)    orders per day
 --   toast_orders_end_date  ("")   yyyy-MM-dd, exclusive; "" means today (UTC)
+--   toast_restaurants      (0)    0: any restaurant header is accepted and sees the data set
+--                                 above. N > 0: N seeded restaurants (a partner's), each with
+--                                 its own orders; any other restaurant gets 403, on the CRM
+--                                 routes too. Restaurant 1 is the CLI's --sim restaurant
+--                                 (6f1d2d0e-...-0f1f0c8e0a11), the others' GUIDs follow from
+--                                 the seed. Restaurant k has toast_orders_per_day + (k - 1) % 4
+--                                 orders a day (so some take longer than others) and its own
+--                                 orders (seed + k); its guests come from the one pool of 36,
+--                                 each restaurant leaving out every fourth of them (a different
+--                                 fourth each), so most guests order at several restaurants.
+--   toast_unauthorized_restaurants ("")  comma-separated GUIDs that answer 401 to every token (a
+--                                 restaurant whose access was withdrawn: a fresh login does not help)
 -- It has six dining options (Dine In and Bar: DINE_IN; Take Out and Curbside: TAKE_OUT;
 -- Delivery: DELIVERY; Catering: CATERING), eight employees, two menus (nested groups; two items
 -- on both menus) and 36 guests. Guests are picked for TAKE_OUT and DELIVERY orders 85% of the
@@ -36,10 +49,14 @@
 -- no last name. About 3% of orders are voided. DELIVERY orders carry deliveryInfo.
 --
 -- Control routes (added to /__sim/ by sim.control):
---   GET /__sim/toast/orders_calls   {calls = [{t, startDate, endDate, businessDate, page,
---                                   pageSize}]}, t = arrival time in epoch seconds (ms precision)
---   GET /__sim/toast/orders_truth[?startDate=&endDate=]   the raw orders of the range (all of them
---       by default) exactly as ordersBulk serves them, plus what the generator knows: guests
+--   GET /__sim/toast/orders_calls   {calls = [{t, restaurant, startDate, endDate, businessDate,
+--                                   page, pageSize}]}, t = arrival time in epoch seconds (ms
+--                                   precision), restaurant = the header's value (lower-cased)
+--   GET /__sim/toast/restaurants    {restaurants = [{guid, orders, per_day}], days}: the seeded
+--                                   restaurants and how many orders each has
+--   GET /__sim/toast/orders_truth[?startDate=&endDate=&restaurant=]   the raw orders of the
+--       range (all of them by default; of that seeded restaurant) exactly as ordersBulk serves
+--       them, plus what the generator knows: guests
 --       [{id, key, firstName, lastName, email, phone, dine_in_only}] (key = the canonical email,
 --       else the E.164 phone), check_guests {checkGuid = guest id}, diningOptions, employees,
 --       menuItems [{guid, name, price}], first_day and end_day (yyyy-MM-dd).
@@ -61,6 +78,8 @@ common.register_config({
   toast_orders_days = 120,
   toast_orders_per_day = 6,
   toast_orders_end_date = "",
+  toast_restaurants = 0,
+  toast_unauthorized_restaurants = "",
 }, {
   toast_orders_seed = function(v)
     return v >= 0 and v <= 1e6 and v == floor(v), "must be an integer from 0 to 1000000"
@@ -70,6 +89,9 @@ common.register_config({
   end,
   toast_orders_per_day = function(v)
     return v >= 0 and v <= 200 and v == floor(v), "must be an integer from 0 to 200"
+  end,
+  toast_restaurants = function(v)
+    return v >= 0 and v <= 1000 and v == floor(v), "must be an integer from 0 to 1000"
   end,
   toast_orders_end_date = function(v)
     return v == "" or (v:find("^%d%d%d%d%-%d%d%-%d%d$") and common.parse_iso8601(v)) ~= nil,
@@ -226,16 +248,36 @@ local function money(cents) return cents / 100 end
 local PAY_TYPES = { "CREDIT", "CREDIT", "CREDIT", "CASH", "GIFTCARD", "OTHER" }
 local SOURCES = { "Online", "In Store", "Phone" }
 
+-- Restaurant k's guests: the pools without every fourth guest (a different fourth for each k);
+-- k = 0 (no seeded restaurants) keeps them all.
+local function pools_for(w, k)
+  if k == 0 then return w.pickup_guests, w.all_guests end
+  w.pools = w.pools or {}
+  local p = w.pools[k % 4]
+  if not p then
+    p = { {}, {} }
+    for _, g in ipairs(w.guests) do
+      if g.id % 4 ~= k % 4 then
+        p[2][#p[2] + 1] = g
+        if not g.dine_in_only then p[1][#p[1] + 1] = g end
+      end
+    end
+    w.pools[k % 4] = p
+  end
+  return p[1], p[2]
+end
+
 -- Returns an array of {t, guid, json, check_guests = {checkGuid = guest id}}, sorted.
-local function build_day(w, seed, day, per_day)
+local function build_day(w, seed, day, per_day, k)
   local r = stream((seed * 1000003 + day * 7919) % (MOD - 1))
   local weights = {}
   for _, o in ipairs(w.options) do weights[#weights + 1] = { o.weight, o } end
+  local pickup_pool, all_pool = pools_for(w, k or 0)
   local out = {}
   for _ = 1, per_day do
     local opt = r.weighted(weights)
     local pickup = opt.behavior == "TAKE_OUT" or opt.behavior == "DELIVERY"
-    local pool = pickup and w.pickup_guests or w.all_guests
+    local pool = pickup and pickup_pool or all_pool
     local guest
     if r.chance(pickup and 0.85 or 0.3) then
       -- popular guests come back more often: the smaller of two draws
@@ -310,6 +352,62 @@ end
 -- The data set is a pure function of the settings, so each worker may cache it.
 local cache = { sig = nil }
 
+-- The seeded restaurants: {guids = {...}, index = {[lower-case guid] = k}}, per seed and count.
+local SIM_RESTAURANT = "6f1d2d0e-8f65-4d7b-9b59-0f1f0c8e0a11"
+local seeded = { sig = nil }
+local function restaurants(cfg)
+  cfg = cfg or common.config()
+  local n = cfg.toast_restaurants
+  local sig = cfg.toast_orders_seed .. "|" .. n
+  if seeded.sig ~= sig then
+    local r = stream(cfg.toast_orders_seed * 104729 + 17)
+    seeded = { sig = sig, guids = {}, index = {} }
+    for k = 1, n do
+      local g = k == 1 and SIM_RESTAURANT or r.uuid()
+      seeded.guids[k], seeded.index[g] = g, k
+    end
+  end
+  return seeded
+end
+
+-- restaurant_index(header value [, cfg]) -> k (1..N) of a seeded restaurant, 0 when none are
+-- seeded (every restaurant sees the one data set), nil for a restaurant that is not seeded.
+function M.restaurant_index(rid, cfg)
+  cfg = cfg or common.config()
+  if cfg.toast_restaurants == 0 then return 0 end
+  return restaurants(cfg).index[(rid:match("^%s*(.-)%s*$")):lower()]
+end
+
+-- admit(header value) -> k as restaurant_index gives it | nil, the refusal sent: 403 for a
+-- restaurant that is not seeded, 401 for one of toast_unauthorized_restaurants (whatever the
+-- token). Neither set (the usual case): no more than a look at the stored settings' text, so
+-- every other spec's requests cost the simulator what they did (arrival-time proofs rely on it).
+function M.admit(rid)
+  local raw = common.state():get("config")
+  if not raw or not (raw:find("toast_restaurants", 1, true) or raw:find("toast_unauthorized", 1, true)) then
+    return 0
+  end
+  local cfg = common.config()
+  local k = M.restaurant_index(rid, cfg)
+  if not k then
+    return nil, err(403, "the restaurant in Toast-Restaurant-External-ID is not connected to this partner",
+      "Toast-Restaurant-External-ID")
+  end
+  local list = cfg.toast_unauthorized_restaurants
+  if list ~= "" then
+    local want = (rid:match("^%s*(.-)%s*$")):lower()
+    for g in list:gmatch("[^,%s]+") do
+      if g:lower() == want then return nil, err(401, "missing, invalid or expired access token") end
+    end
+  end
+  return k
+end
+
+local function per_day_of(cfg, k)
+  if k == 0 then return cfg.toast_orders_per_day end
+  return cfg.toast_orders_per_day + (k - 1) % 4
+end
+
 local function dataset()
   local cfg = common.config()
   local end_day
@@ -323,26 +421,35 @@ local function dataset()
   if cache.sig ~= sig then
     cache = { sig = sig, days = {}, world = build_world(cfg.toast_orders_seed),
               seed = cfg.toast_orders_seed, per_day = cfg.toast_orders_per_day,
-              first_day = end_day - cfg.toast_orders_days, end_day = end_day }
+              first_day = end_day - cfg.toast_orders_days, end_day = end_day, cached = 0 }
   end
   return cache
 end
 
-local function day_orders(ds, day)
+-- Restaurant k's days (k = 0: the one data set). At most 128 restaurants' days are kept, so a
+-- thousand seeded restaurants do not fill the worker's memory.
+local function day_orders(ds, day, k)
+  k = k or 0
   if day < ds.first_day or day >= ds.end_day then return {} end
-  local list = ds.days[day]
+  local days = ds.days[k]
+  if not days then
+    if ds.cached >= 128 then ds.days, ds.cached = {}, 0 end
+    days = {}
+    ds.days[k], ds.cached = days, ds.cached + 1
+  end
+  local list = days[day]
   if not list then
-    list = build_day(ds.world, ds.seed, day, ds.per_day)
-    ds.days[day] = list
+    list = build_day(ds.world, ds.seed + k, day, per_day_of(common.config(), k), k)
+    days[day] = list
   end
   return list
 end
 
--- Records with start <= t < finish, sorted.
-local function orders_between(ds, start, finish)
+-- Records with start <= t < finish, sorted (restaurant k's; 0: the one data set).
+local function orders_between(ds, start, finish, k)
   local out = {}
   for day = math.max(floor(start / 86400), ds.first_day), math.min(floor(finish / 86400), ds.end_day - 1) do
-    for _, rec in ipairs(day_orders(ds, day)) do
+    for _, rec in ipairs(day_orders(ds, day, k)) do
       if rec.t >= start and rec.t < finish then out[#out + 1] = rec end
     end
   end
@@ -358,7 +465,7 @@ local function public_option(o)
            behavior = o.behavior, curbside = o.curbside }
 end
 
-local function orders_bulk()
+local function orders_bulk(k)
   local args = ngx.req.get_uri_args(100)
   local page, size, perr = common.page_params(args, PAGE_DEFAULT, PAGE_MAX)
   if not page then return err(400, size, perr) end
@@ -386,7 +493,7 @@ local function orders_bulk()
         "endDate")
     end
   end
-  local recs = orders_between(ds, start, finish)
+  local recs = orders_between(ds, start, finish, k)
   local parts = {}
   for i = (page - 1) * size + 1, math.min(#recs, page * size) do parts[#parts + 1] = recs[i].json end
   return common.send_raw(200, "[" .. table.concat(parts, ",") .. "]", "application/json")
@@ -463,7 +570,9 @@ function M.handle(method, path)
   if type(rid) ~= "string" or not rid:find("%S") then
     return err(400, "Toast-Restaurant-External-ID header is required", "Toast-Restaurant-External-ID")
   end
-  return h()
+  local k, refused = M.admit(rid)
+  if not k then return refused end
+  return h(k)
 end
 
 -- Called by sim.api for every API request before faults apply: records ordersBulk arrivals.
@@ -471,8 +580,11 @@ function M.observe(method, path)
   if method ~= "GET" or path ~= "/orders/v2/ordersBulk" then return end
   local a = ngx.req.get_uri_args(100)
   local function s(v) return type(v) == "string" and v or null end
+  local rid = ngx.req.get_headers()["toast-restaurant-external-id"]
+  if type(rid) == "table" then rid = rid[1] end
   common.list_push(common.state(), CALLS, common.encode({
-    t = common.now(), startDate = s(a.startDate), endDate = s(a.endDate),
+    t = common.now(), restaurant = type(rid) == "string" and rid:lower() or null,
+    startDate = s(a.startDate), endDate = s(a.endDate),
     businessDate = s(a.businessDate), page = tonumber(a.page) or null,
     pageSize = tonumber(a.pageSize) or null,
   }))
@@ -500,7 +612,12 @@ local function truth()
     finish = common.parse_iso8601(args.endDate)
     if not finish then return common.send_json(400, { error = "endDate must be ISO-8601" }) end
   end
-  local recs = orders_between(ds, start, finish)
+  local which = 0
+  if type(args.restaurant) == "string" and args.restaurant ~= "" then
+    which = M.restaurant_index(args.restaurant)
+    if not which then return common.send_json(404, { error = "no such seeded restaurant" }) end
+  end
+  local recs = orders_between(ds, start, finish, which)
   local jsons, check_guests = {}, {}
   for i, rec in ipairs(recs) do
     jsons[i] = rec.json
@@ -523,7 +640,17 @@ local function truth()
     "application/json")
 end
 
+local function seeded_list()
+  local cfg, ds = common.config(), dataset()
+  local out = common.array()
+  for k, g in ipairs(restaurants().guids) do
+    out[k] = { guid = g, per_day = per_day_of(cfg, k), orders = per_day_of(cfg, k) * (ds.end_day - ds.first_day) }
+  end
+  return common.send_json(200, { restaurants = out, days = ds.end_day - ds.first_day })
+end
+
 M.control_routes = {
+  ["/__sim/toast/restaurants"] = { GET = seeded_list },
   ["/__sim/toast/orders_calls"] = { GET = calls },
   ["/__sim/toast/orders_truth"] = { GET = truth },
 }
