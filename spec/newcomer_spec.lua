@@ -22,7 +22,9 @@ describe("the library as the README describes it", function()
           .. " 'require \"crm\"'"):format(other[1], other[1], lua))
         assert.is_not.equal(0, r.code)
         assert.truthy(r.err:find("crm found its C core at " .. so .. " but could not load it", 1, true), r.err)
-        assert.truthy(r.err:find("undefined symbol: " .. symbol, 1, true), r.err)
+        -- the first missing symbol the loader meets depends on the build (lua_pcall, lua_replace…)
+        assert.truthy(r.err:find("undefined symbol: lua_", 1, true), r.err)
+        assert.truthy(r.err:find(symbol, 1, true), r.err)
         assert.truthy(r.err:find("a core built for another Lua", 1, true), r.err)
       end
     end

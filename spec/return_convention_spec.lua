@@ -160,6 +160,11 @@ describe("the return convention", function()
         return c:backfill_orders { now = NOW, spacing = 0, allow_fast = true, weeks = 1, profiles = profiles }
       end,
       sync_to_crm = function() return c:sync_to_crm(profiles) end,
+      use_restaurant = function() return c:use_restaurant(H.restaurant) end,
+      backfill_restaurants = function()
+        return c:backfill_restaurants({ H.restaurant }, { dir = H.tmpdir(), now = NOW, spacing = 0,
+                                                          allow_fast = true, weeks = 1 })
+      end,
       batch = function() return c:batch { { "get_customer", cust.guid } } end,
       close = function() return c:close() end,
     }

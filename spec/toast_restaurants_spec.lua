@@ -171,12 +171,12 @@ describe("restaurant views", function()
     local list = seed(2)
     local toast = H.toast()
     local c = H.customer()
-    local a, how_a = toast:use_restaurant(list[1].guid):find_or_create(c)
-    local b, how_b = toast:use_restaurant(list[2].guid):find_or_create(c)
+    local a, _, how_a = toast:use_restaurant(list[1].guid):find_or_create(c)
+    local b, _, how_b = toast:use_restaurant(list[2].guid):find_or_create(c)
     assert.equal("created", how_a)
     assert.equal("created", how_b)
     assert.are_not.equal(a.guid, b.guid)
-    local _, again = toast:use_restaurant(list[2].guid):find_or_create(c)
+    local _, _, again = toast:use_restaurant(list[2].guid):find_or_create(c)
     assert.equal("found", again)
     toast:close()
   end)
@@ -528,10 +528,13 @@ describe("the simulator's restaurants", function()
 end)
 
 -- bin/crm in a subprocess: {code, out (lines decoded), err}.
-local function cli(args, env)
+-- cli(args [, env [, state]]): bin/crm with fresh config and state directories, or the given
+-- state directory (crm sim keeps its pid there: start, status and stop must share one).
+local function cli(args, env, state)
   local out, err = os.tmpname(), os.tmpname()
   local status = io.popen(("%s%s CRM_SIM_PORT=%d XDG_CONFIG_HOME=%s XDG_STATE_HOME=%s %s bin/crm %s >%s 2>%s"
-    .. " </dev/null; echo $?"):format(H.CLEAN_ENV, env or "", H.port, tmpdir(), tmpdir(), H.lua, args, out, err))
+    .. " </dev/null; echo $?"):format(H.CLEAN_ENV, env or "", H.port, tmpdir(), state or tmpdir(), H.lua, args,
+    out, err))
     :read("*a")
   local r = { code = tonumber(status:match("%d+")), out = {}, err = H.slurp(err) }
   for l in H.slurp(out):gmatch("[^\n]+") do r.out[#r.out + 1] = require("crm").json.decode(l) end
@@ -542,16 +545,16 @@ end
 
 describe("the command line with many restaurants", function()
   it("crm sim start --restaurants N seeds them; start and status print their GUIDs and order counts", function()
-    local port = H.port + 48
-    local r = cli(("sim start --port %d --restaurants 3"):format(port))
+    local port, state = H.port + 48, tmpdir()
+    local r = cli(("sim start --port %d --restaurants 3"):format(port), nil, state)
     assert.equal(0, r.code, r.err)
     assert.equal(3, #r.out[1].restaurants)
     assert.equal(H.restaurant, r.out[1].restaurants[1].guid)
     assert.equal(84 * 7, r.out[1].restaurants[2].orders) -- twelve weeks of 7 a day
-    r = cli(("sim status --port %d"):format(port))
+    r = cli(("sim status --port %d"):format(port), nil, state)
     assert.equal(0, r.code, r.err)
     assert.equal(3, #r.out[1].restaurants)
-    assert.equal(0, cli(("sim stop --port %d"):format(port)).code)
+    assert.equal(0, cli(("sim stop --port %d"):format(port), nil, state).code)
   end)
 
   it("guests backfill --restaurant (repeated), --restaurants FILE: profiles per restaurant, failures named", function()

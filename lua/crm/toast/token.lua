@@ -16,7 +16,8 @@ No value is read and then written back: the lock is an add, the generation an in
 holds the bearer token (never the client secret) until it expires.
 
 A token entry is bound to the credentials that got it: "<token> crm1 <expiry> <tag>", where
-expiry is the wall-clock second it runs out and tag is HMAC-SHA-256(client_secret, client_id
+expiry is the wall-clock millisecond it runs out (whole seconds would cut a short-lived
+token's life by up to one second) and tag is HMAC-SHA-256(client_secret, client_id
 NUL base URL NUL token NUL expiry) in hex. The restaurant is not in it: one login serves every
 restaurant of the same credentials. An entry whose tag does not match (another tenant's token
 handed over by a store that mixes namespaces, an old or forged value) is ignored, logged once,
@@ -92,8 +93,9 @@ local function stored_token(self, g)
     end
     return nil
   end
-  if tonumber(expiry) <= stores.wall() then return nil end
-  self.checked_entry, self.checked_token, self.checked_expiry = v, token, tonumber(expiry)
+  local expires = tonumber(expiry) / 1000
+  if expires <= stores.wall() then return nil end
+  self.checked_entry, self.checked_token, self.checked_expiry = v, token, expires
   return token
 end
 
@@ -104,7 +106,7 @@ local function login(self, g, locked)
   local ok, token, err = pcall(c.login, c)
   if ok and token then
     local ttl = c.token_expires - c.clock.now()
-    if ttl > 0 then store:set("t:" .. g, entry(self, token, floor(stores.wall() + ttl)), ttl) end
+    if ttl > 0 then store:set("t:" .. g, entry(self, token, floor((stores.wall() + ttl) * 1000)), ttl) end
     remember(self, token, g)
   end
   if locked and store:get("tl:" .. g) == self.owner then store:set("tl:" .. g, nil) end
