@@ -289,6 +289,10 @@ end
 
 function M.run(ctx)
   local a = ctx.args
+  -- the database commands need no Toast login
+  if a.resource == "guests" and (a.verb == "report" or a.verb == "drain") then
+    return require("crm.cli.guests_db")[a.verb](ctx)
+  end
   -- the backfill's transport stops sending after Ctrl-C
   local toast, err = ctx:toast(a.resource == "guests")
   if not toast then return ctx:fail(err) end
@@ -297,6 +301,8 @@ function M.run(ctx)
     code = customers(ctx, toast)
   elseif a.resource == "credit" then
     code = credit(ctx, toast)
+  elseif a.db then
+    code = require("crm.cli.guests_db").backfill(ctx, toast)
   else
     code = backfill(ctx, toast)
   end
