@@ -874,16 +874,19 @@ end
 
 --- The orders stored for a restaurant, without their documents.
 -- @tparam string restaurant_guid
--- @treturn[1] {table,...} `{guid, modified_date, counted, reason, revision}` by GUID; `revision`
--- is 1 for an order written once and grows by one each time a newer version replaced it
+-- @treturn[1] {table,...} `{guid, modified_date, counted, reason, revision, guests}` by GUID;
+-- `revision` is 1 for an order written once and grows by one each time a newer version replaced
+-- it; `guests` is how many guests it counts for (0 when `counted` is false)
 -- @return[2] `nil`
 -- @treturn[2] Error `validation` or `transport`
 function Sink:orders(restaurant_guid)
   if not self.c then return nil, closed_error() end
   local e = check_restaurant(restaurant_guid)
   if e then return nil, e end
-  local rows, err = self.c:rows("SELECT guid, modified_date, counted, reason, revision FROM orders"
-    .. " WHERE restaurant_guid = " .. self.c:lit(restaurant_guid) .. " ORDER BY guid")
+  local rows, err = self.c:rows("SELECT o.guid, o.modified_date, o.counted, o.reason, o.revision,"
+    .. " (SELECT COUNT(*) FROM order_guests og WHERE og.restaurant_guid = o.restaurant_guid"
+    .. " AND og.order_guid = o.guid) AS guests FROM orders o WHERE o.restaurant_guid = "
+    .. self.c:lit(restaurant_guid) .. " ORDER BY o.guid")
   if not rows then return nil, err end
   for _, row in ipairs(rows) do row.counted = row.counted == 1 end
   return rows

@@ -1,0 +1,372 @@
+-- Guest history in a real database (crm.toast.db), SQLite and PostgreSQL both: a hostile order
+-- written and read back, a webhook delivered twice, a stale update ignored, a backfill killed with
+-- SIGKILL and resumed that writes every order exactly once, and reports that match the JSON Lines
+-- profiles of the same orders. PostgreSQL is a real server started here (spec/pg_server.lua).
+local core = require "crm.core"
+local crm = require "crm"
+local guests = require "crm.toast.guests"
+local H = require "helper"
+local PG = require "pg_server"
+
+local db_ok, db = pcall(require, "crm.toast.db")
+local SQLITE = pcall(require, "luasql.sqlite3")
+
+local DAY = 86400
+local NOW = 1714521600
+local DATA = { toast_orders_seed = 11, toast_orders_days = 100, toast_orders_per_day = 8,
+               toast_orders_end_date = "2024-05-01" }
+local R = H.restaurant
+
+local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+local tmp = os.tmpname()
+os.remove(tmp)
+assert(os.execute("mkdir -p " .. tmp .. "/config " .. tmp .. "/state"))
+
+-- A hand-made context: one take-out and one dine-in option, a server, a menu item.
+local CTX = {
+  dining_options = { ["do-take"] = { guid = "do-take", name = "Take Out", behavior = "TAKE_OUT" },
+                     ["do-dine"] = { guid = "do-dine", name = "Dine In", behavior = "DINE_IN" } },
+  employees = { ["emp-1"] = { guid = "emp-1", name = "Ann Server" } },
+  items = { ["item-1"] = { guid = "item-1", name = "Soup" } },
+}
+
+local function order(guid, o)
+  o = o or {}
+  local total = o.total or 21.5
+  return {
+    guid = guid, modifiedDate = o.modified or "2024-03-01T12:00:00.000+0000",
+    openedDate = o.opened or "2024-03-01T11:00:00.000+0000", voided = o.voided or false,
+    diningOption = { guid = o.dining or "do-take" }, server = { guid = "emp-1" },
+    checks = crm.json.array { {
+      guid = guid .. "-c1", displayNumber = "7",
+      customer = o.customer or { firstName = "Ada", lastName = "Byron", email = "ada@example.org",
+                                 phone = "+16175550100" },
+      amount = total - 1.5, taxAmount = 1.5, totalAmount = total,
+      selections = crm.json.array { { item = { guid = "item-1" }, displayName = o.item_name or "Soup",
+                                      quantity = 2, price = total - 1.5 } },
+      payments = crm.json.array { { type = "CREDIT", amount = total, tipAmount = 2 } },
+    } },
+  }
+end
+
+local function one_guest(sink, key)
+  for _, row in ipairs(assert(sink:report("guests"))) do
+    if row.guest_key == key then return row end
+  end
+  return nil
+end
+
+-- bin/crm in the background: its pid
+local function crm_background(args, out)
+  local cmd = ("CRM_SIM_PORT=%d XDG_CONFIG_HOME=%s XDG_STATE_HOME=%s %s%s bin/crm %s > %s 2>&1 < /dev/null & echo $!")
+    :format(H.port, q(tmp .. "/config"), q(tmp .. "/state"), H.CLEAN_ENV, H.lua, args, q(out))
+  return tonumber(H.sh_out("sh -c " .. q(cmd)):match("%d+"))
+end
+
+local function crm_run(args)
+  local out = os.tmpname()
+  local ok = os.execute(("CRM_SIM_PORT=%d XDG_CONFIG_HOME=%s XDG_STATE_HOME=%s %s%s bin/crm %s > %s 2>&1 < /dev/null")
+    :format(H.port, q(tmp .. "/config"), q(tmp .. "/state"), H.CLEAN_ENV, H.lua, args, q(out)))
+  local text = H.slurp(out)
+  os.remove(out)
+  return ok == true or ok == 0, text
+end
+
+local function backends(body)
+  describe("SQLite", function()
+    if not (db_ok and SQLITE) then
+      pending("LuaSQL's SQLite driver is not installed (lua-sql-sqlite3)")
+      return
+    end
+    local n = 0
+    body(function()
+      n = n + 1
+      local path = ("%s/guests-%d.db"):format(tmp, n)
+      os.remove(path)
+      return "sqlite:" .. path
+    end)
+  end)
+  describe("PostgreSQL", function()
+    local why = PG.why_not()
+    if why or not db_ok then
+      pending(why or "crm.toast.db did not load")
+      return
+    end
+    local server
+    setup(function() server = PG.start(H.port + 700) end)
+    teardown(function() if server then server.stop() end end)
+    body(function() return server.create() end)
+  end)
+end
+
+describe("guest history in a database", function()
+  it("refuses a password in a PostgreSQL URL without repeating it", function()
+    assert.is_true(db_ok)
+    local sink, err = db.open("postgresql://crm:s3cret-pass@127.0.0.1:5432/crm")
+    assert.is_nil(sink)
+    assert.equal("validation", err.kind)
+    assert.equal("url", err.field)
+    assert.is_nil(tostring(err):find("s3cret", 1, true))
+    assert.matches("PGPASSWORD", tostring(err))
+    local _, e2 = db.open("postgresql://crm@127.0.0.1/crm?password=s3cret-pass")
+    assert.equal("url", e2.field)
+    local _, e3 = db.open("mysql://crm@127.0.0.1/crm")
+    assert.equal("url", e3.field)
+    assert.same({ kind = "postgresql", user = "crm", host = "/run/postgresql", dbname = "crm" },
+      db.parse_url("postgresql://crm@/crm?host=%2Frun%2Fpostgresql"))
+  end)
+
+  it("loads a database driver only when a database is opened", function()
+    local code = "require 'crm'; require 'crm.toast.db'; assert(not package.loaded['luasql.sqlite3']"
+      .. " and not package.loaded['luasql.postgres'])"
+    assert.is_true(H.sh(H.lua .. " -e " .. q(code)))
+  end)
+
+  backends(function(new_url)
+    it("writes a hostile order (quotes, NUL, '; DROP TABLE) and reads it back intact", function()
+      local url = new_url()
+      local sink = assert(db.open(url))
+      local evil = "O'Brien\"; DROP TABLE orders; --"
+      local o = order("ord-'; DROP TABLE guests; --", {
+        customer = { firstName = evil, lastName = "Nul\0Byte\\'", email = "o'brien'--@example.org",
+                     phone = "+16175550111" },
+        item_name = "Soup'); DELETE FROM selections; --",
+      })
+      o.checks[1].selections[1].item = { guid = "not-on-the-menu'" }
+      o.note = "tab\tnul\0quote'dq\"backslash\\ utf8 é"
+      assert.equal(1, sink:write_orders(R, { o }, CTX))
+      local back = assert(sink:get_order(R, o.guid))
+      assert.same(crm.json.decode(crm.json.encode(o)), back)
+      assert.equal(o.note, back.note)
+      assert.equal("Nul\0Byte\\'", back.checks[1].customer.lastName)
+      local g = assert(one_guest(sink, "o'brien'--@example.org"))
+      assert.equal(evil, g.first_name)
+      -- text columns cannot hold NUL: it is U+FFFD there (the document keeps it)
+      assert.equal("Nul\239\191\189Byte\\'", g.last_name)
+      assert.equal(1, g.order_count)
+      local items = assert(sink:report("favourite_items"))
+      assert.equal("Soup'); DELETE FROM selections; --", items[1].name)
+      assert.equal(1, #assert(sink:orders(R)))
+      sink:close()
+      -- nothing was dropped: the tables are all there on a fresh open
+      local again = assert(db.open(url))
+      assert.equal(1, #assert(again:orders(R)))
+      assert.equal(1, #assert(again:report("guests")))
+      again:close()
+    end)
+
+    it("changes nothing when a webhook is delivered twice", function()
+      local sink = assert(db.open(new_url()))
+      local event = { eventType = "ORDER_UPDATED", details = { order = order("ord-twice") } }
+      assert.equal(1, sink:write_orders(R, { event }, CTX))
+      local before = one_guest(sink, "ada@example.org")
+      assert.equal(0, sink:write_orders(R, { event }))     -- the stored context is used
+      assert.equal(0, sink:write_orders(R, { event.details.order }, CTX))
+      assert.same(before, one_guest(sink, "ada@example.org"))
+      local rows = assert(sink:orders(R))
+      assert.equal(1, #rows)
+      assert.equal(1, rows[1].revision)
+      assert.equal(21.5, before.total_spend)
+      assert.equal(1, before.order_count)
+      sink:close()
+    end)
+
+    it("ignores a stale update, replaces with a newer one, and takes back a voided order", function()
+      local sink = assert(db.open(new_url()))
+      local v1 = order("ord-v", { modified = "2024-03-01T12:00:00.000+0000", total = 10 })
+      local v2 = order("ord-v", { modified = "2024-03-01T13:00:00.000+0000", total = 30 })
+      assert.equal(1, sink:write_orders(R, { v2 }, CTX))
+      assert.equal(0, sink:write_orders(R, { v1 }, CTX))
+      local g = one_guest(sink, "ada@example.org")
+      assert.equal(30, g.total_spend)
+      assert.equal(1, g.order_count)
+      assert.equal(30 * 100, g.total_cents)
+      local v3 = order("ord-v", { modified = "2024-03-01T14:00:00.000+0000", voided = true })
+      assert.equal(1, sink:write_orders(R, { v3 }, CTX))
+      assert.is_nil(one_guest(sink, "ada@example.org"))
+      local rows = assert(sink:orders(R))
+      assert.equal(2, rows[1].revision)
+      assert.is_false(rows[1].counted)
+      assert.equal("voided", rows[1].reason)
+      -- the same rule as the profile set
+      local set = assert(guests.new(CTX))
+      set:fold(v2)
+      assert.equal("stale", set:fold(v1).reason)
+      sink:close()
+    end)
+
+    it("keys guests per restaurant, or per group when restaurants are grouped", function()
+      local url = new_url()
+      local other = "0b6f8a64-1d8e-4c55-a0de-6c4b9a2f7e01"
+      local sink = assert(db.open(url))
+      assert.equal(1, sink:write_orders(R, { order("ord-a") }, CTX))
+      assert.equal(1, sink:write_orders(other, { order("ord-b") }, CTX))
+      local rows = assert(sink:report("guests"))
+      assert.equal(2, #rows)
+      assert.equal(1, rows[1].order_count)
+      sink:close()
+      local grouped = assert(db.open(url, { groups = { [R] = "group-1", [other] = "group-1" } }))
+      assert.equal(1, grouped:write_orders(R, { order("ord-c") }, CTX))
+      assert.equal(1, grouped:write_orders(other, { order("ord-d") }, CTX))
+      local g
+      for _, row in ipairs(assert(grouped:report("guests"))) do
+        if row.scope == "group-1" then g = row end
+      end
+      assert.equal(2, g.order_count)
+      assert.equal(2, g.restaurants)
+      grouped:close()
+    end)
+
+    it("keeps checkpoints per restaurant", function()
+      local sink = assert(db.open(new_url()))
+      assert.is_nil(sink:load_checkpoint(R))
+      local cp = { version = 1, startDate = "2024-02-07T00:00:00.000+0000", endDate = "2024-05-01T00:00:00.000+0000",
+                   through = "2024-03-06T00:00:00.000+0000", windows_done = 1, orders = 224 }
+      assert.is_true(sink:save_checkpoint(R, cp))
+      assert.same(cp, sink:load_checkpoint(R))
+      assert.is_nil(sink:load_checkpoint("another-restaurant"))
+      sink:close()
+      assert.is_true(sink:close())
+      local _, err = sink:load_checkpoint(R)
+      assert.equal("closed", err.code)
+    end)
+
+    it("gives reports that match the JSON Lines profiles of the same orders", function()
+      H.reset()
+      H.config(DATA)
+      local sink = assert(db.open(new_url()))
+      local c = H.toast()
+      local set = assert(c:new_profile_set())
+      local res = assert(c:backfill_orders { now = NOW, spacing = 0, allow_fast = true, profiles = set,
+        on_window = function(orders) assert(sink:write_orders(R, orders, set.context)) end })
+      assert.equal(res.orders, #assert(sink:orders(R)))
+      local path = tmp .. "/profiles.jsonl"
+      local fh = assert(io.open(path, "w"))
+      assert(set:write_jsonl(fh))
+      fh:close()
+      local profiles = {}
+      for line in io.lines(path) do
+        local p = crm.json.decode(line)
+        profiles[p.key] = p
+      end
+      local rows = assert(sink:report("guests"))
+      assert.equal(set:count(), #rows)
+      assert.is_true(#rows > 10)
+      for i, row in ipairs(rows) do
+        local p = assert(profiles[row.guest_key], "no profile for a reported guest")
+        assert.equal(p.order_count, row.order_count)
+        assert.equal(p.check_count, row.check_count)
+        assert.near(p.total_spend, row.total_spend, 0.001)
+        assert.near(p.tips, row.tips, 0.001)
+        assert.equal(p.last_order, row.last_order)
+        assert.equal(p.first_order, row.first_order)
+        assert.equal(p.last_order_guid, row.last_order_guid)
+        assert.equal(p.firstName, row.first_name)
+        assert.equal(p.lastName, row.last_name)
+        assert.equal(p.email, row.email)
+        assert.equal(p.phone, row.phone)
+        if i > 1 then assert.is_true(rows[i - 1].total_cents >= row.total_cents, "by spend") end
+      end
+      local fav = {}
+      for _, row in ipairs(assert(sink:report("favourite_items", { limit = 3 }))) do
+        fav[row.guest_key] = fav[row.guest_key] or {}
+        fav[row.guest_key][row.rank] = row
+      end
+      local servers = {}
+      for _, row in ipairs(assert(sink:report("servers"))) do
+        servers[row.guest_key] = servers[row.guest_key] or {}
+        servers[row.guest_key][row.server_guid] = row
+      end
+      for key, p in pairs(profiles) do
+        for rank = 1, math.min(3, #p.favourite_items) do
+          local want, got = p.favourite_items[rank], fav[key][rank]
+          assert.equal(want.quantity, got.quantity)
+          assert.equal(want.orders, got.orders)
+          assert.equal(want.guid, got.item_guid)
+        end
+        for _, s in ipairs(p.servers) do
+          assert.equal(s.orders, servers[key][s.guid].orders)
+          assert.equal(s.name, servers[key][s.guid].server_name)
+        end
+      end
+      -- lapsed: no order in the last 30 days before NOW, as the profiles say
+      local lapsed = {}
+      for _, row in ipairs(assert(sink:report("lapsed", { days = 30, now = NOW }))) do lapsed[row.guest_key] = true end
+      local n = 0
+      for key, p in pairs(profiles) do
+        local is_lapsed = guests.parse_time(p.last_order) < NOW - 30 * DAY
+        assert.equal(is_lapsed, lapsed[key] == true)
+        if is_lapsed then n = n + 1 end
+      end
+      assert.is_true(n > 0)
+      sink:close()
+    end)
+
+    it("resumes a backfill killed with SIGKILL and writes every order exactly once", function()
+      H.reset()
+      H.config { toast_orders_per_day = 20, toast_orders_days = 90 }
+      local url = new_url()
+      local log = tmp .. "/killed.log"
+      local pid = crm_background("--sim toast guests backfill --db " .. q(url) .. " --window-days 7", log)
+      assert.is_number(pid)
+      local watch, at_kill
+      for _ = 1, 600 do
+        watch = watch or db.open(url)
+        local rows = watch and watch:orders(R)
+        if rows and #rows > 0 then
+          assert(H.sh("kill -KILL " .. pid))
+          at_kill = #rows
+          break
+        end
+        core.sleep(0.05)
+      end
+      assert.is_number(at_kill, "the backfill wrote nothing in 30 s: " .. H.slurp(log))
+      for _ = 1, 100 do
+        if not H.sh("kill -0 " .. pid) then break end
+        core.sleep(0.05)
+      end
+      local cp = watch:load_checkpoint(R)
+      local stored = assert(watch:orders(R))
+      -- a kill never leaves half an order: each stored order has all its guests' rows
+      for _, row in ipairs(stored) do assert.equal(row.counted, row.guests > 0) end
+      local ok, out = crm_run("--sim toast guests backfill --db " .. q(url) .. " --window-days 7")
+      assert.is_true(ok, out)
+      local final = assert(watch:load_checkpoint(R))
+      assert.equal(final.endDate, final.through)
+      if cp then assert.equal(cp.startDate, final.startDate) end
+      local t = H.control("GET", "/__sim/toast/orders_truth?startDate=" .. core.escape(final.startDate)
+        .. "&endDate=" .. core.escape(final.endDate))
+      local rows = assert(watch:orders(R))
+      assert.is_true(at_kill < #t.orders, "the kill came after the backfill had finished")
+      assert.equal(#t.orders, #rows)
+      local want = {}
+      for _, o in ipairs(t.orders) do want[o.guid] = true end
+      for _, row in ipairs(rows) do
+        assert.is_true(want[row.guid], "an order that is not in the range")
+        assert.equal(1, row.revision, "an order written twice")
+      end
+      -- the same command again changes nothing
+      ok, out = crm_run("--sim toast guests backfill --db " .. q(url) .. " --window-days 7")
+      assert.is_true(ok, out)
+      assert.matches('"written":0', out)
+      watch:close()
+    end)
+
+    it("prints the reports as JSON Lines from the command line", function()
+      local url = new_url()
+      local sink = assert(db.open(url))
+      assert.equal(2, sink:write_orders(R, { order("ord-1"), order("ord-2", {
+        opened = "2024-03-05T11:00:00.000+0000", customer = { firstName = "Bo", email = "bo@example.org" } }) }, CTX))
+      sink:close()
+      local ok, out = crm_run("toast guests report --db " .. q(url) .. " --lapsed-days 1")
+      assert.is_true(ok, out)
+      local by = {}
+      for line in out:gmatch("[^\n]+") do
+        local v = assert(crm.json.decode(line))
+        by[v.report] = (by[v.report] or 0) + 1
+      end
+      assert.same({ guests = 2, last_orders = 2, favourite_items = 2, servers = 2, lapsed = 2 }, by)
+    end)
+  end)
+end)
