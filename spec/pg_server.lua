@@ -24,7 +24,9 @@ function P.why_not()
   if not P.BIN then
     return "the PostgreSQL server is not installed (Debian: postgresql; /usr/lib/postgresql/*/bin)"
   end
-  if not pcall(require, "luasql.postgres") then return "LuaSQL's PostgreSQL driver is not installed (lua-sql-postgres)" end
+  if not pcall(require, "luasql.postgres") then
+    return "LuaSQL's PostgreSQL driver is not installed (lua-sql-postgres)"
+  end
   return nil
 end
 
