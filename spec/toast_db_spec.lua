@@ -370,3 +370,63 @@ describe("guest history in a database", function()
     end)
   end)
 end)
+
+-- The OpenResty sample's folding: the webhook handler queues orders in its dict; `crm toast
+-- guests drain` writes them to the database outside nginx.
+describe("OpenResty order queue drained into a database", function()
+  local N = require "openresty_nginx"
+  if not (N.available and db_ok and SQLITE) then
+    pending("needs nginx with lua-nginx-module and lua-sql-sqlite3")
+    return
+  end
+  local ng, http
+  setup(function()
+    ng = N.start(H.port + 720)
+    http = assert(core.new { timeout = 10 })
+  end)
+  teardown(function()
+    if ng then ng.stop() end
+    if http then http:close() end
+  end)
+
+  local function post(value, headers)
+    local body = crm.json.encode(value)
+    local h = { "Content-Type: application/json", N.sign(body) }
+    for _, x in ipairs(headers or {}) do h[#h + 1] = x end
+    local status, _, answer = http:request("POST", ng.plugin .. "/webhooks/orders", h, body)
+    return status, answer
+  end
+
+  it("queues each delivery and drains them so that a webhook delivered twice counts once", function()
+    local url = "sqlite:" .. tmp .. "/drain.db"
+    local sink = assert(db.open(url))
+    assert.equal(0, sink:write_orders(R, {}, CTX)) -- the context a backfill would have stored
+    sink:close()
+    local other = "0b6f8a64-1d8e-4c55-a0de-6c4b9a2f7e01"
+    local event = { eventType = "ORDER_UPDATED", details = { order = order("ord-hook-1") } }
+    assert.equal(202, (post(event)))
+    assert.equal(202, (post(event)))                       -- delivered twice
+    assert.equal(202, (post(order("ord-hook-2"), { "Toast-Restaurant-External-ID: " .. other })))
+    local unsigned = http:request("POST", ng.plugin .. "/webhooks/orders", { "Content-Type: application/json" },
+      crm.json.encode(order("ord-forged")))
+    assert.equal(401, unsigned)
+    local queue = ng.plugin .. "/orders/queue"
+    local ok, out = crm_run("toast guests drain --db " .. q(url) .. " --queue " .. q(queue) .. " --max 2")
+    assert.is_true(ok, out)
+    local summary = crm.json.decode(out:match("[^\n]*drained[^\n]*"))
+    assert.equal(3, summary.drained)
+    assert.equal(2, summary.written)
+    sink = assert(db.open(url))
+    local rows = assert(sink:orders(R))
+    assert.equal(1, #rows)
+    assert.equal(1, rows[1].revision)
+    assert.is_true(rows[1].counted)
+    assert.equal(1, #assert(sink:orders(other)))
+    assert.equal(1, one_guest(sink, "ada@example.org").order_count)
+    sink:close()
+    -- acknowledged: a second drain finds nothing
+    ok, out = crm_run("toast guests drain --db " .. q(url) .. " --queue " .. q(queue))
+    assert.is_true(ok, out)
+    assert.matches('"drained":0', out)
+  end)
+end)
