@@ -151,6 +151,7 @@ bench: deps-tools
 	@$(MAKE) -s --no-print-directory all
 	@$(MAKE) -s --no-print-directory all LUA=luajit
 	@bash bench/run.sh
+	@bash bench/db.sh
 
 # ---- fault suite: CHAOS_OPS mixed operations, CHAOS_CONCURRENCY at a time, random faults ----
 # A new seed every run unless CHAOS_SEED is given (printed first: CHAOS_SEED=... replays it); then

@@ -306,6 +306,18 @@ function Conn:rows(sql)
   return out
 end
 
+-- exec_all(list) -> true | nil, err: statements that return nothing; PostgreSQL gets them in one
+-- round trip (LuaSQL's SQLite driver runs one statement per call).
+function Conn:exec_all(list)
+  if #list == 0 then return true end
+  if self.pg then return self:exec(concat(list, ";\n")) end
+  for _, sql in ipairs(list) do
+    local ok, err = self:exec(sql)
+    if not ok then return nil, err end
+  end
+  return true
+end
+
 function Conn:begin() return self:exec(self.pg and "BEGIN" or "BEGIN IMMEDIATE") end
 
 function Conn:rollback() self.conn:execute("ROLLBACK") end
@@ -575,16 +587,16 @@ local function cents(v)
   return floor(v * 100 + 0.5)
 end
 
--- INSERT INTO tbl (cols) VALUES (...), (...): one statement per table and order.
-local function insert_rows(c, tbl, cols, rows)
-  if #rows == 0 then return true end
+-- INSERT INTO tbl (cols) VALUES (...), (...): one statement per table and order, added to `out`.
+local function insert_rows(c, out, tbl, cols, rows)
+  if #rows == 0 then return end
   local values = {}
   for i, row in ipairs(rows) do
     local lits = {}
     for j = 1, #cols do lits[j] = c:lit(row[j]) end
     values[i] = "(" .. concat(lits, ", ") .. ")"
   end
-  return c:exec("INSERT INTO " .. tbl .. " (" .. concat(cols, ", ") .. ") VALUES " .. concat(values, ", "))
+  out[#out + 1] = "INSERT INTO " .. tbl .. " (" .. concat(cols, ", ") .. ") VALUES " .. concat(values, ", ")
 end
 
 local OG_COLS = { "restaurant_guid", "order_guid", "scope", "guest_key", "first_name", "last_name", "email",
@@ -662,29 +674,23 @@ local function order_pii(order)
   return out
 end
 
--- A guest's row from their orders: the latest non-empty value of each identity field, as a
--- profile has it; no orders left -> no row.
-local function refresh_guest(self, scope, key, stamp)
-  local c = self.c
+-- A guest's row from their orders (statements added to `out`): the latest non-empty value of
+-- each identity field, as a profile has it (orders by time, then GUID); no orders left -> no row.
+-- The upsert comes first and takes the row's lock, so two writers of one guest take turns.
+local function refresh_guest(c, out, scope, key, stamp)
   local where = " WHERE scope = " .. c:lit(scope) .. " AND guest_key = " .. c:lit(key)
-  -- take the guest's row lock first, so two writers of one guest's orders take turns
-  local ok, err = c:exec(("INSERT INTO guests (scope, guest_key, updated_at) VALUES (%s, %s, %s)"
+  out[#out + 1] = ("INSERT INTO guests (scope, guest_key, updated_at) VALUES (%s, %s, %s)"
     .. " ON CONFLICT (scope, guest_key) DO UPDATE SET updated_at = excluded.updated_at"):format(
-    c:lit(scope), c:lit(key), stamp))
-  if not ok then return nil, err end
-  local rows
-  rows, err = c:rows("SELECT first_name, last_name, email, phone FROM order_guests" .. where
-    .. " ORDER BY order_at, order_guid, restaurant_guid")
-  if not rows then return nil, err end
-  if #rows == 0 then return c:exec("DELETE FROM guests" .. where) end
-  local id = {}
-  for _, row in ipairs(rows) do
-    for _, f in ipairs { "first_name", "last_name", "email", "phone" } do
-      if row[f] ~= nil then id[f] = row[f] end
-    end
+    c:lit(scope), c:lit(key), stamp)
+  local sets = {}
+  for i, f in ipairs { "first_name", "last_name", "email", "phone" } do
+    sets[i] = f .. " = (SELECT og." .. f .. " FROM order_guests og" .. where:gsub("scope", "og.scope")
+      :gsub("guest_key", "og.guest_key") .. " AND og." .. f .. " IS NOT NULL"
+      .. " ORDER BY og.order_at DESC, og.order_guid DESC, og.restaurant_guid DESC LIMIT 1)"
   end
-  return c:exec(("UPDATE guests SET first_name = %s, last_name = %s, email = %s, phone = %s%s"):format(
-    c:lit(id.first_name), c:lit(id.last_name), c:lit(id.email), c:lit(id.phone), where))
+  out[#out + 1] = "UPDATE guests SET " .. concat(sets, ", ") .. where
+  out[#out + 1] = "DELETE FROM guests" .. where .. " AND NOT EXISTS (SELECT 1 FROM order_guests og"
+    .. " WHERE og.scope = guests.scope AND og.guest_key = guests.guest_key)"
 end
 
 -- Writes one order in one transaction -> true (written) | false (stale or the same version) | nil, err
@@ -714,39 +720,34 @@ local function write_one(self, r, order, ctx)
         keys[#keys + 1] = { scope, key, k }
       end
     end
-    local ok
+    local out = {}
     if old then
       local prev
       prev, e = c:rows("SELECT scope, guest_key FROM order_guests" .. where)
       if not prev then return nil, e end
       for _, p in ipairs(prev) do add_key(p.scope, p.guest_key) end
-      for _, t in ipairs(CHILD_TABLES) do
-        ok, e = c:exec("DELETE FROM " .. t .. where)
-        if not ok then return nil, e end
-      end
+      for _, t in ipairs(CHILD_TABLES) do out[#out + 1] = "DELETE FROM " .. t .. where end
       rows.order[18] = old.revision + 1
       local sets = {}
       for i = 3, #ORDER_COLS do sets[#sets + 1] = ORDER_COLS[i] .. " = " .. c:lit(rows.order[i]) end
-      ok, e = c:exec("UPDATE orders SET " .. concat(sets, ", ") .. " WHERE restaurant_guid = " .. c:lit(r)
-        .. " AND guid = " .. c:lit(order.guid))
+      out[#out + 1] = "UPDATE orders SET " .. concat(sets, ", ") .. " WHERE restaurant_guid = " .. c:lit(r)
+        .. " AND guid = " .. c:lit(order.guid)
     else
-      ok, e = insert_rows(c, "orders", ORDER_COLS, { rows.order })
+      insert_rows(c, out, "orders", ORDER_COLS, { rows.order })
     end
-    if not ok then return nil, e end
-    for _, spec in ipairs { { "order_guests", OG_COLS, rows.guests }, { "checks", CHECK_COLS, rows.checks },
-                            { "selections", SEL_COLS, rows.selections }, { "payments", PAY_COLS, rows.payments } } do
-      ok, e = insert_rows(c, spec[1], spec[2], spec[3])
-      if not ok then return nil, e end
-    end
+    insert_rows(c, out, "order_guests", OG_COLS, rows.guests)
+    insert_rows(c, out, "checks", CHECK_COLS, rows.checks)
+    insert_rows(c, out, "selections", SEL_COLS, rows.selections)
+    insert_rows(c, out, "payments", PAY_COLS, rows.payments)
     local scope = self:scope(r)
     for _, key in ipairs(rows.keys) do add_key(scope, key) end
     -- one order, lock order by key: two writers never wait on each other in a circle
     sort(keys, function(a, b) return a[3] < b[3] end)
     local stamp = number_sql(now_ms())
-    for _, k in ipairs(keys) do
-      ok, e = refresh_guest(self, k[1], k[2], stamp)
-      if not ok then return nil, e end
-    end
+    for _, k in ipairs(keys) do refresh_guest(c, out, k[1], k[2], stamp) end
+    local ok
+    ok, e = c:exec_all(out)
+    if not ok then return nil, e end
     return true
   end)
   c.pii = nil
