@@ -353,6 +353,53 @@ describe("guest history in a database", function()
       watch:close()
     end)
 
+    it("lets two processes write the same orders at once: each stored once, no error", function()
+      H.reset()
+      local url = new_url()
+      assert(db.open(url)):close() -- the schema first: the race here is the orders'
+      local logs = { tmp .. "/twin-1.log", tmp .. "/twin-2.log" }
+      local pids = {}
+      for i = 1, 2 do pids[i] = crm_background("--sim toast guests backfill --db " .. q(url), logs[i]) end
+      for _, pid in ipairs(pids) do
+        for _ = 1, 600 do
+          if not H.sh("kill -0 " .. pid) then break end
+          core.sleep(0.05)
+        end
+      end
+      local written = 0
+      for i = 1, 2 do
+        local summary = crm.json.decode(H.slurp(logs[i]):match("{[^\n]*\"written\"[^\n]*}") or "null")
+        assert.is_table(summary, H.slurp(logs[i]))
+        written = written + summary.written
+      end
+      local sink = assert(db.open(url))
+      local rows = assert(sink:orders(R))
+      assert.is_true(#rows > 100)
+      assert.equal(#rows, written) -- each order written by exactly one of the two
+      for _, row in ipairs(rows) do assert.equal(1, row.revision) end
+      sink:close()
+    end)
+
+    it("refuses a database whose schema is newer than this crm", function()
+      local url = new_url()
+      local sink = assert(db.open(url))
+      sink:close()
+      assert(db.open(url)):close() -- migrations already applied: nothing to do
+      local luasql = url:find("^sqlite:") and require("luasql.sqlite3").sqlite3()
+        or require("luasql.postgres").postgres()
+      local cfg = db.parse_url(url)
+      local conn = cfg.path and luasql:connect(cfg.path)
+        or luasql:connect(cfg.dbname, cfg.user, nil, cfg.host, tostring(cfg.port))
+      assert(conn:execute("INSERT INTO schema_version (version, applied_at) VALUES (99, 0)"))
+      conn:close()
+      luasql:close()
+      local again, err = db.open(url)
+      assert.is_nil(again)
+      assert.equal("transport", err.kind)
+      assert.equal("db_schema", err.code)
+      assert.matches("99", err.message)
+    end)
+
     it("prints the reports as JSON Lines from the command line", function()
       local url = new_url()
       local sink = assert(db.open(url))
