@@ -7,7 +7,7 @@ local crm = require "crm"
 local core = require "crm.core"
 local db = require "crm.toast.db"
 
-local url, n = arg[1], tonumber(arg[2] or "10")
+local url, n = arg[1], tonumber(arg[2] or "100")
 local base = "http://127.0.0.1:" .. (os.getenv("CRM_SIM_PORT") or "18080")
 local toast = assert(crm.toast { base_url = base, restaurant_guid = "6f1d2d0e-8f65-4d7b-9b59-0f1f0c8e0a11",
                                  client_id = "sim-client", client_secret = "sim-secret" })
@@ -45,3 +45,8 @@ end
 print("db_reports_ms", ("%.1f"):format((core.now() - t0) * 1000))
 print("db_report_rows", rows)
 sink:close()
+-- peak RSS of this process (the orders of one restaurant are held; the rest streams through)
+local f = io.open("/proc/self/status")
+local status = f and f:read("*a") or ""
+if f then f:close() end
+print("db_peak_rss_kb", status:match("VmHWM:%s*(%d+)") or "?")

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 LUA=${LUA:-lua5.4}
 PORT=${CRM_SIM_PORT:-18080}
-N=${BENCH_DB_RESTAURANTS:-10}
+N=${BENCH_DB_RESTAURANTS:-100}
 export CRM_SIM_PORT=$PORT
 export LUA_PATH="$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;;"
 export LUA_CPATH="$ROOT/build/$LUA/?.so;;"
@@ -50,7 +50,7 @@ row() {
   if [ -z "$(get "$2" db_orders)" ]; then echo "| $1 | $2 | | | |"; return; fi
   echo "| $1 | $(get "$2" db_orders) orders ($(get "$2" db_written) written): $(get "$2" db_orders_per_s) orders/s |" \
     "$(get "$2" db_rerun_orders_per_s) orders/s ($(get "$2" db_rerun_written) written) |" \
-    "$(get "$2" db_reports_ms) ms for $(get "$2" db_report_rows) rows |"
+    "$(get "$2" db_reports_ms) ms for $(get "$2" db_report_rows) rows | $(get "$2" db_peak_rss_kb) kB |"
 }
 {
   echo "# crm.toast.db bench"
@@ -61,8 +61,8 @@ row() {
   echo "PostgreSQL: synchronous_commit=off, a local server on loopback). The rerun writes the same orders"
   echo "again: every one is the stored version, so nothing is written."
   echo
-  echo "| database | first write | rerun (idempotent) | reports (guests, last orders, favourite items, servers) |"
-  echo "| --- | --- | --- | --- |"
+  echo "| database | first write | rerun (idempotent) | reports (guests, last orders, favourite items, servers) | peak RSS |"
+  echo "| --- | --- | --- | --- | --- |"
   row SQLite "$SQ"
   row PostgreSQL "$PG"
 } | tee bench/results_db.md

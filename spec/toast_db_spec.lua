@@ -414,6 +414,13 @@ describe("guest history in a database", function()
         by[v.report] = (by[v.report] or 0) + 1
       end
       assert.same({ guests = 2, last_orders = 2, favourite_items = 2, servers = 2, lapsed = 2 }, by)
+      ok, out = crm_run("toast guests report --db " .. q(url) .. " --report servers")
+      assert.is_true(ok, out)
+      assert.equal(2, select(2, out:gsub('"report":"servers"', "")))
+      -- the database keeps the backfill's checkpoint: a journal as well is a usage error
+      ok, out = crm_run("--sim toast guests backfill --db " .. q(url) .. " --checkpoint x.jsonl")
+      assert.is_false(ok)
+      assert.matches("leave out %-%-checkpoint", out)
     end)
   end)
 end)

@@ -14,29 +14,18 @@ local function open(ctx, country_code)
   return sink
 end
 
--- backfill --db URL: each window's orders into the database, then the checkpoint; the database
--- holds the checkpoint, so the same command again resumes (a finished one does nothing).
-function M.backfill(ctx, toast)
+-- One restaurant's backfill into an open sink -> exit code, after its line
+-- {restaurant, windows, orders, written, checkpoint}. `client` is the Toast client or a view of
+-- it for one restaurant (anything with restaurant_guid, get_guest_context and backfill_orders):
+-- each window's orders go to the database, then the checkpoint, which the database keeps.
+function M.backfill_restaurant(ctx, client, sink)
   local a = ctx.args
-  if a.checkpoint then
-    return ctx:fail(output.usage_error("--db keeps the checkpoint in the database: leave out --checkpoint",
-      "checkpoint"))
-  end
-  local sink, err = open(ctx, toast.default_country_code)
-  if not sink then return ctx:fail(err) end
-  local r = toast.restaurant_guid
-  local cp
-  cp, err = sink:load_checkpoint(r)
-  if err then
-    sink:close()
-    return ctx:fail(err)
-  end
+  local r = client.restaurant_guid
+  local cp, err = sink:load_checkpoint(r)
+  if err then return ctx:fail(err) end
   local gctx
-  gctx, err = toast:get_guest_context()
-  if not gctx then
-    sink:close()
-    return ctx:fail(err)
-  end
+  gctx, err = client:get_guest_context()
+  if not gctx then return ctx:fail(err) end
   local spacing, allow_fast = a.spacing, nil
   if ctx.settings.sim then
     spacing, allow_fast = spacing or 0.2, true
@@ -46,30 +35,28 @@ function M.backfill(ctx, toast)
   local bar = ctx:progress("backfill windows")
   ctx:trap_interrupt()
   local written, serr = 0, nil
+  -- a callback that raises stops the backfill; the reason is kept here
+  local function stop(e, why)
+    serr = e
+    error(why, 0)
+  end
   local res
-  res, err = toast:backfill_orders {
+  res, err = client:backfill_orders {
     weeks = a.weeks, spacing = spacing, allow_fast = allow_fast, window_days = a.window_days,
     checkpoint = cp, profiles = false,
     on_window = function(orders)
       local n, werr = sink:write_orders(r, orders, gctx)
-      if not n then
-        serr = werr
-        error("the database write failed", 0)
-      end
+      if not n then stop(werr, "the database write failed") end
       written = written + n
       if ctx.interrupted() then error("interrupted", 0) end
     end,
     on_progress = function(p)
       local ok, werr = sink:save_checkpoint(r, p.checkpoint)
-      if not ok then
-        serr = werr
-        error("the checkpoint could not be saved", 0)
-      end
+      if not ok then stop(werr, "the checkpoint could not be saved") end
       bar:update(p.window, p.windows)
       if ctx.interrupted() then error("interrupted", 0) end
     end,
   }
-  sink:close()
   if not res then
     output.flush()
     if serr then return ctx:fail(serr) end
@@ -87,6 +74,20 @@ function M.backfill(ctx, toast)
     res.orders, res.windows, res.calls, written))
   return ctx:line { restaurant = r, windows = res.windows, orders = res.orders, written = written,
                     checkpoint = res.checkpoint }
+end
+
+-- backfill --db URL: the client's restaurant into the database; the same command again resumes
+-- (a finished one does nothing).
+function M.backfill(ctx, toast)
+  if ctx.args.checkpoint then
+    return ctx:fail(output.usage_error("--db keeps the checkpoint in the database: leave out --checkpoint",
+      "checkpoint"))
+  end
+  local sink, err = open(ctx, toast.default_country_code)
+  if not sink then return ctx:fail(err) end
+  local code = M.backfill_restaurant(ctx, toast, sink)
+  sink:close()
+  return code
 end
 
 -- report --db URL: every row of the reports asked for, as JSON Lines with `report` = its name.
