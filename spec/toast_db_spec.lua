@@ -148,11 +148,17 @@ describe("guest history in a database", function()
       local items = assert(sink:report("favourite_items"))
       assert.equal("Soup'); DELETE FROM selections; --", items[1].name)
       assert.equal(1, #assert(sink:orders(R)))
+      -- values that spell the columns' names stay values
+      assert.equal(1, sink:write_orders(R, { order("ord-names", { customer = { firstName = "scope",
+        lastName = "guest_key", email = "scope.guest_key@example.org" } }) }))
+      local named = assert(one_guest(sink, "scope.guest_key@example.org"))
+      assert.equal("scope", named.first_name)
+      assert.equal("guest_key", named.last_name)
       sink:close()
       -- nothing was dropped: the tables are all there on a fresh open
       local again = assert(db.open(url))
-      assert.equal(1, #assert(again:orders(R)))
-      assert.equal(1, #assert(again:report("guests")))
+      assert.equal(2, #assert(again:orders(R)))
+      assert.equal(2, #assert(again:report("guests")))
       again:close()
     end)
 

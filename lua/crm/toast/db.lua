@@ -678,14 +678,14 @@ end
 -- each identity field, as a profile has it (orders by time, then GUID); no orders left -> no row.
 -- The upsert comes first and takes the row's lock, so two writers of one guest take turns.
 local function refresh_guest(c, out, scope, key, stamp)
-  local where = " WHERE scope = " .. c:lit(scope) .. " AND guest_key = " .. c:lit(key)
+  local s, k = c:lit(scope), c:lit(key)
+  local where = " WHERE scope = " .. s .. " AND guest_key = " .. k
   out[#out + 1] = ("INSERT INTO guests (scope, guest_key, updated_at) VALUES (%s, %s, %s)"
-    .. " ON CONFLICT (scope, guest_key) DO UPDATE SET updated_at = excluded.updated_at"):format(
-    c:lit(scope), c:lit(key), stamp)
+    .. " ON CONFLICT (scope, guest_key) DO UPDATE SET updated_at = excluded.updated_at"):format(s, k, stamp)
   local sets = {}
   for i, f in ipairs { "first_name", "last_name", "email", "phone" } do
-    sets[i] = f .. " = (SELECT og." .. f .. " FROM order_guests og" .. where:gsub("scope", "og.scope")
-      :gsub("guest_key", "og.guest_key") .. " AND og." .. f .. " IS NOT NULL"
+    sets[i] = f .. " = (SELECT og." .. f .. " FROM order_guests og WHERE og.scope = " .. s
+      .. " AND og.guest_key = " .. k .. " AND og." .. f .. " IS NOT NULL"
       .. " ORDER BY og.order_at DESC, og.order_guid DESC, og.restaurant_guid DESC LIMIT 1)"
   end
   out[#out + 1] = "UPDATE guests SET " .. concat(sets, ", ") .. where
