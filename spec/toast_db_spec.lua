@@ -8,8 +8,7 @@ local guests = require "crm.toast.guests"
 local H = require "helper"
 local PG = require "pg_server"
 
-local db_ok, db = pcall(require, "crm.toast.db")
-local SQLITE = pcall(require, "luasql.sqlite3")
+local db = require "crm.toast.db"
 
 local DAY = 86400
 local NOW = 1714521600
@@ -75,10 +74,6 @@ end
 
 local function backends(body)
   describe("SQLite", function()
-    if not (db_ok and SQLITE) then
-      pending("LuaSQL's SQLite driver is not installed (lua-sql-sqlite3)")
-      return
-    end
     local n = 0
     body(function()
       n = n + 1
@@ -89,8 +84,8 @@ local function backends(body)
   end)
   describe("PostgreSQL", function()
     local why = PG.why_not()
-    if why or not db_ok then
-      pending(why or "crm.toast.db did not load")
+    if why then
+      pending(why)
       return
     end
     local server
@@ -102,7 +97,6 @@ end
 
 describe("guest history in a database", function()
   it("refuses a password in a PostgreSQL URL without repeating it", function()
-    assert.is_true(db_ok)
     local sink, err = db.open("postgresql://crm:s3cret-pass@127.0.0.1:5432/crm")
     assert.is_nil(sink)
     assert.equal("validation", err.kind)
@@ -120,6 +114,11 @@ describe("guest history in a database", function()
   it("loads a database driver only when a database is opened", function()
     local code = "require 'crm'; require 'crm.toast.db'; assert(not package.loaded['luasql.sqlite3']"
       .. " and not package.loaded['luasql.postgres'])"
+    assert.is_true(H.sh(H.lua .. " -e " .. q(code)))
+    -- without the driver: an error that names the package, not a raise
+    code = "local db = require 'crm.toast.db'; require 'crm.json'; package.cpath = ''"
+      .. "; local s, e = db.open('sqlite:" .. tmp .. "/nodriver.db'); assert(s == nil and e.kind == 'transport'"
+      .. " and e.code == 'db_driver' and tostring(e):find('lua-sql-sqlite3', 1, true))"
     assert.is_true(H.sh(H.lua .. " -e " .. q(code)))
   end)
 
@@ -435,8 +434,8 @@ end)
 -- guests drain` writes them to the database outside nginx.
 describe("OpenResty order queue drained into a database", function()
   local N = require "openresty_nginx"
-  if not (N.available and db_ok and SQLITE) then
-    pending("needs nginx with lua-nginx-module and lua-sql-sqlite3")
+  if not N.available then
+    pending("nginx with lua-nginx-module is not installed (" .. N.NGINX .. ")")
     return
   end
   local ng, http
