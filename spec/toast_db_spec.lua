@@ -224,7 +224,9 @@ describe("guest history in a database", function()
     end)
 
     it("keeps checkpoints per restaurant", function()
-      local sink = assert(db.open(new_url()))
+      local url = new_url()
+      local sink = assert(db.open(url))
+      assert.equal(url:match("^(%a+):"), sink:kind())
       assert.is_nil(sink:load_checkpoint(R))
       local cp = { version = 1, startDate = "2024-02-07T00:00:00.000+0000", endDate = "2024-05-01T00:00:00.000+0000",
                    through = "2024-03-06T00:00:00.000+0000", windows_done = 1, orders = 224 }

@@ -527,7 +527,7 @@ function M.open(url, opts)
     c:close()
     return nil, err
   end
-  return setmetatable({ c = c, kind = cfg.kind, groups = opts.groups or {}, country_code = opts.country_code or "1",
+  return setmetatable({ c = c, db_kind = cfg.kind, groups = opts.groups or {}, country_code = opts.country_code or "1",
                         contexts = {}, known = {} }, Sink)
 end
 
@@ -924,7 +924,7 @@ end
 
 --- The database kind: `"sqlite"` or `"postgresql"`.
 -- @treturn string
-function Sink:kind() return self.kind end
+function Sink:kind() return self.db_kind end
 
 --- Closes the connection. Safe to call more than once; a closed sink answers
 -- `transport`/`"closed"`.
