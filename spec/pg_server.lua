@@ -48,6 +48,10 @@ function P.start(port)
   assert(H.sh("mkdir -p " .. q(dir) .. (as_root and (" && chown postgres " .. q(dir)) or "")))
   assert(H.sh(("%s%s/initdb -D %s/data -A trust -U postgres -E UTF8 --no-sync > %s/initdb.log 2>&1"):format(
     run, P.BIN, q(dir), q(dir))), "initdb failed (see " .. dir .. "/initdb.log)")
+  -- Trust for the postgres user (the specs' own connections), passwords for every other role on
+  -- TCP, so a spec can prove where a password comes from.
+  H.spit(dir .. "/data/pg_hba.conf", "local all all trust\nhost all postgres 127.0.0.1/32 trust\n"
+    .. "host all all 127.0.0.1/32 scram-sha-256\n")
   -- -F: no fsync (a test server); -k: the socket in our directory, not /var/run/postgresql
   assert(H.sh(("%s%s/postgres -D %s/data -h 127.0.0.1 -p %d -k %s -F > %s/server.log 2>&1 &"):format(
     run, P.BIN, q(dir), port, q(dir), q(dir))))
@@ -72,6 +76,8 @@ function P.start(port)
     assert(conn:execute("CREATE DATABASE " .. name))
     return s.url(name)
   end
+  -- admin(sql): one statement as the postgres user
+  function s.admin(sql) assert(conn:execute(sql)) end
   function s.stop()
     if conn then
       conn:close()

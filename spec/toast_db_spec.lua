@@ -63,10 +63,10 @@ local function crm_background(args, out)
   return tonumber(H.sh_out("sh -c " .. q(cmd)):match("%d+"))
 end
 
-local function crm_run(args)
+local function crm_run(args, env)
   local out = os.tmpname()
-  local ok = os.execute(("CRM_SIM_PORT=%d XDG_CONFIG_HOME=%s XDG_STATE_HOME=%s %s%s bin/crm %s > %s 2>&1 < /dev/null")
-    :format(H.port, q(tmp .. "/config"), q(tmp .. "/state"), H.CLEAN_ENV, H.lua, args, q(out)))
+  local ok = os.execute(("CRM_SIM_PORT=%d XDG_CONFIG_HOME=%s XDG_STATE_HOME=%s %s%s %s bin/crm %s > %s 2>&1"
+    .. " < /dev/null"):format(H.port, q(tmp .. "/config"), q(tmp .. "/state"), H.CLEAN_ENV, env or "", H.lua, args, q(out)))
   local text = H.slurp(out)
   os.remove(out)
   return ok == true or ok == 0, text
@@ -92,6 +92,29 @@ local function backends(body)
     setup(function() server = PG.start(H.port + 700) end)
     teardown(function() if server then server.stop() end end)
     body(function() return server.create() end)
+
+    it("takes the password from PGPASSWORD (or ~/.pgpass), never from the URL", function()
+      server.admin("DROP DATABASE IF EXISTS crm_pw_db")
+      server.admin("DROP ROLE IF EXISTS crm_pw")
+      server.admin("CREATE ROLE crm_pw LOGIN PASSWORD 'pw-for-this-spec-only'")
+      server.admin("CREATE DATABASE crm_pw_db OWNER crm_pw")
+      local url = q(("postgresql://crm_pw@127.0.0.1:%d/crm_pw_db"):format(server.port))
+      local none = "-u PGPASSWORD PGPASSFILE=/nonexistent"
+      local ok, out = crm_run("toast guests report --db " .. url, none)
+      assert.is_false(ok)
+      assert.matches("db_connect", out)
+      ok, out = crm_run("--json-errors toast guests report --db " .. url, "PGPASSWORD=not-the-password")
+      assert.is_false(ok)
+      assert.matches('"exit":5', out)
+      assert.is_nil(out:find("not-the-password", 1, true))
+      ok, out = crm_run("toast guests report --db " .. url, "PGPASSWORD=pw-for-this-spec-only")
+      assert.is_true(ok, out)
+      local pgpass = tmp .. "/pgpass"
+      H.spit(pgpass, ("127.0.0.1:%d:crm_pw_db:crm_pw:pw-for-this-spec-only\n"):format(server.port))
+      assert(os.execute("chmod 600 " .. q(pgpass)))
+      ok, out = crm_run("toast guests report --db " .. url, "-u PGPASSWORD PGPASSFILE=" .. q(pgpass))
+      assert.is_true(ok, out)
+    end)
   end)
 end
 
