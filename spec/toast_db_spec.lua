@@ -66,7 +66,8 @@ end
 local function crm_run(args, env)
   local out = os.tmpname()
   local ok = os.execute(("CRM_SIM_PORT=%d XDG_CONFIG_HOME=%s XDG_STATE_HOME=%s %s%s %s bin/crm %s > %s 2>&1"
-    .. " < /dev/null"):format(H.port, q(tmp .. "/config"), q(tmp .. "/state"), H.CLEAN_ENV, env or "", H.lua, args, q(out)))
+    .. " < /dev/null"):format(H.port, q(tmp .. "/config"), q(tmp .. "/state"), H.CLEAN_ENV, env or "", H.lua,
+    args, q(out)))
   local text = H.slurp(out)
   os.remove(out)
   return ok == true or ok == 0, text
