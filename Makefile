@@ -170,6 +170,7 @@ bench: deps-tools
 	@$(MAKE) -s --no-print-directory all LUA=luajit
 	@bash bench/run.sh
 	@bash bench/restaurants.sh
+	@bash bench/db.sh
 
 # The many-restaurant backfill alone (also part of bench): writes bench/restaurants.md.
 .PHONY: bench-restaurants

@@ -20,6 +20,9 @@ description = {
     Needs libcurl >= 7.85.0 (CURLOPT_PROTOCOLS_STR) with its headers, and libuuid. A rock built
     for Lua 5.4 runs only under Lua 5.4; for LuaJIT and OpenResty install into a 5.1 tree
     (luarocks --lua-version 5.1, against LuaJIT's headers).
+    Guest history in a database (crm.toast.db) needs LuaSQL's drivers, which rockspecs cannot
+    list as optional: luasql-sqlite3 for SQLite, luasql-postgres for PostgreSQL (Debian:
+    lua-sql-sqlite3, lua-sql-postgres); they are loaded only when a database is opened.
   ]],
   license = "MIT",
 }

@@ -16,6 +16,9 @@ description = {
     (OpenResty, lua-nginx-module): customers, search, credit, merges and image uploads, with
     retries, paging iterators and one structured error convention (res, err).
     Needs libcurl >= 7.85.0 (CURLOPT_PROTOCOLS_STR) with its headers, and libuuid.
+    Guest history in a database (crm.toast.db) needs LuaSQL's drivers, which rockspecs cannot
+    list as optional: luasql-sqlite3 for SQLite, luasql-postgres for PostgreSQL (Debian:
+    lua-sql-sqlite3, lua-sql-postgres); they are loaded only when a database is opened.
   ]],
   license = "MIT",
 }

@@ -20,7 +20,9 @@ Commands (every one prints JSON Lines on stdout; add --help to any of them):
   crm toast credit summary GUID
   crm toast credit transactions [GUID] [--start-date D --end-date D]
   crm toast credit add GUID --amount 10.00 [--note N] [--transaction-guid G]
-  crm toast guests backfill [--weeks 12] [--checkpoint FILE]
+  crm toast guests backfill [--weeks 12] [--checkpoint FILE | --db URL] [--restaurant GUID]... [--restaurants FILE]
+  crm toast guests report --db URL [--report NAME]... [--lapsed-days N]
+  crm toast guests drain --db URL --queue URL [--follow]
   crm tablecheck customers list|show|create|amend|delete ...
   crm tablecheck customers export [--query JSON]
   crm tablecheck duplicates [--by email,phone] [--from customers.jsonl] [--restart-on-expiry]
@@ -142,7 +144,10 @@ Examples:
 Examples:
   crm toast guests backfill --weeks 12 > guests.jsonl
   crm toast guests backfill --checkpoint backfill.jsonl > guests.jsonl   (Ctrl-C, then the same again resumes)
-  crm toast guests backfill --restaurants restaurants.txt --checkpoint backfill.d > guests.jsonl]])
+  crm toast guests backfill --restaurants restaurants.txt --checkpoint backfill.d > guests.jsonl
+  crm toast guests backfill --db sqlite:guests.db     (the database keeps the checkpoint: run it again to resume)
+  crm toast guests report --db sqlite:guests.db --lapsed-days 60
+  crm toast guests drain --db postgresql://crm@db.internal/crm --queue http://127.0.0.1:8080/orders/queue]])
   local backfill = guests:command("backfill", "Weeks of orders into guest profiles (JSON Lines).")
   backfill:option("--weeks", "How far back.", "12"):convert(number("--weeks"))
   backfill:option("--checkpoint", "A journal to resume from and to write to (orders and checkpoints).")
@@ -154,6 +159,22 @@ Examples:
   backfill:option("--concurrency", "Restaurants at once, with several.", "4"):convert(number("--concurrency"))
   backfill:option("--spacing-scope", "restaurant (default) or partner: what ordersBulk spacing is per.")
     :choices { "restaurant", "partner" }
+  backfill:option("--db", "Write orders and guests to a database instead (sqlite:PATH or"
+    .. " postgresql://user@host:port/dbname; the password from PGPASSWORD or ~/.pgpass); it keeps the"
+    .. " checkpoint, so the same command again resumes.")
+  local report = guests:command("report", "The database's guest reports as JSON Lines (crm.toast.db).")
+  report:option("--db", "The database (sqlite:PATH or postgresql://user@host:port/dbname)."):count(1)
+  report:option("--report", "Only these reports: guests, last_orders, lapsed, favourite_items, servers.")
+    :count("*")
+  report:option("--lapsed-days", "Also the guests whose last order is older than N days (report lapsed).")
+    :convert(number("--lapsed-days"))
+  report:option("--limit", "Favourite items per guest.", "10"):convert(number("--limit"))
+  local drain = guests:command("drain", "Orders queued by the OpenResty sample's webhook into the database.")
+  drain:option("--db", "The database (sqlite:PATH or postgresql://user@host:port/dbname)."):count(1)
+  drain:option("--queue", "The sample's queue, e.g. http://127.0.0.1:8080/orders/queue."):count(1)
+  drain:option("--max", "Orders per round trip.", "200"):convert(number("--max"))
+  drain:flag("--follow", "Keep polling (a systemd service) instead of stopping once the queue is empty (cron).")
+  drain:option("--poll", "Seconds between polls with --follow.", "2"):convert(number("--poll"))
 
   -- TableCheck
   local tc = p:command("tablecheck", "TableCheck CRM v1.")

@@ -530,10 +530,20 @@ end
 local function restaurants_backfill(ctx, toast, guids)
   local a = ctx.args
   local dir, temporary = a.checkpoint, false
-  if not dir then
-    dir, temporary = state_dir() .. "/backfill-" .. crm.guid():sub(1, 8), true
+  local sink, serr
+  if a.db then
+    -- the database keeps every restaurant's orders, guests and checkpoint
+    if dir then
+      return ctx:fail(output.usage_error("--db keeps the checkpoints in the database: leave out --checkpoint",
+        "checkpoint"))
+    end
+    sink, serr = require("crm.cli.guests_db").open(ctx, toast.default_country_code)
+  else
+    if not dir then
+      dir, temporary = state_dir() .. "/backfill-" .. crm.guid():sub(1, 8), true
+    end
+    sink, serr = require("crm.toast").file_sink(dir)
   end
-  local sink, serr = require("crm.toast").file_sink(dir)
   if not sink then return ctx:fail(serr) end
   local spacing, allow_fast = spacing_of(ctx)
   local bar = ctx:progress("backfill windows")
@@ -541,12 +551,14 @@ local function restaurants_backfill(ctx, toast, guids)
   local res, err = toast:backfill_restaurants(guids, {
     sink = sink, weeks = a.weeks, spacing = spacing, allow_fast = allow_fast, window_days = a.window_days,
     concurrency = a.concurrency, spacing_scope = a.spacing_scope, stop = ctx.interrupted,
+    guest_context = a.db ~= nil,
     on_progress = function(p)
       bar.label = ("backfill %d/%d restaurants (%d failed), windows"):format(p.done + p.failed, p.restaurants,
         p.failed)
       bar:update(p.windows_done, p.windows)
     end,
   })
+  if a.db then sink:close() end
   if not res then return ctx:fail(err) end
   local failures, profiles = {}, 0
   local interrupted = ctx.interrupted()
@@ -554,7 +566,8 @@ local function restaurants_backfill(ctx, toast, guids)
     -- Requests refused after Ctrl-C stopped that restaurant; it was not its failure.
     if r.status == "failed" and interrupted and inspect.is_stopped(r.err) then r.status = "stopped" end
     -- Interrupted, nothing is printed: the resumed run prints every restaurant's profiles.
-    if r.status == "done" and not interrupted then
+    -- With --db the guests are in the database (crm toast guests report): nothing to print.
+    if r.status == "done" and not interrupted and not a.db then
       local n, werr = write_profiles(toast, sink, r.restaurant_guid)
       if not n then
         r.status, r.err = "failed", werr
@@ -576,7 +589,8 @@ local function restaurants_backfill(ctx, toast, guids)
   if unfinished > 0 then
     local parts = { "crm" }
     if a.sim then parts[#parts + 1] = "--sim" end
-    parts[#parts + 1] = "toast guests backfill --checkpoint " .. shell_quote(dir)
+    parts[#parts + 1] = "toast guests backfill " .. (a.db and "--db " .. shell_quote(a.db)
+      or "--checkpoint " .. shell_quote(dir))
     for _, g in ipairs(guids) do parts[#parts + 1] = "--restaurant " .. g end
     output.note("resume with: " .. table.concat(parts, " "))
   elseif temporary then
@@ -592,6 +606,10 @@ end
 
 function M.run(ctx)
   local a = ctx.args
+  -- the database commands need no Toast login
+  if a.resource == "guests" and (a.verb == "report" or a.verb == "drain") then
+    return require("crm.cli.guests_db")[a.verb](ctx)
+  end
   local guids
   if a.resource == "guests" then
     local lerr
@@ -616,11 +634,16 @@ function M.run(ctx)
     code = credit(ctx, toast)
   elseif guids and #guids > 1 then
     code = restaurants_backfill(ctx, toast, guids)
-  elseif guids then
-    -- one restaurant: the backfill of before, on that restaurant's view
-    local view, verr = toast:use_restaurant(guids[1])
+  elseif guids or a.db then
+    -- one restaurant: the backfill of before, on that restaurant's view (or the client's own)
+    local view, verr = toast, nil
+    if guids then view, verr = toast:use_restaurant(guids[1]) end
     if not view then return ctx:fail(verr) end
-    code = backfill(ctx, view)
+    if a.db then
+      code = require("crm.cli.guests_db").backfill(ctx, view)
+    else
+      code = backfill(ctx, view)
+    end
   else
     code = backfill(ctx, toast)
   end

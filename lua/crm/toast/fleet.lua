@@ -27,7 +27,9 @@ local fail = validate.fail
 -- after that checkpoint was saved (a run killed between the two) must be forgotten here: they
 -- come again.
 -- @tfield function write_orders `sink:write_orders(guid, orders, ctx)`: a finished window's
--- orders, each once; `ctx = {restaurant_guid, window, windows, startDate, endDate}`
+-- orders, each once; `ctx = {restaurant_guid, window, windows, startDate, endDate,
+-- guest_context}` (`guest_context`: the restaurant's `GuestContext`, with `opts.guest_context`;
+-- a database sink needs it to name dining options, servers and items)
 -- @tfield function save_checkpoint `sink:save_checkpoint(guid, checkpoint)`: after the window's
 -- orders were written
 
@@ -167,7 +169,7 @@ end
 local KEYS = {
   weeks = true, now = true, spacing = true, allow_fast = true, window_days = true, page_size = true,
   spacing_scope = true, concurrency = true, sink = true, dir = true, rate = true, on_progress = true,
-  stop = true,
+  stop = true, guest_context = true,
 }
 -- Passed through to each restaurant's backfill_orders.
 local PASS = { "weeks", "spacing", "allow_fast", "window_days", "page_size" }
@@ -283,6 +285,8 @@ end
 -- `rate` is the budget across all of them)
 -- @tparam[opt] function opts.on_progress `function(info)` with a `FleetProgress` (an error it
 -- raises is dropped)
+-- @tparam[opt] boolean opts.guest_context read each restaurant's `GuestContext` before its
+-- windows and hand it to the sink (`crm.toast.db` needs it)
 -- @tparam[opt] function opts.stop `function() -> true` to stop (Ctrl-C, say): asked before each
 -- restaurant starts and after each window; restaurants stop after their current window
 -- @tparam[opt] number opts.weeks as for `backfill_orders`, and so are `now`, `spacing`,
@@ -396,12 +400,18 @@ function M.backfill(self, guids, opts)
     st.windows = st.windows_done + #orders_mod.windows(first, finish, days)
     run.windows = run.windows + st.windows
     run.windows_done = run.windows_done + st.windows_done
+    local gctx
+    if opts.guest_context then
+      local gerr
+      gctx, gerr = view:get_guest_context()
+      if not gctx then return failed(st, gerr) end
+    end
     report("start", st)
     local werr, stopped
     o.on_window = function(orders, info)
       local ok, err = call(sink, "write_orders", guid, orders, {
         restaurant_guid = guid, window = info.window, windows = info.windows,
-        startDate = info.startDate, endDate = info.endDate })
+        startDate = info.startDate, endDate = info.endDate, guest_context = gctx })
       if not ok then
         werr = err
         error("the sink failed", 0)
