@@ -77,7 +77,7 @@ sim-stop:
 
 lint: deps
 	luacheck --no-color lua spec examples bin/crm --exclude-files "spec/sim/**"
-	luacheck --no-color --std ngx_lua spec/sim/lua
+	luacheck --no-color --std ngx_lua spec/sim/lua bench/nginx
 
 clean:
 	rm -rf build spec/sim/run docs/api
