@@ -41,9 +41,11 @@ export CRM_SIM_PORT := $(SIM_PORT)
 all: $(SO)
 
 # The C core: the transport and helpers (core.c), the operations (ops.c), answer decoding
-# (json.c), the bytes from the network (wire.c, fuzzed), the CLI's terminal and file checks (sys.c).
-CORE_SRC := src/core.c src/wire.c src/json.c src/jsonplan.c src/ops.c src/sys.c
-CORE_HDR := src/wire.h src/compat.h src/buf.h src/json.h src/jsonplan.h src/ops.h src/sys.h
+# (json.c), the bytes from the network (wire.c, fuzzed), the CLI's terminal and file checks (sys.c),
+# the ngx transport's answer heads (http1.c, fuzzed).
+CORE_SRC := src/core.c src/wire.c src/json.c src/jsonplan.c src/ops.c src/sys.c src/http1.c
+CORE_HDR := src/wire.h src/compat.h src/buf.h src/json.h src/jsonplan.h src/ops.h src/sys.h \
+  src/http1.h
 
 $(SO): $(CORE_SRC) $(CORE_HDR) lua/crm/version.lua
 	@mkdir -p $(dir $@)
@@ -132,10 +134,19 @@ build/fuzz/fuzz_wire: $(FUZZ_SRC) src/wire.h src/jsonplan.h
 	@mkdir -p build/fuzz/corpus
 	clang -std=c11 -g -O1 -Wall -Wextra -Werror -fsanitize=fuzzer,address,undefined -o $@ $(FUZZ_SRC)
 
+# The ngx transport's answer head (src/http1.c) against a reader written like its Lua one.
+build/fuzz/fuzz_http1: src/fuzz/fuzz_http1.c src/http1.c src/http1.h
+	@mkdir -p build/fuzz/corpus_http1
+	clang -std=c11 -g -O1 -Wall -Wextra -Werror -fsanitize=fuzzer,address,undefined -o $@ \
+	  src/fuzz/fuzz_http1.c src/http1.c
+
 .PHONY: fuzz fuzz-lua
-fuzz: deps-tools build/fuzz/fuzz_wire
+fuzz: deps-tools build/fuzz/fuzz_wire build/fuzz/fuzz_http1
 	build/fuzz/fuzz_wire -max_total_time=$(FUZZ_TIME) -print_final_stats=1 -artifact_prefix=build/fuzz/ \
 	  build/fuzz/corpus src/fuzz/corpus 2>&1 \
+	  | grep -E "stat::number_of_executed_units|Done|ERROR|SUMMARY|invariant|Test unit written" ; test $${PIPESTATUS[0]} -eq 0
+	build/fuzz/fuzz_http1 -max_total_time=$(FUZZ_TIME) -print_final_stats=1 -artifact_prefix=build/fuzz/ \
+	  build/fuzz/corpus_http1 src/fuzz/corpus_http1 2>&1 \
 	  | grep -E "stat::number_of_executed_units|Done|ERROR|SUMMARY|invariant|Test unit written" ; test $${PIPESTATUS[0]} -eq 0
 	@$(MAKE) -s --no-print-directory fuzz-lua
 

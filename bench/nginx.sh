@@ -79,9 +79,9 @@ CRM=$(( $(per crm) - NOOP ))
 RESTY_I=$(( $(per resty) - NOOP ))
 BARE=$(( $(per bare) - NOOP ))
 INTERP=$(where libluajit); JITTED=$(where "???")
-# Trace aborts in crm's files during the long run (jit.log.crm: those of jit.v's log, jit.log,
-# that start or end under lua/crm/, with full file names).
-ABORTS=$(grep -c '' "$OUT/crm-$LONG/jit.log.crm" || true)
+# Trace aborts ("[TRACE --- ...]" in the jit.v log) that start or end in a file of lua/crm/,
+# during the long run.
+ABORTS=$(grep -F -- '[TRACE ---' "$OUT/crm-$LONG/jit.log" | grep -c '/lua/crm/' || true)
 R_RESTY=$(awk -v a="$CRM" -v b="$RESTY_I" 'BEGIN {printf "%.3f", a / b}')
 R_BARE=$(awk -v a="$CRM" -v b="$BARE" 'BEGIN {printf "%.3f", a / b}')
 mark() { awk -v v="$1" -v t="$2" 'BEGIN {print (v <= t) ? "met" : "MISSED"}'; }

@@ -6,9 +6,10 @@
 --   /bare   a bare ngx.socket.tcp request, Content-Length framing + cjson.decode
 --   /noop   prints the same name without any request: the handler's own cost
 -- Settings come from the environment (bench/nginx.sh): BENCH_BASE, BENCH_TOKEN, BENCH_GUID,
--- BENCH_JIT_LOG (where jit.v writes, from the server's start; jit.v shortens file names, so the
--- trace aborts whose start or abort location is a file under lua/crm/ are also written, with
--- the full file names, to BENCH_JIT_LOG .. ".crm").
+-- BENCH_JIT_LOG: where the trace log goes, from the server's start. It is jit.v's log, line for
+-- line, except that locations name the whole file (jit.v shortens them to "ngx.lua:166", which
+-- cannot tell crm's files from others), so that the bench can find the aborts in lua/crm/.
+-- (LuaJIT takes one trace hook: jit.v's own could not run beside this one.)
 local M = {}
 
 local cjson = require "cjson"
@@ -26,34 +27,53 @@ function M.init()
     .. "\r\nAuthorization: Bearer " .. token .. "\r\nToast-Restaurant-External-ID: " .. RID
     .. "\r\nAccept: application/json\r\n\r\n"
   local log = os.getenv("BENCH_JIT_LOG")
-  if log and log ~= "" then
-    require("jit.v").on(log)
-    M.watch_aborts(log .. ".crm")
-  end
+  if log and log ~= "" then M.trace_log(log) end
 end
 
--- Trace aborts that start or end in crm's own files, one line each: "start -- error at where".
-function M.watch_aborts(path)
+-- jit.v's "[TRACE ...]" lines with whole file names.
+function M.trace_log(path)
   local out = assert(io.open(path, "w"))
-  local funcinfo, traceerr = require("jit.util").funcinfo, require("jit.vmdef").traceerr
-  local start
+  local jutil, vmdef = require "jit.util", require "jit.vmdef"
+  local fmt = string.format
   local function loc(func, pc)
-    local fi = funcinfo(func, pc)
-    return fi.source and (fi.source:sub(2) .. ":" .. tostring(fi.currentline)) or tostring(fi.ffid or "C")
+    local fi = jutil.funcinfo(func, pc)
+    if fi.source and fi.currentline then return fi.source:sub(2) .. ":" .. fi.currentline end
+    if fi.loc then return fi.loc end
+    if fi.ffid then return vmdef.ffnames[fi.ffid] end
+    return fi.addr and fmt("C:%x", fi.addr) or "(?)"
   end
-  jit.attach(function(what, _, func, pc, err, info)
+  local start, startex
+  jit.attach(function(what, tr, func, pc, otr, oex)
     if what == "start" then
       start = loc(func, pc)
-    elseif what == "abort" then
-      local at = loc(func, pc)
-      if (start .. at):find("/lua/crm/", 1, true) then
-        if type(err) == "number" then
-          err = traceerr[err]:format(type(info) == "function" and loc(info) or tostring(info))
-        end
-        out:write(start, " -- ", tostring(err), " at ", at, "\n")
-        out:flush()
-      end
+      startex = otr and ("(" .. otr .. "/" .. (oex == -1 and "stitch" or oex) .. ") ") or ""
+      return
     end
+    if what == "abort" then
+      local err = otr
+      if type(err) == "number" then
+        err = fmt(vmdef.traceerr[err], type(oex) == "function" and loc(oex) or oex)
+      end
+      local at = loc(func, pc)
+      out:write(fmt("[TRACE --- %s%s -- %s%s]\n", startex, start, err, at ~= start and (" at " .. at) or ""))
+    elseif what == "stop" then
+      local info = jutil.traceinfo(tr)
+      local link, ltype = info.link, info.linktype
+      if ltype == "interpreter" then
+        out:write(fmt("[TRACE %3s %s%s -- fallback to interpreter]\n", tr, startex, start))
+      elseif ltype == "stitch" then
+        out:write(fmt("[TRACE %3s %s%s %s %s]\n", tr, startex, start, ltype, loc(func, pc)))
+      elseif link == tr or link == 0 then
+        out:write(fmt("[TRACE %3s %s%s %s]\n", tr, startex, start, ltype))
+      elseif ltype == "root" then
+        out:write(fmt("[TRACE %3s %s%s -> %d]\n", tr, startex, start, link))
+      else
+        out:write(fmt("[TRACE %3s %s%s -> %d %s]\n", tr, startex, start, link, ltype))
+      end
+    else
+      out:write(fmt("[TRACE %s]\n", what))
+    end
+    out:flush()
   end, "trace")
 end
 
