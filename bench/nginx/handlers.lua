@@ -6,9 +6,10 @@
 --   /bare   a bare ngx.socket.tcp request, Content-Length framing + cjson.decode
 --   /noop   prints the same name without any request: the handler's own cost
 -- Settings come from the environment (bench/nginx.sh): BENCH_BASE, BENCH_TOKEN, BENCH_GUID,
--- BENCH_JIT_LOG: where the trace log goes, from the server's start. It is jit.v's log, line for
--- line, except that locations name the whole file (jit.v shortens them to "ngx.lua:166", which
--- cannot tell crm's files from others), so that the bench can find the aborts in lua/crm/.
+-- BENCH_WARMUP (see M.crm), BENCH_JIT_LOG: where the trace log goes, from the server's start.
+-- It is jit.v's log, line for line, except that locations name the whole file (jit.v shortens
+-- them to "ngx.lua:166", which cannot tell crm's files from others), so that the bench can find
+-- the aborts in lua/crm/.
 -- (LuaJIT takes one trace hook: jit.v's own could not run beside this one.)
 local M = {}
 
@@ -16,7 +17,7 @@ local cjson = require "cjson"
 local ngx = ngx
 
 local RID = "6f1d2d0e-8f65-4d7b-9b59-0f1f0c8e0a11"
-local base, guid, token, url, host, port, raw_request
+local base, guid, token, url, host, port, raw_request, warmup
 
 function M.init()
   base, guid, token = os.getenv("BENCH_BASE"), os.getenv("BENCH_GUID"), os.getenv("BENCH_TOKEN")
@@ -26,6 +27,7 @@ function M.init()
   raw_request = "GET /crm/v1/customers/" .. guid .. " HTTP/1.1\r\nHost: " .. host .. ":" .. port
     .. "\r\nAuthorization: Bearer " .. token .. "\r\nToast-Restaurant-External-ID: " .. RID
     .. "\r\nAccept: application/json\r\n\r\n"
+  warmup = tonumber(os.getenv("BENCH_WARMUP") or "")
   local log = os.getenv("BENCH_JIT_LOG")
   if log and log ~= "" then M.trace_log(log) end
 end
@@ -33,6 +35,7 @@ end
 -- jit.v's "[TRACE ...]" lines with whole file names.
 function M.trace_log(path)
   local out = assert(io.open(path, "w"))
+  M.trace_out = out
   local jutil, vmdef = require "jit.util", require "jit.vmdef"
   local fmt = string.format
   local function loc(func, pc)
@@ -89,8 +92,15 @@ function M.noop()
   answer("Bench")
 end
 
-local client
+-- The trace log marks the end of the warm-up (BENCH_WARMUP requests, the short run's length):
+-- the aborts that count come after it.
+local client, served = nil, 0
 function M.crm()
+  served = served + 1
+  if served == warmup and M.trace_out then
+    M.trace_out:write("[warm-up over: ", served, " requests served]\n")
+    M.trace_out:flush()
+  end
   if not client then
     client = assert(require("crm").toast { base_url = base, restaurant_guid = RID,
       client_id = "sim-client", client_secret = "sim-secret" })
