@@ -310,8 +310,9 @@ static void add_header(void *ud, const char *name, size_t nl, const char *v, siz
     lua_rawset(L, -3);
 }
 
-/* http_head(bytes, limit) -> minor, status, headers, body position (1-based) | nil: the ngx
- * transport's usual answer head (src/http1.c); nil when the transport's Lua reader must read it. */
+/* http_head(bytes, limit) -> minor, status, headers, body position (1-based), Content-Length
+ * (nil unless one line gives it as plain digits) | nil: the ngx transport's usual answer head
+ * (src/http1.c); nil when the transport's Lua reader must read it. */
 static int l_http_head(lua_State *L)
 {
     size_t n;
@@ -333,7 +334,11 @@ static int l_http_head(lua_State *L)
     lua_pushinteger(L, head.status);
     lua_pushvalue(L, 3);
     lua_pushinteger(L, (lua_Integer)head.body + 1);
-    return 4;
+    if (head.length >= 0)
+        lua_pushinteger(L, (lua_Integer)head.length); /* 15 digits at most */
+    else
+        lua_pushnil(L);
+    return 5;
 }
 
 /* A test of a string argument's bytes, as a Lua boolean. */

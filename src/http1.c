@@ -29,8 +29,27 @@ static int bad_in_line(unsigned char c)
     return (c < 0x20 && c != '\t');
 }
 
+/* A Content-Length value v[0..n) -> out->length (see http1.h) */
+static void content_length(const char *v, size_t n, crm_http1_head *out)
+{
+    long long x = 0;
+    if (out->length != -1 || n == 0 || n > 15) {
+        out->length = -2;
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!is_digit(v[i])) {
+            out->length = -2;
+            return;
+        }
+        x = x * 10 + (v[i] - '0');
+    }
+    out->length = x;
+}
+
 /* One header line s[0..len) (not empty, no CR or LF) -> fn, unless it is skipped. */
-static int header_line(const char *s, size_t len, crm_http1_header_fn fn, void *ud)
+static int header_line(const char *s, size_t len, crm_http1_header_fn fn, void *ud,
+                       crm_http1_head *out)
 {
     char name[CRM_HTTP1_NAME_MAX];
     if (s[0] == ' ' || s[0] == '\t')
@@ -53,6 +72,8 @@ static int header_line(const char *s, size_t len, crm_http1_header_fn fn, void *
     while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
         ve--;
     fn(ud, name, nl, v, (size_t)(ve - v));
+    if (nl == 14 && memcmp(name, "content-length", 14) == 0)
+        content_length(v, (size_t)(ve - v), out);
     return 1;
 }
 
@@ -68,6 +89,7 @@ int crm_http1_parse_head(const char *data, size_t n, size_t limit, crm_http1_hea
             return 0;
     if (!status_line(data, slen, out) || out->status < 200 || out->status == 101)
         return 0;
+    out->length = -1;
     size_t start = (size_t)(lf - data) + 1, p = start;
     while (p < n) {
         /* a line: data[p..e) then CRLF */
@@ -82,7 +104,7 @@ int crm_http1_parse_head(const char *data, size_t n, size_t limit, crm_http1_hea
             out->body = e + 2;
             return 1;
         }
-        if (!header_line(data + p, e - p, fn, ud))
+        if (!header_line(data + p, e - p, fn, ud, out))
             return 0;
         p = e + 2;
     }

@@ -18,6 +18,8 @@ typedef struct {
     int minor;    /* HTTP/1.<minor> */
     int status;   /* three digits, 200 or more, not 101 */
     size_t body;  /* offset of the first byte after the head's blank line */
+    long long length; /* Content-Length when one line gives it as 1 to 15 digits; -1 when no line
+                         does; -2 otherwise (repeated, empty, not digits: the Lua reader judges) */
 } crm_http1_head;
 
 /* Parses the head at the start of data[0..n): a status line "HTTP/1.<d> <ddd>[ reason]", header

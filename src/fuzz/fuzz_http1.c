@@ -3,7 +3,8 @@
  * read_line, read_headers, header_line): lines split at LF with one CR dropped, line folding,
  * names and values cut as its patterns cut them. Whenever crm_http1_parse_head takes a head, the
  * oracle must read the same status, version, headers (repeats joined) and body offset; the
- * target aborts on any difference. crm_http1_url_unsafe is checked against iscntrl and space.
+ * target aborts on any difference; the Content-Length it gives must be that header's digits.
+ * crm_http1_url_unsafe is checked against iscntrl and space.
  * Input: two bytes of limit (0 means none), then the head. */
 #include <ctype.h>
 #include <stdint.h>
@@ -198,6 +199,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (size_t i = 0; i < got.count; i++) {
             size_t j = find_header(&ref, got.name[i]);
             check(j < ref.count && strcmp(got.value[i], ref.value[j]) == 0);
+        }
+        /* Content-Length: the number of a value of 1 to 15 digits, -1 without, -2 otherwise */
+        size_t c = find_header(&ref, "content-length");
+        if (c == ref.count) {
+            check(head.length == -1);
+        } else {
+            const char *v = ref.value[c];
+            size_t vl = strlen(v), digits = strspn(v, "0123456789");
+            if (vl >= 1 && vl <= 15 && digits == vl)
+                check(head.length == strtoll(v, NULL, 10));
+            else
+                check(head.length == -2);
         }
     }
     free_headers(&got);

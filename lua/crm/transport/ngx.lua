@@ -346,11 +346,11 @@ end
 local http_head = platform.core.http_head
 local url_unsafe = platform.core.url_unsafe
 
--- -> minor, status, headers | nil
+-- -> minor, status, headers | nil. r.length: Content-Length when one line gives it as digits.
 local function quick_head(r, limit)
-  local minor, status, headers, body = http_head(r.buf, limit)
+  local minor, status, headers, body, length = http_head(r.buf, limit)
   if not minor then return nil end
-  r.pos = body
+  r.pos, r.length = body, length
   return minor, status, headers
 end
 
@@ -452,7 +452,7 @@ local function read_response(r, method, limit)
   end
   local cl = headers["content-length"]
   if cl then
-    local n = not find(cl, "[^%d]") and tonumber(cl)
+    local n = r.length
     if not n then
       for v in cl:gmatch("[^,]+") do
         local this = tonumber(match(v, "^%s*(%d+)%s*$"))
@@ -549,7 +549,7 @@ local function exchange(self, u, req, method, deadline, pool, fresh, may_retry)
     sent_ok, err = sock:send(req)
   end
   local r = { sock = sock, buf = "", pos = 1, got = 0, deadline = deadline, in_body = false,
-              last = nil }
+              last = nil, length = nil }
   local status, rheaders, rbody, reusable, detail
   if sent_ok then
     status, rheaders, rbody, reusable = read_response(r, method, self.max_response)
