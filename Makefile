@@ -42,9 +42,9 @@ all: $(SO)
 
 # The C core: the transport and helpers (core.c), the operations (ops.c), answer decoding
 # (jdec.c, fuzzed; json.c its Lua side), the bytes from the network (wire.c, fuzzed), the CLI's
-# terminal and file checks (sys.c).
-CORE_SRC := src/core.c src/wire.c src/json.c src/jdec.c src/ops.c src/sys.c
-CORE_HDR := src/wire.h src/compat.h src/buf.h src/json.h src/jdec.h src/ops.h src/sys.h
+# terminal and file checks (sys.c), the ngx transport's answer heads (http1.c, fuzzed).
+CORE_SRC := src/core.c src/wire.c src/json.c src/jdec.c src/ops.c src/sys.c src/http1.c
+CORE_HDR := src/wire.h src/compat.h src/buf.h src/json.h src/jdec.h src/ops.h src/sys.h src/http1.h
 
 $(SO): $(CORE_SRC) $(CORE_HDR) lua/crm/version.lua
 	@mkdir -p $(dir $@)
@@ -78,7 +78,7 @@ sim-stop:
 
 lint: deps
 	luacheck --no-color lua spec examples bin/crm --exclude-files "spec/sim/**"
-	luacheck --no-color --std ngx_lua spec/sim/lua
+	luacheck --no-color --std ngx_lua spec/sim/lua bench/nginx
 
 clean:
 	rm -rf build spec/sim/run docs/api
@@ -144,15 +144,23 @@ build/fuzz/fuzz_jdec: $(JDEC_FUZZ_SRC) src/jdec.h src/compat.h src/fuzz/jsonplan
 	@mkdir -p build/fuzz/corpus_jdec
 	clang -std=c11 -g -O1 -Wall -Wextra -Werror -fsanitize=fuzzer,address,undefined $(LUA54_INC) \
 	  -o $@ $(JDEC_FUZZ_SRC) $(LUA54_LIB) -lm
+# The ngx transport's answer head (src/http1.c) against a reader written like its Lua one.
+build/fuzz/fuzz_http1: src/fuzz/fuzz_http1.c src/http1.c src/http1.h
+	@mkdir -p build/fuzz/corpus_http1
+	clang -std=c11 -g -O1 -Wall -Wextra -Werror -fsanitize=fuzzer,address,undefined -o $@ \
+	  src/fuzz/fuzz_http1.c src/http1.c
 FUZZ_GREP := "stat::number_of_executed_units|Done|ERROR|SUMMARY|invariant|differ|Test unit written"
 
 .PHONY: fuzz fuzz-lua
-fuzz: deps-tools build/fuzz/fuzz_wire build/fuzz/fuzz_jdec
+fuzz: deps-tools build/fuzz/fuzz_wire build/fuzz/fuzz_jdec build/fuzz/fuzz_http1
 	build/fuzz/fuzz_wire -max_total_time=$(FUZZ_TIME) -print_final_stats=1 -artifact_prefix=build/fuzz/ \
 	  build/fuzz/corpus src/fuzz/corpus 2>&1 \
 	  | grep -E $(FUZZ_GREP) ; test $${PIPESTATUS[0]} -eq 0
 	build/fuzz/fuzz_jdec -max_total_time=$(FUZZ_TIME) -print_final_stats=1 -artifact_prefix=build/fuzz/ \
 	  build/fuzz/corpus_jdec src/fuzz/corpus_jdec 2>&1 \
+	  | grep -E $(FUZZ_GREP) ; test $${PIPESTATUS[0]} -eq 0
+	build/fuzz/fuzz_http1 -max_total_time=$(FUZZ_TIME) -print_final_stats=1 -artifact_prefix=build/fuzz/ \
+	  build/fuzz/corpus_http1 src/fuzz/corpus_http1 2>&1 \
 	  | grep -E $(FUZZ_GREP) ; test $${PIPESTATUS[0]} -eq 0
 	@$(MAKE) -s --no-print-directory fuzz-lua
 

@@ -85,6 +85,8 @@ TC_ID=$(BENCH_BASE="$BASE" "$LUA" -e 'local crm = require "crm"
   print(assert(tc:create_customer { franchise_id = "5ed64e249551e80639a4d995", first_name = "Bench",
     last_name = "Mark", emails = { "bench@example.org" }, phones = { "+12065550100" } }).id)')
 INSTR_SECTION=$(bash bench/instr.sh "$BASE" "$TOKEN" "$GUID" "$TC_ID")
+# Inside nginx: crm, lua-resty-http and a bare cosocket, worker instructions per request.
+NGINX_SECTION=$(bash bench/nginx.sh "$BASE" "$TOKEN" "$GUID")
 CRM_I=$(echo "$INSTR_SECTION" | awk -F'|' '/crm Toast get_customer, Lua 5.4/ {gsub(/ /, "", $3); print $3}')
 RAW_I=$(echo "$INSTR_SECTION" | awk -F'|' '/raw C libcurl, crm.s options/ {gsub(/ /, "", $3); print $3}')
 INSTR_RATIO=$(awk -v a="$RAW_I" -v b="$CRM_I" 'BEGIN {printf "%.3f", a / b}')
@@ -143,4 +145,6 @@ mark() { awk -v v="$1" -v t="$2" -v d="$3" 'BEGIN {print (d == "min" ? (v >= t) 
   echo "  $(ldd "build/$LUA/crm/core.so" | wc -l) shared libraries."
   echo
   echo "$INSTR_SECTION"
+  echo
+  echo "$NGINX_SECTION"
 } | tee bench/results.md

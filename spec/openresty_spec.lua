@@ -171,6 +171,17 @@ describe("OpenResty", function()
       assert.equal("plugin/2", own.user_agent)
     end)
 
+    it("checks every header list it is given, also one changed since the last request", function()
+      local r = get_json(ng.test .. "/t/header_lists").results
+      local host = "127.0.0.1:" .. (H.port + 521)
+      assert.same({ x_test = "one", host = host, uri = "/up/echo" }, r[1])
+      assert.same({ x_test = "two", host = host, uri = "/up/echo" }, r[2])
+      for i = 3, 5 do assert.same({ err = "bad_header", sent = false }, r[i]) end
+      assert.same({ x_test = "two", host = "elsewhere", uri = "/up/echo" }, r[6])
+      assert.same({ x_test = "two", host = host, uri = "/up/echo?q=1" }, r[7])
+      assert.same({ x_test = "two", host = host, uri = "/up/echo?only=query" }, r[8])
+    end)
+
     it("decodes chunked bodies: extensions, split size lines, trailers; joins repeated headers", function()
       local r = raw("/up/chunked")
       assert.equal(200, r.status)

@@ -24,6 +24,7 @@
 #include "json.h"
 #include "ops.h"
 #include "sys.h"
+#include "http1.h"
 
 /* The version comes from lua/crm/version.lua, passed by the Makefile (make, and the rock's build)
  * as -DCRM_VERSION="\"x.y.z\"": it is never written here. */
@@ -307,6 +308,52 @@ static void add_header(void *ud, const char *name, size_t nl, const char *v, siz
         lua_pushlstring(L, v, vl);
     }
     lua_rawset(L, -3);
+}
+
+/* http_head(bytes, limit) -> minor, status, headers, body position (1-based), Content-Length
+ * (nil unless one line gives it as plain digits) | nil: the ngx transport's usual answer head
+ * (src/http1.c); nil when the transport's Lua reader must read it. */
+static int l_http_head(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    lua_Number limit = luaL_checknumber(L, 2);
+    size_t lim = 0; /* also for NaN */
+    if (limit >= (lua_Number)n)
+        lim = n;
+    else if (limit > 0)
+        lim = (size_t)limit;
+    crm_http1_head head;
+    lua_settop(L, 2);
+    lua_createtable(L, 0, 8);
+    if (!crm_http1_parse_head(s, n, lim, add_header, L, &head)) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_pushinteger(L, head.minor);
+    lua_pushinteger(L, head.status);
+    lua_pushvalue(L, 3);
+    lua_pushinteger(L, (lua_Integer)head.body + 1);
+    if (head.length >= 0)
+        lua_pushinteger(L, (lua_Integer)head.length); /* 15 digits at most */
+    else
+        lua_pushnil(L);
+    return 5;
+}
+
+/* A test of a string argument's bytes, as a Lua boolean. */
+static int push_test(lua_State *L, int (*test)(const char *s, size_t n))
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    lua_pushboolean(L, test(s, n));
+    return 1;
+}
+
+/* url_unsafe(s) -> whether s has a control character or a space (the ngx transport's URL check) */
+static int l_url_unsafe(lua_State *L)
+{
+    return push_test(L, crm_http1_url_unsafe);
 }
 
 /* Response headers are handed over as one raw block and parsed on first lookup: most calls
@@ -1069,6 +1116,8 @@ static const luaL_Reg module_functions[] = {
     {"isatty", crm_l_isatty},
     {"file_mode", crm_l_file_mode},
     {"interrupted", crm_l_interrupted},
+    {"http_head", l_http_head},
+    {"url_unsafe", l_url_unsafe},
     {NULL, NULL},
 };
 

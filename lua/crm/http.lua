@@ -251,7 +251,10 @@ function Engine:call(req)
   if method == nil then return transport_error(self, req, url) end
   if not method then return nil, id_error(req, url) end
   -- The path for debug lines: query strings can carry PII, so they stay out.
-  req.method, req.path = method, url:sub(#self.base_url + 1):match("^[^?]*")
+  -- (a plain find: a pattern match costs more than the rest of the line, and LuaJIT does not
+  -- compile it)
+  local from = #self.base_url + 1
+  req.method, req.path = method, url:sub(from, (find(url, "?", from, true) or 0) - 1)
   if fresh then req.fresh = true end
   if req.shape == nil then req.shape = select(4, core.op_info(req.op)) end
   return self:exchange(req, url, body)

@@ -51,10 +51,13 @@ function M.yieldable()
   return YIELDABLE[phase] == true, phase
 end
 
--- nginx's clock: ngx.now() is cached per event-loop turn, so refresh it first.
+-- nginx's clock: ngx.now() is cached per event-loop turn, so refresh it first. Not a tail call:
+-- ngx.now() tail-calls tonumber, and LuaJIT aborts a trace that starts here and returns from
+-- two tail calls below it ("leaving loop in root trace").
 local function ngx_now()
   ngx.update_time()
-  return ngx.now()
+  local t = ngx.now()
+  return t
 end
 
 M.escape = core.escape

@@ -335,7 +335,12 @@ function Toast:_call(req, idempotent, policy, state)
     if res then return res end
     state = { first = err, token = token, started = now }
   end
-  state = state or {}
+  return self:_policy_run(req, idempotent, policy, state or {})
+end
+
+-- The policy's part of _call, apart: a closure made in _call itself would make LuaJIT close an
+-- upvalue (bytecode UCLO, not compiled) on _call's first-attempt return, its hot path.
+function Toast:_policy_run(req, idempotent, policy, state)
   return (policy or self.policy):run(function() return attempt(self, req, state) end, idempotent,
     state.started)
 end

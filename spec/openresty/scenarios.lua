@@ -74,6 +74,36 @@ function S.raw()
   return out
 end
 
+-- One transport, one header list changed between requests (the transport keeps the lists it
+-- checked, by their text), and URLs of one origin (it keeps what it parsed of an origin): what
+-- the echo server saw each time, or the error.
+function S.header_lists()
+  local t = ngx_transport.new { timeout = 5 }
+  local list = { "X-Test: one" }
+  local out = {}
+  local function send(url)
+    local status, h, body = t:request("GET", url or local_url("/up/echo"), list)
+    if not status then out[#out + 1] = { err = h.name, sent = h.sent } return end
+    local e = cjson.decode(body)
+    out[#out + 1] = { x_test = e.x_test, host = e.host, uri = e.uri }
+  end
+  send()
+  list[1] = "X-Test: two"
+  send()
+  list[2] = "Bad: x\r\nInjected: yes"
+  send()
+  list[2] = 42
+  send()
+  list[2] = {}
+  send()
+  list[2] = "Host: elsewhere"
+  send()
+  list[2] = nil
+  send(local_url("/up/echo?q=1#fragment"))
+  send(local_url("/up/echo?only=query"))
+  return { results = out }
+end
+
 -- n sequential GETs on one transport: which connection (nginx's $connection) served each.
 function S.keepalive()
   local t = ngx_transport.new { timeout = 5 }

@@ -92,53 +92,109 @@ local function parse_url(url)
   target = gsub(target, "#.*$", "")
   if target == "" or sub(target, 1, 1) == "?" then target = "/" .. target end
   local default_port = tls and 443 or 80
+  local host_port = port == default_port and host or (host .. ":" .. port)
+  local sni = match(host, "^%[(.*)%]$") or host
+  -- The keepalive pools: one per origin (and, over TLS, per verification setting).
+  local pool = (tls and "crm-https:" or "crm-http:") .. sni .. ":" .. port
   return {
-    tls = tls, host = host, port = port, target = target,
-    authority = port == default_port and host or (host .. ":" .. port),
-    sni = match(host, "^%[(.*)%]$") or host,
+    tls = tls, host = host, port = port, target = target, authority = host_port, sni = sni,
+    host_line = "Host: " .. host_port .. "\r\n",
+    pools = { [true] = pool .. (tls and ":verify" or ""), [false] = pool .. (tls and ":noverify" or "") },
   }
 end
 
--- The request bytes, or nil, err when a header is unusable. Caller headers win over ours
--- (Host, User-Agent); "Name:" with nothing after it removes a header, as with curl.
-local function build(self, method, u, headers, body)
-  local out = { method, " ", u.target, " HTTP/1.1\r\n" }
+-- What parse_url says of an origin ("scheme://authority"), for the URLs seen lately: the URLs of
+-- a client differ in their path and query only. Emptied when it holds ORIGIN_CACHE_MAX.
+local ORIGIN_CACHE_MAX = 64
+local origins, n_origins = {}, 0
+
+-- url -> origin (parse_url's table), target | nil, err
+local function locate(url)
+  local sep = find(url, "://", 1, true)
+  local slash = sep and find(url, "/", sep + 3, true)
+  local key = slash and sub(url, 1, slash - 1)
+  local o = key and origins[key]
+  if o then
+    local target = sub(url, slash)
+    local hash = find(target, "#", 1, true)
+    if hash then target = sub(target, 1, hash - 1) end
+    return o, target
+  end
+  local u, err = parse_url(url)
+  if not u then return nil, err end
+  -- Cached only when the authority ends at that slash (no "?" or "#" before it).
+  if key and not find(key, "?", sep, true) and not find(key, "#", sep, true) then
+    if n_origins >= ORIGIN_CACHE_MAX then origins, n_origins = {}, 0 end
+    origins[key], n_origins = u, n_origins + 1
+  end
+  return u, u.target
+end
+
+-- The caller's header lines, checked: {block (their lines as sent), own_host, own_ua} | nil, err.
+-- Caller headers win over ours (Host, User-Agent); "Name:" with nothing after it removes a
+-- header, as with curl.
+local function check_headers(headers)
   local own_host, own_ua = false, false
   local extra = {}
-  if headers ~= nil then
-    if type(headers) ~= "table" then
-      return fail("validation", "bad_header", "headers must be an array of \"Name: value\" strings", false)
+  for i = 1, #headers do
+    local h = headers[i]
+    if type(h) ~= "string" or find(h, "[\r\n%z]") then
+      return fail("validation", "bad_header", "header contains CR, LF or NUL, or is not a string", false)
     end
-    for i = 1, #headers do
-      local h = headers[i]
-      if type(h) ~= "string" or find(h, "[\r\n%z]") then
-        return fail("validation", "bad_header", "header contains CR, LF or NUL, or is not a string", false)
-      end
-      local name, value = match(h, "^([^:%s]+):%s*(.-)%s*$")
-      if not name then
-        return fail("validation", "bad_header", "header is not \"Name: value\"", false)
-      end
-      local lname = lower(name)
-      if lname == "host" then own_host = true end
-      if lname == "user-agent" then own_ua = true end
-      if value ~= "" and lname ~= "content-length" and lname ~= "transfer-encoding" then
-        extra[#extra + 1] = name .. ": " .. value .. "\r\n"
-      end
+    local name, value = match(h, "^([^:%s]+):%s*(.-)%s*$")
+    if not name then
+      return fail("validation", "bad_header", "header is not \"Name: value\"", false)
+    end
+    local lname = lower(name)
+    if lname == "host" then own_host = true end
+    if lname == "user-agent" then own_ua = true end
+    if value ~= "" and lname ~= "content-length" and lname ~= "transfer-encoding" then
+      extra[#extra + 1] = name .. ": " .. value .. "\r\n"
     end
   end
-  if not own_host then out[#out + 1] = "Host: " .. u.authority .. "\r\n" end
-  if not own_ua then out[#out + 1] = "User-Agent: " .. self.user_agent .. "\r\n" end
-  for i = 1, #extra do out[#out + 1] = extra[i] end
+  return { block = concat(extra), own_host = own_host, own_ua = own_ua }
+end
+
+-- Checked header lists by their text (lines joined by LF, which no valid line contains): a
+-- client sends the same few lists again and again, and the check (a loop of pattern matches)
+-- then runs once per list, not per request. Emptied when it reaches HEADER_CACHE_MAX lists.
+local HEADER_CACHE_MAX = 64
+local checked, n_checked = {}, 0
+local NO_HEADERS = { block = "", own_host = false, own_ua = false }
+
+local function headers_of(headers)
+  if headers == nil then return NO_HEADERS end
+  if type(headers) ~= "table" then
+    return fail("validation", "bad_header", "headers must be an array of \"Name: value\" strings", false)
+  end
+  -- concat refuses tables and booleans; numbers pass, but no number is a valid line.
+  local joined, key = pcall(concat, headers, "\n")
+  local c = joined and checked[key]
+  if c then return c end
+  local err
+  c, err = check_headers(headers)
+  if not c then return nil, err end
+  if joined then
+    if n_checked >= HEADER_CACHE_MAX then checked, n_checked = {}, 0 end
+    checked[key], n_checked = c, n_checked + 1
+  end
+  return c
+end
+
+-- The request bytes (an array for sock:send), or nil, err when a header is unusable.
+local function build(self, method, u, target, headers, body)
+  local c, err = headers_of(headers)
+  if not c then return nil, err end
+  local head = method .. " " .. target .. " HTTP/1.1\r\n"
+    .. (c.own_host and "" or u.host_line) .. (c.own_ua and "" or ("User-Agent: " .. self.user_agent
+    .. "\r\n")) .. c.block
   if body then
-    out[#out + 1] = "Content-Length: " .. #body .. "\r\n\r\n"
-    out[#out + 1] = body
-  else
-    if method == "POST" or method == "PUT" or method == "PATCH" then
-      out[#out + 1] = "Content-Length: 0\r\n"
-    end
-    out[#out + 1] = "\r\n"
+    return { head, "Content-Length: " .. #body .. "\r\n\r\n", body }
   end
-  return out
+  if method == "POST" or method == "PUT" or method == "PATCH" then
+    return { head, "Content-Length: 0\r\n\r\n" }
+  end
+  return { head, "\r\n" }
 end
 
 -- ---- reading with one deadline for the whole response ----
@@ -146,6 +202,7 @@ end
 -- (receiveany), so a server that drips a byte at a time still runs into the deadline.
 
 local function fill(r)
+  if not r.sock then return nil, "incomplete" end -- M._read_head: the text is all there is
   local left = r.deadline - now()
   if left <= 0 then return nil, "timeout" end
   r.sock:settimeout(ceil(left * 1000))
@@ -232,28 +289,35 @@ local function io_error(err, what, sent)
   return fail("transport", "recv_failed", what .. ": " .. tostring(err), sent)
 end
 
--- Reads one header block into `headers` (lower-cased names, repeats joined by ", ").
+-- One header line (without its line end) into `headers`: lower-cased names, repeats joined by
+-- ", ", obsolete line folding appended to the previous value (`r.last` names it).
+local function header_line(r, headers, line)
+  local first = sub(line, 1, 1)
+  if (first == " " or first == "\t") and r.last then
+    -- obsolete line folding: part of the previous value
+    headers[r.last] = headers[r.last] .. " " .. match(line, "^%s*(.-)%s*$")
+    return
+  end
+  local name, value = match(line, "^([^:]+):%s*(.-)%s*$")
+  if name and not find(name, "%s") then
+    name = lower(name)
+    local prev = headers[name]
+    headers[name] = prev and (prev .. ", " .. value) or value
+    r.last = name
+  end
+end
+
+-- Reads one header block into `headers`, a line at a time.
 local function read_headers(r, headers, limit)
-  local size, last = 0, nil
+  local size = 0
+  r.last = nil
   while true do
     local line, err = read_line(r)
     if not line then return nil, err end
     size = size + #line + 2
     if size > limit then return nil, "too large" end
     if line == "" then return true end
-    local first = sub(line, 1, 1)
-    if (first == " " or first == "\t") and last then
-      -- obsolete line folding: part of the previous value
-      headers[last] = headers[last] .. " " .. match(line, "^%s*(.-)%s*$")
-    else
-      local name, value = match(line, "^([^:]+):%s*(.-)%s*$")
-      if name and not find(name, "%s") then
-        name = lower(name)
-        local prev = headers[name]
-        headers[name] = prev and (prev .. ", " .. value) or value
-        last = name
-      end
-    end
+    header_line(r, headers, line)
   end
 end
 
@@ -265,47 +329,100 @@ local function has_token(list, token)
   return false
 end
 
--- Reads status, headers and body. Returns status, headers, body, reusable | nil, err-string,
--- err-detail (for bad responses).
-local function read_response(r, method, limit)
-  local line, err, status, minor
-  local headers
+-- The status line -> minor version, status | nil, "bad", detail
+local function status_line(line)
+  local v2, code, reason = match(line, "^HTTP/1%.(%d) (%d%d%d)(.*)$")
+  if not v2 or (reason ~= "" and sub(reason, 1, 1) ~= " ") then
+    return nil, "bad", "status line is not HTTP/1.x"
+  end
+  return tonumber(v2), tonumber(code)
+end
+
+-- The head of the usual answer, parsed in C (src/http1.c) from the buffer as the first read left
+-- it: a whole head of CRLF lines and a final status. Anything else (1xx answers, bare LFs, folded
+-- lines, a head still coming) is declined and read_head reads it, line by line; for every head
+-- the C parser takes, both give the same (spec/transport_ngx_head_spec.lua). One call and no
+-- loop or pattern here, so that LuaJIT compiles the whole request.
+local http_head = platform.core.http_head
+local url_unsafe = platform.core.url_unsafe
+
+-- -> minor, status, headers | nil. r.length: Content-Length when one line gives it as digits.
+local function quick_head(r, limit)
+  local minor, status, headers, body, length = http_head(r.buf, limit)
+  if not minor then return nil end
+  r.pos, r.length = body, length
+  return minor, status, headers
+end
+
+-- Status line and headers, the long way: any line ends, 1xx answers (100 Continue, 103 Early
+-- Hints) before the real one. -> minor, status, headers | nil, err, detail
+local function read_head(r, limit)
+  local minor, status, headers
   repeat
-    line, err = read_line(r)
+    local line, err = read_line(r)
     if not line then return nil, err end
-    local v2, code, reason = match(line, "^HTTP/1%.(%d) (%d%d%d)(.*)$")
-    if not v2 or (reason ~= "" and sub(reason, 1, 1) ~= " ") then
-      return nil, "bad", "status line is not HTTP/1.x"
-    end
-    minor, status = tonumber(v2), tonumber(code)
+    local detail
+    minor, status, detail = status_line(line)
+    if not minor then return nil, status, detail end
     headers = {}
     local ok, herr = read_headers(r, headers, limit)
     if not ok then return nil, herr end
-    -- 1xx answers (100 Continue, 103 Early Hints) come before the real one.
   until status >= 200 or status == 101
+  return minor, status, headers
+end
+
+-- For specs (spec/transport_ngx_head_spec.lua): the line-by-line reader over a whole text, no
+-- socket. -> minor, status, headers, body position | nil, err ("incomplete": it needs more bytes)
+function M._read_head(text, limit)
+  local r = { buf = text, pos = 1, got = #text }
+  local minor, status, headers = read_head(r, limit)
+  if not minor then return nil, status end
+  return minor, status, headers, r.pos
+end
+
+-- Whether a connection header's list says `token` (the usual one-word values without a loop).
+local function says(list, token)
+  if list == nil then return false end
+  local l = lower(list)
+  if l == token then return true end
+  if l == "close" or l == "keep-alive" then return false end
+  return has_token(list, token)
+end
+
+-- Reads status, headers and body. Returns status, headers, body, reusable | nil, err-string,
+-- err-detail (for bad responses).
+local function read_response(r, method, limit)
+  local minor, status, headers
+  local ok, err = fill(r)
+  if not ok then return nil, err end
+  minor, status, headers = quick_head(r, limit)
+  if not minor then
+    minor, status, headers = read_head(r, limit)
+    if not minor then return nil, status, headers end
+  end
 
   local te = headers["transfer-encoding"]
   local reusable
   if minor >= 1 then
-    reusable = not has_token(headers.connection, "close")
+    reusable = not says(headers.connection, "close")
   else
-    reusable = has_token(headers.connection, "keep-alive")
+    reusable = says(headers.connection, "keep-alive")
   end
   -- A switched protocol is no longer HTTP; Transfer-Encoding in HTTP/1.0 or next to a
   -- Content-Length is faulty framing (RFC 9112, 6.1 and 6.3): read the answer, then close.
   if status == 101 or (te and (minor == 0 or headers["content-length"])) then reusable = false end
 
   r.in_body = true
-  local parts = {}
   if method == "HEAD" or status < 200 or status == 204 or status == 304 then
     return status, headers, "", reusable
   end
+  local parts = {}
   if te then
     local last_coding = lower(match(te, "([^,]*)$"))
     if match(last_coding, "^%s*(.-)%s*$") ~= "chunked" then
       -- Some other coding last: the body runs until the server closes.
-      local ok, rerr = read_all(r, parts, limit)
-      if not ok then return nil, rerr end
+      local rok, rerr = read_all(r, parts, limit)
+      if not rok then return nil, rerr end
       return status, headers, concat(parts), false
     end
     local total = 0
@@ -320,8 +437,8 @@ local function read_response(r, method, limit)
       if size == 0 then break end
       total = total + size
       if total > limit then return nil, "too large" end
-      local ok, rerr = read_n(r, size, parts)
-      if not ok then return nil, rerr end
+      local rok, rerr = read_n(r, size, parts)
+      if not rok then return nil, rerr end
       local crlf
       crlf, rerr = read_line(r)
       if not crlf then return nil, rerr end
@@ -329,26 +446,34 @@ local function read_response(r, method, limit)
     end
     -- Trailer fields are read and dropped.
     local trailers = {}
-    local ok, terr = read_headers(r, trailers, limit)
-    if not ok then return nil, terr end
+    local tok, terr = read_headers(r, trailers, limit)
+    if not tok then return nil, terr end
     return status, headers, concat(parts), reusable
   end
   local cl = headers["content-length"]
   if cl then
-    local n
-    for v in cl:gmatch("[^,]+") do
-      local this = tonumber(match(v, "^%s*(%d+)%s*$"))
-      if not this or (n and this ~= n) then return nil, "bad", "bad Content-Length" end
-      n = this
+    local n = r.length
+    if not n then
+      for v in cl:gmatch("[^,]+") do
+        local this = tonumber(match(v, "^%s*(%d+)%s*$"))
+        if not this or (n and this ~= n) then return nil, "bad", "bad Content-Length" end
+        n = this
+      end
+      if not n then return nil, "bad", "bad Content-Length" end
     end
-    if not n then return nil, "bad", "bad Content-Length" end
     if n > limit then return nil, "too large" end
-    local ok, rerr = read_n(r, n, parts)
-    if not ok then return nil, rerr end
+    local pos = r.pos
+    if #r.buf - pos + 1 >= n then
+      -- The whole body is in the buffer (the usual case): no read loop.
+      r.pos = pos + n
+      return status, headers, sub(r.buf, pos, pos + n - 1), reusable
+    end
+    local rok, rerr = read_n(r, n, parts)
+    if not rok then return nil, rerr end
     return status, headers, concat(parts), reusable
   end
-  local ok, rerr = read_all(r, parts, limit)
-  if not ok then return nil, rerr end
+  local rok, rerr = read_all(r, parts, limit)
+  if not rok then return nil, rerr end
   return status, headers, concat(parts), false
 end
 
@@ -385,6 +510,92 @@ local function stale(err)
   return err == "closed" or err == "broken pipe" or err == "connection reset by peer"
 end
 
+-- What exchange() answers when a pooled connection turned out dead before any answer.
+local STALE = {}
+
+-- One exchange on one connection: status, headers, body | nil, err | STALE (the server had
+-- closed the pooled connection while idle, and `may_retry`: try another, as libcurl does).
+-- Only requests that may run twice see STALE; fresh ones never get a pooled connection.
+local function exchange(self, u, req, method, deadline, pool, fresh, may_retry)
+  local sock = ngx.socket.tcp()
+  local left = deadline - now()
+  if left <= 0 then return fail("timeout", "connect_timeout", "timed out before connecting", false) end
+  sock:settimeout(ceil(min(self.connect_timeout, left) * 1000))
+  local ok, err = sock:connect(u.host, u.port, { pool = pool, pool_size = self.pool_size })
+  if not ok then return connect_error(u, err) end
+  local reused = (sock:getreusedtimes() or 0) > 0
+
+  if u.tls and not reused then
+    left = deadline - now()
+    if left <= 0 then
+      sock:close()
+      return fail("timeout", "connect_timeout", "timed out before the TLS handshake", false)
+    end
+    sock:settimeout(ceil(min(self.connect_timeout, left) * 1000))
+    local session
+    session, err = sock:sslhandshake(nil, u.sni, self.verify)
+    if not session then
+      sock:close()
+      return tls_error(u, err)
+    end
+  end
+
+  left = deadline - now()
+  local sent_ok
+  if left <= 0 then
+    sent_ok, err = nil, "timeout"
+  else
+    sock:settimeout(ceil(left * 1000))
+    sent_ok, err = sock:send(req)
+  end
+  local r = { sock = sock, buf = "", pos = 1, got = 0, deadline = deadline, in_body = false,
+              last = nil, length = nil }
+  local status, rheaders, rbody, reusable, detail
+  if sent_ok then
+    status, rheaders, rbody, reusable = read_response(r, method, self.max_response)
+    if not status then err, detail = rheaders, rbody end
+  end
+
+  if status then
+    -- Back to the pool only when the answer was read exactly to its end and the server
+    -- keeps the connection open; nginx refuses (and we close) a socket with unread data.
+    if not (reusable and not fresh and r.pos > #r.buf
+            and sock:setkeepalive(self.keepalive_ms, self.pool_size)) then
+      sock:close()
+    end
+    return status, rheaders, rbody
+  end
+  sock:close()
+  if reused and r.got == 0 and stale(err) and may_retry then return STALE end
+  if not sent_ok then
+    if err == "timeout" then return fail("timeout", "timeout", "timed out sending the request", true) end
+    return fail("transport", "send_failed", "sending the request failed: " .. tostring(err), true)
+  end
+  if err == "bad" then
+    return fail("transport", "bad_response", "bad response from " .. u.authority .. ": " .. detail, true)
+  end
+  if err == "closed" and r.in_body then
+    return fail("transport", "partial_body", "the connection closed before the whole body arrived", true)
+  end
+  if err == "closed" and r.got == 0 then
+    return fail("transport", "empty_reply", "the server closed the connection without answering", true)
+  end
+  return io_error(err, "reading the response", true)
+end
+
+-- After a stale pooled connection: up to STALE_RETRIES more connections (a loop kept out of
+-- the usual request's way, which has none).
+local function after_stale(self, u, req, method, deadline, pool, fresh)
+  for left = STALE_RETRIES - 1, 0, -1 do
+    local status, headers, body = exchange(self, u, req, method, deadline, pool, fresh, left > 0)
+    if status ~= STALE then return status, headers, body end
+  end
+end
+
+-- The methods every client sends, known valid without a pattern match.
+local KNOWN_METHOD = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = true,
+                       HEAD = true, OPTIONS = true }
+
 function Transport:request(method, url, headers, body, timeout, fresh)
   if self.closed then return fail("transport", "closed", "the client is closed", false) end
   local can, phase = yieldable()
@@ -393,101 +604,30 @@ function Transport:request(method, url, headers, body, timeout, fresh)
       .. tostring(phase) .. " phase: nginx allows cosockets only in rewrite, access, content,"
       .. " timer and ssl_* contexts (use transport = \"curl\" there)", false)
   end
-  if type(method) ~= "string" or #method == 0 or #method > 16 or not find(method, METHOD) then
+  if not KNOWN_METHOD[method] and (type(method) ~= "string" or #method == 0 or #method > 16
+                                   or not find(method, METHOD)) then
     return fail("validation", "bad_method", "method is not a valid HTTP method", false)
   end
-  if type(url) ~= "string" or find(url, "[%c ]") then
+  if type(url) ~= "string" or url_unsafe(url) then
     return fail("validation", "bad_url", "url contains a control character or space", false)
   end
   if body ~= nil and type(body) ~= "string" then
     return fail("validation", "bad_body", "body must be a string or nil", false)
   end
-  local u, uerr = parse_url(url)
-  if not u then return nil, uerr end
-  local req, berr = build(self, method, u, headers, body)
+  local u, target = locate(url)
+  if not u then return nil, target end
+  local req, berr = build(self, method, u, target, headers, body)
   if not req then return nil, berr end
 
   local total = (type(timeout) == "number" and timeout > 0) and timeout or self.timeout
   local deadline = now() + total
-  local pool = (u.tls and "crm-https:" or "crm-http:") .. u.sni .. ":" .. u.port
-    .. (u.tls and (self.verify and ":verify" or ":noverify") or "")
+  local pool = u.pools[self.verify]
   -- Nothing is ever put back into the ":fresh" pool, so a connection from it is always new.
   if fresh then pool = pool .. ":fresh" end
-  local limit = self.max_response
 
-  local stale_left = STALE_RETRIES
-  while true do
-    local sock = ngx.socket.tcp()
-    local left = deadline - now()
-    if left <= 0 then return fail("timeout", "connect_timeout", "timed out before connecting", false) end
-    sock:settimeout(ceil(min(self.connect_timeout, left) * 1000))
-    local ok, err = sock:connect(u.host, u.port,
-      { pool = pool, pool_size = self.pool_size })
-    if not ok then return connect_error(u, err) end
-    local reused = (sock:getreusedtimes() or 0) > 0
-
-    if u.tls and not reused then
-      left = deadline - now()
-      if left <= 0 then
-        sock:close()
-        return fail("timeout", "connect_timeout", "timed out before the TLS handshake", false)
-      end
-      sock:settimeout(ceil(min(self.connect_timeout, left) * 1000))
-      local session
-      session, err = sock:sslhandshake(nil, u.sni, self.verify)
-      if not session then
-        sock:close()
-        return tls_error(u, err)
-      end
-    end
-
-    left = deadline - now()
-    local sent_ok
-    if left <= 0 then
-      sent_ok, err = nil, "timeout"
-    else
-      sock:settimeout(ceil(left * 1000))
-      sent_ok, err = sock:send(req)
-    end
-    local r = { sock = sock, buf = "", pos = 1, got = 0, deadline = deadline }
-    local status, rheaders, rbody, reusable, detail
-    if sent_ok then
-      status, rheaders, rbody, reusable = read_response(r, method, limit)
-      if not status then err, detail = rheaders, rbody end
-    end
-
-    if status then
-      -- Back to the pool only when the answer was read exactly to its end and the server
-      -- keeps the connection open; nginx refuses (and we close) a socket with unread data.
-      if not (reusable and not fresh and r.pos > #r.buf
-              and sock:setkeepalive(self.keepalive_ms, self.pool_size)) then
-        sock:close()
-      end
-      return status, rheaders, rbody
-    end
-    sock:close()
-    -- A pooled connection that died before any answer (the server had closed it while idle):
-    -- try another, as libcurl does. Only requests that may run twice come here; fresh ones
-    -- never get a pooled connection.
-    if reused and r.got == 0 and stale(err) and stale_left > 0 then
-      stale_left = stale_left - 1
-    else
-      if not sent_ok then
-        if err == "timeout" then return fail("timeout", "timeout", "timed out sending the request", true) end
-        return fail("transport", "send_failed", "sending the request failed: " .. tostring(err), true)
-      end
-      if err == "bad" then
-        return fail("transport", "bad_response", "bad response from " .. u.authority .. ": " .. detail, true)
-      end
-      if err == "closed" and r.in_body then
-        return fail("transport", "partial_body", "the connection closed before the whole body arrived", true)
-      end
-      if err == "closed" and r.got == 0 then
-        return fail("transport", "empty_reply", "the server closed the connection without answering", true)
-      end
-      return io_error(err, "reading the response", true)
-    end
-  end
+  local status, rheaders, rbody = exchange(self, u, req, method, deadline, pool, fresh, true)
+  if status ~= STALE then return status, rheaders, rbody end
+  return after_stale(self, u, req, method, deadline, pool, fresh)
 end
 
 return M
