@@ -60,6 +60,10 @@ if mode == "count" then
   -- A fixed number of requests, for instruction counts under callgrind.
   local c, guid = toast(), arg[3]
   for _ = 1, seconds do assert(c:get_customer(guid)) end
+elseif mode == "countkeep" then
+  local c, guid = toast(), arg[3]
+  local keep = {}
+  for i = 1, seconds do keep[i] = { value = assert(c:get_customer(guid)) } end
 elseif mode == "seq" then
   local c, guid = toast(), arg[3]
   assert(c:get_customer(guid))

@@ -58,7 +58,8 @@ end
 -- client's handle or, inside a batch, on a slot of the batch's multi.
 function Router:call(base, hs, op, a1, a2, query, body, timeout, fresh)
   local co = co_running()
-  if co and joins(self, co) then
+  local owner = co and members[co]
+  if owner == self or owner and joins(self, co) then
     return co_yield(CALL, base, hs, op, a1, a2, query, body, timeout, fresh)
   end
   return self.handle:call(base, hs, op, a1, a2, query, body, timeout, fresh)
@@ -97,19 +98,27 @@ end
 -- per operation for up to two arguments: no closure, no table. -> the five arrays | nil, index
 local function as_calls(client, ops, n)
   local calls, counts, args1, args2, rest = {}, {}, {}, {}, {}
+  local methods = {} -- name -> the client's method, looked up once per batch
   for i = 1, n do
     local op = rawget(ops, i)
-    if type(op) == "function" then
+    local t = type(op)
+    if t == "function" then
       calls[i], counts[i] = op, -1
     else
-      local name = type(op) == "table" and rawget(op, 1)
-      local method = type(name) == "string" and client[name]
+      local name = t == "table" and rawget(op, 1)
+      local method = methods[name]
+      if method == nil and type(name) == "string" then
+        method = client[name]
+        methods[name] = method
+      end
       if type(method) ~= "function" then return nil, i end
-      local k = raw_length(op) - 1
-      calls[i], counts[i] = method, k
-      if k <= 2 then
-        args1[i], args2[i] = rawget(op, 2), rawget(op, 3)
-      else
+      local a1, a2 = rawget(op, 2), rawget(op, 3)
+      -- The arguments end at the first nil, as raw_length counts them.
+      local k = a1 == nil and 0 or a2 == nil and 1 or 2
+      calls[i], counts[i], args1[i], args2[i] = method, k, a1, a2
+      if k == 2 and rawget(op, 4) ~= nil then
+        k = raw_length(op) - 1
+        counts[i] = k
         local args = {}
         for a = 1, k do args[a] = rawget(op, a + 1) end
         rest[i] = args
@@ -243,6 +252,7 @@ function M.run(client, ops, opts)
   local sleepers = {} -- array of {worker, wake}
   local current = {}  -- worker -> index of the operation it runs
   local workers, next_op, stopping = 0, 1, false
+  local in_flight = 0 -- transfers on the multi
   local batch_owner = client.transport -- the router whose requests go to this batch's multi
 
   local function work()
@@ -274,6 +284,7 @@ function M.run(client, ops, opts)
       local slot, serr = multi:submit_call(a1, a2, a3, a4, a5, a6, a7, a8, a9)
       if not slot then return step(co, slot, serr) end
       by_slot[slot], kind_of[slot] = co, CALL
+      in_flight = in_flight + 1
     elseif what == DONE then
       members[co] = nil
       workers = workers - 1
@@ -284,6 +295,7 @@ function M.run(client, ops, opts)
       local slot, serr = multi:submit(a1, a2, a3, a4, a5, a6)
       if not slot then return step(co, nil, serr) end
       by_slot[slot], kind_of[slot] = co, SUBMIT
+      in_flight = in_flight + 1
     elseif what == SLEEP then
       sleepers[#sleepers + 1] = { co, now() + (a1 or 0) }
     else
@@ -304,15 +316,15 @@ function M.run(client, ops, opts)
     end
     if workers == 0 then break end
 
-    local t = now()
     local earliest
     for i = 1, #sleepers do
       local w = sleepers[i][2]
       if not earliest or w < earliest then earliest = w end
     end
-    if multi:busy() > 0 then
-      local wait = earliest and math.max(0, earliest - t) or 1.0
+    if in_flight > 0 then
+      local wait = earliest and math.max(0, earliest - now()) or 1.0
       local count = multi:wait_into(done, math.min(wait, 1.0))
+      in_flight = in_flight - count
       -- Every finished slot is free again already: take all owners before resuming anyone, or
       -- an operation's next request could reuse a slot further down this list.
       for i = 1, count do
@@ -333,12 +345,13 @@ function M.run(client, ops, opts)
           step(owner, status, a, b)
         end
       end
-    elseif earliest and earliest > t then
-      sleep(earliest - t)
+    elseif earliest then
+      local t = now()
+      if earliest > t then sleep(earliest - t) end
     end
 
     if #sleepers > 0 then
-      t = now()
+      local t = now()
       local still = {}
       local due = {}
       for i = 1, #sleepers do
