@@ -351,8 +351,14 @@ local CUSTOMER_FIELDS = { guid = true, firstName = true, lastName = true, email 
 local READ_ONLY = { entityType = true }
 local QUERY_FIELDS = { firstName = true, lastName = true, email = true, phone = true }
 
+-- The rules' options, made once (a search or a page checks them on every call).
+local PHONE_TEXT = { nonempty = true, max = 32 }
+local NAME_TEXT, EMAIL_TEXT = { nonempty = true, max = 255 }, { nonempty = true, max = 254 }
+local PAGE_RULE = { min = 1, integer = true }
+local PAGE_SIZE_RULE = { min = 1, max = M.MAX_PAGE_SIZE, integer = true }
+
 local function check_phone(v, field)
-  local e = validate.string(v, field, { nonempty = true, max = 32 })
+  local e = validate.string(v, field, PHONE_TEXT)
   if e then return e end
   if v ~= nil and (not v:find("^[%d%+%-%s%.%(%)]+$") or not v:find("%d")) then
     return validate.fail(field, "must be a phone number (digits, +, -, spaces, dots, parentheses)")
@@ -413,8 +419,8 @@ local function check_page_opts(opts, with_range)
   if e then return e end
   opts = opts or {}
   return validate.known_keys(opts, with_range and RANGE_KEYS or PAGE_KEYS)
-    or validate.number(opts.page, "page", { min = 1, integer = true })
-    or validate.number(opts.pageSize, "pageSize", { min = 1, max = M.MAX_PAGE_SIZE, integer = true })
+    or validate.number(opts.page, "page", PAGE_RULE)
+    or validate.number(opts.pageSize, "pageSize", PAGE_SIZE_RULE)
 end
 
 -- ---- Toast's date-time: yyyy-MM-ddTHH:mm:ss.SSS+hhmm, e.g. 2018-06-16T15:01:14.000+0000 ----
@@ -557,9 +563,9 @@ local function check_query(q)
   local e = validate.table(q, "query", true)
   if e then return e end
   e = validate.known_keys(q, QUERY_FIELDS, "query.")
-    or validate.string(q.firstName, "query.firstName", { nonempty = true, max = 255 })
-    or validate.string(q.lastName, "query.lastName", { nonempty = true, max = 255 })
-    or validate.string(q.email, "query.email", { nonempty = true, max = 254 })
+    or validate.string(q.firstName, "query.firstName", NAME_TEXT)
+    or validate.string(q.lastName, "query.lastName", NAME_TEXT)
+    or validate.string(q.email, "query.email", EMAIL_TEXT)
     or check_phone(q.phone, "query.phone")
   if e then return e end
   if next(q) == nil then
