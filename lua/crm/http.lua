@@ -125,7 +125,8 @@ local function collect_pii(v, under, out, depth)
   end
 end
 
--- context(req) -> {secrets, pii}: what errors and debug lines about `req` are scrubbed of.
+-- context_of(body, query, pii) -> {secrets, pii}: what errors and debug lines about a request
+-- with that body and query (tables; pii: values to scrub whatever their keys) are scrubbed of.
 -- Other spellings a server may echo a value in: percent-encoded, and for phones the bare
 -- digits, the E.164 form and (North America) the ten-digit national number.
 local phones
@@ -149,12 +150,6 @@ local function add_variants(pii)
   end
 end
 
-function Engine:context(req)
-  if not req then return self:context_of() end
-  return self:context_of(req.body, req.query, req.pii)
-end
-
--- context_of(body, query, pii): the same, from the parts of a request.
 function Engine:context_of(body, query, pii_values)
   local pii = {}
   collect_pii(body, false, pii, 0)

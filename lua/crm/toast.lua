@@ -315,7 +315,7 @@ end
 -- Engine:send), on the one road, with the policy given or the client's.
 -- -> status, data | nil, err
 function Toast:_call(req, idempotent, policy)
-  return call(self, req, nil, nil, nil, nil, idempotent, policy)
+  return call(self, req, nil, nil, req.query, req.body, idempotent, policy)
 end
 
 -- ---- the C core's operations (src/ops.c) ----
