@@ -277,9 +277,10 @@ function M.run(client, ops, opts)
     if index and record(results, opts, index, true, nil, err) then stopping = true end
   end
 
-  -- Resumes a worker with the given values and files what it asks for next.
-  local function step(co, ...)
-    local _, what, a1, a2, a3, a4, a5, a6, a7, a8, a9 = co_resume(co, ...)
+  -- Resumes a worker with the given values (what its request or sleep returns: up to five) and
+  -- files what it asks for next.
+  local function step(co, v1, v2, v3, v4, v5)
+    local _, what, a1, a2, a3, a4, a5, a6, a7, a8, a9 = co_resume(co, v1, v2, v3, v4, v5)
     if what == CALL then
       local slot, serr = multi:submit_call(a1, a2, a3, a4, a5, a6, a7, a8, a9)
       if not slot then return step(co, slot, serr) end
@@ -344,6 +345,7 @@ function M.run(client, ops, opts)
         else
           step(owner, status, a, b)
         end
+        kinds[i] = nil
       end
     elseif earliest then
       local t = now()
