@@ -9,7 +9,8 @@
 --   crm_bench.lua tccount N ID          N sequential TableCheck get_customer calls
 --   crm_bench.lua decode N FILE         N cjson decodes of FILE's text (the floor of decoding)
 --   crm_bench.lua tcbatchcount N ID     N TableCheck get_customer calls in one client:batch at 16
---   crm_bench.lua searchcount N SIZE    N Toast search_customers pages of SIZE (lastName Pagebench)
+--   crm_bench.lua searchcount N SIZE RESTAURANT   N Toast search_customers pages of SIZE
+--                                       (lastName Pagebench) in that restaurant
 --   crm_bench.lua luaonly N toast|tc    N get_customer calls whose exchange is a stand-in that
 --                                       answers at once: crm's own Lua per call, nothing else
 local mode = arg[1]
@@ -24,8 +25,8 @@ local crm = require "crm"
 local core = require "crm.core"
 local base = "http://127.0.0.1:" .. (os.getenv("CRM_SIM_PORT") or "18080")
 
-local function toast()
-  return assert(crm.toast { base_url = base, restaurant_guid = "6f1d2d0e-8f65-4d7b-9b59-0f1f0c8e0a11",
+local function toast(restaurant)
+  return assert(crm.toast { base_url = base, restaurant_guid = restaurant or "6f1d2d0e-8f65-4d7b-9b59-0f1f0c8e0a11",
                             client_id = "sim-client", client_secret = "sim-secret" })
 end
 
@@ -65,7 +66,7 @@ if mode == "tcbatchcount" then
   return
 end
 if mode == "searchcount" then
-  local c, size = toast(), tonumber(arg[3])
+  local c, size = toast(arg[4]), tonumber(arg[3])
   for _ = 1, seconds do
     local page = assert(c:search_customers({ lastName = "Pagebench" }, { pageSize = size }))
     assert(#page == size, "search page size")

@@ -128,6 +128,32 @@ describe("one road", function()
     assert.same(shared_names(a.seen), shared_names(b.seen))
   end)
 
+  it("sends a refused login once: a 401 to the login itself is not a token to renew", function()
+    local c = H.toast { client_secret = "not-the-secret" }
+    local LOGIN = "POST /authentication/v1/authentication/login"
+    local before = H.count(LOGIN)
+    local value, err = c:get_customer(guid)
+    assert.is_nil(value)
+    assert.equal("auth", err.kind)
+    assert.matches("login failed", err.message)
+    assert.equal(1, H.count(LOGIN) - before)
+    c:close()
+  end)
+
+  it("sends nothing when the token cannot be a header line (libcurl refuses the header set)", function()
+    H.fault { path = "/authentication/v1/authentication/login", status = 200, count = 1,
+              body = { token = { accessToken = "tok\r\nX-Injected: 1", expiresIn = 3600 } } }
+    local c = H.toast()
+    local key = "GET /crm/v1/customers/" .. guid
+    local before = H.count(key)
+    local value, err = c:get_customer(guid)
+    assert.is_nil(value)
+    assert.equal("bad_header", err.code)
+    assert.is_false(err.sent)
+    assert.equal(before, H.count(key))
+    c:close()
+  end)
+
   it("counts the retry deadline from before the first attempt", function()
     -- A policy whose deadline is shorter than the first attempt: a slow first answer (a 503
     -- after 0.3 s) leaves no room for a second one, so the call gives up after one attempt.

@@ -222,8 +222,8 @@ M.closed_error = closed_error
 --[[ The one road of every call of both clients. A public method checks its input and names its
   operation (a constant `spec`, see crm.http's Engine:call); then:
 
-    M.call -> exchange -> client:_auth (the header lines: TableCheck's key, Toast's current
-    token, logging in when there is none) -> engine:call (an operation of the C core: h:call,
+    M.call -> exchange -> client:_auth (the header lines, as an array and as the C core's header
+    set: TableCheck's key, Toast's current token, logging in when there is none) -> engine:call (an operation of the C core: h:call,
     or a slot of a batch's multi) or engine:send (a request of Lua's own) -> the transport
 
   The first attempt is made straight away, and the retry policy (crm.retry) runs only when it
@@ -241,8 +241,8 @@ M.closed_error = closed_error
 -- The header lines, then the exchange. `now`: the clock's time, when the caller has it.
 -- -> status, data | nil, err, the token sent (Toast's, for _renew)
 local function exchange(self, spec, a1, a2, query, body, idempotent, now)
-  local hs, headers, token = self:_auth(body ~= nil, spec, a1, now)
-  if not hs then return nil, headers end
+  local headers, hs, token = self:_auth(body ~= nil, spec, a1, now)
+  if not headers then return nil, hs end
   local status, data
   if spec.op then
     status, data = self.engine:call(spec, a1, a2, query, body, hs, headers, idempotent)
@@ -284,11 +284,11 @@ function M.call(self, spec, a1, a2, query, body, idempotent, policy, settle)
   end
   -- The first attempt: exchange(), written out (one Lua call less on every call).
   local started = self.clock.now()
-  local hs, headers, token = self:_auth(body ~= nil, spec, a1, started)
-  local status, data = nil, headers
-  if hs and spec.op then
+  local headers, hs, token = self:_auth(body ~= nil, spec, a1, started)
+  local status, data = nil, hs
+  if headers and spec.op then
     status, data = self.engine:call(spec, a1, a2, query, body, hs, headers, idempotent)
-  elseif hs then
+  elseif headers then
     status, data = self.engine:send(spec, idempotent, headers)
   end
   if status then return status, data end

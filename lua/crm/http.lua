@@ -244,7 +244,7 @@ function Engine:call(spec, a1, a2, query, body, hs, headers, idempotent)
   end
   local fresh = idempotent == false or spec.fresh == true
   local h = self.handle
-  if h and not self.debug then
+  if h and hs and not self.debug then
     if self.limiter then self.limiter:take() end
     -- While a curl batch runs, the router says whether this call is one of its operations (a
     -- slot of the multi) or not (this handle).

@@ -141,11 +141,11 @@ function M.new(opts)
 end
 
 -- The header lines of an attempt (crm.client.call): the key's, made once per client.
--- -> header set, lines
+-- -> lines, header set
 function TableCheck:_auth(has_body)
   local private = PRIVATE[self]
-  if has_body then return private.hs, private.body_headers end
-  return private.hs, private.headers
+  if has_body then return private.body_headers, private.hs end
+  return private.headers, private.hs
 end
 
 -- ---- resources: path, list key, item key, id name ----

@@ -279,7 +279,8 @@ local function headers_for(self, token, has_body)
 end
 
 -- The header lines of an attempt (crm.client.call): those of the current token, logging in
--- when there is none. -> header set, lines, token | nil, err. With this client's own token
+-- when there is none. -> lines, header set (nil when libcurl could not take the lines: crm.http
+-- then sends the array, and the transport refuses it), token | nil, err. With this client's own token
 -- current and no login under way, the cached lines are taken as they are (`now`: the clock's
 -- time, when the caller has it). When a login is due,
 -- the ids of a read by id are checked first (spec.id_rule): nothing is sent, the login
@@ -289,7 +290,7 @@ function Toast:_auth(has_body, spec, a1, now)
   local token, cache = private.token, private.headers
   if token and cache and cache.token == token and not self._logging_in and not private.shared_token
       and (now or self.clock.now()) < self.token_expires then
-    return cache.hs, cache[has_body], token
+    return cache[has_body], cache.hs, token
   end
   if spec and spec.check_first then
     local e = spec.id_rule(a1, spec.id_names[1])
@@ -299,13 +300,14 @@ function Toast:_auth(has_body, spec, a1, now)
   token, err = current_token(self)
   if not token then return nil, err end
   local headers, hs = headers_for(self, token, has_body)
-  return hs, headers, token
+  return headers, hs, token
 end
 
 -- A 401 to `token` (crm.client.call): drop it and log in again, once per call. -> whether to
 -- send once more
 function Toast:_renew(err, token, state)
-  if err.status ~= 401 or self.fixed_token or state.relogged then return false end
+  -- No token: nothing was sent (the login itself failed), so there is nothing to renew.
+  if token == nil or err.status ~= 401 or self.fixed_token or state.relogged then return false end
   state.relogged = true
   drop_token(self, token)
   return true
