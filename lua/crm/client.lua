@@ -222,9 +222,10 @@ M.closed_error = closed_error
 --[[ The one road of every call of both clients. A public method checks its input and names its
   operation (a constant `spec`, see crm.http's Engine:call); then:
 
-    M.call -> exchange -> client:_auth (the header lines, as an array and as the C core's header
-    set: TableCheck's key, Toast's current token, logging in when there is none) -> engine:call (an operation of the C core: h:call,
-    or a slot of a batch's multi) or engine:send (a request of Lua's own) -> the transport
+    M.call -> exchange -> client:_auth (the header lines, as an array and as the C core's
+    header set: TableCheck's key, Toast's current token, logging in when there is none)
+    -> engine:call (an operation of the C core: h:call, or a slot of a batch's multi) or
+    engine:send (a request of Lua's own) -> the transport
 
   The first attempt is made straight away, and the retry policy (crm.retry) runs only when it
   did not succeed, with that failure as its first attempt and the deadline counted from before
