@@ -8,6 +8,11 @@
 --   crm_bench.lua batchcount N GUID     N get_customer calls in one client:batch at concurrency 16
 --   crm_bench.lua tccount N ID          N sequential TableCheck get_customer calls
 --   crm_bench.lua decode N FILE         N cjson decodes of FILE's text (the floor of decoding)
+--   crm_bench.lua tcbatchcount N ID     N TableCheck get_customer calls in one client:batch at 16
+--   crm_bench.lua searchcount N SIZE RESTAURANT   N Toast search_customers pages of SIZE
+--                                       (lastName Pagebench) in that restaurant
+--   crm_bench.lua luaonly N toast|tc    N get_customer calls whose exchange is a stand-in that
+--                                       answers at once: crm's own Lua per call, nothing else
 local mode = arg[1]
 if mode == "require" then
   local t0 = os.clock()
@@ -20,8 +25,8 @@ local crm = require "crm"
 local core = require "crm.core"
 local base = "http://127.0.0.1:" .. (os.getenv("CRM_SIM_PORT") or "18080")
 
-local function toast()
-  return assert(crm.toast { base_url = base, restaurant_guid = "6f1d2d0e-8f65-4d7b-9b59-0f1f0c8e0a11",
+local function toast(restaurant)
+  return assert(crm.toast { base_url = base, restaurant_guid = restaurant or "6f1d2d0e-8f65-4d7b-9b59-0f1f0c8e0a11",
                             client_id = "sim-client", client_secret = "sim-secret" })
 end
 
@@ -51,6 +56,44 @@ if mode == "batchcount" then
   assert(r.failed == 0, "batch failures")
   return
 end
+if mode == "tcbatchcount" then
+  local tc = assert(crm.tablecheck { base_url = base .. "/api/crm/v1", api_key = "sim-tablecheck-key" })
+  assert(tc:get_customer(arg[3]))
+  local ops = {}
+  for i = 1, seconds do ops[i] = { "get_customer", arg[3] } end
+  local r = assert(tc:batch(ops, { concurrency = 16 }))
+  assert(r.failed == 0, "batch failures")
+  return
+end
+if mode == "searchcount" then
+  local c, size = toast(arg[4]), tonumber(arg[3])
+  for _ = 1, seconds do
+    local page = assert(c:search_customers({ lastName = "Pagebench" }, { pageSize = size }))
+    assert(#page == size, "search page size")
+  end
+  return
+end
+if mode == "luaonly" then
+  -- The client's handle replaced by a stand-in whose call answers at once with a decoded
+  -- record: what is left is crm's Lua from the method to the exchange and back.
+  local which = arg[3]
+  local answer = which == "tc" and { customer = { id = "x", phones = {}, emails = {},
+                                                  phone_objects = {}, email_objects = {} } }
+    or { guid = "x" }
+  local stand_in = { call = function() return 200, answer, nil, true end, close = function() end }
+  local c, id
+  if which == "tc" then
+    c = assert(crm.tablecheck { base_url = base .. "/api/crm/v1", api_key = "sim-tablecheck-key" })
+    id = "5ed64e249551e80639a4d995"
+  else
+    c = assert(crm.toast { base_url = base, restaurant_guid = "6f1d2d0e-8f65-4d7b-9b59-0f1f0c8e0a11",
+                           token = "bench-token" })
+    id = "583110ce-e5ca-4368-a1c4-60828332214c"
+  end
+  c.transport.handle, c.engine.handle = stand_in, stand_in
+  for _ = 1, seconds do assert(c:get_customer(id)) end
+  return
+end
 if mode == "tccount" then
   local tc = assert(crm.tablecheck { base_url = base .. "/api/crm/v1", api_key = "sim-tablecheck-key" })
   for _ = 1, seconds do assert(tc:get_customer(arg[3])) end
@@ -60,6 +103,10 @@ if mode == "count" then
   -- A fixed number of requests, for instruction counts under callgrind.
   local c, guid = toast(), arg[3]
   for _ = 1, seconds do assert(c:get_customer(guid)) end
+elseif mode == "countkeep" then
+  local c, guid = toast(), arg[3]
+  local keep = {}
+  for i = 1, seconds do keep[i] = { value = assert(c:get_customer(guid)) } end
 elseif mode == "seq" then
   local c, guid = toast(), arg[3]
   assert(c:get_customer(guid))

@@ -1,7 +1,8 @@
 /* Baseline for make bench: GET one URL in a loop with one reused libcurl handle, configured as
  * crm configures its handle (the same timeouts, User-Agent and headers, the URL set per request
  * as any client fetching different records must), so the ratio measures what crm adds on top of
- * libcurl doing the same HTTP work. Prints requests per second. */
+ * libcurl doing the same HTTP work. Prints requests per second. With RAW_CURL_BODY set, each
+ * request is a POST of that text instead (a search page). */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +40,7 @@ int main(int argc, char **argv)
     for (int i = 3; i < argc; i++)
         headers = curl_slist_append(headers, argv[i]);
     size_t bytes = 0;
+    const char *post = getenv("RAW_CURL_BODY");
     curl_easy_setopt(c, CURLOPT_URL, argv[1]);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink);
@@ -54,6 +56,10 @@ int main(int argc, char **argv)
         long status = 0;
         /* A client fetching records sets each request's URL; so does this baseline. */
         curl_easy_setopt(c, CURLOPT_URL, argv[1]);
+        if (post) {
+            curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(post));
+            curl_easy_setopt(c, CURLOPT_POSTFIELDS, post);
+        }
         if (curl_easy_perform(c) != CURLE_OK)
             failed++;
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);

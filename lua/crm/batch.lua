@@ -16,8 +16,12 @@ local type, pcall, unpack = type, pcall, table.unpack or unpack -- luacheck: ign
 
 -- Coroutines that belong to a running batch; the transport and clock look here.
 local members = setmetatable({}, { __mode = "k" })
+-- How many curl batches are running (in this Lua state): while none is, no call can be an
+-- operation of one, and crm.http hands an operation to the client's handle without asking the
+-- router. A batch that ended by an error leaves it higher: only slower, never wrong.
+M.running = 0
 
-local SUBMIT, SLEEP, CALL, FAST = {}, {}, {}, {}
+local SUBMIT, SLEEP, CALL, DONE = {}, {}, {}, {}
 
 -- The transport every client uses: direct libcurl outside a batch, the multi inside one.
 local Router = {}
@@ -54,7 +58,8 @@ end
 -- client's handle or, inside a batch, on a slot of the batch's multi.
 function Router:call(base, hs, op, a1, a2, query, body, timeout, fresh)
   local co = co_running()
-  if co and joins(self, co) then
+  local owner = co and members[co]
+  if owner == self or owner and joins(self, co) then
     return co_yield(CALL, base, hs, op, a1, a2, query, body, timeout, fresh)
   end
   return self.handle:call(base, hs, op, a1, a2, query, body, timeout, fresh)
@@ -87,15 +92,49 @@ local function raw_length(t)
   return n
 end
 
-local function as_function(client, op)
-  if type(op) == "function" then return function() return op(client) end end
-  local name = type(op) == "table" and rawget(op, 1)
-  if type(name) == "string" and type(client[name]) == "function" then
-    local method, n, args = client[name], raw_length(op) - 1, {}
-    for i = 1, n do args[i] = rawget(op, i + 1) end
-    return function() return method(client, unpack(args, 1, n)) end
+-- The operations as calls: calls[i] is the function (a client method, or the caller's
+-- function(client)), counts[i] how many arguments it takes after the client (-1: a function op),
+-- args1[i] and args2[i] the first two, rest[i] all of them when there are more. Nothing is made
+-- per operation for up to two arguments: no closure, no table. -> the five arrays | nil, index
+local function as_calls(client, ops, n)
+  local calls, counts, args1, args2, rest = {}, {}, {}, {}, {}
+  local methods = {} -- name -> the client's method, looked up once per batch
+  for i = 1, n do
+    local op = rawget(ops, i)
+    local t = type(op)
+    if t == "function" then
+      calls[i], counts[i] = op, -1
+    else
+      local name = t == "table" and rawget(op, 1)
+      local method = methods[name]
+      if method == nil and type(name) == "string" then
+        method = client[name]
+        methods[name] = method
+      end
+      if type(method) ~= "function" then return nil, i end
+      local a1, a2 = rawget(op, 2), rawget(op, 3)
+      -- The arguments end at the first nil, as raw_length counts them.
+      local k = a1 == nil and 0 or a2 == nil and 1 or 2
+      calls[i], counts[i], args1[i], args2[i] = method, k, a1, a2
+      if k == 2 and rawget(op, 4) ~= nil then
+        k = raw_length(op) - 1
+        counts[i] = k
+        local args = {}
+        for a = 1, k do args[a] = rawget(op, a + 1) end
+        rest[i] = args
+      end
+    end
   end
-  return nil
+  return { calls = calls, counts = counts, args1 = args1, args2 = args2, rest = rest }
+end
+
+-- Runs operation i of `c` (as_calls) on the client, protected: ok, value, extra | false, error.
+local function run_op(client, c, i)
+  local k, f = c.counts[i], c.calls[i]
+  if k == 1 then return pcall(f, client, c.args1[i]) end
+  if k <= 0 then return pcall(f, client) end
+  if k == 2 then return pcall(f, client, c.args1[i], c.args2[i]) end
+  return pcall(f, client, unpack(c.rest[i], 1, k))
 end
 
 -- What an operation raised, as a validation error naming ops[index]. A Lua error inside an
@@ -144,7 +183,7 @@ end
 
 -- Inside nginx: `concurrency` light threads take the operations in turn. Cosockets and ngx.sleep
 -- yield to nginx, so the threads (and other requests) run while each one waits.
-local function run_threads(fn_of, n, concurrency, opts)
+local function run_threads(client, c, n, concurrency, opts)
   local spawn, wait = platform.ngx.thread.spawn, platform.ngx.thread.wait
   local results = { succeeded = 0, failed = 0 }
   local next_op, stopping = 1, false
@@ -152,7 +191,7 @@ local function run_threads(fn_of, n, concurrency, opts)
     while not stopping and next_op <= n do
       local index = next_op
       next_op = next_op + 1
-      local ok, res, err, third = pcall(fn_of(index))
+      local ok, res, err, third = run_op(client, c, index)
       if record(results, opts, index, ok, res, err, third) then stopping = true end
     end
   end
@@ -197,29 +236,10 @@ function M.run(client, ops, opts)
   end
   opts.client = client -- for the redaction of what an operation raises
   local n = raw_length(ops)
-  -- Each operation as a function, made when it starts. {"get_customer", id} and the other reads
-  -- the client lists (client._batch_reads) are kept as their name and id: the fast lane (below)
-  -- needs no function for them.
-  local fns, fast_name, fast_id = {}, {}, {}
-  local reads = type(client._batch_reads) == "table" and client._batch_reads or nil
-  for i = 1, n do
-    local op = rawget(ops, i)
-    local name = type(op) == "table" and rawget(op, 1)
-    if reads and reads[name] ~= nil and rawget(op, 3) == nil and rawequal(client[name], reads[name]) then
-      fast_name[i], fast_id[i] = name, rawget(op, 2)
-    else
-      fns[i] = as_function(client, op)
-      if not fns[i] then
-        return nil, errors.validation("ops[" .. i .. "]",
-          "must be a function(client) or {\"method_name\", args...} naming a client method")
-      end
-    end
-  end
-  local function fn_of(index)
-    local f = fns[index]
-    if f then return f end
-    local method, id = client[fast_name[index]], fast_id[index]
-    return function() return method(client, id) end
+  local c, bad = as_calls(client, ops, n)
+  if not c then
+    return nil, errors.validation("ops[" .. bad .. "]",
+      "must be a function(client) or {\"method_name\", args...} naming a client method")
   end
   if client._closed then return nil, (require("crm.client").closed_error()) end
 
@@ -228,87 +248,65 @@ function M.run(client, ops, opts)
   local mode, why = "multi", nil
   if type(transport) == "table" and transport.batch_mode then mode, why = transport:batch_mode() end
   if not mode then return nil, why end
-  if mode == "threads" then return run_threads(fn_of, n, concurrency, opts) end
+  if mode == "threads" then return run_threads(client, c, n, concurrency, opts) end
 
   local multi, merr = platform.core.multi(client._transport_options(concurrency))
   if not multi then return nil, errors.new(merr.kind, merr.message, { code = merr.name }) end
 
-  -- At most `concurrency` operations run at once. An operation runs on a worker: a coroutine
-  -- that runs one operation after another (a pool: no coroutine is made per operation), whose
-  -- requests go to the multi and whose sleeps go to a timer list; the loop below resumes each
-  -- one when what it waits for is there. A read by id the client can hand over as it is
-  -- (client:_batch_read: {"get_customer", id} with a current token) skips the worker: it goes to
-  -- the multi from here, and only an answer other than success starts a worker, which carries
-  -- on from that answer (the general path: retries, re-login, errors).
+  -- At most `concurrency` workers: coroutines that each take the next operation when their
+  -- last one is done and run it as a sequential call runs (the same methods, crm.client.call,
+  -- the retry policy). Their requests go to the multi (the router yields CALL or SUBMIT) and
+  -- their sleeps to a timer list (SLEEP); the loop below resumes each one when what it waits
+  -- for is there.
   local results = { succeeded = 0, failed = 0 }
-  local by_slot, kind_of = {}, {} -- slot -> worker, or the index of a fast read; slot -> kind
-  local fast_token, fast_spec = {}, {} -- slot -> the token and the read's spec, of a fast read
-  local fast_started = {}              -- slot -> when the read was handed to the multi
+  local by_slot, kind_of = {}, {} -- slot -> worker; slot -> CALL or SUBMIT
   local sleepers = {} -- array of {worker, wake}
   local current = {}  -- worker -> index of the operation it runs
-  local idle = {}     -- workers waiting for an operation
-  local active, next_op, stopping = 0, 1, false
-  local IDLE = {}
-  local batch_read = type(client._batch_read) == "function" and client._batch_read or nil
+  local workers, next_op, stopping = 0, 1, false
+  local in_flight = 0 -- transfers on the multi
   local batch_owner = client.transport -- the router whose requests go to this batch's multi
 
-  local function done_with(index, ok, res, err, third)
-    active = active - 1
-    if record(results, opts, index, ok, res, err, third) then stopping = true end
-  end
-
-  local function work(index, fn)
+  local function work()
     local co = co_running()
-    while true do
+    while not stopping and next_op <= n do
+      local index = next_op
+      next_op = next_op + 1
       current[co] = index
-      local ok, res, err, third = pcall(fn)
-      done_with(index, ok, res, err, third)
+      local ok, res, err, third = run_op(client, c, index)
       current[co] = nil
-      index, fn = co_yield(IDLE)
+      if record(results, opts, index, ok, res, err, third) then stopping = true end
     end
-  end
-
-  local step -- forward
-
-  -- Runs operation `index` (the function fn) on an idle worker, or a new one.
-  local function on_worker(index, fn)
-    active = active + 1
-    local co = idle[#idle]
-    if co then
-      idle[#idle] = nil
-    else
-      co = co_create(work)
-      members[co] = batch_owner
-    end
-    return step(co, index, fn)
+    return DONE
   end
 
   -- A worker that is gone: the operation it ran fails with `err`.
   local function lost(co, err)
     members[co] = nil
+    workers = workers - 1
     local index = current[co]
     current[co] = nil
-    if index then done_with(index, true, nil, err) end
+    if index and record(results, opts, index, true, nil, err) then stopping = true end
   end
 
-  -- Resumes a worker with the given values and files what it asks for next.
-  step = function(co, ...)
-    local _, what, a1, a2, a3, a4, a5, a6, a7, a8, a9 = co_resume(co, ...)
-    if what == IDLE then
-      idle[#idle + 1] = co
-      return
-    end
-    if co_status(co) == "dead" then
-      return lost(co, raised(opts, current[co], what))
-    end
+  -- Resumes a worker with the given values (what its request or sleep returns: up to five) and
+  -- files what it asks for next.
+  local function step(co, v1, v2, v3, v4, v5)
+    local _, what, a1, a2, a3, a4, a5, a6, a7, a8, a9 = co_resume(co, v1, v2, v3, v4, v5)
     if what == CALL then
       local slot, serr = multi:submit_call(a1, a2, a3, a4, a5, a6, a7, a8, a9)
       if not slot then return step(co, slot, serr) end
       by_slot[slot], kind_of[slot] = co, CALL
+      in_flight = in_flight + 1
+    elseif what == DONE then
+      members[co] = nil
+      workers = workers - 1
+    elseif co_status(co) == "dead" then
+      return lost(co, raised(opts, current[co], what))
     elseif what == SUBMIT then
       local slot, serr = multi:submit(a1, a2, a3, a4, a5, a6)
       if not slot then return step(co, nil, serr) end
       by_slot[slot], kind_of[slot] = co, SUBMIT
+      in_flight = in_flight + 1
     elseif what == SLEEP then
       sleepers[#sleepers + 1] = { co, now() + (a1 or 0) }
     else
@@ -318,104 +316,65 @@ function M.run(client, ops, opts)
     end
   end
 
-  -- Starts operation `index`: straight to the multi when the client allows, else on a worker.
-  -- What the client allows is asked once per name and round of starts (`asked`): it changes
-  -- only with a login or close(), which a worker does, never in between.
-  local asked = {}
-  local function start(index)
-    local name = fast_name[index]
-    if name and batch_read and not client._closed then
-      local a = asked[name]
-      if a == nil then
-        local base, hs, cop, token, spec = batch_read(client, name, 1)
-        a = base and { base, hs, cop, token, spec } or false
-        asked[name] = a
-      end
-      if a then
-        local slot = multi:submit_call(a[1], a[2], a[3], fast_id[index], nil, nil, nil, nil, false)
-        if slot then
-          active = active + 1
-          by_slot[slot], kind_of[slot], fast_token[slot], fast_spec[slot] = index, FAST, a[4], a[5]
-          fast_started[slot] = now()
-          return
-        end
-      end
-    end
-    return on_worker(index, fn_of(index))
-  end
-
-  -- A fast read's answer (status, data, headers, done, decode_error; status nil: data is the
-  -- transport error): the value when it succeeded, else a worker carries on from it.
-  local function fast_done(index, token, spec, started, status, data, headers, ok, derr)
-    if ok then return done_with(index, true, data) end
-    active = active - 1
-    local pre = status == nil and { err = data, token = token, started = started }
-      or { status = status, data = data, headers = headers, decode_error = derr, token = token,
-           started = started }
-    local id = fast_id[index]
-    return on_worker(index, function() return client:_read(spec, id, pre) end)
-  end
-
-  local owners, kinds, tokens, specs, starts, done = {}, {}, {}, {}, {}, {}
+  local owners, kinds, done = {}, {}, {}
+  M.running = M.running + 1
   while true do
-    if next(asked) then asked = {} end
-    while not stopping and active < concurrency and next_op <= n do
-      local index = next_op
-      next_op = next_op + 1
-      start(index)
+    while not stopping and workers < concurrency and next_op <= n do
+      local co = co_create(work)
+      members[co] = batch_owner
+      workers = workers + 1
+      step(co)
     end
-    if active == 0 then break end
+    if workers == 0 then break end
 
-    local t = now()
     local earliest
     for i = 1, #sleepers do
       local w = sleepers[i][2]
       if not earliest or w < earliest then earliest = w end
     end
-    if multi:busy() > 0 then
-      local wait = earliest and math.max(0, earliest - t) or 1.0
+    if in_flight > 0 then
+      local wait = earliest and math.max(0, earliest - now()) or 1.0
       local count = multi:wait_into(done, math.min(wait, 1.0))
+      in_flight = in_flight - count
       -- Every finished slot is free again already: take all owners before resuming anyone, or
       -- an operation's next request could reuse a slot further down this list.
       for i = 1, count do
         local slot = done[6 * i - 5]
-        owners[i], kinds[i], tokens[i], specs[i] = by_slot[slot], kind_of[slot], fast_token[slot],
-          fast_spec[slot]
-        starts[i] = fast_started[slot]
-        by_slot[slot], fast_token[slot], fast_spec[slot], fast_started[slot] = nil, nil, nil, nil
+        owners[i], kinds[i] = by_slot[slot], kind_of[slot]
+        by_slot[slot] = nil
       end
       for i = 1, count do
-        local owner, kind = owners[i], kinds[i]
+        local owner = owners[i]
         local k = 6 * i - 5
-        local status, a, b, c, d = done[k + 1], done[k + 2], done[k + 3], done[k + 4], done[k + 5]
+        local status, a, b, cc, d = done[k + 1], done[k + 2], done[k + 3], done[k + 4], done[k + 5]
         owners[i] = nil
-        if kind == FAST then
-          fast_done(owner, tokens[i], specs[i], starts[i], status, a, b, c, d)
-          tokens[i], specs[i] = nil, nil
-        elseif status == nil then
+        if status == nil then
           step(owner, nil, a)
-        elseif kind == CALL then
-          step(owner, status, a, b, c, d)
+        elseif kinds[i] == CALL then
+          step(owner, status, a, b, cc, d)
         else
           step(owner, status, a, b)
         end
+        kinds[i] = nil
       end
-    elseif earliest and earliest > t then
-      sleep(earliest - t)
+    elseif earliest then
+      local t = now()
+      if earliest > t then sleep(earliest - t) end
     end
 
     if #sleepers > 0 then
-      t = now()
+      local t = now()
       local still = {}
       local due = {}
       for i = 1, #sleepers do
-        local s = sleepers[i]
-        if s[2] <= t then due[#due + 1] = s else still[#still + 1] = s end
+        local sl = sleepers[i]
+        if sl[2] <= t then due[#due + 1] = sl else still[#still + 1] = sl end
       end
       sleepers = still
       for i = 1, #due do step(due[i][1]) end
     end
   end
+  M.running = M.running - 1
   multi:close()
   return cancel_rest(results, n)
 end

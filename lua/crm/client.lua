@@ -7,6 +7,7 @@
 -- @module crm.client
 local http = require "crm.http"
 local retry = require "crm.retry"
+local is_policy = retry.is_policy
 local validate = require "crm.validate"
 local errors = require "crm.error"
 local ratelimit = require "crm.ratelimit"
@@ -223,12 +224,97 @@ function M.private(self)
   end
   return p
 end
--- The table itself, for the hot paths that only read it (Toast's reads by id).
+-- The table itself, for the call path, which only reads it.
 M.PRIVATE = PRIVATE
 
-function M.closed_error()
+local function closed_error()
   return errors.new("transport", "the client is closed", { code = "closed", sent = false,
                                                             retryable = false })
+end
+M.closed_error = closed_error
+
+--[[ The one road of every call of both clients. A public method checks its input and names its
+  operation (a constant `spec`, see crm.http's Engine:call); then:
+
+    M.call -> exchange -> client:_auth (the header lines, as an array and as the C core's
+    header set: TableCheck's key, Toast's current token, logging in when there is none)
+    -> engine:call (an operation of the C core: h:call, or a slot of a batch's multi) or
+    engine:send (a request of Lua's own) -> the transport
+
+  The first attempt is made straight away, and the retry policy (crm.retry) runs only when it
+  did not succeed, with that failure as its first attempt and the deadline counted from before
+  it; every later attempt takes the same exchange. A success allocates nothing here: no closure,
+  no table. A policy of the caller's that is not crm.retry's (the orders backfill's spacing)
+  sees every attempt, the first too.
+  A class may define `client:_renew(err, token, state)` -> whether to send once more in the same
+  attempt (Toast: a 401 drops the token and logs in again, once per call; `state` is the call's
+  table, made on its first failure). `settle(err)` -> status, data | nil, err may turn an
+  attempt's error into a result (TableCheck's DELETE: a 404 after an attempt that may have done
+  it).
+  -> status, data (the decoded answer) | nil, err ]]
+
+-- The header lines, then the exchange. `now`: the clock's time, when the caller has it.
+-- -> status, data | nil, err, the token sent (Toast's, for _renew)
+local function exchange(self, spec, a1, a2, query, body, idempotent, now)
+  local headers, hs, token = self:_auth(body ~= nil, spec, a1, now)
+  if not headers then return nil, hs end
+  local status, data
+  if spec.op then
+    status, data = self.engine:call(spec, a1, a2, query, body, hs, headers, idempotent)
+  else
+    status, data = self.engine:send(spec, idempotent, headers)
+  end
+  return status, data, token
+end
+
+-- The rest of an attempt whose exchange failed with `err`: the class's second chance and
+-- settle. -> status, data | nil, err
+local function recover(self, spec, a1, a2, query, body, idempotent, settle, state, err, token)
+  local renew = self._renew
+  if renew and renew(self, err, token, state) then
+    local status, data = exchange(self, spec, a1, a2, query, body, idempotent)
+    if status then return status, data end
+    err = data
+  end
+  if settle then return settle(err) end
+  return nil, err
+end
+
+-- One attempt, as the policy repeats it.
+local function attempt(self, spec, a1, a2, query, body, idempotent, settle, state)
+  -- close() from another operation of a batch stops this one at its next attempt.
+  if self._closed then return nil, closed_error() end
+  local status, data, token = exchange(self, spec, a1, a2, query, body, idempotent)
+  if status then return status, data end
+  return recover(self, spec, a1, a2, query, body, idempotent, settle, state, data, token)
+end
+
+function M.call(self, spec, a1, a2, query, body, idempotent, policy, settle)
+  if self._closed then return nil, closed_error() end
+  if policy ~= nil and not is_policy(policy) then
+    local state = {}
+    return policy:run(function()
+      return attempt(self, spec, a1, a2, query, body, idempotent, settle, state)
+    end, idempotent)
+  end
+  -- The first attempt: exchange(), written out (one Lua call less on every call).
+  local started = self.clock.now()
+  local headers, hs, token = self:_auth(body ~= nil, spec, a1, started)
+  local status, data = nil, hs
+  if headers and spec.op then
+    status, data = self.engine:call(spec, a1, a2, query, body, hs, headers, idempotent)
+  elseif headers then
+    status, data = self.engine:send(spec, idempotent, headers)
+  end
+  if status then return status, data end
+  local state = {}
+  status, data = recover(self, spec, a1, a2, query, body, idempotent, settle, state, data, token)
+  if status then return status, data end
+  -- Refused before sending (an id, a body that is not JSON): not an attempt to repeat.
+  if data.kind == "validation" then return nil, data end
+  return (policy or self.policy):run(function()
+    return attempt(self, spec, a1, a2, query, body, idempotent, settle, state)
+  end, idempotent, started, data)
 end
 
 --- Frees the client's connection (`client:close()`).

@@ -70,9 +70,7 @@ local Engine = {}
 Engine.__index = Engine
 
 local PRIVATE = setmetatable({}, { __mode = "k" })
-
-local co_running = coroutine.running
-local in_batch = require("crm.batch").in_batch
+local batches = require "crm.batch"
 
 function M.engine(opts)
   local t = opts.transport
@@ -83,9 +81,9 @@ function M.engine(opts)
     limiter = opts.limiter or false,
     debug = opts.debug or false,
     clock = opts.clock,
-    -- The C handle under a curl transport (crm.batch's router): outside a batch, an operation
-    -- goes to it straight (h:call), with nothing in between.
-    handle = require("crm.batch").is_router(t) and t.handle or false,
+    -- The C handle under crm's curl transport (crm.batch's router): an operation goes to the
+    -- router's call (h:call, or the batch's multi), built, sent and decoded in C.
+    handle = batches.is_router(t) and t.handle or false,
   }, Engine)
   PRIVATE[e] = { secrets = {} }
   return e
@@ -127,7 +125,8 @@ local function collect_pii(v, under, out, depth)
   end
 end
 
--- context(req) -> {secrets, pii}: what errors and debug lines about `req` are scrubbed of.
+-- context_of(body, query, pii) -> {secrets, pii}: what errors and debug lines about a request
+-- with that body and query (tables; pii: values to scrub whatever their keys) are scrubbed of.
 -- Other spellings a server may echo a value in: percent-encoded, and for phones the bare
 -- digits, the E.164 form and (North America) the ten-digit national number.
 local phones
@@ -151,14 +150,12 @@ local function add_variants(pii)
   end
 end
 
-function Engine:context(req)
+function Engine:context_of(body, query, pii_values)
   local pii = {}
-  if req then
-    collect_pii(req.body, false, pii, 0)
-    collect_pii(req.query, false, pii, 0)
-    if req.pii then collect_pii(req.pii, true, pii, 0) end
-    add_variants(pii)
-  end
+  collect_pii(body, false, pii, 0)
+  collect_pii(query, false, pii, 0)
+  if pii_values then collect_pii(pii_values, true, pii, 0) end
+  add_variants(pii)
   return { secrets = self:secrets(), pii = pii }
 end
 
@@ -190,18 +187,20 @@ local OPS = core and core.ops or {}
 M.OPS = OPS
 
 -- An op's id argument refused by the C core: the Lua rule for that id says why (the same
--- rule, so the same message). `id_rule(value, field) -> err` comes with the request.
-local function id_error(req, field)
+-- rule, so the same message). `spec.id_rule(value, field) -> err` comes with the operation.
+local function id_error(spec, a1, a2, field)
   if field == "query" then
     return errors.new("validation", "query cannot be encoded: a value is not a string, number,"
       .. " boolean or list of them", { field = "query" })
   end
-  if not (req.id_names and req.id_rule) then return errors.validation(field, "must be a valid id") end
-  local v = field == req.id_names[2] and req.a2 or req.a1
-  return req.id_rule(v, field) or errors.validation(field, "must be a valid id")
+  if not (spec.id_names and spec.id_rule) then return errors.validation(field, "must be a valid id") end
+  local v = field == spec.id_names[2] and a2 or a1
+  return spec.id_rule(v, field) or errors.validation(field, "must be a valid id")
 end
 
-local function transport_error(self, req, e, ctx)
+-- transport_error(e, ctx) -> nil, err: a transport's failure {kind, name, message, sent} as a
+-- crm error.
+local function transport_error(e, ctx)
   -- libcurl says CURLE_UNSUPPORTED_PROTOCOL both for a bad URL scheme (nothing sent: final)
   -- and for an HTTP/0.9 or otherwise unreadable answer (sent: a bad answer, as the ngx
   -- transport's bad_response, which another attempt may not get).
@@ -209,15 +208,12 @@ local function transport_error(self, req, e, ctx)
   return nil, errors.new(e.kind, e.message, {
     code = e.name, sent = e.sent,
     retryable = e.kind ~= "validation" and not final,
-  }, ctx or self:context(req))
+  }, ctx)
 end
 
-Engine.transport_error = transport_error
-
--- The request's body as JSON text (nil without one) | nil, validation error.
-local function encode_body(req)
-  if req.body == nil then return nil end
-  local s, msg = M.encode(req.body)
+-- A request body as JSON text | nil, validation error.
+local function encode_body(body)
+  local s, msg = M.encode(body)
   if not s then
     return nil, errors.new("validation", "request body cannot be encoded as JSON: " .. msg,
       { field = "body" })
@@ -225,105 +221,122 @@ local function encode_body(req)
   return s
 end
 
--- One attempt of an operation of the C core's table (core.ops). req = {op, a1, a2 (path ids),
--- id_names = {name1, name2}, id_rule, query (table), body (table), hs (the client's
--- core.header_set), headers (the same lines as arrays, for other transports), timeout,
--- idempotent, fresh}. Over the curl transport the C core builds, sends and decodes in one call;
--- over the others it builds (core.build) and decodes (core.decode) around the transport's
--- exchange. Returns {status, headers, data} | nil, err, as send does.
-function Engine:call(req)
-  local body, berr = encode_body(req)
-  if berr then return nil, berr end
-  local t = self.transport
-  if self.handle and not self.debug and req.hs then
-    if self.limiter then self.limiter:take() end
-    local h = self.handle
-    local _, main = co_running()
-    if not (h and (main or not in_batch())) then h = t end
-    local status, data, headers, done, derr = h:call(self.base_url, req.hs, req.op, req.a1,
-      req.a2, req.query, body, req.timeout, req.idempotent == false or req.fresh == true)
-    if done then return { status = status, headers = headers, data = data } end
-    if status == false then return nil, id_error(req, data) end
-    if not status then return transport_error(self, req, data) end
-    return self:judge(req, status, headers, data, derr)
+local exchange -- below
+
+--[[ One attempt of an operation of the C core's table (core.ops), the one exchange of every
+  call of both clients (crm.client.call runs it):
+    spec        the operation's constant description: {op, shape, id_names, id_rule, ok,
+                pending_status, fresh, pii}, made once per operation by the client modules
+    a1, a2      the path ids; query (table), body (table): nil when none
+    hs          the client's header lists (core.header_set); headers, the same lines as an
+                array, for the other transports
+    idempotent  false: the request gets a connection of its own and is never re-sent by libcurl
+  Over crm's curl transport the C core builds, sends, decodes and judges in one call (h:call; in
+  a batch the router hands it to the multi); over the others it builds (core.build) and decodes
+  (core.decode) around the transport's exchange. Nothing is allocated on success.
+  -> status, data (the decoded answer; nil for 204) | nil, err ]]
+function Engine:call(spec, a1, a2, query, body, hs, headers, idempotent)
+  local text
+  if body ~= nil then
+    local berr
+    text, berr = encode_body(body)
+    if not text then return nil, berr end
   end
-  local method, url, fresh = build(req.op, self.base_url, req.a1, req.a2, req.query)
-  if method == nil then return transport_error(self, req, url) end
-  if not method then return nil, id_error(req, url) end
-  -- The path for debug lines: query strings can carry PII, so they stay out.
-  -- (a plain find: a pattern match costs more than the rest of the line, and LuaJIT does not
-  -- compile it)
-  local from = #self.base_url + 1
-  req.method, req.path = method, url:sub(from, (find(url, "?", from, true) or 0) - 1)
-  if fresh then req.fresh = true end
-  if req.shape == nil then req.shape = select(4, core.op_info(req.op)) end
-  return self:exchange(req, url, body)
+  local fresh = idempotent == false or spec.fresh == true
+  local h = self.handle
+  if h and hs and not self.debug then
+    if self.limiter then self.limiter:take() end
+    -- While a curl batch runs, the router says whether this call is one of its operations (a
+    -- slot of the multi) or not (this handle).
+    if batches.running > 0 then h = self.transport end
+    local status, data, rheaders, done, derr = h:call(self.base_url, hs, spec.op, a1, a2, query,
+      text, nil, fresh)
+    if done then return status, data end
+    if status == false then return nil, id_error(spec, a1, a2, data) end
+    if not status then return transport_error(data, self:context_of(body, query, spec.pii)) end
+    return self:judge(spec, status, rheaders, data, derr, nil, body, query)
+  end
+  local method, url, op_fresh = build(spec.op, self.base_url, a1, a2, query)
+  -- nil, err: the operation or the base URL is bad (core.build refuses, nothing is sent)
+  if method == nil then return transport_error(url, self:context_of(body, query, spec.pii)) end
+  if not method then return nil, id_error(spec, a1, a2, url) end
+  return exchange(self, spec, method, url, headers, text, fresh or op_fresh == true, body, query)
 end
 
--- One attempt. req = {method, path, query, body (table), headers (array), shape ("object",
--- "array" or nil), ok = {[status]=true}, pending_status = {[status]=true} (statuses that mean
--- "accepted, still processing": retried until the deadline, see crm.retry)}.
--- Returns {status, headers, data} | nil, err.
-function Engine:send(req)
-  local body, berr = encode_body(req)
-  if berr then return nil, berr end
-  return self:exchange(req, self.base_url .. req.path .. M.query(req.query), body)
+-- One attempt of a request of Lua's own (req = {method, path, query, body (table), headers
+-- (array), shape ("object", "array" or nil), ok = {[status]=true}, pending_status =
+-- {[status]=true} (statuses that mean "accepted, still processing": retried until the
+-- deadline, see crm.retry), fresh}): the login, orders. `headers` (optional) replaces
+-- req.headers. -> status, data | nil, err
+function Engine:send(req, idempotent, headers)
+  local text
+  if req.body ~= nil then
+    local berr
+    text, berr = encode_body(req.body)
+    if not text then return nil, berr end
+  end
+  return exchange(self, req, req.method, self.base_url .. req.path .. M.query(req.query),
+    headers or req.headers, text, idempotent == false or req.fresh == true, req.body, req.query)
 end
 
--- The exchange over the transport's request(), and the answer judged.
-function Engine:exchange(req, url, body)
+-- The exchange over the transport's request(), and the answer judged. spec: the operation or
+-- request (shape, ok, pending_status, pii); body and query (tables): what errors are scrubbed of.
+exchange = function(self, spec, method, url, headers, text, fresh, body, query)
   if self.limiter then self.limiter:take() end
-  local debug, started, ctx = self.debug, nil, nil
+  local debug, started, ctx, path = self.debug, nil, nil, nil
   if debug then
     started = self.clock.now()
-    ctx = self:context(req)
+    ctx = self:context_of(body, query, spec.pii)
     -- Method and path only: query strings and bodies can carry PII.
-    emit(debug, errors.redact(("-> %s %s (%d body bytes)"):format(req.method, req.path,
-      body and #body or 0), ctx))
+    path = url:sub(#self.base_url + 1):match("^[^?]*")
+    emit(debug, errors.redact(("-> %s %s (%d body bytes)"):format(method, path,
+      text and #text or 0), ctx))
   end
   -- A request that must not run twice gets a connection of its own (see src/core.c, `fresh`).
-  local status, headers, raw = self.transport:request(req.method, url, req.headers, body, req.timeout,
-    req.idempotent == false or req.fresh == true)
+  local status, rheaders, raw = self.transport:request(method, url, headers, text, nil, fresh)
   if debug then
     local ms = (self.clock.now() - started) * 1000
     if status then
-      emit(debug, errors.redact(("<- %d %s %s in %.1f ms (%d bytes)"):format(status, req.method,
-        req.path, ms, #raw), ctx))
+      emit(debug, errors.redact(("<- %d %s %s in %.1f ms (%d bytes)"):format(status, method,
+        path, ms, #raw), ctx))
     else
-      emit(debug, errors.redact(("<- %s %s %s in %.1f ms"):format(tostring(headers.name or "error"),
-        req.method, req.path, ms), ctx))
+      emit(debug, errors.redact(("<- %s %s %s in %.1f ms"):format(tostring(rheaders.name or "error"),
+        method, path, ms), ctx))
     end
   end
-  if not status then return transport_error(self, req, headers, ctx) end
+  if not status then return transport_error(rheaders, ctx or self:context_of(body, query, spec.pii)) end
 
   local data, derr
   if raw ~= "" and status ~= 204 then
     data, derr = M.decode(raw)
     if data ~= nil or status < 200 or status >= 300 then derr = nil end
   end
-  return self:judge(req, status, headers, data, derr, ctx)
+  return self:judge(spec, status, rheaders, data, derr, ctx, body, query)
 end
 
--- judge(req, status, headers, data, decode_error [, ctx]) -> {status, headers, data} | nil, err
-function Engine:judge(req, status, headers, data, derr, ctx)
+-- judge(spec, status, headers, data, decode_error, ctx, body, query) -> status, data | nil, err.
+-- spec: the operation or request (ok, shape, pending_status, pii); errors are scrubbed with ctx,
+-- or with the context of body and query when ctx is nil (made only when an error is).
+function Engine:judge(spec, status, headers, data, derr, ctx, body, query)
   if derr then
     local ct = headers["content-type"] or "" -- read only here: headers parse on first lookup
     -- A spoiled 2xx (an HTML page from a proxy, a cut body) may not come again: requests that
     -- may run twice are retried; others end with outcome_unknown (crm.retry).
     return nil, errors.new("decode", derr .. " (status " .. status .. ", content-type "
       .. ct:gsub("%c", "") .. ")", { status = status, retryable = true, sent = true },
-      ctx or self:context(req))
+      ctx or self:context_of(body, query, spec.pii))
   end
 
-  if (req.ok and req.ok[status]) or (not req.ok and status >= 200 and status < 300) then
-    if req.shape and data ~= nil then
-      local want_array = req.shape == "array"
-      if type(data) ~= "table" or is_array(data) ~= want_array then
-        return nil, errors.new("decode", "response body is not a JSON " .. req.shape,
+  local ok = spec.ok
+  if (ok and ok[status]) or (not ok and status >= 200 and status < 300) then
+    local shape = spec.shape
+    if shape and data ~= nil then
+      if type(data) ~= "table" or is_array(data) ~= (shape == "array") then
+        return nil, errors.new("decode", "response body is not a JSON " .. shape,
           { status = status, sent = true })
       end
     end
-    return { status = status, headers = headers, data = data }
+    return status, data
   end
 
   local message, request_id, code, field
@@ -332,7 +345,7 @@ function Engine:judge(req, status, headers, data, derr, ctx)
   end
   local kind = "http"
   if status == 401 or status == 403 then kind = "auth" end
-  local pending = req.pending_status and req.pending_status[status] or nil
+  local pending = spec.pending_status and spec.pending_status[status] or nil
   local retryable = RETRYABLE_STATUS[status] or pending or false
   local retry_after
   if headers["retry-after"] then
@@ -341,7 +354,7 @@ function Engine:judge(req, status, headers, data, derr, ctx)
   return nil, errors.new(kind, message or ("HTTP " .. status), {
     status = status, request_id = request_id, code = code, field = field,
     retryable = retryable, pending = pending, retry_after = retry_after, sent = true, body = data,
-  }, ctx or self:context(req))
+  }, ctx or self:context_of(body, query, spec.pii))
 end
 
 return M

@@ -176,13 +176,14 @@ local function reached(err)
   return not err.login and not M.is_definitive(err)
 end
 
--- run(fn, idempotent [, started]): calls fn(attempt) -> res, err until success, a final error,
--- the attempt limit or the deadline (counted from `started`, default now). The returned error
--- records `attempts`.
-function Policy:run(fn, idempotent, started)
+-- run(fn, idempotent [, started [, first]]): calls fn(attempt) -> res, err until success (res
+-- not nil: res and its second value are returned), a final error, the attempt limit or the
+-- deadline (counted from `started`, default now). `first`: the error of an attempt already made
+-- before the policy ran (crm.client.call makes the first attempt itself), which counts as
+-- attempt 1; the deadline then counts from before it (`started`). The returned error records
+-- `attempts`.
+function Policy:run(fn, idempotent, started, first)
   local clock = self.clock
-  -- `started`: when the call began, if an attempt was made before the policy ran (a fast path):
-  -- the deadline counts from there.
   started = started or clock.now()
   local attempt, failures, pending = 0, 0, 0
   -- A write (`self.write`, a policy made with `with { write = true }`) remembers whether any
@@ -191,8 +192,13 @@ function Policy:run(fn, idempotent, started)
   local write, acted = self.write, false
   while true do
     attempt = attempt + 1
-    local res, err = fn(attempt)
-    if err == nil then return res end
+    local res, err
+    if first then
+      err, first = first, nil
+    else
+      res, err = fn(attempt)
+      if res ~= nil or err == nil then return res, err end
+    end
     err.attempts = attempt
     if write and not acted then acted = reached(err) end
     if err.pending then pending = pending + 1 else failures = failures + 1 end
@@ -220,6 +226,11 @@ function Policy:run(fn, idempotent, started)
     end
     clock.sleep(wait)
   end
+end
+
+-- Whether p is a policy of this module (not a caller's object with its own run).
+function M.is_policy(p)
+  return getmetatable(p) == Policy
 end
 
 -- poll(clock, {timeout, interval, max_interval}, probe): for flows that wait on the server

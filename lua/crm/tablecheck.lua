@@ -43,10 +43,10 @@ local TableCheck = {}
 local MT = client.class(TableCheck, "tablecheck")
 
 local type, ipairs, next, concat = type, ipairs, next, table.concat
--- The C core's operations (src/ops.c): each resource's list, show and writes; ID_NAMES gives
--- an operation's id argument its name (filled in with RESOURCES below).
+-- The C core's operations (src/ops.c): each resource's list, show and writes (op_spec below).
 local OPS = http.OPS
-local ID_NAMES = {}
+-- Every call takes the one road of both clients (crm.client.call).
+local call, PRIVATE = client.call, client.PRIVATE
 
 --- The default `base_url` (the contract's server).
 M.DEFAULT_BASE_URL = "https://api.tablecheck.com/api/crm/v1"
@@ -147,43 +147,22 @@ function M.new(opts)
   return self
 end
 
--- One call under the retry policy. `idempotent` = false: retried only if it never left here.
--- settle(err) -> res | nil, err: may turn an attempt's error into a result.
-function TableCheck:_call(req, idempotent, settle)
-  if self._closed then return nil, client.closed_error() end
-  local private = client.private(self)
-  req.headers = req.body ~= nil and private.body_headers or private.headers
-  req.hs = private.hs
-  req.shape = "object"
-  req.idempotent = idempotent
-  if req.op then
-    req.id_rule = validate.id
-    req.id_names = req.id_names or ID_NAMES[req.op]
+-- The header lines of an attempt (crm.client.call): the key's, made once per client.
+-- -> lines, header set
+function TableCheck:_auth(has_body)
+  local private = PRIVATE[self]
+  if has_body then return private.body_headers, private.hs end
+  return private.headers, private.hs
+end
+
+-- The policy of a write: it ends with outcome_unknown when any attempt may have acted (crm.retry).
+function TableCheck:_write_policy()
+  local p = PRIVATE[self].write_policy
+  if not p or p.base ~= self.policy then
+    p = { base = self.policy, policy = self.policy:with { write = true } }
+    PRIVATE[self].write_policy = p
   end
-  local engine = self.engine
-  -- An operation's first attempt is made straight away; the policy runs only when it failed,
-  -- and that failure counts as its first attempt.
-  local first, started
-  if req.op then
-    started = self.clock.now()
-    local res, err = engine:call(req)
-    if res then return res end
-    first = err
-  end
-  -- A write (req.write) ends with outcome_unknown when any attempt may have acted (crm.retry).
-  local policy = req.write and self.policy:with { write = true } or self.policy
-  return policy:run(function()
-    local res, err
-    if first then
-      err, first = first, nil
-    else
-      -- close() from another operation of a batch stops this one at its next attempt.
-      if self._closed then return nil, client.closed_error() end
-      if req.op then res, err = engine:call(req) else res, err = engine:send(req) end
-    end
-    if err and settle then return settle(err) end
-    return res, err
-  end, idempotent, started)
+  return p.policy
 end
 
 -- ---- resources: path, list key, item key, id name ----
@@ -206,70 +185,80 @@ local RESOURCES = {
   membership_programs = { path = "/membership_programs", many = { "membership_programs" },
                           one = { "membership_program" }, id = "membership_program_id" },
 }
-for name, r in pairs(RESOURCES) do
-  for _, kind in ipairs { "show", "amend", "delete" } do
-    local op = OPS["tablecheck." .. name .. "." .. kind]
-    if op then ID_NAMES[op] = { r.id } end
-  end
+-- An operation's constant description (crm.http's Engine:call): the op of core.ops, the shape
+-- of its answer, the names of its ids and their rule.
+local function op_spec(name, ids, fresh)
+  local op = OPS["tablecheck." .. name]
+  if not op then return nil end
+  return { op = op, shape = "object", id_names = ids, id_rule = validate.id, fresh = fresh }
 end
+-- Each resource's operations, as r.list, r.show, r.create, r.amend, r.delete (absent ones nil).
+for name, r in pairs(RESOURCES) do
+  local ids = { r.id }
+  r.list, r.create = op_spec(name .. ".list"), op_spec(name .. ".create")
+  r.show, r.amend = op_spec(name .. ".show", ids), op_spec(name .. ".amend", ids)
+  -- A connection of its own: see delete.
+  r.delete = op_spec(name .. ".delete", ids, true)
+end
+local SEARCH = op_spec("customer_search")
+-- A scroll continuation: never sent twice (see iter_search_customers).
+local SEARCH_MORE = op_spec("customer_search", nil, true)
 
-local function decode_error(res, message)
-  return errors.new("decode", message, { status = res.status })
+local function decode_error(status, message)
+  return errors.new("decode", message, { status = status })
 end
 
 -- An object (want_array: an array) under one of `keys` of the response body.
-local function unwrap(res, keys, want_array)
-  local data = res.data
+local function unwrap(status, data, keys, want_array)
   if type(data) == "table" then
-    for _, k in ipairs(keys) do
-      local v = data[k]
+    for i = 1, #keys do
+      local v = data[keys[i]]
       if type(v) == "table" and (not want_array or v[1] ~= nil or next(v) == nil) then return v end
     end
   end
-  return nil, decode_error(res, "response has no " .. keys[1] .. (want_array and " array" or " object"))
+  return nil, decode_error(status, "response has no " .. keys[1] .. (want_array and " array" or " object"))
 end
 
 -- Checks one object of an answer: a table with named fields; for customers the contact lists
 -- are arrays (and both shapes are offered, see contacts.expose). -> item | nil, err
-local function prepare(res, name, item)
+local function prepare(status, name, item)
   if type(item) ~= "table" or item[1] ~= nil then
-    return nil, decode_error(res, "response has a " .. name .. " entry that is not an object")
+    return nil, decode_error(status, "response has a " .. name .. " entry that is not an object")
   end
   if name == "customers" then
     local ok, field = contacts.expose(item)
     if not ok then
-      return nil, decode_error(res, "response has a customer whose " .. field .. " is not an array")
+      return nil, decode_error(status, "response has a customer whose " .. field .. " is not an array")
     end
   end
   return item
 end
 
 -- The array under one of `keys`, every item checked by prepare. -> items | nil, err
-local function unwrap_items(res, name, keys)
-  local items, err = unwrap(res, keys, true)
+local function unwrap_items(status, data, name, keys)
+  local items, err = unwrap(status, data, keys, true)
   if not items then return nil, err end
   for i = 1, #items do
     local ok
-    ok, err = prepare(res, name, items[i])
+    ok, err = prepare(status, name, items[i])
     if not ok then return nil, err end
   end
   return items
 end
 
-local function pagination_of(res)
-  local p = res.data.pagination
+local function pagination_of(data)
+  local p = data.pagination
   return type(p) == "table" and p or {}
 end
 
 -- One page of a list endpoint: items, pagination | nil, err.
 local function fetch_page(self, name, query)
   local r = RESOURCES[name]
-  local res, err = self:_call({ op = OPS["tablecheck." .. name .. ".list"], query = query }, true)
-  if not res then return nil, err end
-  local items
-  items, err = unwrap_items(res, name, r.many)
+  local status, data = call(self, r.list, nil, nil, query, nil, true)
+  if not status then return nil, data end
+  local items, err = unwrap_items(status, data, name, r.many)
   if not items then return nil, err end
-  return items, pagination_of(res)
+  return items, pagination_of(data)
 end
 
 -- One page: items, nil, pagination | nil, err (the second value is the error, and only that).
@@ -305,27 +294,27 @@ local function iter(self, name, params)
   end, { page = query.page or 0, per_page = per_page, truncated = false })
 end
 
--- GET one object: item, whole body | nil, err.
-local function show(self, name, id, params)
+-- GET one object: item (and the whole body when `whole`) | nil, err. The id is checked by the C
+-- core before anything is sent (the same rule as validate.id, which names the field when it
+-- refuses); with parameters, here first, so that a bad id is the error named before a bad
+-- parameter.
+local function show(self, name, id, params, whole)
   local r = RESOURCES[name]
-  local e = validate.id(id, r.id)
-  if e then return nil, e end
-  local query, err = schema.query(name .. "_show", params)
-  if not query then return nil, err end
-  local res
-  res, err = self:_call({ op = OPS["tablecheck." .. name .. ".show"], a1 = id, query = query }, true)
-  if not res then return nil, err end
-  local item
-  item, err = unwrap(res, r.one)
+  local query
+  if params ~= nil then
+    local e = validate.id(id, r.id)
+    if e then return nil, e end
+    local qerr
+    query, qerr = schema.query(name .. "_show", params)
+    if not query then return nil, qerr end
+  end
+  local status, data = call(self, r.show, id, nil, query, nil, true)
+  if not status then return nil, data end
+  local item, err = unwrap(status, data, r.one)
   if not item then return nil, err end
-  item, err = prepare(res, name, item)
+  item, err = prepare(status, name, item)
   if not item then return nil, err end
-  return item, res.data
-end
-
-local function show_one(self, name, id, params)
-  local item, err = show(self, name, id, params)
-  if not item then return nil, err end
+  if whole then return item, data end
   return item
 end
 
@@ -334,12 +323,11 @@ end
 -- that must not run twice the error says the outcome is unknown, so no caller sends it again.
 function TableCheck:_write(name, method, id, body, idempotent)
   local r = RESOURCES[name]
-  local op = OPS["tablecheck." .. name .. (method == "POST" and ".create" or ".amend")]
-  local res, err = self:_call({ op = op, a1 = id, body = body, write = true }, idempotent)
-  if not res then return nil, err end
-  local item
-  item, err = unwrap(res, r.one)
-  if item then item, err = prepare(res, name, item) end
+  local status, data = call(self, method == "POST" and r.create or r.amend, id, nil, nil, body,
+    idempotent, self:_write_policy())
+  if not status then return nil, data end
+  local item, err = unwrap(status, data, r.one)
+  if item then item, err = prepare(status, name, item) end
   if not item then
     err.sent = true
     if not idempotent then errors.mark_unknown(err) end
@@ -373,16 +361,14 @@ local function delete(self, name, id)
   local maybe_done = false
   -- A connection of its own: libcurl would otherwise re-send it silently on a reused connection
   -- that died after the server acted, and the 404 of that second DELETE would look like failure.
-  local res, err = self:_call({ op = OPS["tablecheck." .. name .. ".delete"], a1 = id, fresh = true,
-                                write = true },
-    true, function(aerr)
-      if aerr.status == 404 and maybe_done then return { status = 404 } end
+  local status, err = call(self, r.delete, id, nil, nil, nil, true, self:_write_policy(), function(aerr)
+      if aerr.status == 404 and maybe_done then return 404 end
       -- Anything but the server's final word (a 5xx, a lost, cut or spoiled answer) may have
       -- come after the delete was done.
       maybe_done = maybe_done or not retry.is_definitive(aerr)
       return nil, aerr
     end)
-  if not res then return nil, err end
+  if not status then return nil, err end
   return true
 end
 
@@ -431,7 +417,7 @@ function TableCheck:iter_customers(params) return iter(self, "customers", params
 -- @return[2] `nil`
 -- @treturn[2] Error `validation` (a bad id or parameter), `http` (404: no such customer; a
 -- merged customer is destroyed), `auth`, `transport`, `timeout`, `decode`
-function TableCheck:get_customer(id, params) return show_one(self, "customers", id, params) end
+function TableCheck:get_customer(id, params) return show(self, "customers", id, params) end
 
 --- Creates a customer (`POST /customers`, CustomerCreateParams: `franchise_id` required).
 -- A POST carries no client id, so it is retried only when it never left this machine, and it
@@ -497,28 +483,28 @@ end
 local RESTART_HINT = "; start the search again, or pass restart_on_expiry = true to have the"
   .. " iterator do it"
 
--- The next page of a scroll: POST {scroll_id} -> answer | nil, err (iter_search_customers and
+-- The next page of a scroll: POST {scroll_id} -> status, data | nil, err (iter_search_customers and
 -- search_customers{scroll_id = id}). A scroll moves on each time the server serves a page (the
 -- seed's scroll ids are Elasticsearch's), so a continuation that reached the server is never
 -- sent again: a lost answer would silently skip a page (err.scroll_lost). It gets a connection
 -- of its own for the same reason. An expired scroll is a timeout error, expired_by = "server".
 local function continue_scroll(self, scroll_id)
-  local res, cerr = self:_call({ op = OPS["tablecheck.customer_search"], body = { scroll_id = scroll_id },
-                                 fresh = true }, true, function(aerr)
-    if not retry.is_definitive(aerr) then
-      aerr.retryable, aerr.scroll_lost = false, true
-      aerr.message = aerr.message .. "; the scroll may have moved past this page, so it was not"
-        .. " sent again" .. RESTART_HINT
-    end
-    return nil, aerr
-  end)
-  if not res and scroll_expired(cerr) then
+  local status, cerr = call(self, SEARCH_MORE, nil, nil, nil, { scroll_id = scroll_id }, true,
+    nil, function(aerr)
+      if not retry.is_definitive(aerr) then
+        aerr.retryable, aerr.scroll_lost = false, true
+        aerr.message = aerr.message .. "; the scroll may have moved past this page, so it was not"
+          .. " sent again" .. RESTART_HINT
+      end
+      return nil, aerr
+    end)
+  if not status and scroll_expired(cerr) then
     cerr.kind, cerr.expired_by = "timeout", "server"
     cerr.code = cerr.code or "scroll_expired"
     cerr.message = "the server says the customer_search scroll expired (a scroll_id lasts 5"
       .. " minutes between pages): " .. cerr.message .. RESTART_HINT
   end
-  return res, cerr
+  return status, cerr
 end
 
 --- Every customer a search matches, as a pager (`POST /customer_search`, CustomerSearchParams).
@@ -565,7 +551,7 @@ function TableCheck:iter_search_customers(query, opts)
   -- scroll is a timeout error with expired_by = "client" (not sent) or "server".
   local function request(p)
     if not p.scroll_id then
-      return self:_call({ op = OPS["tablecheck.customer_search"], body = body }, true)
+      return call(self, SEARCH, nil, nil, nil, body, true)
     end
     local idle = clock.now() - p.last_at
     if idle > ttl then
@@ -578,10 +564,10 @@ function TableCheck:iter_search_customers(query, opts)
 
   -- One answer: the customers not yielded before a restart (all of them otherwise) and whether
   -- the search is over -> customers, last | nil, err
-  local function take(p, res)
-    local items, derr = unwrap_items(res, "customers", CUSTOMER_KEYS)
+  local function take(p, status, data)
+    local items, derr = unwrap_items(status, data, "customers", CUSTOMER_KEYS)
     if not items then return nil, derr end
-    local pagination = pagination_of(res)
+    local pagination = pagination_of(data)
     p.last_at, p.fetched = clock.now(), p.fetched + #items
     if p.total == nil and type(pagination.total_results) == "number" then
       p.total = math.floor(pagination.total_results)
@@ -610,10 +596,10 @@ function TableCheck:iter_search_customers(query, opts)
         return nil, errors.new("decode", "customer_search page had results but no"
           .. " pagination.scroll_id to continue from", { code = "no_scroll_id" })
       end
-      local res, rerr = request(p)
-      if res then
+      local status, rerr = request(p)
+      if status then
         p.started = true
-        local out, last = take(p, res)
+        local out, last = take(p, status, rerr)
         if not out then return nil, last end
         if #out > 0 then p.restarted = 0 end
         -- A page of customers all yielded before the restart gives nothing new: read on.
@@ -663,20 +649,20 @@ end
 function TableCheck:search_customers(query)
   local sid, err = scroll_query(query)
   if err then return nil, err end
-  local res
+  local status, data
   if sid then
-    res, err = continue_scroll(self, sid)
+    status, data = continue_scroll(self, sid)
   else
     local body
     body, err = schema.body("customer_search", query or {})
     if not body then return nil, err end
-    res, err = self:_call({ op = OPS["tablecheck.customer_search"], body = body }, true)
+    status, data = call(self, SEARCH, nil, nil, nil, body, true)
   end
-  if not res then return nil, err end
+  if not status then return nil, data end
   local items
-  items, err = unwrap_items(res, "customers", CUSTOMER_KEYS)
+  items, err = unwrap_items(status, data, "customers", CUSTOMER_KEYS)
   if not items then return nil, err end
-  return items, nil, pagination_of(res)
+  return items, nil, pagination_of(data)
 end
 
 -- ---- shops and franchises ----
@@ -703,7 +689,7 @@ function TableCheck:iter_shops(params) return iter(self, "shops", params) end
 -- @return[2] `nil`
 -- @treturn[2] Error `validation` (a bad id: empty, `.`/`..`), `http` (404: none), `auth`,
 -- `transport`, `timeout`, `decode`
-function TableCheck:get_shop(id) return show_one(self, "shops", id) end
+function TableCheck:get_shop(id) return show(self, "shops", id) end
 
 --- One page of franchises (`GET /franchises`).
 -- @tparam[opt] table params the query: `{ids, names, slugs, page, per_page, include_fields,
@@ -727,7 +713,7 @@ function TableCheck:iter_franchises(params) return iter(self, "franchises", para
 -- @return[2] `nil`
 -- @treturn[2] Error `validation` (a bad id: empty, `.`/`..`), `http` (404: none), `auth`,
 -- `transport`, `timeout`, `decode`
-function TableCheck:get_franchise(id) return show_one(self, "franchises", id) end
+function TableCheck:get_franchise(id) return show(self, "franchises", id) end
 
 -- ---- reservations ----
 
@@ -758,7 +744,7 @@ function TableCheck:iter_reservations(params) return iter(self, "reservations", 
 -- @return[2] `nil`
 -- @treturn[2] Error `validation`, `http` (404: none), `auth`, `transport`, `timeout`, `decode`
 function TableCheck:get_reservation(id, params)
-  local r, data = show(self, "reservations", id, params)
+  local r, data = show(self, "reservations", id, params, true)
   if not r then return nil, data end
   return r, nil, type(data.reservation_flags) == "table" and data.reservation_flags or {}
 end
@@ -811,7 +797,7 @@ function TableCheck:iter_reservation_flags(params) return iter(self, "reservatio
 -- @return[2] `nil`
 -- @treturn[2] Error `validation` (a bad id: empty, `.`/`..`), `http` (404: none), `auth`,
 -- `transport`, `timeout`, `decode`
-function TableCheck:get_reservation_flag(id) return show_one(self, "reservation_flags", id) end
+function TableCheck:get_reservation_flag(id) return show(self, "reservation_flags", id) end
 
 -- ---- memberships ----
 
@@ -838,7 +824,7 @@ function TableCheck:iter_memberships(params) return iter(self, "memberships", pa
 -- @return[2] `nil`
 -- @treturn[2] Error `validation` (a bad id: empty, `.`/`..`), `http` (404: none), `auth`,
 -- `transport`, `timeout`, `decode`
-function TableCheck:get_membership(id) return show_one(self, "memberships", id) end
+function TableCheck:get_membership(id) return show(self, "memberships", id) end
 
 --- Creates a membership (`POST /memberships`, MembershipCreateParams: `membership_program_id`,
 -- `code` required). Never sent twice, as for `create_customer`.
@@ -895,7 +881,7 @@ function TableCheck:iter_membership_programs(params) return iter(self, "membersh
 -- @return[2] `nil`
 -- @treturn[2] Error `validation` (a bad id: empty, `.`/`..`), `http` (404: none), `auth`,
 -- `transport`, `timeout`, `decode`
-function TableCheck:get_membership_program(id) return show_one(self, "membership_programs", id) end
+function TableCheck:get_membership_program(id) return show(self, "membership_programs", id) end
 
 -- ---- flows ----
 

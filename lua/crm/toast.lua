@@ -32,6 +32,9 @@ local MT = client.class(Toast, "toast")
 
 local type, floor, pcall, error = type, math.floor, pcall, error
 local null = http.null
+local OPS = http.OPS
+local PRIVATE = client.PRIVATE
+local call = client.call
 
 local LOGIN_PATH = "/authentication/v1/authentication/login"
 -- Paths: the operations of src/ops.c (core.ops), under /crm/v1.
@@ -195,7 +198,7 @@ function Toast:login()
   if self._closed then return nil, client.closed_error() end
   local private = client.private(self)
   if self.fixed_token then return private.token end
-  local res, err = self.policy:run(function()
+  local status, data = self.policy:run(function()
     return self.engine:send {
       method = "POST", path = LOGIN_PATH, shape = "object", ok = { [200] = true },
       headers = { "Content-Type: application/json", "Accept: application/json" },
@@ -203,7 +206,8 @@ function Toast:login()
                userAccessType = "TOAST_MACHINE_CLIENT" },
     }
   end, true)
-  if not res then
+  if not status then
+    local err = data
     if err.kind == "http" or err.kind == "auth" then
       err.kind = "auth"
       err.message = "login failed: " .. err.message
@@ -212,9 +216,9 @@ function Toast:login()
     err.login = true
     return nil, err
   end
-  local t = res.data.token
+  local t = data and data.token
   if type(t) ~= "table" or type(t.accessToken) ~= "string" or t.accessToken == "" then
-    return nil, errors.new("decode", "login response has no token.accessToken", { status = res.status, login = true })
+    return nil, errors.new("decode", "login response has no token.accessToken", { status = status, login = true })
   end
   local ttl = type(t.expiresIn) == "number" and t.expiresIn > 0 and t.expiresIn or 3600
   private.token = t.accessToken
@@ -280,166 +284,71 @@ local function headers_for(self, token, has_body)
   return cache[has_body], cache.hs
 end
 
--- An operation of the C core's table goes through engine:call, the rest through engine:send.
-local function send(engine, req)
-  if req.op then return engine:call(req) end
-  return engine:send(req)
+-- The header lines of an attempt (crm.client.call): those of the current token, logging in
+-- when there is none. -> lines, header set (nil when libcurl could not take the lines: crm.http
+-- then sends the array, and the transport refuses it), token | nil, err. With this client's own token
+-- current and no login under way, the cached lines are taken as they are (`now`: the clock's
+-- time, when the caller has it). When a login is due,
+-- the ids of a read by id are checked first (spec.id_rule): nothing is sent, the login
+-- included, for a bad id (the C core checks them before sending otherwise).
+function Toast:_auth(has_body, spec, a1, now)
+  local private = PRIVATE[self]
+  local token, cache = private.token, private.headers
+  if token and cache and cache.token == token and not self._logging_in and not private.shared_token
+      and (now or self.clock.now()) < self.token_expires then
+    return cache[has_body], cache.hs, token
+  end
+  if spec and spec.check_first then
+    local e = spec.id_rule(a1, spec.id_names[1])
+    if e then return nil, e end
+  end
+  local err
+  token, err = current_token(self)
+  if not token then return nil, err end
+  local headers, hs = headers_for(self, token, has_body)
+  return headers, hs, token
 end
 
--- One attempt: a current token, the request, and a single re-login on 401. `state.first` holds
--- the answer of an attempt already made (the fast path in _call), which then counts as this one.
-local function attempt(self, req, state)
-  -- close() from another operation of a batch stops this one at its next attempt.
-  if self._closed then return nil, client.closed_error() end
-  local token, res, err
-  if state.first then
-    token, res, err = state.token, nil, state.first
-    state.first = nil
-  else
-    token, err = current_token(self)
-    if not token then return nil, err end
-    req.headers, req.hs = headers_for(self, token, req.body ~= nil)
-    res, err = send(self.engine, req)
-  end
-  if err and err.status == 401 and not self.fixed_token and not state.relogged then
-    state.relogged = true
-    drop_token(self, token)
-    token, err = current_token(self)
-    if not token then return nil, err end
-    req.headers, req.hs = headers_for(self, token, req.body ~= nil)
-    res, err = send(self.engine, req)
-  end
-  return res, err
+-- A 401 to `token` (crm.client.call): drop it and log in again, once per call. -> whether to
+-- send once more
+function Toast:_renew(err, token, state)
+  -- No token: nothing was sent (the login itself failed), so there is nothing to renew.
+  if token == nil or err.status ~= 401 or self.fixed_token or state.relogged then return false end
+  state.relogged = true
+  drop_token(self, token)
+  return true
 end
 
--- One call with auth, a single re-login on 401, and the retry policy around it. With a current
--- token the first attempt is made straight away, and the policy runs only when it failed.
-function Toast:_call(req, idempotent, policy, state)
-  if self._closed then return nil, client.closed_error() end
-  req.idempotent = idempotent
-  local private = client.private(self)
-  local token = private.token
-  -- A policy of the caller's (the spaced orders backfill) sees every attempt: no fast path then.
-  -- A token shared with other workers (crm.toast.token) may be renewed by any of them: it is
-  -- asked for at every attempt, so no fast path then either.
-  local now = self.clock.now()
-  if not state and not policy and token and not self._logging_in and not private.shared_token
-      and now < self.token_expires then
-    local cache = private.headers
-    if cache and cache.token == token then
-      req.headers, req.hs = cache[req.body ~= nil], cache.hs
-    else
-      req.headers, req.hs = headers_for(self, token, req.body ~= nil)
-    end
-    local res, err = send(self.engine, req)
-    if res then return res end
-    state = { first = err, token = token, started = now }
-  end
-  return self:_policy_run(req, idempotent, policy, state or {})
-end
-
--- The policy's part of _call, apart: a closure made in _call itself would make LuaJIT close an
--- upvalue (bytecode UCLO, not compiled) on _call's first-attempt return, its hot path.
-function Toast:_policy_run(req, idempotent, policy, state)
-  return (policy or self.policy):run(function() return attempt(self, req, state) end, idempotent,
-    state.started)
+-- Requests of Lua's own (orders): req = {method, path, query, shape, ...} (crm.http's
+-- Engine:send), on the one road, with the policy given or the client's.
+-- -> status, data | nil, err
+function Toast:_call(req, idempotent, policy)
+  return call(self, req, nil, nil, req.query, req.body, idempotent, policy)
 end
 
 -- ---- the C core's operations (src/ops.c) ----
 
-local OPS = http.OPS
 local CUSTOMER_ID, TRANSACTION_ID = { "customerId" }, { "transactionId" }
--- An operation read by id: the op, and what the request of the general path carries.
-local function read_op(name, ids)
-  return { op = OPS[name], id_names = ids, shape = "object" }
+-- An operation's constant description (crm.http's Engine:call): the op of core.ops, the shape
+-- of its answer, the names of its ids and their rule.
+local function op_spec(name, ids, shape, extra)
+  local spec = { op = OPS[name], id_names = ids, id_rule = check_guid, shape = shape }
+  for k, v in pairs(extra or {}) do spec[k] = v end
+  return spec
 end
-local GET_CUSTOMER = read_op("toast.get_customer", CUSTOMER_ID)
-local GET_CREDIT_SUMMARY = read_op("toast.get_credit_summary", CUSTOMER_ID)
-local GET_CREDIT_TRANSACTION = read_op("toast.get_credit_transaction", TRANSACTION_ID)
-
-local co_running, in_batch = coroutine.running, require("crm.batch").in_batch
-
-
--- The C core can make the exchange straight away: a current token (this client's own, not one
--- shared with other workers), the curl transport, no debug hook or rate limiter, not closed, no
--- login under way. -> the handle and the header cache | nil
-local PRIVATE = client.PRIVATE
-local function direct(self)
-  local engine = self.engine
-  local h = engine.handle
-  local private = PRIVATE[self]
-  if not private then return nil end
-  local token, cache = private.token, private.headers
-  if h and token and cache and cache.token == token and not self._closed and not self._logging_in
-      and not private.shared_token and not engine.debug and not engine.limiter then
-    local now = self.clock.now()
-    if now < self.token_expires then return h, cache, now end
-  end
-  return nil
-end
-
--- An answer from the C core that is not the success (status and shape judged in C) becomes the
--- first attempt of the general path: judged here, then retried, re-logged-in and settled by
--- _call and the policy. `pre` = {status, data, headers, decode_error} or {err} (transport).
-local function after_first(self, spec, id, pre, token)
-  local engine = self.engine
-  if pre.status == false then
-    return nil, check_guid(id, pre.data) or validate.fail(pre.data, "must be a Toast POS GUID")
-  end
-  local req = { op = spec.op, a1 = id, id_names = spec.id_names, id_rule = check_guid,
-                shape = spec.shape }
-  local _, first
-  if pre.status then
-    _, first = engine:judge(req, pre.status, pre.headers, pre.data, pre.decode_error)
-  else
-    _, first = engine:transport_error(req, pre.err)
-  end
-  local res, err = self:_call(req, true, nil,
-    first and { first = first, token = token, started = pre.started } or nil)
-  if not res then return nil, err end
-  return res.data
-end
-
--- A read by id (GET, no body): the answer's data | nil, err. When the C core can make the
--- exchange straight away (direct), it does (h:call; in a curl batch the router hands it to the
--- multi) and nothing else runs; otherwise, and for any answer but success, the general way
--- (_call, with the retry policy), where an answer already received counts as the first attempt.
--- `pre`: that answer when client:batch already made the exchange (Toast:_batch_read).
-function Toast:_read(spec, id, pre)
-  if pre then return after_first(self, spec, id, pre, pre.token) end
-  local h, cache, started = direct(self)
-  if h then
-    local _, main = co_running()
-    if not main and in_batch() then h = self.engine.transport end
-    local status, data, headers, done, derr = h:call(self.engine.base_url, cache.hs, spec.op, id)
-    if done then return data end
-    if status == nil then
-      return after_first(self, spec, id, { err = data, started = started }, cache.token)
-    end
-    return after_first(self, spec, id, { status = status, data = data, headers = headers,
-                                         decode_error = derr, started = started }, cache.token)
-  end
-  -- Checked before anything is sent, the login included.
-  local e = check_guid(id, spec.id_names[1])
-  if e then return nil, e end
-  local res, err = self:_call({ op = spec.op, a1 = id, id_names = spec.id_names,
-                                id_rule = check_guid, shape = spec.shape }, true)
-  if not res then return nil, err end
-  return res.data
-end
-
--- client:batch's fast lane for {"get_customer", id} and the other reads by id: what to hand the
--- multi straight away (no coroutine, no Lua on the way), or nil when the general way must run.
--- -> base, header set, op, token, spec
-local READS = { get_customer = GET_CUSTOMER, get_credit_summary = GET_CREDIT_SUMMARY,
-                get_credit_transaction = GET_CREDIT_TRANSACTION }
-function Toast:_batch_read(name, nargs)
-  local spec = nargs == 1 and READS[name]
-  if not spec then return nil end
-  local h, cache = direct(self)
-  if not h then return nil end
-  return self.engine.base_url, cache.hs, spec.op, cache.token, spec
-end
+-- Reads by id: a bad id is refused before anything is sent, a login included.
+local GET_CUSTOMER = op_spec("toast.get_customer", CUSTOMER_ID, "object", { check_first = true })
+local GET_CREDIT_SUMMARY = op_spec("toast.get_credit_summary", CUSTOMER_ID, "object",
+  { check_first = true })
+local GET_CREDIT_TRANSACTION = op_spec("toast.get_credit_transaction", TRANSACTION_ID, "object",
+  { check_first = true })
+local SEARCH_CUSTOMERS = op_spec("toast.search_customers", CUSTOMER_ID, "array")
+local LIST_CUSTOMER_CREDIT = op_spec("toast.list_customer_credit_transactions", CUSTOMER_ID, "array")
+local LIST_CREDIT = op_spec("toast.list_credit_transactions", CUSTOMER_ID, "array")
+-- Writes confirmed through 202 (confirmed_post): done on 200 only.
+local CONFIRMED = { ok = { [200] = true }, pending_status = { [202] = true } }
+local CREATE_CUSTOMER = op_spec("toast.create_customer", CUSTOMER_ID, "object", CONFIRMED)
+local ADD_CREDIT = op_spec("toast.add_credit", CUSTOMER_ID, "object", CONFIRMED)
 
 -- ---- input checks ----
 
@@ -450,8 +359,14 @@ local CUSTOMER_FIELDS = { guid = true, firstName = true, lastName = true, email 
 local READ_ONLY = { entityType = true }
 local QUERY_FIELDS = { firstName = true, lastName = true, email = true, phone = true }
 
+-- The rules' options, made once (a search or a page checks them on every call).
+local PHONE_TEXT = { nonempty = true, max = 32 }
+local NAME_TEXT, EMAIL_TEXT = { nonempty = true, max = 255 }, { nonempty = true, max = 254 }
+local PAGE_RULE = { min = 1, integer = true }
+local PAGE_SIZE_RULE = { min = 1, max = M.MAX_PAGE_SIZE, integer = true }
+
 local function check_phone(v, field)
-  local e = validate.string(v, field, { nonempty = true, max = 32 })
+  local e = validate.string(v, field, PHONE_TEXT)
   if e then return e end
   if v ~= nil and (not v:find("^[%d%+%-%s%.%(%)]+$") or not v:find("%d")) then
     return validate.fail(field, "must be a phone number (digits, +, -, spaces, dots, parentheses)")
@@ -532,8 +447,8 @@ local function check_page_opts(opts, with_range)
   if e then return e end
   opts = opts or {}
   return validate.known_keys(opts, with_range and RANGE_KEYS or PAGE_KEYS)
-    or validate.number(opts.page, "page", { min = 1, integer = true })
-    or validate.number(opts.pageSize, "pageSize", { min = 1, max = M.MAX_PAGE_SIZE, integer = true })
+    or validate.number(opts.page, "page", PAGE_RULE)
+    or validate.number(opts.pageSize, "pageSize", PAGE_SIZE_RULE)
 end
 
 -- ---- Toast's date-time: yyyy-MM-ddTHH:mm:ss.SSS+hhmm, e.g. 2018-06-16T15:01:14.000+0000 ----
@@ -719,35 +634,36 @@ end
 -- Whatever Toast answers for the GUID is compared with the request: a 200 with its record, or a
 -- 400/409 naming the GUID (the record is read with `lookup`). A record that differs fails with
 -- code "idempotency_mismatch"; it is never returned as the success of this request.
-local function confirmed_post(self, op, id, body, deadline, what, lookup, differs)
+local function confirmed_post(self, spec, id, body, deadline, what, lookup, differs)
   local policy = self.policy:with { deadline = deadline, max_pending = self.confirm_attempts,
                                     write = true }
-  local req = { op = op, a1 = id, id_names = CUSTOMER_ID, id_rule = check_guid, body = body,
-                shape = "object", ok = { [200] = true }, pending_status = { [202] = true } }
-  local res, err = self:_call(req, true, policy)
-  local record
-  if res then
-    local got = res.data.guid
+  local status, data = call(self, spec, id, nil, nil, body, true, policy)
+  local record, err
+  if status then
+    local got = data.guid
     if got == nil or (type(got) == "string" and got:lower() == body.guid:lower()) then
-      record = res.data
+      record = data
     else
       -- The answer is about another record: what happened to ours is not known.
       err = errors.mark_unknown(errors.new("decode", what .. " was answered with another record's"
-        .. " guid", { status = res.status, sent = true }), true)
+        .. " guid", { status = status, sent = true }), true)
     end
-  elseif names_guid(err, body.guid:lower()) then
-    local stored, gerr = self[lookup](self, body.guid)
-    if stored then
-      record = stored
-    elseif gerr.status ~= 404 then
-      -- The server says the GUID is taken, and the record could not be read to compare.
-      errors.mark_unknown(err, true)
+  else
+    err = data
+    if names_guid(err, body.guid:lower()) then
+      local stored, gerr = self[lookup](self, body.guid)
+      if stored then
+        record = stored
+      elseif gerr.status ~= 404 then
+        -- The server says the GUID is taken, and the record could not be read to compare.
+        errors.mark_unknown(err, true)
+      end
     end
   end
   if record then
     local fields = differs(self, record, body, id)
     if #fields == 0 then return record end
-    return nil, mismatch(what, body.guid, fields, record, res and res.status or err.status)
+    return nil, mismatch(what, body.guid, fields, record, status or err.status)
   end
   err.guid = body.guid
   if err.status == 202 then
@@ -760,7 +676,7 @@ local function confirmed_post(self, op, id, body, deadline, what, lookup, differ
 end
 
 local function create(self, body, opts)
-  return confirmed_post(self, OPS["toast.create_customer"], nil, body,
+  return confirmed_post(self, CREATE_CUSTOMER, nil, body,
     opts and opts.confirm_timeout or self.confirm_timeout, "customer creation", "get_customer",
     differs_customer)
 end
@@ -814,16 +730,18 @@ end
 -- @treturn[2] Error `validation` (`field = "customerId"`: not a GUID), `http` (`status = 404`
 -- when there is no such customer), `auth`, `transport`, `timeout`, `decode`
 function Toast:get_customer(id)
-  return self:_read(GET_CUSTOMER, id)
+  local status, data = call(self, GET_CUSTOMER, id, nil, nil, nil, true)
+  if not status then return nil, data end
+  return data
 end
 
 local function check_query(q)
   local e = validate.table(q, "query", true)
   if e then return e end
   e = validate.known_keys(q, QUERY_FIELDS, "query.")
-    or validate.string(q.firstName, "query.firstName", { nonempty = true, max = 255 })
-    or validate.string(q.lastName, "query.lastName", { nonempty = true, max = 255 })
-    or validate.string(q.email, "query.email", { nonempty = true, max = 254 })
+    or validate.string(q.firstName, "query.firstName", NAME_TEXT)
+    or validate.string(q.lastName, "query.lastName", NAME_TEXT)
+    or validate.string(q.email, "query.email", EMAIL_TEXT)
     or check_phone(q.phone, "query.phone")
   if e then return e end
   if next(q) == nil then
@@ -832,47 +750,44 @@ local function check_query(q)
   return nil
 end
 
-local function list_request(op, id, params, body, page, size)
+-- A page's query: the caller's parameters, with page and pageSize as given.
+local function page_query(params, page, size)
   local query = {}
   for k, v in pairs(params or {}) do
     if k ~= "page" and k ~= "pageSize" then query[k] = v end
   end
   query.page, query.pageSize = page, size
-  return { op = op, a1 = id, id_names = CUSTOMER_ID, id_rule = check_guid, query = query,
-           body = body, shape = "array" }
+  return query
 end
 
 -- The items of a page answer: every one an object (a Customer, a transaction); `[null]`,
 -- `["x"]` or `[[]]` are not results. -> items | nil, decode error
-local function page_items(res)
+local function page_items(status, data)
   -- A 204 (no records) is an empty array too: crm.json writes it back as [].
-  local items = res.data or json.array()
+  local items = data or json.array()
   for i = 1, #items do
     local item = items[i]
     if type(item) ~= "table" or (item[1] ~= nil) then
       return nil, errors.new("decode", "page answer has an entry that is not an object (entry " .. i
-        .. ")", { status = res.status, sent = true })
+        .. ")", { status = status, sent = true })
     end
   end
   return items
 end
 
 -- One page: array (empty on 204) | nil, err
-local function fetch_page(self, op, id, params, body)
-  local res, err = self:_call(list_request(op, id, params, body, params.page,
-    params.pageSize), true)
-  if not res then return nil, err end
-  return page_items(res)
+local function fetch_page(self, spec, id, params, body, page, size)
+  local status, data = call(self, spec, id, nil, page_query(params, page, size), body, true)
+  if not status then return nil, data end
+  return page_items(status, data)
 end
 
 -- A pager over a page/pageSize endpoint; stops on 204, an empty page or a short page.
-local function pages(self, op, id, params, body)
+local function pages(self, spec, id, params, body)
   local size = params.pageSize or M.MAX_PAGE_SIZE
   return pager.new(function(p)
-    local res, err = self:_call(list_request(op, id, params, body, p.page, size), true)
-    if not res then return nil, err end
-    local items, ierr = page_items(res)
-    if not items then return nil, ierr end
+    local items, err = fetch_page(self, spec, id, params, body, p.page, size)
+    if not items then return nil, err end
     p.page = p.page + 1
     return items, #items < size
   end, { page = params.page or 1, page_size = size })
@@ -905,7 +820,8 @@ function Toast:search_customers(q, opts)
   if e then return nil, e end
   e = check_query(q) or check_page_opts(opts)
   if e then return nil, e end
-  return fetch_page(self, OPS["toast.search_customers"], nil, opts or {}, { query = q })
+  opts = opts or {}
+  return fetch_page(self, SEARCH_CUSTOMERS, nil, opts, { query = q }, opts.page, opts.pageSize)
 end
 
 --- Every page of a search, as a pager of customers (`POST /crm/v1/customers/search`).
@@ -924,7 +840,7 @@ function Toast:iter_search_customers(q, opts)
   if e then return pager.failed(e) end
   e = check_query(q) or check_page_opts(opts)
   if e then return pager.failed(e) end
-  return pages(self, OPS["toast.search_customers"], nil, opts or {}, { query = q })
+  return pages(self, SEARCH_CUSTOMERS, nil, opts or {}, { query = q })
 end
 
 local function trim(v)
@@ -1068,7 +984,9 @@ end
 -- @treturn[2] Error `validation` (`field = "customerId"`), `http` (404: no such customer),
 -- `auth`, `transport`, `timeout`, `decode`
 function Toast:get_credit_summary(id)
-  return self:_read(GET_CREDIT_SUMMARY, id)
+  local status, data = call(self, GET_CREDIT_SUMMARY, id, nil, nil, nil, true)
+  if not status then return nil, data end
+  return data
 end
 
 --- One page of a customer's credit transactions, newest first
@@ -1082,8 +1000,8 @@ end
 function Toast:list_customer_credit_transactions(id, opts)
   local e = check_guid(id, "customerId") or check_page_opts(opts)
   if e then return nil, e end
-  return fetch_page(self, OPS["toast.list_customer_credit_transactions"], id,
-    opts or {})
+  opts = opts or {}
+  return fetch_page(self, LIST_CUSTOMER_CREDIT, id, opts, nil, opts.page, opts.pageSize)
 end
 
 --- Every page of a customer's credit transactions, as a pager (newest first).
@@ -1094,7 +1012,7 @@ end
 function Toast:iter_customer_credit_transactions(id, opts)
   local e = check_guid(id, "customerId") or check_page_opts(opts)
   if e then return pager.failed(e) end
-  return pages(self, OPS["toast.list_customer_credit_transactions"], id, opts or {})
+  return pages(self, LIST_CUSTOMER_CREDIT, id, opts or {})
 end
 
 -- The instant an ISO-8601 range bound names, in seconds (a date alone is its midnight; no zone
@@ -1142,7 +1060,8 @@ end
 function Toast:list_credit_transactions(opts)
   local e = check_range(opts)
   if e then return nil, e end
-  return fetch_page(self, OPS["toast.list_credit_transactions"], nil, opts or {})
+  opts = opts or {}
+  return fetch_page(self, LIST_CREDIT, nil, opts, nil, opts.page, opts.pageSize)
 end
 
 --- Every page of the restaurant's credit transactions, as a pager (newest first).
@@ -1152,7 +1071,7 @@ end
 function Toast:iter_credit_transactions(opts)
   local e = check_range(opts)
   if e then return pager.failed(e) end
-  return pages(self, OPS["toast.list_credit_transactions"], nil, opts or {})
+  return pages(self, LIST_CREDIT, nil, opts or {})
 end
 
 --- Reads one credit transaction (`GET /crm/v1/creditTransactions/{transactionId}`).
@@ -1162,7 +1081,9 @@ end
 -- @treturn[2] Error `validation` (`field = "transactionId"`), `http` (404: no such
 -- transaction), `auth`, `transport`, `timeout`, `decode`
 function Toast:get_credit_transaction(id)
-  return self:_read(GET_CREDIT_TRANSACTION, id)
+  local status, data = call(self, GET_CREDIT_TRANSACTION, id, nil, nil, nil, true)
+  if not status then return nil, data end
+  return data
 end
 
 local CREDIT_FIELDS = { guid = true, transactionType = true, amount = true,
@@ -1234,7 +1155,7 @@ function Toast:add_credit(id, txn, opts)
   body.guid = body.guid or platform.guid()
   e = apply_key(self, "add_credit", body, txn.guid, opts)
   if e then return nil, e end
-  return confirmed_post(self, OPS["toast.add_credit"], id, body,
+  return confirmed_post(self, ADD_CREDIT, id, body,
     opts and opts.confirm_timeout or self.confirm_timeout, "the credit transaction",
     "get_credit_transaction", differs_credit)
 end
@@ -1283,11 +1204,6 @@ end
 -- @tfield[opt] string note
 -- @tfield[opt] table customer `{guid, entityType}`
 -- @tfield[opt] table restaurant `{guid, entityType}`
-
--- client:batch's fast lane takes these names, as long as the client's method is still this one
--- (an instance or a subclass that replaced it gets its own method run).
-Toast._batch_reads = { get_customer = Toast.get_customer, get_credit_summary = Toast.get_credit_summary,
-                       get_credit_transaction = Toast.get_credit_transaction }
 
 -- Guest history from orders (orders, dining options, employees, menus, backfill, sync to CRM):
 -- lua/crm/toast/orders.lua, mixed into this class; profiles in lua/crm/toast/guests.lua.

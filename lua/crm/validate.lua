@@ -434,7 +434,21 @@ local function plain(v, field, depth, st)
   return out
 end
 function M.plain(v, field)
-  return plain(v, field, 0, { done = {}, path = {}, left = MAX_ENTRIES })
+  if type(v) ~= "table" or KEEP[v] then return v end
+  -- A flat table (no table inside: a query, options), the usual input, is copied in one pass
+  -- without the bookkeeping of nested ones.
+  local out, n = {}, 0
+  for k, x in next, v do
+    if type(x) == "table" and not KEEP[x] then
+      return plain(v, field, 0, { done = {}, path = {}, left = MAX_ENTRIES })
+    end
+    n = n + 1
+    out[k] = x
+  end
+  if n > MAX_ENTRIES then return nil, fail(field, "has more than " .. MAX_ENTRIES .. " entries") end
+  local mt = getmetatable(v)
+  if mt ~= nil and KEEP_MT[mt] then setmetatable(out, mt) end
+  return out
 end
 
 -- Options of the polling waits (merge, images): {timeout, interval, max_interval}, all optional.

@@ -196,9 +196,9 @@ local function bulk_request(q, page, size)
 end
 
 local function bulk_page(self, q, page, size, spacing)
-  local res, err = self:_call(bulk_request(q, page, size), true, spaced_policy(self, spacing))
-  if not res then return nil, err end
-  return res.data or {}
+  local status, data = self:_call(bulk_request(q, page, size), true, spaced_policy(self, spacing))
+  if not status then return nil, data end
+  return data or {}
 end
 
 local function bulk_pager(self, q, first_page, size, spacing)
@@ -250,9 +250,9 @@ end
 
 -- A GET of a whole document: its decoded JSON (an empty table for an empty body) | nil, err
 local function get(self, path, shape)
-  local res, err = self:_call({ method = "GET", path = path, shape = shape }, true)
-  if not res then return nil, err end
-  return res.data or {}
+  local status, data = self:_call({ method = "GET", path = path, shape = shape }, true)
+  if not status then return nil, data end
+  return data or {}
 end
 
 --- The restaurant's dining options (`GET /config/v2/diningOptions`).

@@ -52,13 +52,13 @@ local function view_engine(engine, guid, cap)
   local e = {}
   -- No straight-to-the-C-core reads for a capped view: every request goes through call/send.
   if cap then e.handle = false end
-  function e.call(_, req)
+  function e.call(_, ...)
     if cap then cap:take() end
-    return tag(guid, engine:call(req))
+    return tag(guid, engine:call(...))
   end
-  function e.send(_, req)
+  function e.send(_, ...)
     if cap then cap:take() end
-    return tag(guid, engine:send(req))
+    return tag(guid, engine:send(...))
   end
   return setmetatable(e, { __index = function(_, k)
     local v = engine[k]
