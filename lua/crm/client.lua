@@ -289,13 +289,20 @@ local function attempt(self, spec, a1, a2, query, body, idempotent, settle, stat
   return recover(self, spec, a1, a2, query, body, idempotent, settle, state, data, token)
 end
 
+-- The policy around the attempts, apart from M.call: a closure made in M.call itself would make
+-- every return of M.call close upvalues (bytecode UCLO), which LuaJIT does not compile, and the
+-- first attempt's return is the hot path inside nginx.
+local function run_policy(self, policy, spec, a1, a2, query, body, idempotent, settle, state, started,
+                          first)
+  return policy:run(function()
+    return attempt(self, spec, a1, a2, query, body, idempotent, settle, state)
+  end, idempotent, started, first)
+end
+
 function M.call(self, spec, a1, a2, query, body, idempotent, policy, settle)
   if self._closed then return nil, closed_error() end
   if policy ~= nil and not is_policy(policy) then
-    local state = {}
-    return policy:run(function()
-      return attempt(self, spec, a1, a2, query, body, idempotent, settle, state)
-    end, idempotent)
+    return run_policy(self, policy, spec, a1, a2, query, body, idempotent, settle, {})
   end
   -- The first attempt: exchange(), written out (one Lua call less on every call).
   local started = self.clock.now()
@@ -312,9 +319,8 @@ function M.call(self, spec, a1, a2, query, body, idempotent, policy, settle)
   if status then return status, data end
   -- Refused before sending (an id, a body that is not JSON): not an attempt to repeat.
   if data.kind == "validation" then return nil, data end
-  return (policy or self.policy):run(function()
-    return attempt(self, spec, a1, a2, query, body, idempotent, settle, state)
-  end, idempotent, started, data)
+  return run_policy(self, policy or self.policy, spec, a1, a2, query, body, idempotent, settle, state,
+    started, data)
 end
 
 --- Frees the client's connection (`client:close()`).
