@@ -27,6 +27,11 @@ curl -sf -X POST "http://127.0.0.1:$PORT/__sim/reset" -d '{}' >/dev/null
 
 echo "bench: orders into SQLite ($N restaurants)..." >&2
 SQ=$("$LUA" bench/db.lua "sqlite:$tmp/bench.db" "$N")
+# backfill_restaurants through the simulator into the database: 100 restaurants x 12 weeks, 10
+# at a time, Toast's spacing compressed 1000x by the client's clock (bench/restaurants.lua).
+echo "bench: backfill_restaurants into SQLite (100 restaurants)..." >&2
+FLEET_SQ=$(BENCH_SINK="sqlite:$tmp/fleet.db" "$LUA" bench/restaurants.lua 100 1000 10)
+FLEET_PG=""
 
 PG="(not measured: no PostgreSQL server in /usr/lib/postgresql)"
 if [ -n "$PG_BIN" ] && [ -x "$PG_BIN/postgres" ]; then
@@ -43,6 +48,10 @@ if [ -n "$PG_BIN" ] && [ -x "$PG_BIN/postgres" ]; then
     sleep 0.1
   done
   PG=$("$LUA" bench/db.lua "postgresql://postgres@127.0.0.1:$PG_PORT/postgres" "$N")
+  echo "bench: backfill_restaurants into PostgreSQL (100 restaurants)..." >&2
+  "$LUA" -e "local c = assert(require('luasql.postgres').postgres():connect('postgres', 'postgres', nil,
+    '127.0.0.1', '$PG_PORT')); assert(c:execute('CREATE DATABASE fleet'))"
+  FLEET_PG=$(BENCH_SINK="postgresql://postgres@127.0.0.1:$PG_PORT/fleet" "$LUA" bench/restaurants.lua 100 1000 10)
 fi
 
 get() { echo "$1" | awk -v k="$2" '$1 == k {print $2}'; }
@@ -65,4 +74,15 @@ row() {
   echo "| --- | --- | --- | --- | --- |"
   row SQLite "$SQ"
   row PostgreSQL "$PG"
+  echo
+  echo "backfill_restaurants through the simulator into the database (bench/restaurants.lua with"
+  echo "BENCH_SINK): 100 restaurants x 12 weeks, 10 at a time, spacing compressed 1000x, each"
+  echo "restaurant's guest context read once."
+  echo
+  echo "| database | restaurants | orders | ordersBulk calls | wall s | orders/s | peak RSS kB |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+  for pair in "SQLite:$FLEET_SQ" "PostgreSQL:$FLEET_PG"; do
+    read -r n orders calls wall ops rss <<<"${pair#*:}"
+    echo "| ${pair%%:*} | ${n:-} | ${orders:-} | ${calls:-} | ${wall:-} | ${ops:-} | ${rss:-} |"
+  done
 } | tee bench/results_db.md

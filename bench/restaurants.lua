@@ -1,7 +1,8 @@
 -- The many-restaurant backfill through the simulator (bench/restaurants.sh runs it):
 --   restaurants.lua N FACTOR CONCURRENCY [GUID]
 -- seeds N restaurants (twelve weeks of orders each), then backfills all of them (or only GUID)
--- with backfill_restaurants into the file sink, CONCURRENCY restaurants at once, on a clock
+-- with backfill_restaurants into the file sink (or the database BENCH_SINK names), CONCURRENCY
+-- restaurants at once, on a clock
 -- FACTOR times faster than real time:
 -- Toast's 5 s spacing holds in the client's time and takes 5 / FACTOR real seconds.
 -- Prints one line: restaurants orders calls wall_seconds orders_per_second peak_rss_kb
@@ -41,12 +42,17 @@ local transport = { clock = clock, options_key = real.options_key,
                     close = function() return real:close() end }
 local toast = assert(crm.toast { base_url = base, restaurant_guid = guids[1], client_id = "sim-client",
                                  client_secret = "sim-secret", transport = transport, timeout = 30 })
+-- BENCH_SINK=URL (sqlite:PATH, postgresql://...): into crm.toast.db instead of the file sink.
+local sink_url, sink = os.getenv("BENCH_SINK"), nil
+if sink_url and sink_url ~= "" then sink = assert(require("crm.toast.db").open(sink_url)) end
 local dir = os.tmpname()
 os.remove(dir)
 local started = core.now()
-local res = assert(toast:backfill_restaurants(guids, { dir = dir, now = 1714521600,
+local res = assert(toast:backfill_restaurants(guids, { dir = not sink and dir or nil, sink = sink,
+                                                          guest_context = sink ~= nil, now = 1714521600,
                                                           concurrency = math.min(concurrency or #guids, #guids) }))
 local wall = core.now() - started
+if sink then sink:close() end
 for _, r in ipairs(res.restaurants) do
   if r.err then error(("restaurant %s failed: %s"):format(r.restaurant_guid, tostring(r.err))) end
 end
