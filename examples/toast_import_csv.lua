@@ -2,8 +2,8 @@
 -- running the import twice creates nobody twice, and a guest the file lists several times (in
 -- any spelling of the email's case or the phone's format) is created once: concurrent
 -- find_or_creates for one guest take turns on its email and phone. The CSV has a header row
--- naming the columns firstName, lastName, email, phone (any order; simple quoting with "..." is
--- understood; spaces around a value are dropped).
+-- naming the columns firstName, lastName, email, phone (any order; quoted cells per RFC 4180,
+-- line breaks inside them included; spaces around a value are dropped).
 --   lua examples/toast_import_csv.lua guests.csv
 -- Runs against the local simulator unless CRM_TOAST_URL (and credentials) say otherwise;
 -- CRM_TOAST_COUNTRY is the country of national phone numbers (default "1").
@@ -15,48 +15,27 @@ if not path then
   os.exit(2)
 end
 
--- One CSV line into fields: commas separate, "..." quotes, "" inside quotes is a quote.
-local function split_csv(line)
-  local fields, i, n = {}, 1, #line
-  while i <= n + 1 do
-    if line:sub(i, i) == '"' then
-      local value, j = {}, i + 1
-      while j <= n do
-        local c = line:sub(j, j)
-        if c == '"' and line:sub(j + 1, j + 1) == '"' then
-          value[#value + 1], j = '"', j + 2
-        elseif c == '"' then
-          break
-        else
-          value[#value + 1], j = c, j + 1
-        end
+-- The rows, read by crm's own CSV reader (the one `crm ... --input` uses: RFC 4180, so a quoted
+-- cell may hold commas, doubled quotes and line breaks; a byte order mark is skipped). A row
+-- that cannot be read becomes a failed result below, like any other failure.
+local read, rerr = require("crm.cli.input").rows(path)
+if not read then
+  io.stderr:write("cannot read ", path, ": ", tostring(rerr), "\n")
+  os.exit(2)
+end
+local rows, lines = {}, {}
+for _, r in ipairs(read) do
+  local row = r.row
+  if row then
+    for k, v in pairs(row) do
+      if type(v) == "string" then
+        v = v:gsub("^%s+", ""):gsub("%s+$", "")
+        row[k] = v ~= "" and v or nil
       end
-      fields[#fields + 1] = table.concat(value)
-      i = (line:find(",", j, true) or n + 1) + 1
-    else
-      local comma = line:find(",", i, true) or n + 1
-      fields[#fields + 1] = line:sub(i, comma - 1)
-      i = comma + 1
     end
   end
-  return fields
+  rows[#rows + 1], lines[#lines + 1] = r, r.line
 end
-
-local f = assert(io.open(path))
-local header = split_csv((f:read("l") or ""):gsub("\r$", ""))
-local rows = {}
-for line in f:lines() do
-  line = line:gsub("\r$", "")
-  if line:find("%S") then
-    local values, row = split_csv(line), {}
-    for k, name in ipairs(header) do
-      local v = values[k] and values[k]:gsub("^%s+", ""):gsub("%s+$", "")
-      if v and v ~= "" then row[name:gsub("^%s+", ""):gsub("%s+$", "")] = v end
-    end
-    rows[#rows + 1] = row
-  end
-end
-f:close()
 
 local port = os.getenv("CRM_SIM_PORT") or "18080"
 local client = assert(crm.toast {
@@ -68,8 +47,11 @@ local client = assert(crm.toast {
 })
 
 local ops = {}
-for i, row in ipairs(rows) do
-  ops[i] = function(c) return c:find_or_create(row) end
+for i, r in ipairs(rows) do
+  ops[i] = function(c)
+    if r.err then return nil, r.err end
+    return c:find_or_create(r.row)
+  end
 end
 local results, err = client:batch(ops, { concurrency = 16 })
 if not results then
@@ -81,8 +63,8 @@ for i, r in ipairs(results) do
   if r.value then
     counts[r.extra] = counts[r.extra] + 1
   else
-    -- Row numbers and the error, never the row's email or phone (tostring(err) redacts them).
-    io.stderr:write(("row %d: %s\n"):format(i + 1, tostring(r.err)))
+    -- Line numbers and the error, never the row's email or phone (tostring(err) redacts them).
+    io.stderr:write(("line %d: %s\n"):format(lines[i], tostring(r.err)))
   end
 end
 print(("imported %d rows: %d created, %d found, %d failed"):format(#rows, counts.created, counts.found,
