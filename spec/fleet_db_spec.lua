@@ -59,4 +59,36 @@ describe("backfill_restaurants into a database", function()
     toast:close()
     H.sh("rm -rf " .. H.quote(dir))
   end)
+
+  it("guests backfill --db URL --restaurants FILE: a line per restaurant; a rerun reads nothing", function()
+    if not has_driver() then
+      pending("lua-sql-sqlite3 is not installed (scripts/deps.sh installs it)")
+      return
+    end
+    local list = seed(3)
+    H.config { toast_orders_end_date = "" } -- the command line reads back from today
+    local dir = H.tmpdir("state", "config")
+    local file = dir .. "/restaurants.txt"
+    local f = assert(io.open(file, "w"))
+    for _, r in ipairs(list) do f:write(r.guid, "\n") end
+    f:close()
+    local cmd = ("CRM_SIM_PORT=%d XDG_STATE_HOME=%s XDG_CONFIG_HOME=%s %s bin/crm --sim toast guests backfill"
+      .. " --weeks 4 --spacing 0.05 --db sqlite:%s/guests.db --restaurants %s"):format(H.port,
+      H.quote(dir .. "/state"), H.quote(dir .. "/config"), H.lua, dir, file)
+    local function lines(r)
+      local out = {}
+      for l in r.out:gmatch("[^\n]+") do out[#out + 1] = require("crm").json.decode(l) end
+      return out
+    end
+    local r = H.capture(cmd)
+    assert.equal(0, r.code, r.err)
+    local first = lines(r)
+    assert.equal(3, #first)
+    for _, l in ipairs(first) do assert.is_true(l.orders > 0, r.out) end
+    assert.truthy(r.err:find("-> the database", 1, true), r.err)
+    r = H.capture(cmd)
+    assert.equal(0, r.code, r.err)
+    for _, l in ipairs(lines(r)) do assert.equal(0, l.orders, r.out) end
+    H.sh("rm -rf " .. H.quote(dir))
+  end)
 end)

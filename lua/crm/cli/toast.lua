@@ -566,8 +566,13 @@ local function restaurants_backfill(ctx, toast, guids)
     -- Requests refused after Ctrl-C stopped that restaurant; it was not its failure.
     if r.status == "failed" and interrupted and inspect.is_stopped(r.err) then r.status = "stopped" end
     -- Interrupted, nothing is printed: the resumed run prints every restaurant's profiles.
-    -- With --db the guests are in the database (crm toast guests report): nothing to print.
-    if r.status == "done" and not interrupted and not a.db then
+    -- With --db the guests are in the database (crm toast guests report): one line per
+    -- restaurant says what it read, as a single restaurant's backfill --db does.
+    if r.status == "done" and a.db then
+      local code = ctx:line { restaurant = r.restaurant_guid, windows = r.windows_done, orders = r.orders,
+                              checkpoint = r.checkpoint }
+      if code ~= 0 then return code end
+    elseif r.status == "done" and not interrupted then
       local n, werr = write_profiles(toast, sink, r.restaurant_guid)
       if not n then
         r.status, r.err = "failed", werr
@@ -583,9 +588,10 @@ local function restaurants_backfill(ctx, toast, guids)
   output.flush()
   local unfinished = #res.restaurants - res.done
   bar:finish(("%s: %d restaurants: %d done, %d failed, %d stopped; %d orders (%d ordersBulk calls)"
-    .. " -> %d guest profiles in %.1fs"):format(interrupted and "backfill interrupted" or "backfill",
+    .. " -> %s in %.1fs"):format(interrupted and "backfill interrupted" or "backfill",
     #res.restaurants, res.done, #failures,
-    unfinished - #failures, res.orders, res.calls, profiles, bar:elapsed()))
+    unfinished - #failures, res.orders, res.calls,
+    a.db and "the database (crm toast guests report)" or (profiles .. " guest profiles"), bar:elapsed()))
   if unfinished > 0 then
     local parts = { "crm" }
     if a.sim then parts[#parts + 1] = "--sim" end
