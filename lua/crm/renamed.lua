@@ -36,16 +36,22 @@ M.toast = {
 -- guard(methods, kind): a 0.1.0 name of the class reads as a function that raises when called,
 -- naming the new method (at the caller's line; inside client:batch the raise becomes the
 -- operation's error like any other); any other missing key is nil as before.
+-- The function an old name reads as. Made here, not inside __index: a function that makes a
+-- closure closes upvalues on every return (bytecode UCLO), which LuaJIT does not compile, and
+-- __index runs on every lookup of a field a client lacks, inside nginx's hot path too.
+local function raiser(kind, old, new)
+  return function()
+    error("crm: " .. kind .. " client method '" .. old .. "' was renamed to '" .. new
+      .. "' in 0.2.0 (CHANGELOG.md lists every rename)", 2)
+  end
+end
+
 function M.guard(methods, kind)
   local names = M[kind]
   return setmetatable(methods, { __index = function(_, k)
     local new = names[k]
-    if new then
-      return function()
-        error("crm: " .. kind .. " client method '" .. k .. "' was renamed to '" .. new
-          .. "' in 0.2.0 (CHANGELOG.md lists every rename)", 2)
-      end
-    end
+    if new then return raiser(kind, k, new) end
+    return nil
   end })
 end
 
