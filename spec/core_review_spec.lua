@@ -68,7 +68,7 @@ describe("the C-core paths, after review", function()
     assert.same({ "GET http://y.test/api/crm/v1/customers/c1" }, seen)
   end)
 
-  it("runs an instance's own get_customer in a batch, not the fast lane", function()
+  it("runs an instance's own get_customer in a batch (a method the caller replaced is called as it is)", function()
     local t = H.toast()
     local g = assert(t:create_customer(H.customer())).guid
     local calls = 0
