@@ -14,9 +14,7 @@ end
 
 local function write(name, text)
   local path = home .. "/" .. name
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
+  H.spit(path, text)
   return path
 end
 

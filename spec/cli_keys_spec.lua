@@ -9,9 +9,7 @@ assert(os.execute("mkdir -p " .. dir .. "/config"))
 
 local function write(name, text)
   local path = dir .. "/" .. name
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
+  H.spit(path, text)
   return path
 end
 
