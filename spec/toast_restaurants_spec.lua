@@ -336,6 +336,7 @@ describe("backfill_restaurants", function()
       { { H.restaurant }, { dir = tmpdir(), concurrency = 0 }, "concurrency" },
       { { H.restaurant }, { sink = {} }, "sink.load_checkpoint" },
       { { H.restaurant }, { dir = tmpdir(), rate = { per_second = -1 } }, "rate.per_second" },
+      { { H.restaurant }, { dir = tmpdir(), guest_context = "yes" }, "guest_context" },
     }
     for _, c in ipairs(cases) do
       local res, err = toast:backfill_restaurants(c[1], c[2])

@@ -310,6 +310,7 @@ function M.backfill(self, guids, opts)
   e = validate.number(opts.weeks, "weeks", { gt = 0, max = 520 })
     or validate.number(opts.spacing, "spacing", { min = 0, max = 3600 })
     or validate.boolean(opts.allow_fast, "allow_fast")
+    or validate.boolean(opts.guest_context, "guest_context")
     or validate.number(opts.window_days, "window_days", { gt = 0, max = orders_mod.MAX_WINDOW_DAYS })
     or validate.number(opts.page_size, "page_size", { min = 1, max = orders_mod.MAX_PAGE_SIZE, integer = true })
     or (opts.now ~= nil and type(opts.now) ~= "number" and type(opts.now) ~= "string"
