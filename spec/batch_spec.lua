@@ -114,6 +114,27 @@ describe("batch", function()
     assert.equal(before, H.total())
   end)
 
+  it("reads each operation when it starts it: one the caller spoiled meanwhile fails alone", function()
+    local ops
+    ops = {
+      function()
+        ops[2][1] = "no_such_method" -- after the check, before operation 2 starts
+        ops[3] = 42
+        return true
+      end,
+      { "get_customer", guids[1] },
+      { "get_customer", guids[2] },
+      { "get_customer", guids[2] },
+    }
+    local results = assert(c:batch(ops, { concurrency = 1 }))
+    assert.is_true(results[1].value)
+    assert.equal("ops[2]", results[2].err.field)
+    assert.equal("ops[3]", results[3].err.field)
+    assert.equal(guids[2], results[4].value.guid)
+    assert.equal(2, results.succeeded)
+    assert.equal(2, results.failed)
+  end)
+
   it("turns a raised error inside an operation into an error value", function()
     local results = assert(c:batch({ function() error("boom") end, { "get_customer", guids[1] } }))
     assert.equal("validation", results[1].err.kind)

@@ -151,6 +151,43 @@ describe("crm.core.decode", function()
   end)
 end)
 
+describe("crm.core multi", function()
+  it("wait_into hands back each finished transfer's owner in place of its slot, and forgets it", function()
+    local m = assert(core.multi { size = 3, timeout = 10 })
+    local owners, done, got = {}, {}, {}
+    local who = { {}, {}, {} }
+    for i = 1, 3 do
+      local slot = assert(m:submit("GET", H.base_url .. "/__sim/times", {}, nil))
+      owners[slot] = who[i]
+    end
+    local left = 3
+    while left > 0 do
+      local count = m:wait_into(done, 1, owners)
+      for k = 1, 6 * count, 6 do
+        got[#got + 1] = done[k]
+        assert.equal(200, done[k + 1])
+        assert.is_string(done[k + 3])
+      end
+      left = left - count
+    end
+    -- each owner came back once, and nothing is left filed under a slot
+    assert.equal(3, #got)
+    for i = 1, 3 do
+      local seen = 0
+      for _, o in ipairs(got) do if o == who[i] then seen = seen + 1 end end
+      assert.equal(1, seen)
+    end
+    assert.is_nil(next(owners))
+    -- without the owners table the first value is the slot number, as before
+    local slot = assert(m:submit("GET", H.base_url .. "/__sim/times", {}, nil))
+    local count
+    repeat count = m:wait_into(done, 1) until count > 0
+    assert.equal(slot, done[1])
+    assert.has_error(function() m:wait_into(done, 1, "not a table") end)
+    m:close()
+  end)
+end)
+
 describe("client:batch reads by id (the one road, on the multi)", function()
   before_each(function() H.reset() end)
 

@@ -887,8 +887,10 @@ static void release_hset(lua_State *L, handle_t *h)
  * {slot, status, headers, body} / {slot, status, data, headers, done, decode_error} / {slot, err}
  * appended at position n (flat = 0), or flat as the six values slot, status, a, b, c, d at
  * 6 * (n - 1) + 1 (flat = 1): a, b, c, d = headers, body | data, headers, done, decode_error;
- * on a transport error status is nil and a is the error. */
-static void collect(lua_State *L, multi_t *m, handle_t *h, CURLcode rc, int out, int n, int flat)
+ * on a transport error status is nil and a is the error. With `owners` (a stack index, flat
+ * only), the first value is owners[slot] instead of the slot, and owners[slot] is cleared. */
+static void collect(lua_State *L, multi_t *m, handle_t *h, CURLcode rc, int out, int n, int flat,
+                    int owners)
 {
     lua_Integer slot = (lua_Integer)(h - m->slots) + 1;
     if (!flat) {
@@ -920,8 +922,15 @@ static void collect(lua_State *L, multi_t *m, handle_t *h, CURLcode rc, int out,
     int pushed = finish(L, h, rc);
     h->op = NULL;
     release_hset(L, h);
-    lua_pushinteger(L, slot);
-    lua_rawseti(L, out, base + 1);
+    if (owners) {
+        lua_rawgeti(L, owners, slot);
+        lua_rawseti(L, out, base + 1);
+        lua_pushnil(L);
+        lua_rawseti(L, owners, slot);
+    } else {
+        lua_pushinteger(L, slot);
+        lua_rawseti(L, out, base + 1);
+    }
     /* pushed values: status, v1..v4 (5), status, headers, body (3), or nil, err (2) */
     for (int k = 0; k < 5; k++) {
         if (k < pushed)
@@ -935,7 +944,7 @@ static void collect(lua_State *L, multi_t *m, handle_t *h, CURLcode rc, int out,
 
 /* Runs the multi until at least one transfer finished (or the timeout) and collects every
  * finished one into the table at `out`. Returns how many. */
-static int multi_collect(lua_State *L, multi_t *m, double timeout, int out, int flat)
+static int multi_collect(lua_State *L, multi_t *m, double timeout, int out, int flat, int owners)
 {
     int running = 0, n = 0;
     if (m->multi == NULL || m->busy == 0)
@@ -953,7 +962,7 @@ static int multi_collect(lua_State *L, multi_t *m, double timeout, int out, int 
             curl_multi_remove_handle(m->multi, h->curl);
             h->busy = 0;
             m->busy--;
-            collect(L, m, h, rc, out, ++n, flat);
+            collect(L, m, h, rc, out, ++n, flat, owners);
         }
         if (n > 0 || round > 0 || m->busy == 0)
             break;
@@ -972,19 +981,26 @@ static int l_multi_wait(lua_State *L)
     double timeout = luaL_optnumber(L, 2, 1.0);
     lua_settop(L, 2);
     lua_newtable(L);
-    multi_collect(L, m, timeout, 3, 0);
+    multi_collect(L, m, timeout, 3, 0, 0);
     return 1;
 }
 
-/* m:wait_into(out [, timeout_seconds]) -> n: m:wait's answers without a table each: out[6k+1 ..
- * 6k+6] = slot, status, a, b, c, d for k = 0 .. n-1 (see collect). For crm.batch's loop. */
+/* m:wait_into(out [, timeout_seconds [, owners]]) -> n: m:wait's answers without a table each:
+ * out[6k+1 .. 6k+6] = slot, status, a, b, c, d for k = 0 .. n-1 (see collect). With the table
+ * `owners`, out[6k+1] is owners[slot] (whatever the caller filed there at submit), and that
+ * entry is cleared before any answer is handed back. For crm.batch's loop. */
 static int l_multi_wait_into(lua_State *L)
 {
     multi_t *m = check_multi(L);
     luaL_checktype(L, 2, LUA_TTABLE);
     double timeout = luaL_optnumber(L, 3, 1.0);
-    lua_settop(L, 3);
-    lua_pushinteger(L, multi_collect(L, m, timeout, 2, 1));
+    int owners = 0;
+    if (!lua_isnoneornil(L, 4)) {
+        luaL_checktype(L, 4, LUA_TTABLE);
+        owners = 4;
+    }
+    lua_settop(L, 4);
+    lua_pushinteger(L, multi_collect(L, m, timeout, 2, 1, owners));
     return 1;
 }
 

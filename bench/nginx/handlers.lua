@@ -17,7 +17,7 @@ local cjson = require "cjson"
 local ngx = ngx
 
 local RID = "6f1d2d0e-8f65-4d7b-9b59-0f1f0c8e0a11"
-local base, guid, token, url, host, port, raw_request, warmup
+local base, guid, token, url, host, port, raw_request, warmup, gc_pause
 
 function M.init()
   base, guid, token = os.getenv("BENCH_BASE"), os.getenv("BENCH_GUID"), os.getenv("BENCH_TOKEN")
@@ -28,6 +28,7 @@ function M.init()
     .. "\r\nAuthorization: Bearer " .. token .. "\r\nToast-Restaurant-External-ID: " .. RID
     .. "\r\nAccept: application/json\r\n\r\n"
   warmup = tonumber(os.getenv("BENCH_WARMUP") or "")
+  gc_pause = os.getenv("BENCH_GC_PAUSE") == "1"
   local log = os.getenv("BENCH_JIT_LOG")
   if log and log ~= "" then M.trace_log(log) end
 end
@@ -93,12 +94,18 @@ function M.noop()
 end
 
 -- The trace log marks the end of the warm-up (BENCH_WARMUP requests, the short run's length):
--- the aborts that count come after it.
+-- the aborts that count come after it. BENCH_GC_PAUSE=1 (bench/nginx.sh's control run, never
+-- measured) stops the collector there: no finalizer of nginx's cosocket objects can then run
+-- while LuaJIT records a trace, so what the log still shows are the aborts of the code itself.
 local client, served = nil, 0
 function M.crm()
   served = served + 1
   if served == warmup and M.trace_out then
     M.trace_out:write("[warm-up over: ", served, " requests served]\n")
+    if gc_pause then
+      collectgarbage("stop")
+      M.trace_out:write("[collector stopped]\n")
+    end
     M.trace_out:flush()
   end
   if not client then

@@ -92,49 +92,51 @@ local function raw_length(t)
   return n
 end
 
--- The operations as calls: calls[i] is the function (a client method, or the caller's
--- function(client)), counts[i] how many arguments it takes after the client (-1: a function op),
--- args1[i] and args2[i] the first two, rest[i] all of them when there are more. Nothing is made
--- per operation for up to two arguments: no closure, no table. -> the five arrays | nil, index
-local function as_calls(client, ops, n)
-  local calls, counts, args1, args2, rest = {}, {}, {}, {}, {}
-  local methods = {} -- name -> the client's method, looked up once per batch
-  for i = 1, n do
+-- Checks every operation before anything runs: a function(client), or {"method_name", args...}
+-- naming a method of the client. The operations end at the first nil (as raw_length counts).
+-- -> methods (name -> the client's method, looked up once per batch), n | nil, index of the
+-- first bad one. Nothing is made per operation: a worker reads its operation again when it
+-- starts it (run_op).
+local function check_ops(client, ops)
+  local methods, i = {}, 1
+  while true do
     local op = rawget(ops, i)
-    local t = type(op)
-    if t == "function" then
-      calls[i], counts[i] = op, -1
-    else
-      local name = t == "table" and rawget(op, 1)
+    if op == nil then return methods, i - 1 end
+    if type(op) ~= "function" then
+      local name = type(op) == "table" and rawget(op, 1)
       local method = methods[name]
       if method == nil and type(name) == "string" then
         method = client[name]
         methods[name] = method
       end
       if type(method) ~= "function" then return nil, i end
-      local a1, a2 = rawget(op, 2), rawget(op, 3)
-      -- The arguments end at the first nil, as raw_length counts them.
-      local k = a1 == nil and 0 or a2 == nil and 1 or 2
-      calls[i], counts[i], args1[i], args2[i] = method, k, a1, a2
-      if k == 2 and rawget(op, 4) ~= nil then
-        k = raw_length(op) - 1
-        counts[i] = k
-        local args = {}
-        for a = 1, k do args[a] = rawget(op, a + 1) end
-        rest[i] = args
-      end
     end
+    i = i + 1
   end
-  return { calls = calls, counts = counts, args1 = args1, args2 = args2, rest = rest }
 end
 
--- Runs operation i of `c` (as_calls) on the client, protected: ok, value, extra | false, error.
-local function run_op(client, c, i)
-  local k, f = c.counts[i], c.calls[i]
-  if k == 1 then return pcall(f, client, c.args1[i]) end
-  if k <= 0 then return pcall(f, client) end
-  if k == 2 then return pcall(f, client, c.args1[i], c.args2[i]) end
-  return pcall(f, client, unpack(c.rest[i], 1, k))
+local function bad_op(i)
+  return errors.validation("ops[" .. i .. "]",
+    "must be a function(client) or {\"method_name\", args...} naming a client method")
+end
+
+-- Runs operation i on the client, protected: ok, value, extra | false, error. The arguments
+-- end at the first nil, as raw_length counts them; up to two make no table. An operation that
+-- the caller changed since the batch checked it is checked again here.
+local function run_op(client, ops, methods, i)
+  local op = rawget(ops, i)
+  if type(op) == "function" then return pcall(op, client) end
+  local f = type(op) == "table" and methods[rawget(op, 1)]
+  if not f then return true, nil, bad_op(i) end
+  local a1 = rawget(op, 2)
+  if a1 == nil then return pcall(f, client) end
+  local a2 = rawget(op, 3)
+  if a2 == nil then return pcall(f, client, a1) end
+  if rawget(op, 4) == nil then return pcall(f, client, a1, a2) end
+  local k = raw_length(op) - 1
+  local args = {}
+  for a = 1, k do args[a] = rawget(op, a + 1) end
+  return pcall(f, client, unpack(args, 1, k))
 end
 
 -- What an operation raised, as a validation error naming ops[index]. A Lua error inside an
@@ -183,7 +185,7 @@ end
 
 -- Inside nginx: `concurrency` light threads take the operations in turn. Cosockets and ngx.sleep
 -- yield to nginx, so the threads (and other requests) run while each one waits.
-local function run_threads(client, c, n, concurrency, opts)
+local function run_threads(client, ops, methods, n, concurrency, opts)
   local spawn, wait = platform.ngx.thread.spawn, platform.ngx.thread.wait
   local results = { succeeded = 0, failed = 0 }
   local next_op, stopping = 1, false
@@ -191,7 +193,7 @@ local function run_threads(client, c, n, concurrency, opts)
     while not stopping and next_op <= n do
       local index = next_op
       next_op = next_op + 1
-      local ok, res, err, third = run_op(client, c, index)
+      local ok, res, err, third = run_op(client, ops, methods, index)
       if record(results, opts, index, ok, res, err, third) then stopping = true end
     end
   end
@@ -235,12 +237,8 @@ function M.run(client, ops, opts)
     return nil, errors.validation("concurrency", "must be an integer from 1 to 1024")
   end
   opts.client = client -- for the redaction of what an operation raises
-  local n = raw_length(ops)
-  local c, bad = as_calls(client, ops, n)
-  if not c then
-    return nil, errors.validation("ops[" .. bad .. "]",
-      "must be a function(client) or {\"method_name\", args...} naming a client method")
-  end
+  local methods, n = check_ops(client, ops)
+  if not methods then return nil, bad_op(n) end
   if client._closed then return nil, (require("crm.client").closed_error()) end
 
   -- The transport says how: "threads" (nginx light threads) or "multi" (libcurl's multi).
@@ -248,7 +246,7 @@ function M.run(client, ops, opts)
   local mode, why = "multi", nil
   if type(transport) == "table" and transport.batch_mode then mode, why = transport:batch_mode() end
   if not mode then return nil, why end
-  if mode == "threads" then return run_threads(client, c, n, concurrency, opts) end
+  if mode == "threads" then return run_threads(client, ops, methods, n, concurrency, opts) end
 
   local multi, merr = platform.core.multi(client._transport_options(concurrency))
   if not multi then return nil, errors.new(merr.kind, merr.message, { code = merr.name }) end
@@ -257,105 +255,98 @@ function M.run(client, ops, opts)
   -- last one is done and run it as a sequential call runs (the same methods, crm.client.call,
   -- the retry policy). Their requests go to the multi (the router yields CALL or SUBMIT) and
   -- their sleeps to a timer list (SLEEP); the loop below resumes each one when what it waits
-  -- for is there.
+  -- for is there. A worker is {coroutine, index of the operation it runs}.
   local results = { succeeded = 0, failed = 0 }
-  local by_slot, kind_of = {}, {} -- slot -> worker; slot -> CALL or SUBMIT
+  local by_slot = {} -- slot -> the worker whose transfer it runs (m:wait_into hands it back)
   local sleepers = {} -- array of {worker, wake}
-  local current = {}  -- worker -> index of the operation it runs
-  local workers, next_op, stopping = 0, 1, false
+  local workers, next_op, stopping, succeeded = 0, 1, false, 0
   local in_flight = 0 -- transfers on the multi
   local batch_owner = client.transport -- the router whose requests go to this batch's multi
 
-  local function work()
-    local co = co_running()
+  local function work(w)
     while not stopping and next_op <= n do
       local index = next_op
-      next_op = next_op + 1
-      current[co] = index
-      local ok, res, err, third = run_op(client, c, index)
-      current[co] = nil
-      if record(results, opts, index, ok, res, err, third) then stopping = true end
+      next_op = index + 1
+      w[2] = index
+      local ok, res, err, third = run_op(client, ops, methods, index)
+      w[2] = nil
+      if ok and res ~= nil then
+        -- extra: the op's third value (res, nil, extra: the library's convention), or a
+        -- second value an op of the caller's own still returns on success
+        results[index] = { value = res, extra = err ~= nil and err or third }
+        succeeded = succeeded + 1
+      elseif record(results, opts, index, ok, res, err, third) then
+        stopping = true
+      end
     end
     return DONE
   end
 
   -- A worker that is gone: the operation it ran fails with `err`.
-  local function lost(co, err)
-    members[co] = nil
+  local function lost(w, err)
+    members[w[1]] = nil
     workers = workers - 1
-    local index = current[co]
-    current[co] = nil
+    local index = w[2]
+    w[2] = nil
     if index and record(results, opts, index, true, nil, err) then stopping = true end
   end
 
   -- Resumes a worker with the given values (what its request or sleep returns: up to five) and
   -- files what it asks for next.
-  local function step(co, v1, v2, v3, v4, v5)
+  local function step(w, v1, v2, v3, v4, v5)
+    local co = w[1]
     local _, what, a1, a2, a3, a4, a5, a6, a7, a8, a9 = co_resume(co, v1, v2, v3, v4, v5)
     if what == CALL then
       local slot, serr = multi:submit_call(a1, a2, a3, a4, a5, a6, a7, a8, a9)
-      if not slot then return step(co, slot, serr) end
-      by_slot[slot], kind_of[slot] = co, CALL
+      if not slot then return step(w, slot, serr) end
+      by_slot[slot] = w
       in_flight = in_flight + 1
     elseif what == DONE then
       members[co] = nil
       workers = workers - 1
     elseif co_status(co) == "dead" then
-      return lost(co, raised(opts, current[co], what))
+      return lost(w, raised(opts, w[2], what))
     elseif what == SUBMIT then
       local slot, serr = multi:submit(a1, a2, a3, a4, a5, a6)
-      if not slot then return step(co, nil, serr) end
-      by_slot[slot], kind_of[slot] = co, SUBMIT
+      if not slot then return step(w, nil, serr) end
+      by_slot[slot] = w
       in_flight = in_flight + 1
     elseif what == SLEEP then
-      sleepers[#sleepers + 1] = { co, now() + (a1 or 0) }
+      sleepers[#sleepers + 1] = { w, now() + (a1 or 0) }
     else
       -- Someone yielded from inside an operation for their own reasons: not supported.
-      return lost(co, errors.new("validation", "operations must not yield their own coroutines",
-        { field = "ops[" .. tostring(current[co]) .. "]" }))
+      return lost(w, errors.new("validation", "operations must not yield their own coroutines",
+        { field = "ops[" .. tostring(w[2]) .. "]" }))
     end
   end
 
-  local owners, kinds, done = {}, {}, {}
+  local done = {}
   M.running = M.running + 1
   while true do
     while not stopping and workers < concurrency and next_op <= n do
       local co = co_create(work)
       members[co] = batch_owner
       workers = workers + 1
-      step(co)
+      local w = { co }
+      step(w, w)
     end
     if workers == 0 then break end
 
     local earliest
     for i = 1, #sleepers do
-      local w = sleepers[i][2]
-      if not earliest or w < earliest then earliest = w end
+      local t = sleepers[i][2]
+      if not earliest or t < earliest then earliest = t end
     end
     if in_flight > 0 then
       local wait = earliest and math.max(0, earliest - now()) or 1.0
-      local count = multi:wait_into(done, math.min(wait, 1.0))
+      -- Every finished slot is free again, and its owner taken out of by_slot, before anyone is
+      -- resumed: an operation's next request may reuse a slot further down this list.
+      -- done[k .. k + 5] = worker, status, a, b, c, d (nil, err: a transport error; a request's
+      -- status, headers, body, or a call's status, data, headers, done, decode_error).
+      local count = multi:wait_into(done, math.min(wait, 1.0), by_slot)
       in_flight = in_flight - count
-      -- Every finished slot is free again already: take all owners before resuming anyone, or
-      -- an operation's next request could reuse a slot further down this list.
-      for i = 1, count do
-        local slot = done[6 * i - 5]
-        owners[i], kinds[i] = by_slot[slot], kind_of[slot]
-        by_slot[slot] = nil
-      end
-      for i = 1, count do
-        local owner = owners[i]
-        local k = 6 * i - 5
-        local status, a, b, cc, d = done[k + 1], done[k + 2], done[k + 3], done[k + 4], done[k + 5]
-        owners[i] = nil
-        if status == nil then
-          step(owner, nil, a)
-        elseif kinds[i] == CALL then
-          step(owner, status, a, b, cc, d)
-        else
-          step(owner, status, a, b)
-        end
-        kinds[i] = nil
+      for k = 1, 6 * count, 6 do
+        step(done[k], done[k + 1], done[k + 2], done[k + 3], done[k + 4], done[k + 5])
       end
     elseif earliest then
       local t = now()
@@ -374,6 +365,7 @@ function M.run(client, ops, opts)
       for i = 1, #due do step(due[i][1]) end
     end
   end
+  results.succeeded = results.succeeded + succeeded
   M.running = M.running - 1
   multi:close()
   return cancel_rest(results, n)
