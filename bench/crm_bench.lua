@@ -13,7 +13,21 @@
 --                                       (lastName Pagebench) in that restaurant
 --   crm_bench.lua luaonly N toast|tc    N get_customer calls whose exchange is a stand-in that
 --                                       answers at once: crm's own Lua per call, nothing else
+--   crm_bench.lua countkeep N GUID      N sequential get_customer calls, every result kept as
+--                                       client:batch keeps it ({value = customer})
+--   crm_bench.lua coswitch N            N coroutine resume + yield round trips carrying what a
+--                                       batch's call carries (10 values out, 5 back): the floor
+--                                       of running an operation as a coroutine
 local mode = arg[1]
+if mode == "coswitch" then
+  local mark = {}
+  local co = coroutine.create(function()
+    while true do coroutine.yield(mark, 1, 2, 3, 4, 5, 6, 7, 8, 9) end
+  end)
+  local resume = coroutine.resume
+  for _ = 1, tonumber(arg[2]) do resume(co, 1, 2, 3, 4, 5) end
+  return
+end
 if mode == "require" then
   local t0 = os.clock()
   require "crm"
