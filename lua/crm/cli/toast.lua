@@ -185,6 +185,19 @@ local function credit_row(row)
   return { amount = amount, note = row.note, guid = row.guid, localCreatedDate = when }
 end
 
+-- Whether the credit a row would add is stored already (an earlier run added it): the GUID is
+-- known before sending (the key's, else the row's guid), so it is read first and a rerun says
+-- "found", not "added". -> true | false | nil, err (the read failed: nothing is sent)
+local function credit_stored(client, guid, opts)
+  if opts then guid = client:get_idempotency_guid("add_credit", opts.idempotency_key) end
+  if type(guid) ~= "string" then return false end
+  local stored, err = client:get_credit_transaction(guid)
+  if stored then return true end
+  -- not there, or not a GUID (add_credit refuses it with its own error)
+  if err.status == 404 or err.kind == "validation" then return false end
+  return nil, err
+end
+
 -- What each --input import does with one row -> value, how | nil, err; and the result's field.
 local IMPORTS = {
   ["find-or-create"] = { field = "customer", label = "find-or-create",
@@ -195,11 +208,16 @@ local IMPORTS = {
                          end },
   create = { field = "customer", label = "create", how = "created",
              run = function(client, row, opts) return client:create_customer(row, opts) end },
-  credit = { field = "transaction", label = "credit add", how = "added",
+  credit = { field = "transaction", label = "credit add",
              run = function(client, row, opts)
                local txn, err = credit_row(row)
                if not txn then return nil, err end
-               return client:add_credit(row.customerId, txn, opts)
+               local found, ferr = credit_stored(client, txn.guid, opts)
+               if found == nil then return nil, ferr end
+               -- sent even when found: a replay that does not match (another amount) fails
+               local res, aerr = client:add_credit(row.customerId, txn, opts)
+               if not res then return nil, aerr end
+               return res, found and "found" or "added"
              end },
 }
 
@@ -227,9 +245,10 @@ local function row_op(ctx, imp, r, column, progress)
 end
 
 -- --input FILE: every row through client:batch; each row's outcome is one line
--- {line, status = "found" | "created" | "added" | "failed" | "dry_run", customer | transaction | error},
--- and a failing row does not stop the others. Rows take their idempotency key from the key
--- column (--key-column, default idempotency_key when present), so a rerun adds nothing.
+-- {line, status = "found" | "created" | "added" | "failed" | "dry_run", customer | transaction | error}
+-- (a credit an earlier run added is "found"), and a failing row does not stop the others. Rows
+-- take their idempotency key from the key column (--key-column, default idempotency_key when
+-- present), so a rerun adds nothing.
 local function import_input(ctx, toast, kind)
   local imp = IMPORTS[kind]
   if ctx.args.idempotency_key then
@@ -289,7 +308,8 @@ local function import_input(ctx, toast, kind)
   end
   output.flush()
   summary.finish()
-  local done_text = kind == "credit" and ("%d added"):format(counts.added)
+  local done_text = kind == "credit" and ("%d added, %d already added (found)"):format(counts.added,
+      counts.found)
     or kind == "create" and ("%d created"):format(counts.created)
     or ("%d found, %d created"):format(counts.found, counts.created)
   bar:finish(("%s: %d rows: %s, %d failed%s%s in %.1fs"):format(imp.label, #rows, done_text,
