@@ -501,8 +501,9 @@ local function backfill(ctx, toast)
   local n, jerr = set:write_jsonl(io.stdout)
   output.flush()
   if not n then return ctx:fail(jerr) end
-  bar:finish(("backfill: %d orders in %d windows (%d ordersBulk calls) -> %d guest profiles"):format(
-    res.orders, res.windows, res.calls, n))
+  local text, nothing_left = require("crm.cli.guests_db").backfill_summary(res, journal and journal.checkpoint)
+  bar:finish(("%s%s -> %d guest profiles"):format(text,
+    nothing_left and ("; the journal holds %d orders"):format(#journal.orders) or "", n))
   if temporary then os.remove(path) end
   return 0
 end
