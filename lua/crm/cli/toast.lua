@@ -185,17 +185,23 @@ local function credit_row(row)
   return { amount = amount, note = row.note, guid = row.guid, localCreatedDate = when }
 end
 
--- Whether the credit a row would add is stored already (an earlier run added it): the GUID is
--- known before sending (the key's, else the row's guid), so it is read first and a rerun says
--- "found", not "added". -> true | false | nil, err (the read failed: nothing is sent)
-local function credit_stored(client, guid, opts)
-  if opts then guid = client:get_idempotency_guid("add_credit", opts.idempotency_key) end
-  if type(guid) ~= "string" then return false end
-  local stored, err = client:get_credit_transaction(guid)
-  if stored then return true end
-  -- not there, or not a GUID (add_credit refuses it with its own error)
-  if err.status == 404 or err.kind == "validation" then return false end
-  return nil, err
+-- A write whose GUID is known before sending (the key's, else the row's guid) may be one an
+-- earlier run did: the GUID is read first, so a rerun says "found", not "created" or "added".
+-- Then the write is sent all the same: a replay that does not match (another amount, another
+-- guest) fails. write(guid) -> value | nil, err; lookup: the client's method that reads the
+-- record. -> value, "found" | done | nil, err (a failed read sends nothing)
+local function write_once(client, operation, lookup, guid, opts, done, write)
+  if opts then guid = client:get_idempotency_guid(operation, opts.idempotency_key) end
+  local found = false
+  if type(guid) == "string" then
+    local stored, err = client[lookup](client, guid)
+    found = stored ~= nil
+    -- not there, or not a GUID (the write refuses it with its own error)
+    if not stored and err.status ~= 404 and err.kind ~= "validation" then return nil, err end
+  end
+  local res, err = write()
+  if not res then return nil, err end
+  return res, found and "found" or done
 end
 
 -- What each --input import does with one row -> value, how | nil, err; and the result's field.
@@ -206,18 +212,17 @@ local IMPORTS = {
                            if c then return c, how end
                            return nil, e
                          end },
-  create = { field = "customer", label = "create", how = "created",
-             run = function(client, row, opts) return client:create_customer(row, opts) end },
+  create = { field = "customer", label = "create",
+             run = function(client, row, opts)
+               return write_once(client, "create_customer", "get_customer", row.guid, opts, "created",
+                 function() return client:create_customer(row, opts) end)
+             end },
   credit = { field = "transaction", label = "credit add",
              run = function(client, row, opts)
                local txn, err = credit_row(row)
                if not txn then return nil, err end
-               local found, ferr = credit_stored(client, txn.guid, opts)
-               if found == nil then return nil, ferr end
-               -- sent even when found: a replay that does not match (another amount) fails
-               local res, aerr = client:add_credit(row.customerId, txn, opts)
-               if not res then return nil, aerr end
-               return res, found and "found" or "added"
+               return write_once(client, "add_credit", "get_credit_transaction", txn.guid, opts, "added",
+                 function() return client:add_credit(row.customerId, txn, opts) end)
              end },
 }
 
@@ -236,7 +241,6 @@ local function row_op(ctx, imp, r, column, progress)
         res, how = nil, kerr
       else
         res, how = imp.run(client, r.row, opts)
-        if res and imp.how then how = imp.how end
       end
     end
     progress()
@@ -246,7 +250,7 @@ end
 
 -- --input FILE: every row through client:batch; each row's outcome is one line
 -- {line, status = "found" | "created" | "added" | "failed" | "dry_run", customer | transaction | error}
--- (a credit an earlier run added is "found"), and a failing row does not stop the others. Rows
+-- (a credit or customer an earlier run wrote is "found"), and a failing row does not stop the others. Rows
 -- take their idempotency key from the key column (--key-column, default idempotency_key when
 -- present), so a rerun adds nothing.
 local function import_input(ctx, toast, kind)
@@ -310,7 +314,7 @@ local function import_input(ctx, toast, kind)
   summary.finish()
   local done_text = kind == "credit" and ("%d added, %d already added (found)"):format(counts.added,
       counts.found)
-    or kind == "create" and ("%d created"):format(counts.created)
+    or kind == "create" and ("%d created, %d already created (found)"):format(counts.created, counts.found)
     or ("%d found, %d created"):format(counts.found, counts.created)
   bar:finish(("%s: %d rows: %s, %d failed%s%s in %.1fs"):format(imp.label, #rows, done_text,
     counts.failed, ctx.dry_run and (", " .. counts.dry_run .. " would be written") or "",
