@@ -188,8 +188,9 @@ end
 -- A write whose GUID is known before sending (the key's, else the row's guid) may be one an
 -- earlier run did: the GUID is read first, so a rerun says "found", not "created" or "added".
 -- Then the write is sent all the same: a replay that does not match (another amount, another
--- guest) fails. write(guid) -> value | nil, err; lookup: the client's method that reads the
--- record. -> value, "found" | done | nil, err (a failed read sends nothing)
+-- guest) fails. lookup: the client's method that reads the record; done: the status of a row
+-- not found; write() -> value | nil, err. -> value, "found" | done | nil, err (a failed read
+-- sends nothing)
 local function write_once(client, operation, lookup, guid, opts, done, write)
   if opts then guid = client:get_idempotency_guid(operation, opts.idempotency_key) end
   local found = false
@@ -250,9 +251,9 @@ end
 
 -- --input FILE: every row through client:batch; each row's outcome is one line
 -- {line, status = "found" | "created" | "added" | "failed" | "dry_run", customer | transaction | error}
--- (a credit or customer an earlier run wrote is "found"), and a failing row does not stop the others. Rows
--- take their idempotency key from the key column (--key-column, default idempotency_key when
--- present), so a rerun adds nothing.
+-- (a credit or customer an earlier run wrote is "found"), and a failing row does not stop the
+-- others. Rows take their idempotency key from the key column (--key-column, default
+-- idempotency_key when present), so a rerun adds nothing.
 local function import_input(ctx, toast, kind)
   local imp = IMPORTS[kind]
   if ctx.args.idempotency_key then
