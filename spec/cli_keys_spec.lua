@@ -49,11 +49,18 @@ describe("crm idempotency keys", function()
     local c = assert(toast:create_customer(H.customer()))
     local file = write("credits.csv", "customerId,amount,note,idempotency_key\n" .. c.guid .. ",4,a,o-1\n"
       .. c.guid .. ",2.5,,o-2\n")
-    for _ = 1, 3 do
+    for run = 1, 3 do
       local r = crm_sim("toast credit add --input " .. file)
       assert.equal(0, r.code)
-      assert.equal("added,added", statuses(r))
       assert.is_nil(r.err:find("would add every credit again", 1, true))
+      -- a rerun adds nothing, and says so: the rows are found, not added
+      if run == 1 then
+        assert.equal("added,added", statuses(r))
+        assert.truthy(r.err:find("2 rows: 2 added, 0 already added (found), 0 failed", 1, true), r.err)
+      else
+        assert.equal("found,found", statuses(r))
+        assert.truthy(r.err:find("2 rows: 0 added, 2 already added (found), 0 failed", 1, true), r.err)
+      end
     end
     assert.equal(6.5, assert(toast:get_credit_summary(c.guid)).amount)
     local again = crm_sim("toast credit add --input " .. file)
@@ -64,6 +71,24 @@ describe("crm idempotency keys", function()
     assert.equal(4, r.code)
     assert.matches("idempotency_mismatch", r.err)
     assert.equal(6.5, assert(toast:get_credit_summary(c.guid)).amount)
+  end)
+
+  it("says which rows of a rerun were added before: by key, or by the row's own guid", function()
+    local c = assert(toast:create_customer(H.customer()))
+    local txn = crm.guid()
+    local first = write("first.csv", "customerId,amount,guid,idempotency_key\n" .. c.guid .. ",1,,p-1\n")
+    assert.equal("added", statuses(crm_sim("toast credit add --input " .. first)))
+    local plain = write("guid.csv", "customerId,amount,guid\n" .. c.guid .. ",2," .. txn .. "\n")
+    assert.equal("added", statuses(crm_sim("toast credit add --input " .. plain)))
+    assert.equal("found", statuses(crm_sim("toast credit add --input " .. plain)))
+    -- the old row beside a new one, and the old key with another amount: refused, not found
+    local more = write("more.csv", "customerId,amount,idempotency_key\n" .. c.guid .. ",1,p-1\n"
+      .. c.guid .. ",3,p-2\n" .. c.guid .. ",9,p-1\n")
+    local r = crm_sim("toast credit add --input " .. more)
+    assert.equal("found,added,failed", statuses(r))
+    assert.equal("idempotency_mismatch", r.out[3].error.code)
+    assert.truthy(r.err:find("3 rows: 1 added, 1 already added (found), 1 failed", 1, true), r.err)
+    assert.equal(6, assert(toast:get_credit_summary(c.guid)).amount)
   end)
 
   it("says once on stderr that an import without a key column would credit again", function()
@@ -78,9 +103,12 @@ describe("crm idempotency keys", function()
   it("creates keyed customers once, with --key-column, and refuses a row without its key", function()
     local file = write("guests.csv", "firstName,lastName,email,row\nAnn,Lee,ann.k@example.org,r1\n"
       .. "Bo,Lee,bo.k@example.org,\n")
-    for _ = 1, 2 do
+    for run = 1, 2 do
       local r = crm_sim("toast customers create --input " .. file .. " --key-column row")
-      assert.equal("created,failed", statuses(r))
+      -- the rerun creates nobody, and says so: the keyed row is found
+      assert.equal(run == 1 and "created,failed" or "found,failed", statuses(r))
+      assert.truthy(r.err:find(run == 1 and "1 created, 0 already created (found)"
+        or "0 created, 1 already created (found)", 1, true), r.err)
       assert.equal("row", r.out[2].error.field)
       assert.equal(toast:get_idempotency_guid("create_customer", "r1"), r.out[1].customer.guid)
     end

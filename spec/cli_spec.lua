@@ -359,6 +359,39 @@ describe("crm (the command line)", function()
     end
   end)
 
+  it("says what a resumed backfill fetched, and that a finished one had nothing left", function()
+    local journal = home .. "/backfill-" .. core.guid():sub(1, 8) .. ".jsonl"
+    local cmd = "--sim toast guests backfill --weeks 3 --window-days 7 --spacing 0.05 --checkpoint " .. q(journal)
+    local r = crm_run(cmd)
+    assert.equal(0, r.code, r.err)
+    local want = lines(r.out)
+    local total = tonumber(r.err:match("backfill: (%d+) orders in 3 windows %(3 ordersBulk calls%) %->"))
+    assert.is_number(total, r.err)
+    -- the journal as a kill after the first window leaves it: the rerun fetches the last two
+    local kept, first = {}, nil
+    for l in H.slurp(journal):gmatch("[^\n]+") do
+      kept[#kept + 1] = l
+      local v = crm.json.decode(l)
+      if v.checkpoint then
+        first = v.checkpoint
+        break
+      end
+    end
+    H.spit(journal, table.concat(kept, "\n") .. "\n")
+    r = crm_run(cmd)
+    assert.equal(0, r.code, r.err)
+    assert.equal(#want, #lines(r.out))
+    assert.truthy(r.err:find(("backfill: resumed after 1 windows: %d orders in 2 windows (2 ordersBulk calls), %d in"
+      .. " all -> %d guest profiles"):format(total - first.orders, total, #want), 1, true), r.err)
+    -- finished: nothing left to fetch; the profiles come from the journal
+    r = crm_run(cmd)
+    assert.equal(0, r.code, r.err)
+    assert.equal(#want, #lines(r.out))
+    assert.truthy(r.err:find(("backfill: nothing left to fetch (it finished before: %d orders in 3 windows); the"
+      .. " journal holds %d orders -> %d guest profiles"):format(total, total, #want), 1, true), r.err)
+    os.remove(journal)
+  end)
+
   it("refuses a config file that group or others can read, and reads one only its owner can", function()
     local dir = home .. "/config/crm"
     assert(os.execute("mkdir -p " .. q(dir)))

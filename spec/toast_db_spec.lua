@@ -386,6 +386,47 @@ describe("guest history in a database", function()
       watch:close()
     end)
 
+    it("says what a resumed backfill fetched, and that a finished one had nothing left", function()
+      H.reset()
+      H.config { toast_orders_per_day = 5, toast_orders_days = 40 }
+      local url = new_url()
+      -- two windows in this process, then stopped as a kill stops it: the database keeps the checkpoint
+      local toast = H.toast()
+      local sink = assert(db.open(url))
+      local gctx = assert(toast:get_guest_context())
+      local n = 0
+      local res = toast:backfill_orders { weeks = 4, window_days = 7, spacing = 0, allow_fast = true,
+                                          profiles = false,
+                                          on_window = function(orders) assert(sink:write_orders(R, orders, gctx)) end,
+                                          on_progress = function(p)
+                                            assert(sink:save_checkpoint(R, p.checkpoint))
+                                            n = n + 1
+                                            if n == 2 then error("stopped", 0) end
+                                          end }
+      toast:close()
+      assert.is_nil(res)
+      local cp = assert(sink:load_checkpoint(R))
+      assert.equal(2, cp.windows_done)
+      local ok, out = crm_run("--sim toast guests backfill --db " .. q(url) .. " --window-days 7")
+      assert.is_true(ok, out)
+      local final = assert(sink:load_checkpoint(R))
+      local total = #assert(sink:orders(R))
+      assert.equal(final.orders, total)
+      assert.is_true(total > cp.orders)
+      -- this run's windows and orders, and the total apart
+      assert.truthy(out:find(("backfill: resumed after 2 windows: %d orders in %d windows (%d ordersBulk calls),"
+        .. " %d in all, %d written to the database"):format(total - cp.orders, final.windows_done - 2,
+        final.windows_done - 2, total, total - cp.orders), 1, true), out)
+      -- again: nothing left, said as such (not "N orders in 0 windows")
+      ok, out = crm_run("--sim toast guests backfill --db " .. q(url) .. " --window-days 7")
+      assert.is_true(ok, out)
+      assert.matches('"written":0', out)
+      assert.truthy(out:find(("backfill: nothing left to fetch (it finished before: %d orders in %d windows);"
+        .. " the database holds %d orders of this restaurant"):format(total, final.windows_done, total), 1, true), out)
+      assert.is_nil(out:find("in 0 windows", 1, true), out)
+      sink:close()
+    end)
+
     it("lets two processes write the same orders at once: each stored once, no error", function()
       H.reset()
       local url = new_url()

@@ -17,6 +17,24 @@ end
 
 M.open = open
 
+-- The start of the last line of one restaurant's backfill, true to what this run did: a run that
+-- resumed counts its own windows and orders (and says how many there are in all), and a rerun of
+-- a finished backfill says that nothing was left to fetch. `cp` is the checkpoint it started
+-- from (nil: a fresh backfill). -> text, whether nothing was left
+function M.backfill_summary(res, cp)
+  if not cp then
+    return ("backfill: %d orders in %d windows (%d ordersBulk calls)"):format(res.orders, res.windows,
+      res.calls), false
+  end
+  local before, windows_before = cp.orders or 0, cp.windows_done or 0
+  if res.windows == 0 then
+    return ("backfill: nothing left to fetch (it finished before: %d orders in %d windows)"):format(before,
+      windows_before), true
+  end
+  return ("backfill: resumed after %d windows: %d orders in %d windows (%d ordersBulk calls), %d in all")
+    :format(windows_before, res.orders - before, res.windows, res.calls, res.orders), false
+end
+
 -- One restaurant's backfill into an open sink -> exit code, after its line
 -- {restaurant, windows, orders, written, checkpoint}. `client` is the Toast client or a view of
 -- it for one restaurant (anything with restaurant_guid, get_guest_context and backfill_orders):
@@ -73,8 +91,15 @@ function M.backfill_restaurant(ctx, client, sink)
     output.note("resume with the same command (the database keeps the checkpoint)")
     return output.exit_code(err)
   end
-  bar:finish(("backfill: %d orders in %d windows (%d ordersBulk calls), %d written to the database"):format(
-    res.orders, res.windows, res.calls, written))
+  local text, nothing_left = M.backfill_summary(res, cp)
+  if nothing_left then
+    -- what the database holds of this restaurant (the earlier runs', webhooks' and drains' orders)
+    local stored = sink:orders(r)
+    text = text .. (stored and ("; the database holds %d orders of this restaurant"):format(#stored) or "")
+  else
+    text = text .. (", %d written to the database"):format(written)
+  end
+  bar:finish(text)
   return ctx:line { restaurant = r, windows = res.windows, orders = res.orders, written = written,
                     checkpoint = res.checkpoint }
 end

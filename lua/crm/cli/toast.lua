@@ -185,6 +185,26 @@ local function credit_row(row)
   return { amount = amount, note = row.note, guid = row.guid, localCreatedDate = when }
 end
 
+-- A write whose GUID is known before sending (the key's, else the row's guid) may be one an
+-- earlier run did: the GUID is read first, so a rerun says "found", not "created" or "added".
+-- Then the write is sent all the same: a replay that does not match (another amount, another
+-- guest) fails. lookup: the client's method that reads the record; done: the status of a row
+-- not found; write() -> value | nil, err. -> value, "found" | done | nil, err (a failed read
+-- sends nothing)
+local function write_once(client, operation, lookup, guid, opts, done, write)
+  if opts then guid = client:get_idempotency_guid(operation, opts.idempotency_key) end
+  local found = false
+  if type(guid) == "string" then
+    local stored, err = client[lookup](client, guid)
+    found = stored ~= nil
+    -- not there, or not a GUID (the write refuses it with its own error)
+    if not stored and err.status ~= 404 and err.kind ~= "validation" then return nil, err end
+  end
+  local res, err = write()
+  if not res then return nil, err end
+  return res, found and "found" or done
+end
+
 -- What each --input import does with one row -> value, how | nil, err; and the result's field.
 local IMPORTS = {
   ["find-or-create"] = { field = "customer", label = "find-or-create",
@@ -193,13 +213,17 @@ local IMPORTS = {
                            if c then return c, how end
                            return nil, e
                          end },
-  create = { field = "customer", label = "create", how = "created",
-             run = function(client, row, opts) return client:create_customer(row, opts) end },
-  credit = { field = "transaction", label = "credit add", how = "added",
+  create = { field = "customer", label = "create",
+             run = function(client, row, opts)
+               return write_once(client, "create_customer", "get_customer", row.guid, opts, "created",
+                 function() return client:create_customer(row, opts) end)
+             end },
+  credit = { field = "transaction", label = "credit add",
              run = function(client, row, opts)
                local txn, err = credit_row(row)
                if not txn then return nil, err end
-               return client:add_credit(row.customerId, txn, opts)
+               return write_once(client, "add_credit", "get_credit_transaction", txn.guid, opts, "added",
+                 function() return client:add_credit(row.customerId, txn, opts) end)
              end },
 }
 
@@ -218,7 +242,6 @@ local function row_op(ctx, imp, r, column, progress)
         res, how = nil, kerr
       else
         res, how = imp.run(client, r.row, opts)
-        if res and imp.how then how = imp.how end
       end
     end
     progress()
@@ -227,9 +250,10 @@ local function row_op(ctx, imp, r, column, progress)
 end
 
 -- --input FILE: every row through client:batch; each row's outcome is one line
--- {line, status = "found" | "created" | "added" | "failed" | "dry_run", customer | transaction | error},
--- and a failing row does not stop the others. Rows take their idempotency key from the key
--- column (--key-column, default idempotency_key when present), so a rerun adds nothing.
+-- {line, status = "found" | "created" | "added" | "failed" | "dry_run", customer | transaction | error}
+-- (a credit or customer an earlier run wrote is "found"), and a failing row does not stop the
+-- others. Rows take their idempotency key from the key column (--key-column, default
+-- idempotency_key when present), so a rerun adds nothing.
 local function import_input(ctx, toast, kind)
   local imp = IMPORTS[kind]
   if ctx.args.idempotency_key then
@@ -289,8 +313,9 @@ local function import_input(ctx, toast, kind)
   end
   output.flush()
   summary.finish()
-  local done_text = kind == "credit" and ("%d added"):format(counts.added)
-    or kind == "create" and ("%d created"):format(counts.created)
+  local done_text = kind == "credit" and ("%d added, %d already added (found)"):format(counts.added,
+      counts.found)
+    or kind == "create" and ("%d created, %d already created (found)"):format(counts.created, counts.found)
     or ("%d found, %d created"):format(counts.found, counts.created)
   bar:finish(("%s: %d rows: %s, %d failed%s%s in %.1fs"):format(imp.label, #rows, done_text,
     counts.failed, ctx.dry_run and (", " .. counts.dry_run .. " would be written") or "",
@@ -481,8 +506,9 @@ local function backfill(ctx, toast)
   local n, jerr = set:write_jsonl(io.stdout)
   output.flush()
   if not n then return ctx:fail(jerr) end
-  bar:finish(("backfill: %d orders in %d windows (%d ordersBulk calls) -> %d guest profiles"):format(
-    res.orders, res.windows, res.calls, n))
+  local text, nothing_left = require("crm.cli.guests_db").backfill_summary(res, journal and journal.checkpoint)
+  bar:finish(("%s%s -> %d guest profiles"):format(text,
+    nothing_left and ("; the journal holds %d orders"):format(#journal.orders) or "", n))
   if temporary then os.remove(path) end
   return 0
 end
