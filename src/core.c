@@ -45,7 +45,7 @@ typedef struct {
     struct curl_slist *headers; /* of the request in flight, when it owns them */
     int busy;                   /* multi slots: a request is in flight */
     const crm_op *op;           /* the operation in flight (core.ops), or NULL for request() */
-    int hs_ref;                 /* multi slots: registry reference to its header set */
+    struct hset *hs_pin;        /* multi slots: the header set of the call in flight (pinned) */
     struct buf url;             /* the URL being built (kept: a client allocates once) */
     /* What the handle is set to now, so a request sets only what changes (-1: not known). */
     long set_timeout;
@@ -591,7 +591,7 @@ static int l_request(lua_State *L)
 
 #define CRM_HSET_MT "crm.core.header_set"
 
-typedef struct {
+typedef struct hset {
     struct curl_slist *get;  /* requests without a body */
     struct curl_slist *body; /* requests with one: the same lines and "Expect:" */
     int uses;                /* transfers in flight with these lists */
@@ -738,6 +738,7 @@ typedef struct {
     int size;
     int busy;
     handle_t *slots;
+    int pins_ref; /* registry reference to {slot = header set of the call in flight}, or LUA_NOREF */
 } multi_t;
 
 static multi_t *check_multi(lua_State *L)
@@ -763,7 +764,7 @@ static void multi_release(multi_t *m)
     m->busy = 0;
 }
 
-static void release_hset(lua_State *L, handle_t *h);
+static void release_hset(lua_State *L, multi_t *m, handle_t *h);
 
 /* The first slot with no transfer in flight, or -1. */
 static int free_slot(const multi_t *m)
@@ -779,7 +780,11 @@ static int l_multi_close(lua_State *L)
     multi_t *m = check_multi(L);
     if (m->slots) {
         for (int i = 0; i < m->size; i++)
-            release_hset(L, &m->slots[i]);
+            release_hset(L, m, &m->slots[i]);
+    }
+    if (m->pins_ref != LUA_NOREF) {
+        luaL_unref(L, LUA_REGISTRYINDEX, m->pins_ref);
+        m->pins_ref = LUA_NOREF;
     }
     multi_release(m);
     return 0;
@@ -796,8 +801,11 @@ static int l_multi(lua_State *L)
 
     multi_t *m = lua_newuserdata(L, sizeof *m);
     memset(m, 0, sizeof *m);
+    m->pins_ref = LUA_NOREF;
     luaL_getmetatable(L, CRM_MULTI_MT);
     lua_setmetatable(L, -2);
+    lua_newtable(L);
+    m->pins_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     m->multi = curl_multi_init();
     m->slots = calloc((size_t)size, sizeof *m->slots);
     if (m->multi == NULL || m->slots == NULL)
@@ -858,8 +866,12 @@ static int l_multi_submit_call(lua_State *L)
         return push_error(L, "transport", "CURLM_ADD", 0, "libcurl refused the transfer", 0);
     }
     hs->uses++;
+    /* The header set stays alive while libcurl holds its lists: filed under the slot. */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, m->pins_ref);
     lua_pushvalue(L, 3);
-    h->hs_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_rawseti(L, -2, slot + 1);
+    lua_pop(L, 1);
+    h->hs_pin = hs;
     h->busy = 1;
     m->busy++;
     lua_pushinteger(L, slot + 1);
@@ -867,20 +879,21 @@ static int l_multi_submit_call(lua_State *L)
 }
 
 /* Lets go of the header set a finished (or dropped) multi transfer used. */
-static void release_hset(lua_State *L, handle_t *h)
+static void release_hset(lua_State *L, multi_t *m, handle_t *h)
 {
-    if (h->hs_ref == 0 || h->hs_ref == LUA_NOREF)
+    hset_t *hs = h->hs_pin;
+    if (hs == NULL)
         return;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, h->hs_ref);
-    hset_t *hs = lua_touserdata(L, -1);
-    if (hs) {
-        hs->uses--;
-        if (hs->closed && hs->uses == 0)
-            hset_free_lists(hs);
-    }
+    h->hs_pin = NULL;
+    hs->uses--;
+    if (hs->closed && hs->uses == 0)
+        hset_free_lists(hs);
+    if (m->pins_ref == LUA_NOREF)
+        return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, m->pins_ref);
+    lua_pushnil(L);
+    lua_rawseti(L, -2, (lua_Integer)(h - m->slots) + 1);
     lua_pop(L, 1);
-    luaL_unref(L, LUA_REGISTRYINDEX, h->hs_ref);
-    h->hs_ref = 0;
 }
 
 /* One finished transfer of slot h, put into the table at index `out`: as the table
@@ -899,7 +912,7 @@ static void collect(lua_State *L, multi_t *m, handle_t *h, CURLcode rc, int out,
         lua_setfield(L, -2, "slot");
         int pushed = finish(L, h, rc);
         h->op = NULL;
-        release_hset(L, h);
+        release_hset(L, m, h);
         if (pushed == 5) {
             lua_setfield(L, -6, "decode_error");
             lua_setfield(L, -5, "done");
@@ -921,7 +934,7 @@ static void collect(lua_State *L, multi_t *m, handle_t *h, CURLcode rc, int out,
     int top = lua_gettop(L);
     int pushed = finish(L, h, rc);
     h->op = NULL;
-    release_hset(L, h);
+    release_hset(L, m, h);
     if (owners) {
         lua_rawgeti(L, owners, slot);
         lua_rawseti(L, out, base + 1);
