@@ -183,6 +183,11 @@ describe("guest history in a database", function()
       -- nothing was dropped: the tables are all there on a fresh open
       local again = assert(db.open(url))
       assert.equal(2, #assert(again:orders(R)))
+      -- counted in the database, the same number; another restaurant has none; a bad GUID is refused
+      assert.equal(2, again:order_count(R))
+      assert.equal(0, again:order_count("00000000-0000-4000-8000-000000000000"))
+      local _, cerr = again:order_count("")
+      assert.equal("validation", cerr.kind)
       assert.equal(2, #assert(again:report("guests")))
       again:close()
     end)

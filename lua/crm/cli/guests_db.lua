@@ -94,8 +94,8 @@ function M.backfill_restaurant(ctx, client, sink)
   local text, nothing_left = M.backfill_summary(res, cp)
   if nothing_left then
     -- what the database holds of this restaurant (the earlier runs', webhooks' and drains' orders)
-    local stored = sink:orders(r)
-    text = text .. (stored and ("; the database holds %d orders of this restaurant"):format(#stored) or "")
+    local stored = sink:order_count(r)
+    text = text .. (stored and ("; the database holds %d orders of this restaurant"):format(stored) or "")
   else
     text = text .. (", %d written to the database"):format(written)
   end

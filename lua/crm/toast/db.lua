@@ -895,6 +895,21 @@ function Sink:orders(restaurant_guid)
   return rows
 end
 
+--- How many orders are stored for a restaurant (one `COUNT`, nothing read row by row).
+-- @tparam string restaurant_guid
+-- @treturn[1] number
+-- @return[2] `nil`
+-- @treturn[2] Error `validation` or `transport`
+function Sink:order_count(restaurant_guid)
+  if not self.c then return nil, closed_error() end
+  local e = check_restaurant(restaurant_guid)
+  if e then return nil, e end
+  local rows, err = self.c:rows("SELECT COUNT(*) AS n FROM orders WHERE restaurant_guid = "
+    .. self.c:lit(restaurant_guid))
+  if not rows then return nil, err end
+  return math.tointeger and math.tointeger(tonumber(rows[1].n)) or tonumber(rows[1].n)
+end
+
 --- Runs one report (`REPORTS`): its rows, as the view gives them.
 -- @tparam string name `"guests"`, `"last_orders"`, `"lapsed"`, `"favourite_items"` or `"servers"`
 -- @tparam[opt] table opts
