@@ -198,7 +198,7 @@ local function write_once(client, operation, lookup, guid, opts, done, write)
     local stored, err = client[lookup](client, guid)
     found = stored ~= nil
     -- not there, or not a GUID (the write refuses it with its own error)
-    if not stored and err.status ~= 404 and err.kind ~= "validation" then return nil, err end
+    if not stored and err and err.status ~= 404 and err.kind ~= "validation" then return nil, err end
   end
   local res, err = write()
   if not res then return nil, err end
