@@ -114,6 +114,28 @@ describe("batch", function()
     assert.equal(before, H.total())
   end)
 
+  it("sends a request when its operation makes it, not after the other operations' first steps", function()
+    H.config { record_times = true }
+    local busy_until
+    local ops = {
+      { "get_customer", guids[1] },
+      function(client)
+        -- half a second of the caller's own work before this operation's request
+        busy_until = core.now() + 0.5
+        while core.now() < busy_until do end -- luacheck: ignore 563
+        return client:get_customer(guids[2])
+      end,
+    }
+    local results = assert(c:batch(ops, { concurrency = 2 }))
+    assert.equal(2, results.succeeded)
+    local times = H.control("GET", "/__sim/times").times
+    table.sort(times)
+    assert.equal(2, #times)
+    -- the first request went out before the second operation started its work, so the two
+    -- arrived about half a second apart (together, had it waited for the second's first step)
+    assert.is_true(times[2] - times[1] > 0.25, ("arrivals %.3f s apart"):format(times[2] - times[1]))
+  end)
+
   it("reads each operation when it starts it: one the caller spoiled meanwhile fails alone", function()
     local ops
     ops = {

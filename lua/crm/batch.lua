@@ -323,12 +323,17 @@ function M.run(client, ops, opts)
   local done = {}
   M.running = M.running + 1
   while true do
-    while not stopping and workers < concurrency and next_op <= n do
+    -- One more worker a round while fewer run than allowed: the round's wait (0 then) sends its
+    -- first request at once, so a request leaves when it is made, not after the other workers'
+    -- first steps (a rate limit's spacing would bunch at the server otherwise).
+    local starting = not stopping and workers < concurrency and next_op <= n
+    if starting then
       local co = co_create(work)
       members[co] = batch_owner
       workers = workers + 1
       local w = { co }
       step(w, w)
+      starting = not stopping and workers < concurrency and next_op <= n
     end
     if workers == 0 then break end
 
@@ -338,7 +343,7 @@ function M.run(client, ops, opts)
       if not earliest or t < earliest then earliest = t end
     end
     if in_flight > 0 then
-      local wait = earliest and math.max(0, earliest - now()) or 1.0
+      local wait = starting and 0 or earliest and math.max(0, earliest - now()) or 1.0
       -- Every finished slot is free again, and its owner taken out of by_slot, before anyone is
       -- resumed: an operation's next request may reuse a slot further down this list.
       -- done[k .. k + 5] = worker, status, a, b, c, d (nil, err: a transport error; a request's
@@ -348,7 +353,7 @@ function M.run(client, ops, opts)
       for k = 1, 6 * count, 6 do
         step(done[k], done[k + 1], done[k + 2], done[k + 3], done[k + 4], done[k + 5])
       end
-    elseif earliest then
+    elseif earliest and not starting then
       local t = now()
       if earliest > t then sleep(earliest - t) end
     end
