@@ -157,6 +157,41 @@ describe("batch", function()
     assert.equal(2, results.failed)
   end)
 
+  it("reads an operation's table as the caller made it; what its metamethods raise fails that operation", function()
+    -- an operation whose fields come from its metatable (a class-like object) runs
+    local proxy = setmetatable({}, { __index = { "get_customer", guids[1] } })
+    -- one whose argument cannot be read fails alone, naming itself, when it starts
+    local raising = setmetatable({ "get_customer" }, { __index = function() error("no arguments here") end })
+    local results = assert(c:batch({ proxy, raising, { "get_customer", guids[2] } }, { concurrency = 1 }))
+    assert.equal(guids[1], results[1].value.guid)
+    assert.equal("validation", results[2].err.kind)
+    assert.equal("ops[2]", results[2].err.field)
+    assert.matches("no arguments here", results[2].err.message)
+    assert.equal(guids[2], results[3].value.guid)
+  end)
+
+  it("refuses an operation whose method name cannot be read, before sending anything", function()
+    local before = H.total()
+    local unreadable = setmetatable({}, { __index = function() error("unreadable") end })
+    local res, err = c:batch({ { "get_customer", guids[1] }, unreadable })
+    assert.is_nil(res)
+    assert.equal("validation", err.kind)
+    assert.equal("ops[2]", err.field)
+    assert.equal(before, H.total())
+  end)
+
+  it("reads the list of operations raw when it has a metatable: its __index cannot make it endless", function()
+    local extra = 0
+    local ops = setmetatable({ { "get_customer", guids[1] } }, { __index = function()
+      extra = extra + 1
+      return { "get_customer", guids[2] }
+    end })
+    local results = assert(c:batch(ops))
+    assert.equal(1, results.succeeded)
+    assert.equal(0, results.failed)
+    assert.equal(0, extra)
+  end)
+
   it("turns a raised error inside an operation into an error value", function()
     local results = assert(c:batch({ function() error("boom") end, { "get_customer", guids[1] } }))
     assert.equal("validation", results[1].err.kind)

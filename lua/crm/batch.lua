@@ -21,7 +21,7 @@ local members = setmetatable({}, { __mode = "k" })
 -- router. A batch that ended by an error leaves it higher: only slower, never wrong.
 M.running = 0
 
-local SUBMIT, SLEEP, CALL, DONE = {}, {}, {}, {}
+local WAIT, SLEEP, DONE = {}, {}, {}
 
 -- The transport every client uses: direct libcurl outside a batch, the multi inside one.
 local Router = {}
@@ -33,12 +33,16 @@ function M.router(handle, options_key)
   return setmetatable({ handle = handle, options_key = options_key or false }, Router)
 end
 
--- Whether a request of router r, made from the running coroutine, goes to the batch's multi: the
--- batch's own client, or a client with the same connection options. Another client used inside
--- the batch keeps its own handle and options (TLS, proxy, timeouts), and blocks meanwhile.
-local function joins(r, co)
-  local owner = members[co]
-  return owner == r or owner ~= nil and r.options_key ~= false and owner.options_key == r.options_key
+-- The batch (members[co][3]) a request of router r, made from the running coroutine co, goes to:
+-- the batch's own client, or a client with the same connection options. Another client used
+-- inside the batch keeps its own handle and options (TLS, proxy, timeouts), and blocks meanwhile.
+local function batch_of(r, co)
+  local w = co and members[co]
+  if not w then return nil end
+  local b = w[3]
+  local owner = b.owner
+  if owner == r or r.options_key ~= false and owner.options_key == r.options_key then return b, w end
+  return nil
 end
 
 -- Whether r is crm's curl router (not a transport of the caller's that has the same methods).
@@ -46,10 +50,16 @@ function M.is_router(r)
   return type(r) == "table" and getmetatable(r) == Router
 end
 
+-- Inside a batch a request is put on the batch's multi from the operation's own coroutine, which
+-- then waits (yields) until the batch's loop hands it the answer.
 function Router:request(method, url, headers, body, timeout, fresh)
-  local co = co_running()
-  if co and joins(self, co) then
-    return co_yield(SUBMIT, method, url, headers, body, timeout, fresh)
+  local b, w = batch_of(self, co_running())
+  if b then
+    local slot, err = b.multi:submit(method, url, headers, body, timeout, fresh)
+    if not slot then return nil, err end
+    b.by_slot[slot] = w
+    b.in_flight = b.in_flight + 1
+    return co_yield(WAIT)
   end
   return self.handle:request(method, url, headers, body, timeout, fresh)
 end
@@ -57,10 +67,13 @@ end
 -- One exchange of an operation (core.ops): built, sent and decoded by the C core, on the
 -- client's handle or, inside a batch, on a slot of the batch's multi.
 function Router:call(base, hs, op, a1, a2, query, body, timeout, fresh)
-  local co = co_running()
-  local owner = co and members[co]
-  if owner == self or owner and joins(self, co) then
-    return co_yield(CALL, base, hs, op, a1, a2, query, body, timeout, fresh)
+  local b, w = batch_of(self, co_running())
+  if b then
+    local slot, err = b.multi:submit_call(base, hs, op, a1, a2, query, body, timeout, fresh)
+    if not slot then return slot, err end
+    b.by_slot[slot] = w
+    b.in_flight = b.in_flight + 1
+    return co_yield(WAIT)
   end
   return self.handle:call(base, hs, op, a1, a2, query, body, timeout, fresh)
 end
@@ -85,7 +98,8 @@ M.clock = {
   end,
 }
 
--- Tables are read raw (rawget, next): a metamethod of the caller's cannot raise in here.
+-- The length of an operation's arguments, read raw: no metamethod of the caller's can make it
+-- endless.
 local function raw_length(t)
   local n = 0
   while rawget(t, n + 1) ~= nil do n = n + 1 end
@@ -93,23 +107,29 @@ local function raw_length(t)
 end
 
 -- Checks every operation before anything runs: a function(client), or {"method_name", args...}
--- naming a method of the client. The operations end at the first nil (as raw_length counts).
+-- naming a method of the client. The operations end at the first nil. ops is read raw when it
+-- has a metatable (plain == false: its __index could make the list endless); an operation's
+-- own table is read as the caller made it, and check_ops runs protected (M.run), with at[1]
+-- the index being read should a metamethod of the caller's raise.
 -- -> methods (name -> the client's method, looked up once per batch), n | nil, index of the
 -- first bad one. Nothing is made per operation: a worker reads its operation again when it
--- starts it (run_op).
-local function check_ops(client, ops)
+-- starts it (call_op).
+local function check_ops(client, ops, plain, at)
   local methods, i = {}, 1
   while true do
-    local op = rawget(ops, i)
+    local op
+    if plain then op = ops[i] else op = rawget(ops, i) end
     if op == nil then return methods, i - 1 end
-    if type(op) ~= "function" then
-      local name = type(op) == "table" and rawget(op, 1)
+    local t = type(op)
+    if t ~= "function" then
+      at[1] = i
+      local name = t == "table" and op[1]
       local method = methods[name]
-      if method == nil and type(name) == "string" then
-        method = client[name]
+      if method == nil then
+        method = type(name) == "string" and client[name]
+        if type(method) ~= "function" then return nil, i end
         methods[name] = method
       end
-      if type(method) ~= "function" then return nil, i end
     end
     i = i + 1
   end
@@ -120,23 +140,26 @@ local function bad_op(i)
     "must be a function(client) or {\"method_name\", args...} naming a client method")
 end
 
--- Runs operation i on the client, protected: ok, value, extra | false, error. The arguments
--- end at the first nil, as raw_length counts them; up to two make no table. An operation that
--- the caller changed since the batch checked it is checked again here.
-local function run_op(client, ops, methods, i)
-  local op = rawget(ops, i)
-  if type(op) == "function" then return pcall(op, client) end
-  local f = type(op) == "table" and methods[rawget(op, 1)]
-  if not f then return true, nil, bad_op(i) end
-  local a1 = rawget(op, 2)
-  if a1 == nil then return pcall(f, client) end
-  local a2 = rawget(op, 3)
-  if a2 == nil then return pcall(f, client, a1) end
-  if rawget(op, 4) == nil then return pcall(f, client, a1, a2) end
+-- Runs operation i on the client (under pcall: what a metamethod of the caller's or the
+-- operation raises is the operation's error) -> value, extra | nil, error. Up to three
+-- arguments make no table; more end at the first nil, counted raw. An operation that the
+-- caller changed since the batch checked it is checked again here.
+local function call_op(client, ops, methods, i, plain)
+  local op
+  if plain then op = ops[i] else op = rawget(ops, i) end
+  local t = type(op)
+  if t == "function" then return op(client) end
+  local f = t == "table" and methods[op[1]]
+  if not f then return nil, bad_op(i) end
+  local a1 = op[2]
+  if a1 == nil then return f(client) end
+  local a2 = op[3]
+  if a2 == nil then return f(client, a1) end
+  if op[4] == nil then return f(client, a1, a2) end
   local k = raw_length(op) - 1
   local args = {}
   for a = 1, k do args[a] = rawget(op, a + 1) end
-  return pcall(f, client, unpack(args, 1, k))
+  return f(client, unpack(args, 1, k))
 end
 
 -- What an operation raised, as a validation error naming ops[index]. A Lua error inside an
@@ -185,7 +208,7 @@ end
 
 -- Inside nginx: `concurrency` light threads take the operations in turn. Cosockets and ngx.sleep
 -- yield to nginx, so the threads (and other requests) run while each one waits.
-local function run_threads(client, ops, methods, n, concurrency, opts)
+local function run_threads(client, ops, plain, methods, n, concurrency, opts)
   local spawn, wait = platform.ngx.thread.spawn, platform.ngx.thread.wait
   local results = { succeeded = 0, failed = 0 }
   local next_op, stopping = 1, false
@@ -193,7 +216,7 @@ local function run_threads(client, ops, methods, n, concurrency, opts)
     while not stopping and next_op <= n do
       local index = next_op
       next_op = next_op + 1
-      local ok, res, err, third = run_op(client, ops, methods, index)
+      local ok, res, err, third = pcall(call_op, client, ops, methods, index, plain)
       if record(results, opts, index, ok, res, err, third) then stopping = true end
     end
   end
@@ -237,7 +260,12 @@ function M.run(client, ops, opts)
     return nil, errors.validation("concurrency", "must be an integer from 1 to 1024")
   end
   opts.client = client -- for the redaction of what an operation raises
-  local methods, n = check_ops(client, ops)
+  local plain = getmetatable(ops) == nil
+  local at = { 1 }
+  local checked, methods, n = pcall(check_ops, client, ops, plain, at)
+  if not checked then
+    return nil, errors.validation("ops[" .. at[1] .. "]", "could not be read: a metamethod raised an error")
+  end
   if not methods then return nil, bad_op(n) end
   if client._closed then return nil, (require("crm.client").closed_error()) end
 
@@ -246,29 +274,31 @@ function M.run(client, ops, opts)
   local mode, why = "multi", nil
   if type(transport) == "table" and transport.batch_mode then mode, why = transport:batch_mode() end
   if not mode then return nil, why end
-  if mode == "threads" then return run_threads(client, ops, methods, n, concurrency, opts) end
+  if mode == "threads" then return run_threads(client, ops, plain, methods, n, concurrency, opts) end
 
   local multi, merr = platform.core.multi(client._transport_options(concurrency))
   if not multi then return nil, errors.new(merr.kind, merr.message, { code = merr.name }) end
 
   -- At most `concurrency` workers: coroutines that each take the next operation when their
   -- last one is done and run it as a sequential call runs (the same methods, crm.client.call,
-  -- the retry policy). Their requests go to the multi (the router yields CALL or SUBMIT) and
-  -- their sleeps to a timer list (SLEEP); the loop below resumes each one when what it waits
-  -- for is there. A worker is {coroutine, index of the operation it runs}.
+  -- the retry policy). A worker's request goes onto the multi from its own coroutine (the router
+  -- submits it, then yields WAIT) and its sleeps to a timer list (SLEEP); the loop below resumes
+  -- each one when what it waits for is there. A worker is {coroutine, index of the operation it
+  -- runs, the batch}; members maps its coroutine to it.
   local results = { succeeded = 0, failed = 0 }
-  local by_slot = {} -- slot -> the worker whose transfer it runs (m:wait_into hands it back)
+  -- the router whose requests go to this batch's multi; slot -> the worker whose transfer it
+  -- runs (m:wait_into hands it back); transfers on the multi
+  local batch = { owner = client.transport, multi = multi, by_slot = {}, in_flight = 0 }
+  local by_slot = batch.by_slot
   local sleepers = {} -- array of {worker, wake}
   local workers, next_op, stopping, succeeded = 0, 1, false, 0
-  local in_flight = 0 -- transfers on the multi
-  local batch_owner = client.transport -- the router whose requests go to this batch's multi
 
   local function work(w)
     while not stopping and next_op <= n do
       local index = next_op
       next_op = index + 1
       w[2] = index
-      local ok, res, err, third = run_op(client, ops, methods, index)
+      local ok, res, err, third = pcall(call_op, client, ops, methods, index, plain)
       w[2] = nil
       if ok and res ~= nil then
         -- extra: the op's third value (res, nil, extra: the library's convention), or a
@@ -295,22 +325,13 @@ function M.run(client, ops, opts)
   -- files what it asks for next.
   local function step(w, v1, v2, v3, v4, v5)
     local co = w[1]
-    local _, what, a1, a2, a3, a4, a5, a6, a7, a8, a9 = co_resume(co, v1, v2, v3, v4, v5)
-    if what == CALL then
-      local slot, serr = multi:submit_call(a1, a2, a3, a4, a5, a6, a7, a8, a9)
-      if not slot then return step(w, slot, serr) end
-      by_slot[slot] = w
-      in_flight = in_flight + 1
-    elseif what == DONE then
+    local _, what, a1 = co_resume(co, v1, v2, v3, v4, v5)
+    if what == WAIT then return end
+    if what == DONE then
       members[co] = nil
       workers = workers - 1
     elseif co_status(co) == "dead" then
       return lost(w, raised(opts, w[2], what))
-    elseif what == SUBMIT then
-      local slot, serr = multi:submit(a1, a2, a3, a4, a5, a6)
-      if not slot then return step(w, nil, serr) end
-      by_slot[slot] = w
-      in_flight = in_flight + 1
     elseif what == SLEEP then
       sleepers[#sleepers + 1] = { w, now() + (a1 or 0) }
     else
@@ -329,9 +350,9 @@ function M.run(client, ops, opts)
     local starting = not stopping and workers < concurrency and next_op <= n
     if starting then
       local co = co_create(work)
-      members[co] = batch_owner
+      local w = { co, nil, batch }
+      members[co] = w
       workers = workers + 1
-      local w = { co }
       step(w, w)
       starting = not stopping and workers < concurrency and next_op <= n
     end
@@ -342,14 +363,21 @@ function M.run(client, ops, opts)
       local t = sleepers[i][2]
       if not earliest or t < earliest then earliest = t end
     end
+    local in_flight = batch.in_flight
     if in_flight > 0 then
-      local wait = starting and 0 or earliest and math.max(0, earliest - now()) or 1.0
+      local wait = 1.0
+      if starting then
+        wait = 0
+      elseif earliest then
+        wait = earliest - now()
+        if wait < 0 then wait = 0 elseif wait > 1.0 then wait = 1.0 end
+      end
       -- Every finished slot is free again, and its owner taken out of by_slot, before anyone is
       -- resumed: an operation's next request may reuse a slot further down this list.
       -- done[k .. k + 5] = worker, status, a, b, c, d (nil, err: a transport error; a request's
       -- status, headers, body, or a call's status, data, headers, done, decode_error).
-      local count = multi:wait_into(done, math.min(wait, 1.0), by_slot)
-      in_flight = in_flight - count
+      local count = multi:wait_into(done, wait, by_slot)
+      batch.in_flight = in_flight - count
       for k = 1, 6 * count, 6 do
         step(done[k], done[k + 1], done[k + 2], done[k + 3], done[k + 4], done[k + 5])
       end

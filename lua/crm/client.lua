@@ -343,7 +343,8 @@ end
 -- not stop the rest unless `stop_on_error`.
 -- @function batch
 -- @tparam {function|table,...} ops each op is `function(client) return client:... end` or
--- `{"method_name", args...}`
+-- `{"method_name", args...}`, up to the first nil (the list read raw if it has a metatable; an
+-- op's table as written: what its metamethods raise fails that op, naming `ops[i]`)
 -- @tparam[opt] table opts
 -- @tparam[opt=16] number opts.concurrency operations in flight at once (1 to 1024)
 -- @tparam[opt=false] boolean opts.stop_on_error on the first failure, start no further
