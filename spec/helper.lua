@@ -241,4 +241,26 @@ function H.assert_rate_bound(times, rate, burst)
   end
 end
 
+
+-- Every string reachable from a value (keys too), depth-bounded and cycle-safe: what a leak
+-- check searches.
+function H.strings_in(t, out, seen, depth)
+  out, seen, depth = out or {}, seen or {}, depth or 0
+  if type(t) == "string" then out[#out + 1] = t return out end
+  if type(t) ~= "table" or seen[t] or depth > 12 then return out end
+  seen[t] = true
+  for k, v in pairs(t) do
+    H.strings_in(k, out, seen, depth + 1)
+    H.strings_in(v, out, seen, depth + 1)
+  end
+  return out
+end
+
+-- Fails naming the first needle that occurs in text (plain search).
+function H.assert_absent(text, needles)
+  for _, needle in ipairs(needles) do
+    require("luassert").is_nil(text:find(needle, 1, true), "leaked " .. needle .. " in: " .. text)
+  end
+end
+
 return H

@@ -5,24 +5,7 @@ local errors = require "crm.error"
 
 local GUID = "0b7d3f0e-1111-4a2b-9c3d-000000000001"
 
--- Every string reachable from a table (keys too), depth-bounded and cycle-safe.
-local function strings_in(t, out, seen, depth)
-  out, seen, depth = out or {}, seen or {}, depth or 0
-  if type(t) == "string" then out[#out + 1] = t return out end
-  if type(t) ~= "table" or seen[t] or depth > 12 then return out end
-  seen[t] = true
-  for k, v in pairs(t) do
-    strings_in(k, out, seen, depth + 1)
-    strings_in(v, out, seen, depth + 1)
-  end
-  return out
-end
-
-local function assert_absent(text, needles)
-  for _, n in ipairs(needles) do
-    assert.is_nil(text:find(n, 1, true), "leaked " .. n .. " in: " .. text)
-  end
-end
+local strings_in, assert_absent = H.strings_in, H.assert_absent
 
 describe("errors echoing secrets and PII", function()
   before_each(function() H.reset() end)

@@ -104,6 +104,29 @@ local PROXY_URL = { schemes = { http = true, https = true, socks4 = true, socks4
                     userinfo = true }
 
 -- Checks the options every client takes. Returns nil or a validation error.
+-- What curl sends for a proxy's user:password: %XX decoded, then base64 (RFC 4648) in Basic.
+local function percent_decoded(s)
+  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+local function base64(s)
+  local out = {}
+  for i = 1, #s, 3 do
+    local a, b, c = s:byte(i, i + 2)
+    local n = a * 65536 + (b or 0) * 256 + (c or 0)
+    local quad = {}
+    for j = 1, 4 do
+      local k = math.floor(n / 64 ^ (4 - j)) % 64
+      quad[j] = B64:sub(k + 1, k + 1)
+    end
+    if not b then quad[3] = "=" end
+    if not c then quad[4] = "=" end
+    out[#out + 1] = table.concat(quad)
+  end
+  return table.concat(out)
+end
+
 local function check_common(opts)
   local e = url_error(opts.base_url, "base_url", BASE_URL)
   if e then return e end
@@ -203,11 +226,17 @@ function M.init(self, opts, known, parse_error, identity)
     debug = opts.debug,
     clock = clock,
   }
-  -- A proxy URL may carry credentials: scrubbed from errors, the password on its own too.
+  -- A proxy URL may carry credentials: scrubbed from errors, the password on its own too, both
+  -- as written and as curl decodes them (%XX), and as the Proxy-Authorization header carries
+  -- them (base64 of the decoded user:password), which a proxy may echo.
   local userinfo = opts.proxy and opts.proxy:match("^[^:]+://([^@/]*)@")
   if userinfo then
+    local decoded = percent_decoded(userinfo)
     self.engine:set_secret("proxy_userinfo", userinfo)
     self.engine:set_secret("proxy_password", userinfo:match(":(.*)$"))
+    self.engine:set_secret("proxy_userinfo_decoded", decoded)
+    self.engine:set_secret("proxy_password_decoded", decoded:match(":(.*)$"))
+    self.engine:set_secret("proxy_basic", base64(decoded))
   end
   return self
 end

@@ -128,6 +128,76 @@ local function json_escaped(v)
   return (gsub(gsub(v, "\\", "\\\\"), "/", "\\/"))
 end
 
+-- A URL (a redirect, a link in a message) carries a secret percent-encoded: every byte but the
+-- unreserved ones as %XX, in upper- and in lower-case hex.
+local function percent_encoded(v, fmt)
+  return (gsub(v, "[^%w%-%._~]", function(c) return fmt:format(c:byte()) end))
+end
+
+-- The spellings of a secret that are scrubbed whole.
+local function spellings(v)
+  local out = { v }
+  local function add(x)
+    for i = 1, #out do
+      if out[i] == x then return end
+    end
+    out[#out + 1] = x
+  end
+  add(json_escaped(v))
+  add(percent_encoded(v, "%%%02X"))
+  add(percent_encoded(v, "%%%02x"))
+  return out
+end
+
+-- A piece of a secret is a leak too: a server that cuts its echo, splits it across fields or
+-- breaks it with a NUL or a bad byte leaves pieces no whole-value search finds. Every run of
+-- FRAGMENT bytes or more that also occurs in a secret (in any of its spellings) is scrubbed, so
+-- at most FRAGMENT - 1 bytes of a secret survive in one place. The windows of every secret are
+-- made once per context (weak cache), not once per string.
+local FRAGMENT = 8
+local WINDOWS = setmetatable({}, { __mode = "k" })
+local function windows_of(secrets)
+  local w = WINDOWS[secrets]
+  if w then return w end
+  w = {}
+  for i = 1, #secrets do
+    local v = secrets[i]
+    if type(v) == "string" and #v >= FRAGMENT then
+      local forms = spellings(v)
+      for j = 1, #forms do
+        local f = forms[j]
+        for k = 1, #f - FRAGMENT + 1 do w[sub(f, k, k + FRAGMENT - 1)] = true end
+      end
+    end
+  end
+  WINDOWS[secrets] = w
+  return w
+end
+
+local function scrub_fragments(s, windows)
+  local n = #s
+  if n < FRAGMENT or next(windows) == nil then return s end
+  local out, pos, from, to = nil, 1, nil, 0
+  for i = 1, n - FRAGMENT + 1 do
+    if windows[sub(s, i, i + FRAGMENT - 1)] then
+      if from and i > to + 1 then
+        out = out or {}
+        out[#out + 1] = sub(s, pos, from - 1)
+        out[#out + 1] = "<redacted>"
+        pos, from = to + 1, nil
+      end
+      from = from or i
+      to = i + FRAGMENT - 1
+    end
+  end
+  if not from then return s end
+  out = out or {}
+  out[#out + 1] = sub(s, pos, from - 1)
+  out[#out + 1] = "<redacted>"
+  out[#out + 1] = sub(s, to + 1)
+  return concat(out)
+end
+
 -- Email addresses as validation accepts them: any local part (non-ASCII, apostrophes, plus
 -- tags), a domain with at least one dot (one-letter TLDs too).
 local EMAIL = "[^%s@<>%(%)%[%],;:\"]+@[^%s@<>%(%)%[%],;:\"]+%.[^%s@<>%(%)%[%],;:\"]+"
@@ -163,6 +233,8 @@ end
                stand as words
   Then bearer tokens, email addresses and phone-shaped text are replaced whatever ctx says.
   Kept: GUIDs, 24-hex ids, amounts, counts, dates, paths. ]]
+local BASIC = "([Aa][Uu][Tt][Hh][Oo][Rr][Ii][Zz][Aa][Tt][Ii][Oo][Nn][\"']?%s*[:=]%s*[\"']?)"
+  .. "[Bb][Aa][Ss][Ii][Cc]%s+[%w%+/=%-_]+"
 local function scrub(s, ctx)
   s = tostring(s)
   if ctx then
@@ -171,14 +243,16 @@ local function scrub(s, ctx)
       for i = 1, #secrets do
         local v = secrets[i]
         if type(v) == "string" and #v >= 4 then
-          s = replace_all(s, v, "<redacted>")
-          local esc = json_escaped(v)
-          if esc ~= v then s = replace_all(s, esc, "<redacted>") end
+          local forms = spellings(v)
+          for j = 1, #forms do s = replace_all(s, forms[j], "<redacted>") end
         end
       end
+      s = scrub_fragments(s, windows_of(secrets))
     end
   end
   s = gsub(s, "[Bb][Ee][Aa][Rr][Ee][Rr]%s+[%w%-%._~%+/=]+", "Bearer <redacted>")
+  -- Basic credentials where an (Proxy-)Authorization line shows them: base64 of user:password.
+  s = gsub(s, BASIC, "%1Basic <redacted>")
   -- Emails by shape before the sent words, so a sent name inside another address cannot break
   -- that address apart and leave its rest readable.
   s = gsub(s, EMAIL, "<email>")

@@ -85,18 +85,31 @@ function M.engine(opts)
     -- router's call (h:call, or the batch's multi), built, sent and decoded in C.
     handle = batches.is_router(t) and t.handle or false,
   }, Engine)
-  PRIVATE[e] = { secrets = {} }
+  PRIVATE[e] = { secrets = {}, retired = {} }
   return e
 end
 
+-- A value a slot held before (a token a new login replaced) is still scrubbed: an answer to a
+-- request sent with it (a concurrent one, or one the server is slow to refuse) may echo it
+-- after the new one is in force. The last RETIRED of them are kept.
+local RETIRED = 8
 function Engine:set_secret(slot, value)
-  PRIVATE[self].secrets[slot] = value
+  local p = PRIVATE[self]
+  local old = p.secrets[slot]
+  if old ~= nil and old ~= value then
+    local r = p.retired
+    r[#r + 1] = old
+    if #r > RETIRED then table.remove(r, 1) end
+  end
+  p.secrets[slot] = value
 end
 
--- The secrets in force, as a fresh array (for error contexts built outside the engine).
+-- The secrets in force and the retired ones, as a fresh array (for error contexts built
+-- outside the engine).
 function Engine:secrets()
-  local out, src = {}, PRIVATE[self].secrets
-  for _, v in pairs(src) do out[#out + 1] = v end
+  local out, p = {}, PRIVATE[self]
+  for _, v in pairs(p.secrets) do out[#out + 1] = v end
+  for i = 1, #p.retired do out[#out + 1] = p.retired[i] end
   return out
 end
 

@@ -1,0 +1,116 @@
+-- A leak hunt: servers that echo secrets in the shapes a plain substring scrub misses, and the
+-- command line's own words about the data it was given. Each case here leaked before its fix.
+local H = require "helper"
+local cjson = require "cjson"
+
+local GUID = "0b7d3f0e-1111-4a2b-9c3d-000000000001"
+
+local strings_in, assert_absent = H.strings_in, H.assert_absent
+
+-- Everything an error shows: tostring, every string in it, both encodings.
+local function shown(err)
+  local parts = strings_in(err)
+  parts[#parts + 1] = tostring(err)
+  parts[#parts + 1] = cjson.encode(err)
+  parts[#parts + 1] = assert(require("crm").json.encode(err))
+  return table.concat(parts, "\n")
+end
+
+describe("a server echoing the token", function()
+  before_each(function() H.reset() end)
+
+  it("a token replaced by a new login stays scrubbed when an answer echoes it later", function()
+    local c = H.toast()
+    local old = assert(c:login())
+    -- A 401 makes the client drop the token and log in again; an answer to a request that was
+    -- sent with the old token (a concurrent one) may still echo it.
+    H.fault { path = "/crm/v1/customers/", status = 401, count = 1 }
+    local _, err = c:get_customer(GUID)
+    assert.equal(404, err.status) -- logged in again, and the simulator knows no such customer
+    local new = assert(c:login())
+    assert.are_not.equal(old, new)
+    H.fault { path = "/crm/v1/customers/", status = 400, count = 1,
+              body = cjson.encode { message = "token " .. old .. " is not valid", requestId = old } }
+    _, err = c:get_customer(GUID)
+    assert.equal(400, err.status)
+    assert_absent(shown(err), { old, new })
+  end)
+
+  it("half of the token in one field and half in another is scrubbed in both", function()
+    local c = H.toast()
+    local token = assert(c:login())
+    local mid = math.floor(#token / 2)
+    local a, b = token:sub(1, mid), token:sub(mid + 1)
+    H.fault { path = "/crm/v1/customers/", status = 400, count = 1,
+              body = cjson.encode { message = "got " .. a, code = b, errors = { { detail = a, more = b } } } }
+    local _, err = c:get_customer(GUID)
+    assert.equal(400, err.status)
+    assert_absent(shown(err), { a, b })
+    assert.matches("got <redacted>", err.message)
+  end)
+
+  it("a token cut by a NUL, a control byte or an invalid UTF-8 byte is scrubbed on both sides", function()
+    local c = H.toast()
+    local token = assert(c:login())
+    local a, b = token:sub(1, 20), token:sub(21)
+    for _, sep in ipairs { "\\u0000", "\\n", "\255" } do
+      H.fault { path = "/crm/v1/customers/", status = 400, count = 1,
+                body = '{"message":"bad ' .. a .. sep .. b .. '"}' }
+      local _, err = c:get_customer(GUID)
+      assert.equal(400, err.status)
+      assert_absent(shown(err), { a, b })
+    end
+  end)
+
+  it("a Content-Type that carries part of the token is scrubbed", function()
+    local c = H.toast()
+    local token = assert(c:login())
+    H.fault { path = "/crm/v1/customers/", status = 200, count = 10, body = "<html>",
+              content_type = "text/html; t=" .. token:sub(1, 24) }
+    local _, err = c:get_customer(GUID)
+    assert.equal("decode", err.kind)
+    assert.matches("text/html", err.message)
+    assert_absent(shown(err), { token:sub(1, 24), token:sub(5, 24) })
+  end)
+
+  it("a client secret echoed percent-encoded (as in a URL) is scrubbed", function()
+    local secret = "Zr/8q+Kd=w2LmXp9&s"
+    local c = H.toast { client_secret = secret }
+    H.fault { path = "/authentication/v1/authentication/login", status = 400, count = 1,
+              body = cjson.encode { message = "see https://auth.example/?secret="
+                .. secret:gsub("[^%w]", function(ch) return ("%%%02X"):format(ch:byte()) end) } }
+    local _, err = c:login()
+    assert.equal("auth", err.kind)
+    assert_absent(shown(err), { "Zr%2F8q%2BKd%3Dw2LmXp9%26s", "Zr%2F8q", "w2LmXp9" })
+    assert.matches("secret=<redacted>", err.message)
+  end)
+end)
+
+describe("a proxy echoing its credentials", function()
+  before_each(function() H.reset() end)
+
+  it("scrubs them as the Basic header carries them and as curl decodes them", function()
+    -- The simulator stands in for the proxy: curl sends it the absolute URL and the
+    -- Proxy-Authorization header, and the answer repeats the credentials in every form.
+    local basic = "Y3JtLXVzZXI6aHVudGVyIUA6MjJwdw==" -- base64("crm-user:hunter!@:22pw")
+    local tc = H.tablecheck { base_url = "http://tablecheck.invalid/api/crm/v1",
+                              proxy = "http://crm-user:hunter%21%40%3A22pw@127.0.0.1:" .. H.port }
+    H.fault { path = "/api/crm/v1/shops", status = 407, count = 1,
+              body = cjson.encode { errors = { { code = "proxy", message = "Proxy-Authorization: Basic "
+                .. basic .. " refused; password hunter!@:22pw" } }, also = basic } }
+    local _, err = tc:list_shops()
+    assert.equal(407, err.status)
+    assert_absent(shown(err), { basic, "hunter!@:22pw", "hunter" })
+    assert.matches("Basic <redacted>", err.message)
+  end)
+
+  it("scrubs any Basic credentials an Authorization line carries, by shape", function()
+    local tc = H.tablecheck()
+    local other = "c29tZW9uZTplbHNlcw=="
+    H.fault { path = "/api/crm/v1/shops", status = 400, count = 1,
+              body = cjson.encode { errors = { { code = "x", message = "authorization: basic " .. other } } } }
+    local _, err = tc:list_shops()
+    assert.equal(400, err.status)
+    assert_absent(shown(err), { other })
+  end)
+end)
