@@ -114,3 +114,44 @@ describe("a proxy echoing its credentials", function()
     assert_absent(shown(err), { other })
   end)
 end)
+
+-- ---- the command line ----
+
+local home = H.tmpdir("config", "state")
+
+-- crm(args) -> {code, out, err}: bin/crm with a private config and state home.
+local function crm_run(args)
+  return H.capture(("CRM_SIM_PORT=%d XDG_CONFIG_HOME=%s XDG_STATE_HOME=%s %s bin/crm %s"):format(H.port,
+    H.quote(home .. "/config"), H.quote(home .. "/state"), H.lua, args))
+end
+
+local function file(name, text)
+  local path = home .. "/" .. name
+  H.spit(path, text)
+  return H.quote(path)
+end
+
+describe("crm --input", function()
+  before_each(function() H.reset() end)
+
+  it("never names a file's columns when the file has no header row (its first guest)", function()
+    local csv = file("nohdr.csv", "Zanzibar,Quixote,zq.private@example.org,+12065550111\n"
+      .. "Ann,Lee,ann@example.org,+12065550122\n")
+    for _, args in ipairs { "", " --strict" } do
+      local r = crm_run("--sim toast customers find-or-create --input " .. csv .. args)
+      assert.are_not.equal(0, r.code)
+      H.assert_absent(r.err .. r.out, { "Zanzibar", "Quixote", "zq.private", "2065550111" })
+      assert.matches("header row", r.err)
+    end
+  end)
+
+  it("names unknown columns that look like field names, and only counts the others", function()
+    local csv = file("extra.csv", "firstName,lastName,email,loyalty_tier,Ann Lee's notes\n"
+      .. "Zed,Quux,zq@example.org,gold,x\n")
+    local r = crm_run("--sim toast customers find-or-create --input " .. csv)
+    assert.equal(0, r.code, r.err)
+    assert.matches("loyalty_tier", r.err)
+    assert.matches("1 more", r.err)
+    H.assert_absent(r.err, { "Ann Lee" })
+  end)
+end)

@@ -79,29 +79,50 @@ local INPUT_FIELDS = {
              guid = true },
 }
 
--- unknown_columns(rows, known, column) -> the sorted names of the columns that are no field.
+-- A column's name is shown only when it looks like a field name (a word of letters, digits and
+-- underscores): a file without its header row makes its first guest the header, and a name
+-- like "Ann Lee's notes" may be data too.
+local function field_shaped(k)
+  return #k <= 40 and k:find("^[%a_][%w_]*$") ~= nil
+end
+
+-- unknown_columns(rows, known, column) -> the sorted names of the columns that are no field
+-- and look like field names, how many others there are, and whether any column is known.
 local function unknown_columns(rows, known, column)
-  local seen, list = {}, {}
+  local seen, list, hidden, any_known = {}, {}, 0, false
   for _, r in ipairs(rows) do
     for k in pairs(r.row or {}) do
-      if not known[k] and k ~= column and not seen[k] then
+      k = tostring(k)
+      if known[k] or k == column then
+        any_known = true
+      elseif not seen[k] then
         seen[k] = true
-        list[#list + 1] = errors.redact(tostring(k))
+        if field_shaped(k) then list[#list + 1] = k else hidden = hidden + 1 end
       end
     end
   end
   table.sort(list)
-  return list
+  return list, hidden, any_known
 end
 
 -- Unknown columns are dropped with one warning naming them; --strict refuses the file instead.
+-- A file none of whose columns is known has no header row: its first record, a guest, was read
+-- as the header, so nothing of it is named and the file is refused.
 local function drop_unknown_columns(ctx, rows, known, column)
-  local unknown = unknown_columns(rows, known, column)
-  if #unknown == 0 then return true end
-  local names = table.concat(unknown, ", ")
+  local unknown, hidden, any_known = unknown_columns(rows, known, column)
+  if #unknown + hidden == 0 then return true end
   local names_known = {}
   for k in pairs(known) do names_known[#names_known + 1] = k end
   table.sort(names_known)
+  if not any_known then
+    return nil, output.usage_error("--input names none of the fields crm knows in its first line: is"
+      .. " the header row missing? (the known ones: " .. table.concat(names_known, ", ") .. ")", "input")
+  end
+  local names = table.concat(unknown, ", ")
+  if hidden > 0 then
+    names = names .. (#unknown > 0 and " and " or "") .. hidden .. (#unknown > 0 and " more" or "")
+      .. " not shown (not shaped like a field name)"
+  end
   if ctx.args.strict then
     return nil, output.usage_error("--input has columns crm does not know: " .. names .. " (the known ones: "
       .. table.concat(names_known, ", ") .. "; without --strict they are ignored)", "input")
