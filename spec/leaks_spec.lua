@@ -115,6 +115,35 @@ describe("a proxy echoing its credentials", function()
   end)
 end)
 
+describe("validation of unknown keys", function()
+  before_each(function() H.reset() end)
+
+  it("names a key shaped like a field name, and never one that may be a guest's data", function()
+    local toast, tc = H.toast(), H.tablecheck()
+    local cases = {
+      { toast:create_customer { firstName = "Ann", lastName = "Lee", email = "a@example.org",
+                                ["Zanzibar Quixote"] = "x" } },
+      { toast:create_customer { firstName = "Ann", lastName = "Lee", email = "a@example.org",
+                                ["zq.private@example.org"] = true } },
+      { toast:search_customers { ["+1 206 555 0111"] = "x" } },
+      { tc:create_customer(H.tc_customer { ["Zanzibar Quixote"] = 1 }) },
+      { tc:list_customers { ["Zanzibar Quixote"] = 1 } },
+      { toast:create_customer { firstName = "Ann", lastName = "Lee", email = "a@example.org",
+                                [12065550111] = "x" } },
+    }
+    for _, case in ipairs(cases) do
+      local res, err = case[1], case[2]
+      assert.is_nil(res)
+      assert.equal("validation", err.kind)
+      assert_absent(shown(err), { "Zanzibar", "zq.private", "555 0111", "12065550111" })
+    end
+    local _, err = toast:create_customer { firstName = "Ann", lastName = "Lee", email = "a@example.org",
+                                           firstname = "Ann" }
+    assert.equal("firstname", err.field)
+    assert.equal(0, H.total())
+  end)
+end)
+
 -- ---- the command line ----
 
 local home = H.tmpdir("config", "state")

@@ -348,8 +348,19 @@ function M.http_url(value, field)
 end
 
 -- A printable name for a table key, whatever it is (a key's own __tostring may raise).
+-- The name an error gives a key it refuses. Only a key shaped like a field name (letters, digits,
+-- underscores, at most 64 bytes) or a small integer (an array index) is shown: a table keyed by
+-- guests (their names, emails, phones) passed where a record belongs must not put a guest in
+-- the error.
 local function key_name(k)
-  if type(k) == "string" or type(k) == "number" then return tostring(k) end
+  if type(k) == "string" then
+    if #k <= 64 and k:find("^[%a_][%w_]*$") then return k end
+    return "<key not shaped like a field name>"
+  end
+  if type(k) == "number" and k % 1 == 0 then
+    if k >= 0 and k < 100000 then return ("%d"):format(k) end
+    return "<key not shaped like a field name>"
+  end
   return "<" .. type(k) .. " key>"
 end
 M.key_name = key_name
