@@ -4,7 +4,7 @@ local errors = require "crm.error"
 
 local M = {}
 
-local type, pairs, ipairs, tostring, tonumber, byte = type, pairs, ipairs, tostring, tonumber, string.byte
+local type, pairs, ipairs, tonumber, byte = type, pairs, ipairs, tonumber, string.byte
 local huge = math.huge
 -- JSON numbers go out with 14 significant digits (lua-cjson 2.1.0): larger integers would change.
 local MAX_INT = 1e14
