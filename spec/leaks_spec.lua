@@ -115,6 +115,44 @@ describe("a proxy echoing its credentials", function()
   end)
 end)
 
+describe("an error answer about another guest", function()
+  before_each(function() H.reset() end)
+
+  local OTHER = { "Ottoline", "Brewster", "o.brewster", "2065550199", "Elmwood", "window seat" }
+
+  it("Toast: the other guest's record and the name its message repeats are <pii>", function()
+    local c = H.toast()
+    H.fault { path = "/crm/v1/customers", method = "POST", status = 409, count = 1,
+              body = cjson.encode { status = 409, fieldName = "phone",
+                message = "Customer Ottoline Brewster already holds this phone",
+                existing = { firstName = "Ottoline", lastName = "Brewster", email = "o.brewster@example.org",
+                             phone = "2065550199", address = "12 Elmwood Street", note = "likes window seat",
+                             guid = "0b7d3f0e-1111-4a2b-9c3d-00000000aaaa" } } }
+    local _, err = c:create_customer { firstName = "Ann", lastName = "Lee", phone = "2065550111" }
+    assert.equal(409, err.status)
+    assert_absent(shown(err), OTHER)
+    assert.equal("phone", err.field)
+    assert.matches("already holds this phone", err.message)
+    assert.equal("0b7d3f0e-1111-4a2b-9c3d-00000000aaaa", err.body.existing.guid)
+  end)
+
+  it("TableCheck: nested person fields at any depth, and the name in the message", function()
+    local tc = H.tablecheck()
+    H.fault { path = "/api/crm/v1/customers", method = "POST", status = 422, count = 1,
+              body = cjson.encode { errors = { { code = "taken", field = "phones",
+                                                 message = "phone is taken by Ottoline Brewster" } },
+                                    conflict = { customer = { first_name = "Ottoline", last_name = "Brewster",
+                                      memo = "likes window seat", id = "5ed64e249551e80639a4aaaa",
+                                      addresses = { { street = "12 Elmwood Street" } } } } } }
+    local _, err = tc:create_customer(H.tc_customer())
+    assert.equal(422, err.status)
+    assert_absent(shown(err), OTHER)
+    assert.equal("phones", err.field)
+    assert.equal("taken", err.code)
+    assert.equal("5ed64e249551e80639a4aaaa", err.body.conflict.customer.id)
+  end)
+end)
+
 describe("validation of unknown keys", function()
   before_each(function() H.reset() end)
 

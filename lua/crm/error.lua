@@ -278,26 +278,36 @@ M.redact = redact
 -- logging err.body or cjson.encode(err) is as safe as tostring(err). At any depth: the walk is
 -- a loop over a list of tables still to copy (no recursion, so no depth limit of any stack), and
 -- a table met twice (or a cycle) is copied once.
+-- ctx.pii_key(k) (optional) names the person fields of an answer (a record of another guest in
+-- a 409, say): every string under one is <pii> whole, at any depth, except the ids among them
+-- (a GUID, a 24-hex id), which say which record it was.
+local HEX_ID = "^" .. ("%x"):rep(24) .. "$"
 local function scrub_body(v, ctx)
   if type(v) == "string" then return (scrub(v, ctx)) end
   if type(v) ~= "table" then return v end
-  local copies, todo = { [v] = {} }, { v }
-  local function copy_of(x)
-    if type(x) == "string" then return (scrub(x, ctx)) end
+  local pii_key = ctx and ctx.pii_key
+  local copies, todo, under = { [v] = {} }, { v }, {}
+  local function copy_of(x, pii)
+    if type(x) == "string" then
+      if pii and not find(x, GUID) and not find(x, HEX_ID) then return "<pii>" end
+      return (scrub(x, ctx))
+    end
     if type(x) ~= "table" then return x end
     local c = copies[x]
     if not c then
       c = {}
-      copies[x], todo[#todo + 1] = c, x
+      copies[x], todo[#todo + 1], under[x] = c, x, pii
     end
     return c
   end
   while #todo > 0 do
     local t = todo[#todo]
     todo[#todo] = nil
-    local out = copies[t]
+    local out, pii = copies[t], under[t]
     -- Keys too: a server may key its complaints by the email or phone it refused.
-    for k, x in next, t do out[copy_of(k)] = copy_of(x) end
+    for k, x in next, t do
+      out[copy_of(k)] = copy_of(x, pii or (pii_key ~= nil and pii_key(k)))
+    end
     local mt = getmetatable(t)
     if type(mt) == "table" then setmetatable(out, mt) end
   end

@@ -127,13 +127,14 @@ local function is_pii_key(k)
     or find(k, "memo", 1, true) ~= nil or k == "note" or k == "notes"
 end
 
-local function collect_pii(v, under, out, depth)
+local function collect_pii(v, under, out, depth, key_rule)
   if depth > 8 then return end
   if type(v) == "string" then
     if under then out[#out + 1] = v end
   elseif type(v) == "table" then
+    key_rule = key_rule or is_pii_key
     for k, x in pairs(v) do
-      collect_pii(x, under or is_pii_key(k), out, depth + 1)
+      collect_pii(x, under or key_rule(k), out, depth + 1, key_rule)
     end
   end
 end
@@ -143,10 +144,10 @@ end
 -- Other spellings a server may echo a value in: percent-encoded, and for phones the bare
 -- digits, the E.164 form and (North America) the ten-digit national number.
 local phones
-local function add_variants(pii)
+local function add_variants(pii, from)
   phones = phones or require "crm.phone"
   local n = #pii
-  for i = 1, n do
+  for i = from or 1, n do
     local v = pii[i]
     local esc = escape(v)
     if esc ~= v then pii[#pii + 1] = esc end
@@ -170,6 +171,23 @@ function Engine:context_of(body, query, pii_values)
   if pii_values then collect_pii(pii_values, true, pii, 0) end
   add_variants(pii)
   return { secrets = self:secrets(), pii = pii }
+end
+
+-- An error answer may carry another guest's record (a 409 naming who holds the phone): its
+-- person fields are <pii> in err.body (ctx.pii_key) and their values are scrubbed from the
+-- message wherever it repeats them. The keys that name the field a complaint is about
+-- (fieldName, field) hold field names, not people.
+local function is_answer_pii_key(k)
+  return is_pii_key(k) and not find(k:lower(), "field", 1, true)
+end
+local function answer_context(ctx, data)
+  if type(data) ~= "table" then return ctx end
+  local pii = {}
+  for i = 1, #ctx.pii do pii[i] = ctx.pii[i] end
+  local n = #pii
+  collect_pii(data, false, pii, 0, is_answer_pii_key)
+  if #pii > n then add_variants(pii, n + 1) end
+  return { secrets = ctx.secrets, pii = pii, pii_key = is_answer_pii_key }
 end
 
 -- A debug hook that raises must not break the call it reports on: its errors are dropped.
@@ -367,7 +385,7 @@ function Engine:judge(spec, status, headers, data, derr, ctx, body, query)
   return nil, errors.new(kind, message or ("HTTP " .. status), {
     status = status, request_id = request_id, code = code, field = field,
     retryable = retryable, pending = pending, retry_after = retry_after, sent = true, body = data,
-  }, ctx or self:context_of(body, query, spec.pii))
+  }, answer_context(ctx or self:context_of(body, query, spec.pii), data))
 end
 
 return M
