@@ -153,6 +153,42 @@ describe("an error answer about another guest", function()
   end)
 end)
 
+describe("customer data an error carries for the program", function()
+  before_each(function() H.reset() end)
+
+  it("Pager:all's err.partial is readable but in no encoding of the error", function()
+    local tc = H.tablecheck()
+    local a = assert(tc:create_customer(H.tc_customer { first_name = "Partialann", memo = "vip guest" }))
+    assert(tc:create_customer(H.tc_customer { first_name = "Partialbob" }))
+    assert(tc:create_customer(H.tc_customer { first_name = "Partialcat" }))
+    H.fault { method = "GET", path = "/api/crm/v1/customers", match = "page=1", status = 400, count = 1 }
+    local all, err = tc:iter_customers({ per_page = 2 }):all()
+    assert.is_nil(all)
+    assert.equal(400, err.status)
+    assert.equal(2, #err.partial)
+    for k in pairs(err) do assert.are_not.equal("partial", k) end
+    assert_absent(shown(err), { "Partialann", "Partialbob", a.emails[1], "vip guest" })
+  end)
+
+  it("wait_for_images' err.images (a guest's photos) is readable but in no encoding of the error", function()
+    local tc = H.tablecheck()
+    local cust = assert(tc:create_customer(H.tc_customer()))
+    -- One photo is done (its URL shows the guest), the other still uploading.
+    H.fault { method = "GET", path = "/api/crm/v1/customers/" .. cust.id, status = 200, count = 100,
+              body = { customer = { id = cust.id, images = {
+                { id = "5ed64e249551e80639a4bb01", url = "https://cdn.example/faces/partialann.jpg",
+                  image_variants = { { url = "https://cdn.example/faces/partialann-s.jpg" } } },
+                { id = "5ed64e249551e80639a4bb02" } } } } }
+    local res, err = tc:wait_for_images(cust.id, { timeout = 0.2, interval = 0.05 })
+    assert.is_nil(res)
+    assert.equal("images_pending", err.code)
+    assert.equal(2, #err.images)
+    assert.same({ "5ed64e249551e80639a4bb02" }, err.ids)
+    for k in pairs(err) do assert.are_not.equal("images", k) end
+    assert_absent(shown(err), { "partialann" })
+  end)
+end)
+
 describe("validation of unknown keys", function()
   before_each(function() H.reset() end)
 

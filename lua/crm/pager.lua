@@ -150,12 +150,15 @@ end
 -- @treturn[1] {table,...} every item, in order
 -- @return[2] `nil`
 -- @treturn[2] Error the error that stopped the pager; `err.partial` holds the items read before it
+-- (attached: readable, but in no encoding of the error)
 -- @usage local all, err = toast:iter_search_customers(q):all()
 function Pager:all()
   local out = {}
   for item, err in self do
     if item == false then
-      err.partial = out
+      -- Customer data: readable as err.partial, but off the error table, so no encoding of the
+      -- error writes it (crm.error.attach).
+      errors.attach(err, "partial", out)
       return nil, err
     end
     out[#out + 1] = item

@@ -288,9 +288,10 @@ function M.wait(client, customer_id, opts)
     end)
   if images then return images end
   if err then return nil, err end
-  return nil, errors.new("timeout", #pending.ids .. " image(s) still uploading after " .. timeout
-    .. "s (no url or image_variants yet)", { code = "images_pending", ids = pending.ids,
-    images = pending.images })
+  -- The images (a guest's photos, by URL) are readable as err.images but off the error table.
+  return nil, errors.attach(errors.new("timeout", #pending.ids .. " image(s) still uploading after "
+    .. timeout .. "s (no url or image_variants yet)", { code = "images_pending", ids = pending.ids }),
+    "images", pending.images)
 end
 
 return M

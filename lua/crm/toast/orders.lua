@@ -467,7 +467,9 @@ function Orders:backfill_orders(opts)
   local calls_before = self._orders_bulk_calls or 0
   local function failed(err, index, w)
     err.checkpoint = checkpoint
-    err.profiles = set or nil
+    -- The guests' profiles: readable as err.profiles, but off the error table (no encoding of
+    -- the error writes them).
+    if set then errors.attach(err, "profiles", set) end
     err.window = { index = index, startDate = fmt(w[1]), endDate = fmt(w[2]) }
     return nil, err
   end
