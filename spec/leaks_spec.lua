@@ -189,6 +189,41 @@ describe("customer data an error carries for the program", function()
   end)
 end)
 
+describe("the shared store's log line", function()
+  local stores = require "crm.store"
+  local saved
+  before_each(function()
+    H.reset()
+    saved = stores.log
+  end)
+  after_each(function() stores.log = saved end)
+
+  it("never shows the token when a failing store's error quotes the value it holds", function()
+    local logs = {}
+    stores.log = function(msg) logs[#logs + 1] = msg end
+    local inner = stores.new_local()
+    local careless = {
+      get = function(_, k)
+        local v = inner:get(k)
+        if type(v) == "string" and v:find(" crm1 ", 1, true) then
+          error("redis: cannot parse the value '" .. v .. "'")
+        end
+        return v
+      end,
+      set = function(_, k, ...) return inner:set(k, ...) end,
+      add = function(_, k, ...) return inner:add(k, ...) end,
+      incr = function(_, k, ...) return inner:incr(k, ...) end,
+    }
+    local c = H.toast { store = careless }
+    for _ = 1, 3 do assert(c:search_customers { lastName = "Nobody" }) end
+    assert.equal(1, #logs)
+    assert.matches("cannot parse the value", logs[1])
+    local tokens = H.control("GET", "/__sim/secrets").tokens
+    assert.is_true(#tokens > 0)
+    for _, t in ipairs(tokens) do assert_absent(logs[1], { t, t:sub(1, 16), t:sub(-16) }) end
+  end)
+end)
+
 describe("validation of unknown keys", function()
   before_each(function() H.reset() end)
 

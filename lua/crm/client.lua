@@ -226,6 +226,11 @@ function M.init(self, opts, known, parse_error, identity)
     debug = opts.debug,
     clock = clock,
   }
+  -- The shared store's log line is scrubbed of the secrets in force (the engine's, tokens
+  -- included). The function holds the engine, never the client (no cycle through the weak-keyed
+  -- private table, which LuaJIT would not collect).
+  local engine = self.engine
+  if shared then shared.store.secrets_of = function() return engine:secrets() end end
   -- A proxy URL may carry credentials: scrubbed from errors, the password on its own too, both
   -- as written and as curl decodes them (%XX), and as the Proxy-Authorization header carries
   -- them (base64 of the decoded user:password), which a proxy may echo.

@@ -165,12 +165,23 @@ end
 
 -- The store's error text, scrubbed of the credentials, of the value that was being written
 -- (a token) and of whatever looks like a token, an email or a phone; then cut.
+-- The client's secrets in force (its tokens among them) come from secrets_of, a function the
+-- client sets (crm.client), and a Toast token entry ("<token> crm1 <expiry> <tag>", which a
+-- store's error may quote when it reads one back) is scrubbed by its shape too: it may hold a
+-- token another worker got, which this process never saw.
 local function redacted(self, err, value)
   local secrets = { type(value) == "string" and value or nil }
   for i = 1, #self.secrets do secrets[#secrets + 1] = self.secrets[i] end
+  if self.secrets_of then
+    local ok, more = pcall(self.secrets_of)
+    if ok and type(more) == "table" then
+      for i = 1, #more do secrets[#secrets + 1] = more[i] end
+    end
+  end
   -- The store's own error value may be anything, a table whose __tostring raises included.
   local shown, text = pcall(tostring, err)
   if not shown or type(text) ~= "string" then text = "(an error value that cannot be shown)" end
+  text = text:gsub("%S+ crm1 %d+ %x+", "<redacted token entry>")
   local s = require("crm.error").redact(text, { secrets = secrets })
   if #s > 160 then s = s:sub(1, 160) .. "..." end
   return s
