@@ -269,6 +269,26 @@ local function file(name, text)
   return H.quote(path)
 end
 
+describe("crm's config file", function()
+  local config = require "crm.cli.config"
+
+  it("never quotes an unknown key that is no setting name (a secret put where its name belongs)", function()
+    local path = home .. "/swapped.json"
+    H.spit(path, require("crm").json.encode { ["tc-Kq8vZ2mN4pX7"] = "CRM_TABLECHECK_API_KEY" })
+    assert(os.execute("chmod 600 " .. H.quote(path)))
+    local t, err = config.read_file(path, true)
+    assert.is_nil(t)
+    assert.equal("config", err.field)
+    assert_absent(tostring(err), { "Kq8vZ2mN4pX7" })
+    H.spit(path, require("crm").json.encode { CRM_TABLECHECK_APIKEY = "tc-Kq8vZ2mN4pX7" })
+    t, err = config.read_file(path, true)
+    assert.is_nil(t)
+    assert.matches("CRM_TABLECHECK_APIKEY", tostring(err)) -- a misspelt name is named
+    assert_absent(tostring(err), { "Kq8vZ2mN4pX7" })
+    os.remove(path)
+  end)
+end)
+
 describe("crm --input", function()
   before_each(function() H.reset() end)
 

@@ -84,8 +84,12 @@ function M.read_file(path, explicit)
   local out = {}
   for k, v in pairs(t) do
     if not KNOWN[k] then
-      return nil, output.usage_error(("config file %s: unknown key %q (known: %s)"):format(path,
-        tostring(k), table.concat(M.NAMES, ", ")), "config")
+      -- Named only when shaped like a setting name: a secret pasted where its name belongs (the
+      -- key and the value swapped) must not be printed.
+      local shown = type(k) == "string" and #k <= 64 and k:find("^[%u_][%u%d_]*$") and ("%q"):format(k)
+        or "(not shown: it is not shaped like a setting name, and may be a value)"
+      return nil, output.usage_error(("config file %s: unknown key %s (known: %s)"):format(path,
+        shown, table.concat(M.NAMES, ", ")), "config")
     end
     if type(v) ~= "string" and type(v) ~= "number" then
       return nil, output.usage_error(("config file %s: %s must be a string"):format(path, k), "config")
