@@ -115,6 +115,43 @@ describe("a proxy echoing its credentials", function()
   end)
 end)
 
+describe("a server echoing the guest it was sent in other shapes", function()
+  before_each(function() H.reset() end)
+
+  local GUEST = { firstName = "Zanzibar", lastName = "Quixote", email = "zq.private@example.org",
+                  phone = "206-555-0111" }
+
+  local function echoed(body)
+    local c = H.toast()
+    H.fault { path = "/crm/v1/customers", method = "POST", status = 400, count = 1, body = body }
+    local _, err = c:create_customer(GUEST)
+    assert.equal(400, err.status)
+    return err
+  end
+
+  it("an email broken by a line break, a tab or a space around @ or the dot", function()
+    for _, sep in ipairs { "\\n", "\\r\\n", "\\t", " " } do
+      for _, text in ipairs { "zq.private@example" .. sep .. ".org", "zq.private" .. sep .. "@example.org",
+                              "zq.private@" .. sep .. "example.org" } do
+        local err = echoed('{"message":"bad ' .. text .. '","detail":"' .. text .. '"}')
+        assert_absent(shown(err), { "zq.private" })
+      end
+    end
+  end)
+
+  it("an email written with an HTML entity for @, the guest's or anyone's", function()
+    local err = echoed(cjson.encode { message = "bad zq.private&#64;example.org or o.b&#x40;example.com",
+                                      detail = "o.b&commat;example.com" })
+    assert_absent(shown(err), { "zq.private", "o.b&", "o.b@" })
+  end)
+
+  it("a phone the answer gives as a JSON number", function()
+    local err = echoed('{"message":"bad","phone":2065550111,"x":12065550111,"amount":25}')
+    assert_absent(shown(err), { "2065550111" })
+    assert.equal(25, err.body.amount)
+  end)
+end)
+
 describe("an error answer about another guest", function()
   before_each(function() H.reset() end)
 

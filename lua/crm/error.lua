@@ -201,6 +201,15 @@ end
 -- Email addresses as validation accepts them: any local part (non-ASCII, apostrophes, plus
 -- tags), a domain with at least one dot (one-letter TLDs too).
 local EMAIL = "[^%s@<>%(%)%[%],;:\"]+@[^%s@<>%(%)%[%],;:\"]+%.[^%s@<>%(%)%[%],;:\"]+"
+-- The same address broken by a careless server: a line break, a tab or a space around the @ or
+-- before the dot of the domain (text wrapped at a width), and @ written as an HTML entity.
+local EMAIL_SPACED = "[^%s@<>%(%)%[%],;:\"]+%s*@%s*[^%s@<>%(%)%[%],;:\"]+%.[^%s@<>%(%)%[%],;:\"]+"
+local EMAIL_CUT = "[^%s@<>%(%)%[%],;:\"]+@[^%s@<>%(%)%[%],;:\"]+%s+%.[^%s@<>%(%)%[%],;:\"]+"
+local function emails(s)
+  if not find(s, "@", 1, true) and not find(s, "&", 1, true) then return s end
+  s = gsub(gsub(gsub(s, "&#0*64;", "@"), "&#[xX]0*40;", "@"), "&commat;", "@")
+  return (gsub(gsub(gsub(s, EMAIL, "<email>"), EMAIL_SPACED, "<email>"), EMAIL_CUT, "<email>"))
+end
 
 -- Phone-shaped text: a + or separators (space, dot, dash, parentheses) among 7 to 16 digits,
 -- standing on its own (not inside an id such as a0b1234567bc or a GUID), and not a date.
@@ -255,7 +264,7 @@ local function scrub(s, ctx)
   s = gsub(s, BASIC, "%1Basic <redacted>")
   -- Emails by shape before the sent words, so a sent name inside another address cannot break
   -- that address apart and leave its rest readable.
-  s = gsub(s, EMAIL, "<email>")
+  s = emails(s)
   local pii = ctx and ctx.pii
   if pii then
     for i = 1, #pii do
@@ -287,10 +296,22 @@ local function scrub_body(v, ctx)
   if type(v) ~= "table" then return v end
   local pii_key = ctx and ctx.pii_key
   local copies, todo, under = { [v] = {} }, { v }, {}
-  local function copy_of(x, pii)
+  -- A number the request sent as text (a phone) is PII where the answer gives it as a number.
+  local sent = {}
+  for i = 1, ctx and ctx.pii and #ctx.pii or 0 do
+    local p = ctx.pii[i]
+    if type(p) == "string" and find(p, "^%d+$") and #p >= 7 then sent[p] = true end
+  end
+  local function copy_of(x, pii, is_key)
     if type(x) == "string" then
       if pii and not find(x, GUID) and not find(x, HEX_ID) then return "<pii>" end
       return (scrub(x, ctx))
+    end
+    if type(x) == "number" and not is_key then
+      if pii or (x % 1 == 0 and x > -2 ^ 53 and x < 2 ^ 53 and sent[("%d"):format(x)]) then
+        return "<pii>"
+      end
+      return x
     end
     if type(x) ~= "table" then return x end
     local c = copies[x]
@@ -306,7 +327,7 @@ local function scrub_body(v, ctx)
     local out, pii = copies[t], under[t]
     -- Keys too: a server may key its complaints by the email or phone it refused.
     for k, x in next, t do
-      out[copy_of(k)] = copy_of(x, pii or (pii_key ~= nil and pii_key(k)))
+      out[copy_of(k, nil, true)] = copy_of(x, pii or (pii_key ~= nil and pii_key(k)))
     end
     local mt = getmetatable(t)
     if type(mt) == "table" then setmetatable(out, mt) end

@@ -151,6 +151,10 @@ local function add_variants(pii, from)
     local v = pii[i]
     local esc = escape(v)
     if esc ~= v then pii[#pii + 1] = esc end
+    -- An email's local part on its own: a server that breaks the address (a line break at the
+    -- @) leaves it readable, and it often is the guest's name.
+    local user = v:match("^([^@%s]+)@[^@]+$")
+    if user and #user >= 3 then pii[#pii + 1] = user end
     local digits = v:gsub("%D", "")
     if #digits >= 7 and #digits <= 15 and not v:find("@", 1, true) then
       pii[#pii + 1] = digits
