@@ -103,7 +103,6 @@ local PROXY_URL = { schemes = { http = true, https = true, socks4 = true, socks4
                     names = "http://, https://, socks4://, socks4a://, socks5:// or socks5h://",
                     userinfo = true }
 
--- Checks the options every client takes. Returns nil or a validation error.
 -- What curl sends for a proxy's user:password: %XX decoded, then base64 (RFC 4648) in Basic.
 local function percent_decoded(s)
   return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
@@ -127,6 +126,7 @@ local function base64(s)
   return table.concat(out)
 end
 
+-- Checks the options every client takes. Returns nil or a validation error.
 local function check_common(opts)
   local e = url_error(opts.base_url, "base_url", BASE_URL)
   if e then return e end

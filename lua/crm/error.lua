@@ -152,26 +152,29 @@ end
 -- A piece of a secret is a leak too: a server that cuts its echo, splits it across fields or
 -- breaks it with a NUL or a bad byte leaves pieces no whole-value search finds. Every run of
 -- FRAGMENT bytes or more that also occurs in a secret (in any of its spellings) is scrubbed, so
--- at most FRAGMENT - 1 bytes of a secret survive in one place. The windows of every secret are
--- made once per context (weak cache), not once per string.
+-- at most FRAGMENT - 1 bytes of a secret survive in one place.
+-- The spellings and the windows of a list of secrets are made once per list (weak cache), not
+-- once per string: a body of many strings is scrubbed with one context.
 local FRAGMENT = 8
-local WINDOWS = setmetatable({}, { __mode = "k" })
-local function windows_of(secrets)
-  local w = WINDOWS[secrets]
-  if w then return w end
-  w = {}
+local PREPARED = setmetatable({}, { __mode = "k" })
+local function prepared(secrets)
+  local p = PREPARED[secrets]
+  if p then return p end
+  local forms, windows = {}, {}
   for i = 1, #secrets do
     local v = secrets[i]
-    if type(v) == "string" and #v >= FRAGMENT then
-      local forms = spellings(v)
-      for j = 1, #forms do
-        local f = forms[j]
-        for k = 1, #f - FRAGMENT + 1 do w[sub(f, k, k + FRAGMENT - 1)] = true end
+    if type(v) == "string" and #v >= 4 then
+      local list = spellings(v)
+      for j = 1, #list do
+        local f = list[j]
+        forms[#forms + 1] = f
+        for k = 1, #f - FRAGMENT + 1 do windows[sub(f, k, k + FRAGMENT - 1)] = true end
       end
     end
   end
-  WINDOWS[secrets] = w
-  return w
+  p = { forms = forms, windows = windows }
+  PREPARED[secrets] = p
+  return p
 end
 
 local function scrub_fragments(s, windows)
@@ -249,14 +252,10 @@ local function scrub(s, ctx)
   if ctx then
     local secrets = ctx.secrets
     if secrets then
-      for i = 1, #secrets do
-        local v = secrets[i]
-        if type(v) == "string" and #v >= 4 then
-          local forms = spellings(v)
-          for j = 1, #forms do s = replace_all(s, forms[j], "<redacted>") end
-        end
-      end
-      s = scrub_fragments(s, windows_of(secrets))
+      local p = prepared(secrets)
+      local forms = p.forms
+      for i = 1, #forms do s = replace_all(s, forms[i], "<redacted>") end
+      s = scrub_fragments(s, p.windows)
     end
   end
   s = gsub(s, "[Bb][Ee][Aa][Rr][Ee][Rr]%s+[%w%-%._~%+/=]+", "Bearer <redacted>")
