@@ -306,6 +306,19 @@ local function file(name, text)
   return H.quote(path)
 end
 
+describe("crm's usage errors", function()
+  it("do not repeat a guest's email or phone typed where a command or a number belongs", function()
+    local r = crm_run("--sim toast customers zq.private@example.org")
+    assert.equal(2, r.code)
+    assert.matches("unknown command", r.err)
+    H.assert_absent(r.err, { "zq.private" })
+    r = crm_run("--sim tablecheck customers list --page '+1 206 555 0111'")
+    assert.equal(2, r.code)
+    assert.matches("%-%-page must be a number", r.err)
+    H.assert_absent(r.err, { "555 0111" })
+  end)
+end)
+
 describe("crm's config file", function()
   local config = require "crm.cli.config"
 

@@ -438,7 +438,11 @@ function M.main(argv)
   local ok, args, where = parse(parser, rest)
   if not ok then
     local cmd = where:get_usage():match("^Usage: (%S+.-) %[%-h%]") or "crm"
-    io.stderr:write(where:get_usage(), "\n\ncrm: ", tostring(args), " (" .. cmd .. " --help explains it)\n")
+    -- The parser quotes what was typed (an unknown command, a value that is no number): a
+    -- guest's email or phone typed in the wrong place is scrubbed by its shape. The message
+    -- may span lines ("Did you mean"), so it is redacted line by line.
+    local said = tostring(args):gsub("[^\n]+", function(l) return require("crm.error").redact(l) end)
+    io.stderr:write(where:get_usage(), "\n\ncrm: ", said, " (" .. cmd .. " --help explains it)\n")
     return output.EXIT.validation
   end
   output.configure { pretty = args.pretty, json_errors = args.json_errors }
