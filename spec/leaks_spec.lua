@@ -139,6 +139,11 @@ describe("a server echoing the guest it was sent in other shapes", function()
     end
   end)
 
+  it("an email cut short at the end of a server's text, the guest's or anyone's", function()
+    local err = echoed(cjson.encode { message = "bad zq.private@exa", detail = "holder o.brewster@exa" })
+    assert_absent(shown(err), { "zq.private", "o.brewster" })
+  end)
+
   it("an email written with an HTML entity for @, the guest's or anyone's", function()
     local err = echoed(cjson.encode { message = "bad zq.private&#64;example.org or o.b&#x40;example.com",
                                       detail = "o.b&commat;example.com" })

@@ -208,10 +208,13 @@ local EMAIL = "[^%s@<>%(%)%[%],;:\"]+@[^%s@<>%(%)%[%],;:\"]+%.[^%s@<>%(%)%[%],;:
 -- before the dot of the domain (text wrapped at a width), and @ written as an HTML entity.
 local EMAIL_SPACED = "[^%s@<>%(%)%[%],;:\"]+%s*@%s*[^%s@<>%(%)%[%],;:\"]+%.[^%s@<>%(%)%[%],;:\"]+"
 local EMAIL_CUT = "[^%s@<>%(%)%[%],;:\"]+@[^%s@<>%(%)%[%],;:\"]+%s+%.[^%s@<>%(%)%[%],;:\"]+"
+-- An address a server cut short (its text ends inside the domain, before any dot).
+local EMAIL_TAIL = "[^%s@<>%(%)%[%],;:\"]+@[^%s@<>%(%)%[%],;:\"]*$"
 local function emails(s)
   if not find(s, "@", 1, true) and not find(s, "&", 1, true) then return s end
   s = gsub(gsub(gsub(s, "&#0*64;", "@"), "&#[xX]0*40;", "@"), "&commat;", "@")
-  return (gsub(gsub(gsub(s, EMAIL, "<email>"), EMAIL_SPACED, "<email>"), EMAIL_CUT, "<email>"))
+  s = gsub(gsub(gsub(s, EMAIL, "<email>"), EMAIL_SPACED, "<email>"), EMAIL_CUT, "<email>")
+  return (gsub(s, EMAIL_TAIL, "<email>"))
 end
 
 -- Phone-shaped text: a + or separators (space, dot, dash, parentheses) among 7 to 16 digits,
