@@ -64,17 +64,18 @@ M.KINDS = {
 -- Look the record up before sending it again, or replay the same GUID (Toast)
 -- @tfield[opt] table body the decoded error body, when there was one (its strings redacted)
 -- @tfield[opt] {string,...} ids the record ids the error is about (a merge, images, a wait)
--- @tfield[opt] table partial `Pager:all`: the items read before the error
+-- @tfield[opt] table partial `Pager:all`: the items read before the error (attached: off the
+-- table, in no encoding of the error)
 -- @tfield[opt] table checkpoint `backfill_orders`: the last finished window, to resume from
 -- (see `crm.toast.Checkpoint`)
 -- @tfield[opt] table window `backfill_orders`: the window that failed `{index, startDate, endDate}`
 -- @tfield[opt] crm.toast.guests.Set profiles `backfill_orders`: the profile set, with the finished windows
--- folded in
+-- folded in (attached)
 -- @tfield[opt] table report `merge_customers`: the merge report (see
 -- `crm.tablecheck.merge.MergeReport`); with `code = "merge_would_lose_values"` too
 -- @tfield[opt] table customer `merge_customers` with `wait`: the merged customer the PUT answered
 -- @tfield[opt] string stage `wait_for_merge`: `"merged_customer_ids"` or `"associated_objects"`
--- @tfield[opt] table images `wait_for_images`: the images as last read
+-- @tfield[opt] table images `wait_for_images`: the images as last read (attached)
 -- @tfield[opt] string expired_by `iter_search_customers`: `"client"` (noticed before sending) or
 -- `"server"` for an expired scroll
 -- @tfield[opt] boolean scroll_lost `iter_search_customers`: a scroll continuation reached the
