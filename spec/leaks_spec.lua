@@ -73,6 +73,17 @@ describe("a server echoing the token", function()
     assert_absent(shown(err), { token:sub(1, 24), token:sub(5, 24) })
   end)
 
+  it("a secret echoed in another case, whole or in part, is scrubbed", function()
+    local tc = H.tablecheck()
+    local key = H.tablecheck_key
+    H.fault { path = "/api/crm/v1/shops", status = 401, count = 1,
+              body = cjson.encode { message = "INVALID API KEY " .. key:upper() .. " (" .. key:upper():sub(1, 12) .. ")" } }
+    local _, err = tc:list_shops()
+    assert.equal(401, err.status)
+    assert_absent(shown(err), { key:upper(), key:upper():sub(1, 12) })
+    assert.matches("INVALID API KEY <redacted>", err.message)
+  end)
+
   it("a client secret echoed percent-encoded (as in a URL) is scrubbed", function()
     local secret = "Zr/8q+Kd=w2LmXp9&s"
     local c = H.toast { client_secret = secret }

@@ -86,19 +86,22 @@ M.KINDS = {
 local Error = {}
 -- Error.__index (methods, then attached fields) is set below, with attach.
 
--- Replaces every occurrence of `value` in s (plain text, not a pattern).
-local function replace_all(s, value, with)
-  local from, to = find(s, value, 1, true)
-  if not from then return s end
+-- Replaces every occurrence of `value` in s (plain text, not a pattern) in any ASCII case: a
+-- server may echo a key upper-cased. `ls` is s:lower() and `lv` value:lower() (lower() keeps
+-- every byte position, so the positions found in ls cut s). -> s, ls (both updated)
+local function replace_all(s, ls, lv, with)
+  local from, to = find(ls, lv, 1, true)
+  if not from then return s, ls end
   local out, pos = {}, 1
   while from do
     out[#out + 1] = sub(s, pos, from - 1)
     out[#out + 1] = with
     pos = to + 1
-    from, to = find(s, value, pos, true)
+    from, to = find(ls, lv, pos, true)
   end
   out[#out + 1] = sub(s, pos)
-  return concat(out)
+  s = concat(out)
+  return s, s:lower()
 end
 
 -- The same, but only where the value stands as a word of its own (names: "Al" in "Already" stays).
@@ -158,18 +161,22 @@ end
 -- once per string: a body of many strings is scrubbed with one context.
 local FRAGMENT = 8
 local PREPARED = setmetatable({}, { __mode = "k" })
+-- Both in lower case: they are matched in any ASCII case.
 local function prepared(secrets)
   local p = PREPARED[secrets]
   if p then return p end
-  local forms, windows = {}, {}
+  local forms, windows, seen = {}, {}, {}
   for i = 1, #secrets do
     local v = secrets[i]
     if type(v) == "string" and #v >= 4 then
       local list = spellings(v)
       for j = 1, #list do
-        local f = list[j]
-        forms[#forms + 1] = f
-        for k = 1, #f - FRAGMENT + 1 do windows[sub(f, k, k + FRAGMENT - 1)] = true end
+        local f = list[j]:lower()
+        if not seen[f] then
+          seen[f] = true
+          forms[#forms + 1] = f
+          for k = 1, #f - FRAGMENT + 1 do windows[sub(f, k, k + FRAGMENT - 1)] = true end
+        end
       end
     end
   end
@@ -178,12 +185,12 @@ local function prepared(secrets)
   return p
 end
 
-local function scrub_fragments(s, windows)
+local function scrub_fragments(s, ls, windows)
   local n = #s
   if n < FRAGMENT or next(windows) == nil then return s end
   local out, pos, from, to = nil, 1, nil, 0
   for i = 1, n - FRAGMENT + 1 do
-    if windows[sub(s, i, i + FRAGMENT - 1)] then
+    if windows[sub(ls, i, i + FRAGMENT - 1)] then
       if from and i > to + 1 then
         out = out or {}
         out[#out + 1] = sub(s, pos, from - 1)
@@ -257,9 +264,9 @@ local function scrub(s, ctx)
     local secrets = ctx.secrets
     if secrets then
       local p = prepared(secrets)
-      local forms = p.forms
-      for i = 1, #forms do s = replace_all(s, forms[i], "<redacted>") end
-      s = scrub_fragments(s, p.windows)
+      local forms, ls = p.forms, s:lower()
+      for i = 1, #forms do s, ls = replace_all(s, ls, forms[i], "<redacted>") end
+      s = scrub_fragments(s, ls, p.windows)
     end
   end
   s = gsub(s, "[Bb][Ee][Aa][Rr][Ee][Rr]%s+[%w%-%._~%+/=]+", "Bearer <redacted>")
