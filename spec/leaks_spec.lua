@@ -77,7 +77,8 @@ describe("a server echoing the token", function()
     local tc = H.tablecheck()
     local key = H.tablecheck_key
     H.fault { path = "/api/crm/v1/shops", status = 401, count = 1,
-              body = cjson.encode { message = "INVALID API KEY " .. key:upper() .. " (" .. key:upper():sub(1, 12) .. ")" } }
+              body = cjson.encode { message = "INVALID API KEY " .. key:upper() .. " ("
+                .. key:upper():sub(1, 12) .. ")" } }
     local _, err = tc:list_shops()
     assert.equal(401, err.status)
     assert_absent(shown(err), { key:upper(), key:upper():sub(1, 12) })
