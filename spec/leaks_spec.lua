@@ -169,6 +169,22 @@ describe("a server echoing the guest it was sent in other shapes", function()
   end)
 end)
 
+describe("names in scripts written without spaces", function()
+  before_each(function() H.reset() end)
+
+  it("a kanji or kana name the request sent is <pii> inside a Japanese sentence", function()
+    local tc = H.tablecheck()
+    H.fault { path = "/api/crm/v1/customers", method = "POST", status = 422, count = 1,
+              body = cjson.encode { errors = { { code = "taken",
+                message = "山田太郎様（ヤマダタロウ）は既に登録されています" } } } }
+    local _, err = tc:create_customer(H.tc_customer { kanji_last_name = "山田", kanji_first_name = "太郎",
+                                                      last_name = "ヤマダ", first_name = "タロウ" })
+    assert.equal(422, err.status)
+    assert_absent(shown(err), { "山田", "太郎", "ヤマダ", "タロウ" })
+    assert.matches("既に登録されています", err.message)
+  end)
+end)
+
 describe("an error answer about another guest", function()
   before_each(function() H.reset() end)
 

@@ -110,13 +110,18 @@ local function is_word_byte(c)
 end
 -- Matched without regard to ASCII case (a server may echo ZELDA for Zelda); lower() keeps
 -- every byte position, so the positions found in the lowered text cut the original.
+-- A boundary is asked for only at an edge of the value that is an ASCII letter or digit: a
+-- name in a script written without spaces (山田 in 山田太郎様) has no word around it to stand
+-- apart from, so it is replaced wherever it occurs.
 local function replace_words(s, value, with)
   local ls, lv = s:lower(), value:lower()
   local from, to = find(ls, lv, 1, true)
   if not from then return s end
+  local left, right = find(value, "^%w") ~= nil, find(value, "%w$") ~= nil
   local out, pos = {}, 1
   while from do
-    if not is_word_byte(sub(s, from - 1, from - 1)) and not is_word_byte(sub(s, to + 1, to + 1)) then
+    if not (left and is_word_byte(sub(s, from - 1, from - 1)))
+        and not (right and is_word_byte(sub(s, to + 1, to + 1))) then
       out[#out + 1] = sub(s, pos, from - 1)
       out[#out + 1] = with
       pos = to + 1
