@@ -183,6 +183,16 @@ describe("names in scripts written without spaces", function()
     assert_absent(shown(err), { "山田", "太郎", "ヤマダ", "タロウ" })
     assert.matches("既に登録されています", err.message)
   end)
+
+  it("an E.164 phone the request sent, echoed in its national form with the trunk 0", function()
+    local tc = H.tablecheck()
+    H.fault { path = "/api/crm/v1/customers", method = "POST", status = 422, count = 1,
+              body = cjson.encode { errors = { { code = "taken",
+                message = "電話番号 09012345678 は既に使われています (9012345678)" } } } }
+    local _, err = tc:create_customer(H.tc_customer { phones = { "+819012345678" } })
+    assert.equal(422, err.status)
+    assert_absent(shown(err), { "9012345678" })
+  end)
 end)
 
 describe("an error answer about another guest", function()

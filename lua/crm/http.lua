@@ -162,7 +162,17 @@ local function add_variants(pii, from)
       if e164 then
         pii[#pii + 1] = e164
         pii[#pii + 1] = e164:sub(2)
-        if e164:sub(1, 2) == "+1" then pii[#pii + 1] = e164:sub(3) end
+        if e164:sub(1, 2) == "+1" then
+          pii[#pii + 1] = e164:sub(3)
+        else
+          -- The national forms elsewhere: the number after the country code (1 to 3 digits;
+          -- each split is tried), with and without the trunk 0 (+819012345678: 09012345678).
+          for k = 1, 3 do
+            local rest = e164:sub(2 + k)
+            if #rest >= 6 then pii[#pii + 1] = "0" .. rest end
+            if #rest >= 7 then pii[#pii + 1] = rest end
+          end
+        end
       end
     end
   end
