@@ -169,29 +169,37 @@ describe("a server echoing the guest it was sent in other shapes", function()
   end)
 end)
 
-describe("names in scripts written without spaces", function()
+describe("names and phones as Japanese text writes them", function()
   before_each(function() H.reset() end)
 
-  it("a kanji or kana name the request sent is <pii> inside a Japanese sentence", function()
+  -- The error of a TableCheck create of `extra` whose 422 says `message`.
+  local function refused_with(message, extra)
     local tc = H.tablecheck()
     H.fault { path = "/api/crm/v1/customers", method = "POST", status = 422, count = 1,
-              body = cjson.encode { errors = { { code = "taken",
-                message = "山田太郎様（ヤマダタロウ）は既に登録されています" } } } }
-    local _, err = tc:create_customer(H.tc_customer { kanji_last_name = "山田", kanji_first_name = "太郎",
-                                                      last_name = "ヤマダ", first_name = "タロウ" })
+              body = cjson.encode { errors = { { code = "taken", message = message } } } }
+    local _, err = tc:create_customer(H.tc_customer(extra))
     assert.equal(422, err.status)
+    return err
+  end
+
+  it("a kanji or kana name the request sent is <pii> inside a sentence", function()
+    local err = refused_with("山田太郎様（ヤマダタロウ）は既に登録されています",
+      { kanji_last_name = "山田", kanji_first_name = "太郎", last_name = "ヤマダ", first_name = "タロウ" })
     assert_absent(shown(err), { "山田", "太郎", "ヤマダ", "タロウ" })
     assert.matches("既に登録されています", err.message)
   end)
 
   it("an E.164 phone the request sent, echoed in its national form with the trunk 0", function()
-    local tc = H.tablecheck()
-    H.fault { path = "/api/crm/v1/customers", method = "POST", status = 422, count = 1,
-              body = cjson.encode { errors = { { code = "taken",
-                message = "電話番号 09012345678 は既に使われています (9012345678)" } } } }
-    local _, err = tc:create_customer(H.tc_customer { phones = { "+819012345678" } })
-    assert.equal(422, err.status)
+    local err = refused_with("電話番号 09012345678 は既に使われています (9012345678)",
+      { phones = { "+819012345678" } })
     assert_absent(shown(err), { "9012345678" })
+  end)
+
+  it("a phone in full-width digits next to kana, the guest's or anyone's", function()
+    local err = refused_with("電話番号０９０１２３４５６７８は既に使われています（他：０３－１２３４－５６７８）",
+      { phones = { "+819012345678" } })
+    assert_absent(shown(err), { "９０１２３４５６７８", "9012345678", "１２３４－５６７８", "1234-5678" })
+    assert.matches("は既に使われています", err.message)
   end)
 end)
 

@@ -105,9 +105,23 @@ local function replace_all(s, ls, lv, with)
 end
 
 -- The same, but only where the value stands as a word of its own (names: "Al" in "Already" stays).
-local function is_word_byte(c)
-  return c ~= "" and find(c, "^[%w\128-\255]") ~= nil
+-- Whether the character that starts (or, with back, ends) at byte i is part of a word: an
+-- ASCII letter or digit, or a letter of a script that uses two UTF-8 bytes (Latin, Greek,
+-- Cyrillic, ...). The three- and four-byte ones (kana, kanji, Thai, full-width forms) are
+-- written without spaces, so a value next to one still stands apart (09012345678は).
+local function is_word_char(s, i, back)
+  if back then
+    -- the lead byte of the character that ends at i
+    local j = i
+    while j > 1 and j > i - 3 and find(sub(s, j, j), "^[\128-\191]") do j = j - 1 end
+    i = j
+  end
+  local c = sub(s, i, i)
+  if c == "" then return false end
+  if find(c, "^%w") then return true end
+  return find(c, "^[\194-\223]") ~= nil
 end
+
 -- Matched without regard to ASCII case (a server may echo ZELDA for Zelda); lower() keeps
 -- every byte position, so the positions found in the lowered text cut the original.
 -- A boundary is asked for only at an edge of the value that is an ASCII letter or digit: a
@@ -120,8 +134,8 @@ local function replace_words(s, value, with)
   local left, right = find(value, "^%w") ~= nil, find(value, "%w$") ~= nil
   local out, pos = {}, 1
   while from do
-    if not (left and is_word_byte(sub(s, from - 1, from - 1)))
-        and not (right and is_word_byte(sub(s, to + 1, to + 1))) then
+    if not (left and is_word_char(s, from - 1, true))
+        and not (right and is_word_char(s, to + 1)) then
       out[#out + 1] = sub(s, pos, from - 1)
       out[#out + 1] = with
       pos = to + 1
@@ -263,8 +277,13 @@ end
   Kept: GUIDs, 24-hex ids, amounts, counts, dates, paths. ]]
 local BASIC = "([Aa][Uu][Tt][Hh][Oo][Rr][Ii][Zz][Aa][Tt][Ii][Oo][Nn][\"']?%s*[:=]%s*[\"']?)"
   .. "[Bb][Aa][Ss][Ii][Cc]%s+[%w%+/=%-_]+"
+-- Full-width digits, plus, minus and parentheses (as Japanese text writes a phone) are read as
+-- their ASCII forms, so the phone rules and the phones the request sent see them.
+local FULL_WIDTH = { ["\136"] = "(", ["\137"] = ")", ["\139"] = "+", ["\141"] = "-" }
+for d = 0, 9 do FULL_WIDTH[string.char(144 + d)] = tostring(d) end
 local function scrub(s, ctx)
   s = tostring(s)
+  if find(s, "\239\188", 1, true) then s = gsub(s, "\239\188([\136\137\139\141\144-\153])", FULL_WIDTH) end
   if ctx then
     local secrets = ctx.secrets
     if secrets then
