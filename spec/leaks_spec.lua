@@ -73,6 +73,20 @@ describe("a server echoing the token", function()
     assert_absent(shown(err), { token:sub(1, 24), token:sub(5, 24) })
   end)
 
+  it("a credential under a credential's name in an error answer is scrubbed, known or not", function()
+    local c = H.toast()
+    H.fault { path = "/authentication/v1/authentication/login", status = 409, count = 1,
+              body = cjson.encode { message = "session exists",
+                token = { accessToken = "eyJhbGciOiJIUzI1NiJ9.b3RoZXI.c2lnbmF0dXJl", refreshToken = "rt-9f8e7d6c5b4a" },
+                session = { api_key = "tc-live-0a1b2c3d", password = "hunter2hunter2",
+                            ["Authorization"] = "Token tok-5e6f7a8b9c" } } }
+    local _, err = c:login()
+    assert.equal("auth", err.kind)
+    assert_absent(shown(err), { "eyJhbGciOiJIUzI1NiJ9", "b3RoZXI", "rt-9f8e7d6c5b4a", "tc-live-0a1b2c3d",
+                                "hunter2hunter2", "tok-5e6f7a8b9c" })
+    assert.equal("session exists", err.body.message)
+  end)
+
   it("a secret echoed in another case, whole or in part, is scrubbed", function()
     local tc = H.tablecheck()
     local key = H.tablecheck_key

@@ -323,12 +323,13 @@ M.redact = redact
 -- a table met twice (or a cycle) is copied once.
 -- ctx.pii_key(k) (optional) names the person fields of an answer (a record of another guest in
 -- a 409, say): every string under one is <pii> whole, at any depth, except the ids among them
--- (a GUID, a 24-hex id), which say which record it was.
+-- (a GUID, a 24-hex id), which say which record it was. ctx.secret_key(k) (optional) names the
+-- credential fields (accessToken, password, api_key): everything under one is <redacted>.
 local HEX_ID = "^" .. ("%x"):rep(24) .. "$"
 local function scrub_body(v, ctx)
   if type(v) == "string" then return (scrub(v, ctx)) end
   if type(v) ~= "table" then return v end
-  local pii_key = ctx and ctx.pii_key
+  local pii_key, secret_key = ctx and ctx.pii_key, ctx and ctx.secret_key
   local copies, todo, under = { [v] = {} }, { v }, {}
   -- A number the request sent as text (a phone) is PII where the answer gives it as a number.
   local sent = {}
@@ -336,13 +337,16 @@ local function scrub_body(v, ctx)
     local p = ctx.pii[i]
     if type(p) == "string" and find(p, "^%d+$") and #p >= 7 then sent[p] = true end
   end
-  local function copy_of(x, pii, is_key)
+  -- mark: nil, "pii" (under a person field) or "secret" (under a credential field)
+  local function copy_of(x, mark, is_key)
     if type(x) == "string" then
-      if pii and not find(x, GUID) and not find(x, HEX_ID) then return "<pii>" end
+      if mark == "secret" then return "<redacted>" end
+      if mark == "pii" and not find(x, GUID) and not find(x, HEX_ID) then return "<pii>" end
       return (scrub(x, ctx))
     end
     if type(x) == "number" and not is_key then
-      if pii or (x % 1 == 0 and x > -2 ^ 53 and x < 2 ^ 53 and sent[("%d"):format(x)]) then
+      if mark == "secret" then return "<redacted>" end
+      if mark or (x % 1 == 0 and x > -2 ^ 53 and x < 2 ^ 53 and sent[("%d"):format(x)]) then
         return "<pii>"
       end
       return x
@@ -351,17 +355,22 @@ local function scrub_body(v, ctx)
     local c = copies[x]
     if not c then
       c = {}
-      copies[x], todo[#todo + 1], under[x] = c, x, pii
+      copies[x], todo[#todo + 1], under[x] = c, x, mark
     end
     return c
+  end
+  local function mark_of(k, mark)
+    if mark == "secret" or (secret_key ~= nil and secret_key(k)) then return "secret" end
+    if mark or (pii_key ~= nil and pii_key(k)) then return "pii" end
+    return nil
   end
   while #todo > 0 do
     local t = todo[#todo]
     todo[#todo] = nil
-    local out, pii = copies[t], under[t]
+    local out, mark = copies[t], under[t]
     -- Keys too: a server may key its complaints by the email or phone it refused.
     for k, x in next, t do
-      out[copy_of(k, nil, true)] = copy_of(x, pii or (pii_key ~= nil and pii_key(k)))
+      out[copy_of(k, nil, true)] = copy_of(x, mark_of(k, mark))
     end
     local mt = getmetatable(t)
     if type(mt) == "table" then setmetatable(out, mt) end

@@ -189,19 +189,35 @@ end
 
 -- An error answer may carry another guest's record (a 409 naming who holds the phone): its
 -- person fields are <pii> in err.body (ctx.pii_key) and their values are scrubbed from the
--- message wherever it repeats them. The keys that name the field a complaint is about
+-- message wherever it repeats them; its credential fields likewise (ctx.secret_key). The keys that name the field a complaint is about
 -- (fieldName, field) hold field names, not people.
 local function is_answer_pii_key(k)
   return is_pii_key(k) and not find(k:lower(), "field", 1, true)
 end
+-- A credential's name (accessToken, refresh_token, clientSecret, password, api_key,
+-- Authorization): what an answer holds under one is a secret, known to this client or not
+-- (a token a failed login was answered with, a key of another tenant).
+local SECRET_WORDS = { "token", "secret", "password", "passwd", "apikey", "accesskey", "privatekey",
+                       "authorization", "credential", "cookie" }
+local function is_secret_key(k)
+  if type(k) ~= "string" then return false end
+  k = k:lower():gsub("[^%w]", "")
+  for i = 1, #SECRET_WORDS do
+    if find(k, SECRET_WORDS[i], 1, true) then return true end
+  end
+  return false
+end
 local function answer_context(ctx, data)
   if type(data) ~= "table" then return ctx end
-  local pii = {}
+  local pii, secrets = {}, {}
   for i = 1, #ctx.pii do pii[i] = ctx.pii[i] end
+  for i = 1, #ctx.secrets do secrets[i] = ctx.secrets[i] end
   local n = #pii
   collect_pii(data, false, pii, 0, is_answer_pii_key)
   if #pii > n then add_variants(pii, n + 1) end
-  return { secrets = ctx.secrets, pii = pii, pii_key = is_answer_pii_key }
+  -- and its credentials, so the message is scrubbed of them too
+  collect_pii(data, false, secrets, 0, is_secret_key)
+  return { secrets = secrets, pii = pii, pii_key = is_answer_pii_key, secret_key = is_secret_key }
 end
 
 -- A debug hook that raises must not break the call it reports on: its errors are dropped.
