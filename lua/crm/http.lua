@@ -189,8 +189,8 @@ end
 
 -- An error answer may carry another guest's record (a 409 naming who holds the phone): its
 -- person fields are <pii> in err.body (ctx.pii_key) and their values are scrubbed from the
--- message wherever it repeats them; its credential fields likewise (ctx.secret_key). The keys that name the field a complaint is about
--- (fieldName, field) hold field names, not people.
+-- message wherever it repeats them; its credential fields likewise (ctx.secret_key). The keys
+-- that name the field a complaint is about (fieldName, field) hold field names, not people.
 local function is_answer_pii_key(k)
   return is_pii_key(k) and not find(k:lower(), "field", 1, true)
 end
