@@ -176,6 +176,18 @@ describe("a server echoing the guest it was sent in other shapes", function()
     assert_absent(shown(err), { "zq.private", "o.b&", "o.b@" })
   end)
 
+  it("a phone broken by a NUL or other byte leaves no run of its digits", function()
+    local err = echoed('{"message":"bad 206\\u00005550111 / 206:5550111","detail":"+1206555\\n0111"}')
+    assert_absent(shown(err), { "5550111", "1206555" })
+  end)
+
+  it("anyone's phone or email percent-encoded in a URL is redacted by shape", function()
+    local err = echoed(cjson.encode { message = "see /lookup?phone=%2B1%20206%20555%200199&email=o.b%40example.com",
+                                      detail = "tel:%2B12%20065550111" })
+    assert_absent(shown(err), { "555%200199", "0199", "o.b%40", "o.b@", "065550111" })
+    assert.matches("/lookup%?phone=", err.message)
+  end)
+
   it("a phone the answer gives as a JSON number", function()
     local err = echoed('{"message":"bad","phone":2065550111,"x":12065550111,"amount":25}')
     assert_absent(shown(err), { "2065550111" })

@@ -281,9 +281,41 @@ local BASIC = "([Aa][Uu][Tt][Hh][Oo][Rr][Ii][Zz][Aa][Tt][Ii][Oo][Nn][\"']?%s*[:=
 -- their ASCII forms, so the phone rules and the phones the request sent see them.
 local FULL_WIDTH = { ["\136"] = "(", ["\137"] = ")", ["\139"] = "+", ["\141"] = "-" }
 for d = 0, 9 do FULL_WIDTH[string.char(144 + d)] = tostring(d) end
+-- The digit strings among the values a request sent (its phones, as bare digits, E.164 and
+-- national), once per list (weak cache). A run of 7 digits or more that is part of one is the
+-- phone broken apart (a NUL, a colon, a line break in its middle): it is <pii>.
+local DIGITS = setmetatable({}, { __mode = "k" })
+local function sent_digits(pii)
+  local d = DIGITS[pii]
+  if d then return d end
+  d = {}
+  for i = 1, #pii do
+    local v = pii[i]
+    if type(v) == "string" and #v >= 7 and find(v, "^%d+$") then d[#d + 1] = v end
+  end
+  DIGITS[pii] = d
+  return d
+end
+local function scrub_digit_runs(s, digits)
+  if #digits == 0 then return s end
+  return (gsub(s, "%d%d%d%d%d%d%d+", function(run)
+    for i = 1, #digits do
+      if find(digits[i], run, 1, true) then return "<pii>" end
+    end
+  end))
+end
+
+-- Percent-encoded printable ASCII (%2B, %20, %40: a phone or an email in a URL) is read
+-- decoded, so the shape rules see `+1 206 555 0199` and `o.b@example.com`. Other bytes (%0A,
+-- %00, %E3) stay encoded: decoding them would only make control bytes or broken UTF-8.
+local function printable_decoded(h)
+  local b = tonumber(h, 16)
+  if b >= 32 and b <= 126 then return string.char(b) end
+end
 local function scrub(s, ctx)
   s = tostring(s)
   if find(s, "\239\188", 1, true) then s = gsub(s, "\239\188([\136\137\139\141\144-\153])", FULL_WIDTH) end
+  if find(s, "%%%x%x") then s = gsub(s, "%%(%x%x)", printable_decoded) end
   if ctx then
     local secrets = ctx.secrets
     if secrets then
@@ -305,6 +337,7 @@ local function scrub(s, ctx)
       local v = pii[i]
       if type(v) == "string" and #v >= 2 then s = replace_words(s, v, "<pii>") end
     end
+    s = scrub_digit_runs(s, sent_digits(pii))
   end
   return redact_phones(s)
 end
