@@ -360,10 +360,8 @@ M.redact = redact
 -- credential fields (accessToken, password, api_key): everything under one is <redacted>.
 local HEX_ID = "^" .. ("%x"):rep(24) .. "$"
 local function scrub_body(v, ctx)
-  if type(v) == "string" then return (scrub(v, ctx)) end
-  if type(v) ~= "table" then return v end
   local pii_key, secret_key = ctx and ctx.pii_key, ctx and ctx.secret_key
-  local copies, todo, under = { [v] = {} }, { v }, {}
+  local copies, todo, under = {}, {}, {}
   -- A number the request sent as text (a phone) is PII where the answer gives it as a number.
   local sent = {}
   for i = 1, ctx and ctx.pii and #ctx.pii or 0 do
@@ -397,6 +395,8 @@ local function scrub_body(v, ctx)
     if mark or (pii_key ~= nil and pii_key(k)) then return "pii" end
     return nil
   end
+  -- The answer itself may be a string or a number (a bare phone) as well as a table.
+  local root = copy_of(v)
   while #todo > 0 do
     local t = todo[#todo]
     todo[#todo] = nil
@@ -408,7 +408,7 @@ local function scrub_body(v, ctx)
     local mt = getmetatable(t)
     if type(mt) == "table" then setmetatable(out, mt) end
   end
-  return copies[v]
+  return root
 end
 
 -- Text fields that may hold what a server said; all are scrubbed at build and at print.
