@@ -192,6 +192,26 @@ describe("batch", function()
     assert.equal(0, extra)
   end)
 
+  it("fails alone an operation that calls from where it cannot yield; no answer goes to another", function()
+    -- a call made inside a C function's callback (string.gsub) cannot wait for the multi: that
+    -- operation fails, nothing of it is left on the multi, and every other one gets its own answer
+    local ops = {
+      function(client)
+        local res, err
+        string.gsub("x", "x", function() res, err = client:get_customer(guids[1]) end)
+        return res, err
+      end,
+    }
+    for i = 2, 6 do ops[i] = { "get_customer", guids[i] } end
+    for _, concurrency in ipairs { 1, 2, 4 } do
+      local results = assert(c:batch(ops, { concurrency = concurrency }))
+      assert.equal("validation", results[1].err.kind)
+      assert.matches("yield", results[1].err.message)
+      for i = 2, 6 do assert.equal(guids[i], results[i].value and results[i].value.guid) end
+      assert.equal(5, results.succeeded)
+    end
+  end)
+
   it("turns a raised error inside an operation into an error value", function()
     local results = assert(c:batch({ function() error("boom") end, { "get_customer", guids[1] } }))
     assert.equal("validation", results[1].err.kind)

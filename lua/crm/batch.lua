@@ -21,7 +21,7 @@ local members = setmetatable({}, { __mode = "k" })
 -- router. A batch that ended by an error leaves it higher: only slower, never wrong.
 M.running = 0
 
-local WAIT, SLEEP, DONE = {}, {}, {}
+local SUBMIT, SLEEP, CALL, DONE = {}, {}, {}, {}
 
 -- The transport every client uses: direct libcurl outside a batch, the multi inside one.
 local Router = {}
@@ -33,16 +33,12 @@ function M.router(handle, options_key)
   return setmetatable({ handle = handle, options_key = options_key or false }, Router)
 end
 
--- The batch (members[co][3]) a request of router r, made from the running coroutine co, goes to:
--- the batch's own client, or a client with the same connection options. Another client used
--- inside the batch keeps its own handle and options (TLS, proxy, timeouts), and blocks meanwhile.
-local function batch_of(r, co)
-  local w = co and members[co]
-  if not w then return nil end
-  local b = w[3]
-  local owner = b.owner
-  if owner == r or r.options_key ~= false and owner.options_key == r.options_key then return b, w end
-  return nil
+-- Whether a request of router r, made from the running coroutine, goes to the batch's multi: the
+-- batch's own client, or a client with the same connection options. Another client used inside
+-- the batch keeps its own handle and options (TLS, proxy, timeouts), and blocks meanwhile.
+local function joins(r, co)
+  local owner = members[co]
+  return owner == r or owner ~= nil and r.options_key ~= false and owner.options_key == r.options_key
 end
 
 -- Whether r is crm's curl router (not a transport of the caller's that has the same methods).
@@ -50,16 +46,10 @@ function M.is_router(r)
   return type(r) == "table" and getmetatable(r) == Router
 end
 
--- Inside a batch a request is put on the batch's multi from the operation's own coroutine, which
--- then waits (yields) until the batch's loop hands it the answer.
 function Router:request(method, url, headers, body, timeout, fresh)
-  local b, w = batch_of(self, co_running())
-  if b then
-    local slot, err = b.multi:submit(method, url, headers, body, timeout, fresh)
-    if not slot then return nil, err end
-    b.by_slot[slot] = w
-    b.in_flight = b.in_flight + 1
-    return co_yield(WAIT)
+  local co = co_running()
+  if co and joins(self, co) then
+    return co_yield(SUBMIT, method, url, headers, body, timeout, fresh)
   end
   return self.handle:request(method, url, headers, body, timeout, fresh)
 end
@@ -67,13 +57,10 @@ end
 -- One exchange of an operation (core.ops): built, sent and decoded by the C core, on the
 -- client's handle or, inside a batch, on a slot of the batch's multi.
 function Router:call(base, hs, op, a1, a2, query, body, timeout, fresh)
-  local b, w = batch_of(self, co_running())
-  if b then
-    local slot, err = b.multi:submit_call(base, hs, op, a1, a2, query, body, timeout, fresh)
-    if not slot then return slot, err end
-    b.by_slot[slot] = w
-    b.in_flight = b.in_flight + 1
-    return co_yield(WAIT)
+  local co = co_running()
+  local owner = co and members[co]
+  if owner == self or owner and joins(self, co) then
+    return co_yield(CALL, base, hs, op, a1, a2, query, body, timeout, fresh)
   end
   return self.handle:call(base, hs, op, a1, a2, query, body, timeout, fresh)
 end
@@ -281,17 +268,15 @@ function M.run(client, ops, opts)
 
   -- At most `concurrency` workers: coroutines that each take the next operation when their
   -- last one is done and run it as a sequential call runs (the same methods, crm.client.call,
-  -- the retry policy). A worker's request goes onto the multi from its own coroutine (the router
-  -- submits it, then yields WAIT) and its sleeps to a timer list (SLEEP); the loop below resumes
-  -- each one when what it waits for is there. A worker is {coroutine, index of the operation it
-  -- runs, the batch}; members maps its coroutine to it.
+  -- the retry policy). Their requests go to the multi (the router yields CALL or SUBMIT) and
+  -- their sleeps to a timer list (SLEEP); the loop below resumes each one when what it waits
+  -- for is there. A worker is {coroutine, index of the operation it runs}.
   local results = { succeeded = 0, failed = 0 }
-  -- the router whose requests go to this batch's multi; slot -> the worker whose transfer it
-  -- runs (m:wait_into hands it back); transfers on the multi
-  local batch = { owner = client.transport, multi = multi, by_slot = {}, in_flight = 0 }
-  local by_slot = batch.by_slot
+  local by_slot = {} -- slot -> the worker whose transfer it runs (m:wait_into hands it back)
   local sleepers = {} -- array of {worker, wake}
   local workers, next_op, stopping, succeeded = 0, 1, false, 0
+  local in_flight = 0 -- transfers on the multi
+  local batch_owner = client.transport -- the router whose requests go to this batch's multi
 
   local function work(w)
     while not stopping and next_op <= n do
@@ -325,13 +310,22 @@ function M.run(client, ops, opts)
   -- files what it asks for next.
   local function step(w, v1, v2, v3, v4, v5)
     local co = w[1]
-    local _, what, a1 = co_resume(co, v1, v2, v3, v4, v5)
-    if what == WAIT then return end
-    if what == DONE then
+    local _, what, a1, a2, a3, a4, a5, a6, a7, a8, a9 = co_resume(co, v1, v2, v3, v4, v5)
+    if what == CALL then
+      local slot, serr = multi:submit_call(a1, a2, a3, a4, a5, a6, a7, a8, a9)
+      if not slot then return step(w, slot, serr) end
+      by_slot[slot] = w
+      in_flight = in_flight + 1
+    elseif what == DONE then
       members[co] = nil
       workers = workers - 1
     elseif co_status(co) == "dead" then
       return lost(w, raised(opts, w[2], what))
+    elseif what == SUBMIT then
+      local slot, serr = multi:submit(a1, a2, a3, a4, a5, a6)
+      if not slot then return step(w, nil, serr) end
+      by_slot[slot] = w
+      in_flight = in_flight + 1
     elseif what == SLEEP then
       sleepers[#sleepers + 1] = { w, now() + (a1 or 0) }
     else
@@ -350,9 +344,9 @@ function M.run(client, ops, opts)
     local starting = not stopping and workers < concurrency and next_op <= n
     if starting then
       local co = co_create(work)
-      local w = { co, nil, batch }
-      members[co] = w
+      members[co] = batch_owner
       workers = workers + 1
+      local w = { co }
       step(w, w)
       starting = not stopping and workers < concurrency and next_op <= n
     end
@@ -363,21 +357,14 @@ function M.run(client, ops, opts)
       local t = sleepers[i][2]
       if not earliest or t < earliest then earliest = t end
     end
-    local in_flight = batch.in_flight
     if in_flight > 0 then
-      local wait = 1.0
-      if starting then
-        wait = 0
-      elseif earliest then
-        wait = earliest - now()
-        if wait < 0 then wait = 0 elseif wait > 1.0 then wait = 1.0 end
-      end
+      local wait = starting and 0 or earliest and math.max(0, earliest - now()) or 1.0
       -- Every finished slot is free again, and its owner taken out of by_slot, before anyone is
       -- resumed: an operation's next request may reuse a slot further down this list.
       -- done[k .. k + 5] = worker, status, a, b, c, d (nil, err: a transport error; a request's
       -- status, headers, body, or a call's status, data, headers, done, decode_error).
-      local count = multi:wait_into(done, wait, by_slot)
-      batch.in_flight = in_flight - count
+      local count = multi:wait_into(done, math.min(wait, 1.0), by_slot)
+      in_flight = in_flight - count
       for k = 1, 6 * count, 6 do
         step(done[k], done[k + 1], done[k + 2], done[k + 3], done[k + 4], done[k + 5])
       end
