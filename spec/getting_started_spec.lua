@@ -48,3 +48,20 @@ describe("make, as the README's newcomer runs it", function()
     os.execute("rm -rf " .. H.quote(dir))
   end)
 end)
+
+describe("crm --help, as the README's command summary shows it", function()
+  it("names the options the README's synopsis gives each command", function()
+    local r = H.capture(H.lua .. " bin/crm --help")
+    assert.equal(0, r.code, r.err)
+    local function line_of(prefix)
+      for line in r.out:gmatch("[^\n]+") do
+        if line:find("^%s*" .. prefix:gsub("%p", "%%%0")) then return line end
+      end
+      error("no line " .. prefix .. " in:\n" .. r.out)
+    end
+    assert.truthy(line_of("crm sim start"):find("--restaurants N", 1, true), r.out)
+    assert.truthy(line_of("crm toast credit add"):find("--idempotency-key", 1, true), r.out)
+    assert.truthy(line_of("crm toast credit add"):find("--input", 1, true), r.out)
+    assert.truthy(line_of("crm toast customers create"):find("--idempotency-key", 1, true), r.out)
+  end)
+end)

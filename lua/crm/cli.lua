@@ -15,11 +15,11 @@ local EXAMPLES = [[
 Commands (every one prints JSON Lines on stdout; add --help to any of them):
   crm toast customers get GUID
   crm toast customers search --email E [--phone P] [--first-name F] [--last-name L]
-  crm toast customers create --first-name F --last-name L (--email E | --phone P)
+  crm toast customers create --first-name F --last-name L (--email E | --phone P) [--idempotency-key K] | --input FILE
   crm toast customers find-or-create (same flags) | --input guests.csv|guests.jsonl [--concurrency 16]
   crm toast credit summary GUID
   crm toast credit transactions [GUID] [--start-date D --end-date D]
-  crm toast credit add GUID --amount 10.00 [--note N] [--transaction-guid G]
+  crm toast credit add GUID --amount 10.00 [--note N] [--transaction-guid G] [--idempotency-key K] | --input FILE
   crm toast guests backfill [--weeks 12] [--checkpoint FILE | --db URL] [--restaurant GUID]... [--restaurants FILE]
   crm toast guests report --db URL [--report NAME]... [--lapsed-days N]
   crm toast guests drain --db URL --queue URL [--follow]
@@ -29,7 +29,7 @@ Commands (every one prints JSON Lines on stdout; add --help to any of them):
   crm tablecheck merge PRIMARY SECONDARY... [--dry-run]
   crm tablecheck images wait CUSTOMER_ID
   crm tablecheck shops|franchises|reservations|reservation-flags|memberships|membership-programs list|show ...
-  crm sim start|stop|status|reset [--port N] [--seed-customers N]
+  crm sim start|stop|status|reset [--port N] [--seed-customers N] [--restaurants N]
   crm version   (crm --version: one plain line)
 
 Examples:
