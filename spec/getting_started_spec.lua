@@ -65,3 +65,29 @@ describe("crm --help, as the README's command summary shows it", function()
     assert.truthy(line_of("crm toast customers create"):find("--idempotency-key", 1, true), r.out)
   end)
 end)
+
+describe("crm --json-errors, as the README's Errors bullet says", function()
+  it("writes a usage error the parser finds as one JSON object too", function()
+    local json = require "crm.json"
+    for _, case in ipairs { { "--json-errors --timeout abc version", "--timeout must be a number, not 'abc'" },
+                            { "--json-errors no-such-command", "no-such-command" },
+                            { "toast customers get --json-errors", "missing argument 'guid'" } } do
+      local r = H.capture(H.lua .. " bin/crm " .. case[1])
+      assert.equal(2, r.code, r.err)
+      assert.equal("", r.out)
+      local line = r.err:match("^([^\n]*)\n$")
+      assert.truthy(line, "not one line: " .. r.err)
+      local o = assert(json.decode(line), r.err)
+      assert.equal("validation", o.kind)
+      assert.equal("usage", o.code)
+      assert.equal(2, o.exit)
+      assert.truthy(o.message:find(case[2], 1, true), o.message)
+      assert.truthy(o.message:find("--help explains it", 1, true), o.message)
+    end
+    -- without the flag: the usage and the one line, as before
+    local r = H.capture(H.lua .. " bin/crm --timeout abc version")
+    assert.equal(2, r.code)
+    assert.truthy(r.err:find("^Usage: crm"), r.err)
+    assert.truthy(r.err:find("\ncrm: --timeout must be a number, not 'abc' (crm --help explains it)\n", 1, true), r.err)
+  end)
+end)

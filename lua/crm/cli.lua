@@ -426,6 +426,7 @@ end
 function M.main(argv)
   argv = argv or {}
   local rest, progress_flag = take_progress(argv)
+  local json_errors = false
   for _, a in ipairs(rest) do
     if a == "--" then break end
     if a == "--version" then
@@ -433,12 +434,20 @@ function M.main(argv)
       io.stdout:write(("crm %s (C core %s, %s, libcurl %s)\n"):format(v.crm, v.core, v.lua, tostring(v.curl)))
       return 0
     end
+    if a == "--json-errors" then json_errors = true end
   end
   local parser = build_parser()
   local ok, args, where = parse(parser, rest)
   if not ok then
     local cmd = where:get_usage():match("^Usage: (%S+.-) %[%-h%]") or "crm"
-    io.stderr:write(where:get_usage(), "\n\ncrm: ", tostring(args), " (" .. cmd .. " --help explains it)\n")
+    local message = tostring(args) .. " (" .. cmd .. " --help explains it)"
+    if json_errors then
+      -- the parser stopped before it read the flag: still one JSON object, as every other error
+      output.configure { json_errors = true }
+      output.error(output.usage_error(message))
+    else
+      io.stderr:write(where:get_usage(), "\n\ncrm: ", message, "\n")
+    end
     return output.EXIT.validation
   end
   output.configure { pretty = args.pretty, json_errors = args.json_errors }
