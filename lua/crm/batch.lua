@@ -11,6 +11,7 @@ local function key_name(k) return require("crm.validate").key_name(k) end
 
 local co_create, co_resume, co_status, co_running, co_yield =
   coroutine.create, coroutine.resume, coroutine.status, coroutine.running, coroutine.yield
+local co_isyieldable = coroutine.isyieldable or function() return false end -- (none in LuaJIT 2.0)
 local now, sleep = platform.now, platform.block
 local type, pcall, unpack = type, pcall, table.unpack or unpack -- luacheck: ignore 143
 
@@ -80,18 +81,15 @@ M.clock = {
   now = now,
   sleep = function(s)
     local co = co_running()
-    if co and members[co] then return co_yield(SLEEP, s) end
+    if co and members[co] then
+      -- the loop adds it to the clock: never anything but a number (Lua 5.4 lets a table with
+      -- an __lt through a check such as s > 0)
+      if type(s) ~= "number" or s ~= s or s < 0 then s = 0 end
+      return co_yield(SLEEP, s)
+    end
     return sleep(s)
   end,
 }
-
--- The length of an operation's arguments, read raw: no metamethod of the caller's can make it
--- endless.
-local function raw_length(t)
-  local n = 0
-  while rawget(t, n + 1) ~= nil do n = n + 1 end
-  return n
-end
 
 -- Checks every operation before anything runs: a function(client), or {"method_name", args...}
 -- naming a method of the client. The operations end at the first nil. ops is read raw when it
@@ -128,9 +126,11 @@ local function bad_op(i)
 end
 
 -- Runs operation i on the client (under pcall: what a metamethod of the caller's or the
--- operation raises is the operation's error) -> value, extra | nil, error. Up to three
--- arguments make no table; more end at the first nil, counted raw. An operation that the
--- caller changed since the batch checked it is checked again here.
+-- operation raises is the operation's error) -> value, extra | nil, error. The arguments end at
+-- the first nil; the first three (no method takes more) are read as written, so an __index may
+-- supply them, and make no table; any further ones are read raw, so that an __index answering
+-- for ever cannot make them endless. An operation that the caller changed since the batch
+-- checked it is checked again here.
 local function call_op(client, ops, methods, i, plain)
   local op
   if plain then op = ops[i] else op = rawget(ops, i) end
@@ -142,10 +142,13 @@ local function call_op(client, ops, methods, i, plain)
   if a1 == nil then return f(client) end
   local a2 = op[3]
   if a2 == nil then return f(client, a1) end
-  if op[4] == nil then return f(client, a1, a2) end
-  local k = raw_length(op) - 1
-  local args = {}
-  for a = 1, k do args[a] = rawget(op, a + 1) end
+  local a3 = op[4]
+  if a3 == nil then return f(client, a1, a2) end
+  local args, k = { a1, a2, a3 }, 3
+  while rawget(op, k + 2) ~= nil do
+    k = k + 1
+    args[k] = rawget(op, k + 1)
+  end
   return f(client, unpack(args, 1, k))
 end
 
@@ -284,7 +287,6 @@ function M.run(client, ops, opts)
       next_op = index + 1
       w[2] = index
       local ok, res, err, third = pcall(call_op, client, ops, methods, index, plain)
-      w[2] = nil
       if ok and res ~= nil then
         -- extra: the op's third value (res, nil, extra: the library's convention), or a
         -- second value an op of the caller's own still returns on success
@@ -293,6 +295,9 @@ function M.run(client, ops, opts)
       elseif record(results, opts, index, ok, res, err, third) then
         stopping = true
       end
+      -- only now: what the op raised is shown inside record, and a __tostring that yields
+      -- there (LuaJIT's tostring lets it) loses the worker while the op is still its own
+      w[2] = nil
     end
     return DONE
   end
@@ -336,6 +341,13 @@ function M.run(client, ops, opts)
   end
 
   local done = {}
+  -- Inside an operation of another curl batch (its worker, where it can yield), this loop must
+  -- not hold the thread: the outer batch's transfers would stand still (timing out unread) and
+  -- what an operation here waits for (a login under way there, a find_or_create lock) would
+  -- never come. It polls its multi instead and waits through the outer batch's clock (a SLEEP
+  -- of the outer worker), the polls spaced from 1 ms up to 16 ms while nothing finishes.
+  local caller = co_running()
+  local nested, poll = caller ~= nil and members[caller] ~= nil and co_isyieldable(), 0.001
   M.running = M.running + 1
   while true do
     -- One more worker a round while fewer run than allowed: the round's wait (0 then) sends its
@@ -350,7 +362,8 @@ function M.run(client, ops, opts)
       step(w, w)
       starting = not stopping and workers < concurrency and next_op <= n
     end
-    if workers == 0 then break end
+    -- (a worker lost at its start, its operation having yielded, leaves the rest to a new one)
+    if workers == 0 and not starting then break end
 
     local earliest
     for i = 1, #sleepers do
@@ -363,14 +376,24 @@ function M.run(client, ops, opts)
       -- resumed: an operation's next request may reuse a slot further down this list.
       -- done[k .. k + 5] = worker, status, a, b, c, d (nil, err: a transport error; a request's
       -- status, headers, body, or a call's status, data, headers, done, decode_error).
-      local count = multi:wait_into(done, math.min(wait, 1.0), by_slot)
+      local count = multi:wait_into(done, nested and 0 or math.min(wait, 1.0), by_slot)
       in_flight = in_flight - count
       for k = 1, 6 * count, 6 do
         step(done[k], done[k + 1], done[k + 2], done[k + 3], done[k + 4], done[k + 5])
       end
+      if nested then
+        if count > 0 then
+          poll = 0.001
+        elseif wait > 0 then
+          M.clock.sleep(wait < poll and wait or poll)
+          if poll < 0.016 then poll = poll * 2 end
+        end
+      end
     elseif earliest and not starting then
       local t = now()
-      if earliest > t then sleep(earliest - t) end
+      if earliest > t then
+        if nested then M.clock.sleep(earliest - t) else sleep(earliest - t) end
+      end
     end
 
     if #sleepers > 0 then
