@@ -4,7 +4,9 @@ LUA      ?= lua5.4
 CC       ?= cc
 BUILD    := build/$(LUA)
 SO       := $(BUILD)/crm/core.so
-SIM_PORT ?= 18080
+# The simulator's port: SIM_PORT=N on the command line, else $CRM_SIM_PORT (the README's variable,
+# which scripts/sim.sh, scripts/test.sh and crm sim read too), else 18080.
+SIM_PORT ?= $(or $(CRM_SIM_PORT),18080)
 
 ifeq ($(LUA),luajit)
 LUA_INC  ?= $(shell pkg-config --cflags luajit 2>/dev/null || echo -I/usr/include/luajit-2.1)
@@ -46,7 +48,17 @@ all: $(SO)
 CORE_SRC := src/core.c src/wire.c src/json.c src/jdec.c src/ops.c src/sys.c src/http1.c
 CORE_HDR := src/wire.h src/compat.h src/buf.h src/json.h src/jdec.h src/ops.h src/sys.h src/http1.h
 
-$(SO): $(CORE_SRC) $(CORE_HDR) lua/crm/version.lua
+# The command that builds the core is kept beside it (core.cmd, rewritten only when it changes):
+# a build into a directory that holds a core built for another Lua (LUA_INC) or with other flags
+# compiles again. luarocks make builds every tree of a checkout in build/rock, 5.4 and 5.1 alike.
+CORE_CMD = $(CC) $(CFLAGS) $(CORE_CFLAGS) $(LUA_INC) $(EXTRA_INC) $(LDFLAGS) $(CORE_LDFLAGS) $(EXTRA_LIBDIRS) $(LIBS)
+.PHONY: FORCE
+$(BUILD)/core.cmd: export CRM_CORE_CMD = $(CORE_CMD)
+$(BUILD)/core.cmd: FORCE
+	@mkdir -p $(dir $@)
+	@printf '%s\n' "$$CRM_CORE_CMD" | cmp -s - $@ 2>/dev/null || printf '%s\n' "$$CRM_CORE_CMD" >$@
+
+$(SO): $(CORE_SRC) $(CORE_HDR) lua/crm/version.lua $(BUILD)/core.cmd
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CORE_CFLAGS) $(LUA_INC) $(EXTRA_INC) $(LDFLAGS) $(CORE_LDFLAGS) -o $@ \
 	  $(CORE_SRC) $(EXTRA_LIBDIRS) $(LIBS)
@@ -237,9 +249,12 @@ rock-test:
 # build.install.bin).
 LUA_MODULES := $(shell cd lua && find . -name '*.lua' | sed 's,^\./,,' | LC_ALL=C sort)
 SIM_FILES   := $(shell cd spec/sim && { echo nginx.conf.in; find lua -name '*.lua'; } | LC_ALL=C sort)
-rock-install: $(SO)
+# It installs the core `make all` built and never builds one itself: luarocks runs it without the
+# build's variables (CFLAGS, LUA_INC), so a build here would be for the default Lua.
+rock-install:
 	@test -n "$(INST_LUADIR)" && test -n "$(INST_LIBDIR)" || \
 	  { echo "rock-install: INST_LUADIR and INST_LIBDIR must be set (luarocks sets them)" >&2; exit 1; }
+	@test -f $(SO) || { echo "rock-install: $(SO) is missing: make all BUILD=$(BUILD) first (luarocks does)" >&2; exit 1; }
 	install -d "$(INST_LIBDIR)/crm"
 	install -m 755 $(SO) "$(INST_LIBDIR)/crm/core.so"
 	@cd lua && for f in $(LUA_MODULES); do install -D -m 644 "$$f" "$(INST_LUADIR)/$$f" || exit 1; done

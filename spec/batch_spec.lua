@@ -192,6 +192,114 @@ describe("batch", function()
     assert.equal(0, extra)
   end)
 
+  it("fails alone an operation that calls from where it cannot yield; no answer goes to another", function()
+    -- a call made inside a C function's callback (string.gsub) cannot wait for the multi: that
+    -- operation fails, nothing of it is left on the multi, and every other one gets its own answer
+    local ops = {
+      function(client)
+        local res, err
+        string.gsub("x", "x", function() res, err = client:get_customer(guids[1]) end)
+        return res, err
+      end,
+    }
+    for i = 2, 6 do ops[i] = { "get_customer", guids[i] } end
+    for _, concurrency in ipairs { 1, 2, 4 } do
+      local results = assert(c:batch(ops, { concurrency = concurrency }))
+      assert.equal("validation", results[1].err.kind)
+      assert.matches("yield", results[1].err.message)
+      for i = 2, 6 do assert.equal(guids[i], results[i].value and results[i].value.guid) end
+      assert.equal(5, results.succeeded)
+    end
+  end)
+
+  it("runs the other operations when one yields its own coroutine, even the first with one worker", function()
+    local ops = { function() coroutine.yield() end, { "get_customer", guids[1] }, { "get_customer", guids[2] } }
+    for _, concurrency in ipairs { 1, 4 } do
+      local results = assert(c:batch(ops, { concurrency = concurrency }))
+      assert.equal("ops[1]", results[1].err.field)
+      assert.matches("must not yield", results[1].err.message)
+      assert.equal(guids[1], results[2].value.guid)
+      assert.equal(guids[2], results[3].value.guid)
+    end
+  end)
+
+  it("names the operation whose error value yields while it is shown (LuaJIT's tostring can)", function()
+    local odd = setmetatable({}, { __tostring = function() coroutine.yield() return "odd" end })
+    local results = assert(c:batch({ function() error(odd) end, { "get_customer", guids[1] } }, { concurrency = 1 }))
+    assert.equal("ops[1]", results[1].err.field)
+    assert.is_nil(results[1].err.code) -- not "cancelled": it ran
+    assert.equal(guids[1], results[2].value.guid)
+  end)
+
+  it("fails at most the operation that waits for something not a number of seconds", function()
+    -- Lua 5.4 compares a table with an __lt to a number: the transport's check let it through
+    -- and the batch's loop raised out of client:batch while adding it to the clock
+    local weird = setmetatable({}, { __lt = function() return true end })
+    local results = assert(c:batch({
+      function(client) client.clock.sleep(weird) return "slept" end,
+      { "get_customer", guids[1] },
+    }, { concurrency = 2 }))
+    assert.equal(guids[1], results[2].value.guid)
+    assert.equal(0, require("crm.batch").running)
+  end)
+
+  it("lets go of its workers when it ends by an error (a hook's timeout): collected, and calls work after", function()
+    H.fault { path = "/crm/v1/customers/" .. guids[1], delay = 0.3, count = 4 }
+    local alive = setmetatable({}, { __mode = "k" }) -- the workers' coroutines
+    local armed = false
+    local ops = {}
+    for i = 1, 4 do
+      ops[i] = function(client)
+        alive[coroutine.running()] = true
+        return client:get_customer(guids[1])
+      end
+    end
+    ops[5] = function()
+      alive[coroutine.running()] = true
+      armed = true
+      return true
+    end
+    -- the hook raises in the batch's loop (this thread) once the four are in flight; LuaJIT
+    -- calls hooks only outside compiled code
+    local jit = rawget(_G, "jit")
+    if jit then jit.off() jit.flush() end
+    local here = coroutine.running()
+    debug.sethook(function()
+      if armed and coroutine.running() == here then
+        armed = false
+        debug.sethook()
+        error("deadline", 0)
+      end
+    end, "", 1)
+    local ok, err = pcall(c.batch, c, ops, { concurrency = 8 })
+    debug.sethook()
+    if jit then jit.on() end
+    assert.is_false(ok)
+    assert.equal("deadline", err)
+    collectgarbage()
+    collectgarbage()
+    assert.is_nil(next(alive))
+    assert.equal(guids[2], assert(c:get_customer(guids[2])).guid)
+  end)
+
+  it("lets the outer batch run while a batch inside one of its operations waits", function()
+    -- the outer batch's first operation logs in; the second runs a batch whose operation waits
+    -- for that login: the outer loop must go on meanwhile (it stood still until the login wait
+    -- ran out, the login's transfer timed out unread, and the inner batch logged in again)
+    local fresh = H.toast { timeout = 1, retry = { max_attempts = 1, deadline = 1 } }
+    local logins = H.stats().logins
+    local results = assert(fresh:batch({
+      { "get_customer", guids[1] },
+      function(client)
+        local inner = assert(client:batch({ { "get_customer", guids[2] } }))
+        return inner[1].value, inner[1].err
+      end,
+    }, { concurrency = 2 }))
+    assert.equal(guids[1], results[1].value.guid)
+    assert.equal(guids[2], results[2].value.guid)
+    assert.equal(logins + 1, H.stats().logins)
+  end)
+
   it("turns a raised error inside an operation into an error value", function()
     local results = assert(c:batch({ function() error("boom") end, { "get_customer", guids[1] } }))
     assert.equal("validation", results[1].err.kind)
@@ -230,5 +338,39 @@ describe("batch", function()
     local one = assert(c:search_customers { email = "guest7@example.org" })
     assert.equal("Smith, Jr", one[1].lastName)
     os.remove(csv)
+  end)
+end)
+
+describe("batch operation tables", function()
+  it("passes the arguments an operation's __index supplies when there are three", function()
+    H.reset()
+    local tc = H.tablecheck()
+    local a = assert(tc:create_customer(H.tc_customer()))
+    local b = assert(tc:create_customer(H.tc_customer()))
+    -- the options come from the metatable: dropping them would merge for real
+    local mixed = setmetatable({ "merge_customers", a.id, { b.id } }, { __index = { [4] = { dry_run = true } } })
+    local proxy = setmetatable({}, { __index = { "merge_customers", a.id, { b.id }, { dry_run = true } } })
+    local results = assert(tc:batch({ mixed, proxy }, { concurrency = 1 }))
+    for i = 1, 2 do
+      assert.equal("PUT", results[i].value.method)
+      assert.equal("/customers/" .. a.id, results[i].value.path)
+    end
+    assert.equal(0, H.count("PUT /api/crm/v1/customers/" .. a.id))
+    assert.equal(b.id, assert(tc:get_customer(b.id)).id)
+  end)
+
+  it("reads at most three arguments through __index: one that answers for ever cannot make them endless", function()
+    H.reset()
+    local c = H.toast()
+    local guid = assert(c:create_customer(H.customer())).guid
+    local reads = 0
+    local forever = setmetatable({ "get_customer" }, { __index = function()
+      reads = reads + 1
+      if reads > 100 then error("read for ever") end
+      return guid
+    end })
+    local results = assert(c:batch({ forever }))
+    assert.equal(guid, results[1].value.guid)
+    assert.equal(3, reads)
   end)
 end)

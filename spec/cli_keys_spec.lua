@@ -65,12 +65,31 @@ describe("crm idempotency keys", function()
     assert.equal(6.5, assert(toast:get_credit_summary(c.guid)).amount)
     local again = crm_sim("toast credit add --input " .. file)
     assert.equal(toast:get_idempotency_guid("add_credit", "o-1"), again.out[1].transaction.guid)
-    -- the single form takes the same key: nothing more, and another amount is a mismatch
-    assert.equal(0, crm_sim("toast credit add " .. c.guid .. " --amount 4 --idempotency-key o-1").code)
+    -- the single form takes the same key: nothing more (and says so on stderr; the transaction
+    -- stays stdout's line), and another amount is a mismatch
+    local single = crm_sim("toast credit add " .. c.guid .. " --amount 4 --idempotency-key o-1")
+    assert.equal(0, single.code)
+    assert.equal(toast:get_idempotency_guid("add_credit", "o-1"), single.out[1].guid)
+    assert.truthy(single.err:find("credit add: already done by an earlier run", 1, true), single.err)
     local r = crm_sim("toast credit add " .. c.guid .. " --amount 5 --idempotency-key o-1")
     assert.equal(4, r.code)
     assert.matches("idempotency_mismatch", r.err)
     assert.equal(6.5, assert(toast:get_credit_summary(c.guid)).amount)
+  end)
+
+  it("says on stderr when a single keyed write was done before, and nothing when it is new", function()
+    local first = crm_sim("toast customers create --first-name Ada --last-name Keyed --email ada.keyed@example.org"
+      .. " --idempotency-key c-1")
+    assert.equal(0, first.code)
+    assert.equal(toast:get_idempotency_guid("create_customer", "c-1"), first.out[1].guid)
+    assert.is_nil(first.err:find("already done", 1, true), first.err)
+    local again = crm_sim("toast customers create --first-name Ada --last-name Keyed --email ada.keyed@example.org"
+      .. " --idempotency-key c-1")
+    assert.equal(0, again.code)
+    assert.equal(first.out[1].guid, again.out[1].guid)
+    assert.truthy(again.err:find("customers create: already done by an earlier run", 1, true), again.err)
+    -- no PII in the note
+    assert.is_nil(again.err:find("ada.keyed", 1, true), again.err)
   end)
 
   it("says which rows of a rerun were added before: by key, or by the row's own guid", function()

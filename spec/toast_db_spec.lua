@@ -16,6 +16,14 @@ local DATA = { toast_orders_seed = 11, toast_orders_days = 100, toast_orders_per
                toast_orders_end_date = "2024-05-01" }
 local R = H.restaurant
 
+-- The JSON line a command printed (its stdout), decoded.
+local function json_line(out)
+  for l in out:gmatch("[^\n]+") do
+    if l:sub(1, 1) == "{" then return assert(crm.json.decode(l)) end
+  end
+  error("no JSON line in: " .. out)
+end
+
 local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
 local tmp = os.tmpname()
@@ -388,6 +396,9 @@ describe("guest history in a database", function()
       ok, out = crm_run("--sim toast guests backfill --db " .. q(url) .. " --window-days 7")
       assert.is_true(ok, out)
       assert.matches('"written":0', out)
+      -- the line: this run's windows and writes, the whole backfill's orders and windows
+      local line = json_line(out)
+      assert.same({ 0, final.windows_done, #rows }, { line.windows, line.windows_done, line.orders })
       watch:close()
     end)
 
@@ -426,6 +437,9 @@ describe("guest history in a database", function()
       ok, out = crm_run("--sim toast guests backfill --db " .. q(url) .. " --window-days 7")
       assert.is_true(ok, out)
       assert.matches('"written":0', out)
+      -- the line: this run's windows and writes, the whole backfill's orders and windows
+      local line = json_line(out)
+      assert.same({ 0, final.windows_done, total }, { line.windows, line.windows_done, line.orders })
       assert.truthy(out:find(("backfill: nothing left to fetch (it finished before: %d orders in %d windows);"
         .. " the database holds %d orders of this restaurant"):format(total, final.windows_done, total), 1, true), out)
       assert.is_nil(out:find("in 0 windows", 1, true), out)

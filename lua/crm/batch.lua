@@ -11,6 +11,7 @@ local function key_name(k) return require("crm.validate").key_name(k) end
 
 local co_create, co_resume, co_status, co_running, co_yield =
   coroutine.create, coroutine.resume, coroutine.status, coroutine.running, coroutine.yield
+local co_isyieldable = coroutine.isyieldable or function() return false end -- (none in LuaJIT 2.0)
 local now, sleep = platform.now, platform.block
 local type, pcall, unpack = type, pcall, table.unpack or unpack -- luacheck: ignore 143
 
@@ -21,7 +22,7 @@ local members = setmetatable({}, { __mode = "k" })
 -- router. A batch that ended by an error leaves it higher: only slower, never wrong.
 M.running = 0
 
-local WAIT, SLEEP, DONE = {}, {}, {}
+local SUBMIT, SLEEP, CALL, DONE = {}, {}, {}, {}
 
 -- The transport every client uses: direct libcurl outside a batch, the multi inside one.
 local Router = {}
@@ -33,16 +34,12 @@ function M.router(handle, options_key)
   return setmetatable({ handle = handle, options_key = options_key or false }, Router)
 end
 
--- The batch (members[co][3]) a request of router r, made from the running coroutine co, goes to:
--- the batch's own client, or a client with the same connection options. Another client used
--- inside the batch keeps its own handle and options (TLS, proxy, timeouts), and blocks meanwhile.
-local function batch_of(r, co)
-  local w = co and members[co]
-  if not w then return nil end
-  local b = w[3]
-  local owner = b.owner
-  if owner == r or r.options_key ~= false and owner.options_key == r.options_key then return b, w end
-  return nil
+-- Whether a request of router r, made from the running coroutine, goes to the batch's multi: the
+-- batch's own client, or a client with the same connection options. Another client used inside
+-- the batch keeps its own handle and options (TLS, proxy, timeouts), and blocks meanwhile.
+local function joins(r, co)
+  local owner = members[co]
+  return owner == r or owner ~= nil and r.options_key ~= false and owner.options_key == r.options_key
 end
 
 -- Whether r is crm's curl router (not a transport of the caller's that has the same methods).
@@ -50,16 +47,10 @@ function M.is_router(r)
   return type(r) == "table" and getmetatable(r) == Router
 end
 
--- Inside a batch a request is put on the batch's multi from the operation's own coroutine, which
--- then waits (yields) until the batch's loop hands it the answer.
 function Router:request(method, url, headers, body, timeout, fresh)
-  local b, w = batch_of(self, co_running())
-  if b then
-    local slot, err = b.multi:submit(method, url, headers, body, timeout, fresh)
-    if not slot then return nil, err end
-    b.by_slot[slot] = w
-    b.in_flight = b.in_flight + 1
-    return co_yield(WAIT)
+  local co = co_running()
+  if co and joins(self, co) then
+    return co_yield(SUBMIT, method, url, headers, body, timeout, fresh)
   end
   return self.handle:request(method, url, headers, body, timeout, fresh)
 end
@@ -67,13 +58,10 @@ end
 -- One exchange of an operation (core.ops): built, sent and decoded by the C core, on the
 -- client's handle or, inside a batch, on a slot of the batch's multi.
 function Router:call(base, hs, op, a1, a2, query, body, timeout, fresh)
-  local b, w = batch_of(self, co_running())
-  if b then
-    local slot, err = b.multi:submit_call(base, hs, op, a1, a2, query, body, timeout, fresh)
-    if not slot then return slot, err end
-    b.by_slot[slot] = w
-    b.in_flight = b.in_flight + 1
-    return co_yield(WAIT)
+  local co = co_running()
+  local owner = co and members[co]
+  if owner == self or owner and joins(self, co) then
+    return co_yield(CALL, base, hs, op, a1, a2, query, body, timeout, fresh)
   end
   return self.handle:call(base, hs, op, a1, a2, query, body, timeout, fresh)
 end
@@ -93,18 +81,15 @@ M.clock = {
   now = now,
   sleep = function(s)
     local co = co_running()
-    if co and members[co] then return co_yield(SLEEP, s) end
+    if co and members[co] then
+      -- the loop adds it to the clock: never anything but a number (Lua 5.4 lets a table with
+      -- an __lt through a check such as s > 0)
+      if type(s) ~= "number" or s ~= s or s < 0 then s = 0 end
+      return co_yield(SLEEP, s)
+    end
     return sleep(s)
   end,
 }
-
--- The length of an operation's arguments, read raw: no metamethod of the caller's can make it
--- endless.
-local function raw_length(t)
-  local n = 0
-  while rawget(t, n + 1) ~= nil do n = n + 1 end
-  return n
-end
 
 -- Checks every operation before anything runs: a function(client), or {"method_name", args...}
 -- naming a method of the client. The operations end at the first nil. ops is read raw when it
@@ -141,9 +126,11 @@ local function bad_op(i)
 end
 
 -- Runs operation i on the client (under pcall: what a metamethod of the caller's or the
--- operation raises is the operation's error) -> value, extra | nil, error. Up to three
--- arguments make no table; more end at the first nil, counted raw. An operation that the
--- caller changed since the batch checked it is checked again here.
+-- operation raises is the operation's error) -> value, extra | nil, error. The arguments end at
+-- the first nil; the first three (no method takes more) are read as written, so an __index may
+-- supply them, and make no table; any further ones are read raw, so that an __index answering
+-- for ever cannot make them endless. An operation that the caller changed since the batch
+-- checked it is checked again here.
 local function call_op(client, ops, methods, i, plain)
   local op
   if plain then op = ops[i] else op = rawget(ops, i) end
@@ -155,10 +142,13 @@ local function call_op(client, ops, methods, i, plain)
   if a1 == nil then return f(client) end
   local a2 = op[3]
   if a2 == nil then return f(client, a1) end
-  if op[4] == nil then return f(client, a1, a2) end
-  local k = raw_length(op) - 1
-  local args = {}
-  for a = 1, k do args[a] = rawget(op, a + 1) end
+  local a3 = op[4]
+  if a3 == nil then return f(client, a1, a2) end
+  local args, k = { a1, a2, a3 }, 3
+  while rawget(op, k + 2) ~= nil do
+    k = k + 1
+    args[k] = rawget(op, k + 1)
+  end
   return f(client, unpack(args, 1, k))
 end
 
@@ -281,17 +271,15 @@ function M.run(client, ops, opts)
 
   -- At most `concurrency` workers: coroutines that each take the next operation when their
   -- last one is done and run it as a sequential call runs (the same methods, crm.client.call,
-  -- the retry policy). A worker's request goes onto the multi from its own coroutine (the router
-  -- submits it, then yields WAIT) and its sleeps to a timer list (SLEEP); the loop below resumes
-  -- each one when what it waits for is there. A worker is {coroutine, index of the operation it
-  -- runs, the batch}; members maps its coroutine to it.
+  -- the retry policy). Their requests go to the multi (the router yields CALL or SUBMIT) and
+  -- their sleeps to a timer list (SLEEP); the loop below resumes each one when what it waits
+  -- for is there. A worker is {coroutine, index of the operation it runs}.
   local results = { succeeded = 0, failed = 0 }
-  -- the router whose requests go to this batch's multi; slot -> the worker whose transfer it
-  -- runs (m:wait_into hands it back); transfers on the multi
-  local batch = { owner = client.transport, multi = multi, by_slot = {}, in_flight = 0 }
-  local by_slot = batch.by_slot
+  local by_slot = {} -- slot -> the worker whose transfer it runs (m:wait_into hands it back)
   local sleepers = {} -- array of {worker, wake}
   local workers, next_op, stopping, succeeded = 0, 1, false, 0
+  local in_flight = 0 -- transfers on the multi
+  local batch_owner = client.transport -- the router whose requests go to this batch's multi
 
   local function work(w)
     while not stopping and next_op <= n do
@@ -299,7 +287,6 @@ function M.run(client, ops, opts)
       next_op = index + 1
       w[2] = index
       local ok, res, err, third = pcall(call_op, client, ops, methods, index, plain)
-      w[2] = nil
       if ok and res ~= nil then
         -- extra: the op's third value (res, nil, extra: the library's convention), or a
         -- second value an op of the caller's own still returns on success
@@ -308,6 +295,9 @@ function M.run(client, ops, opts)
       elseif record(results, opts, index, ok, res, err, third) then
         stopping = true
       end
+      -- only now: what the op raised is shown inside record, and a __tostring that yields
+      -- there (LuaJIT's tostring lets it) loses the worker while the op is still its own
+      w[2] = nil
     end
     return DONE
   end
@@ -325,13 +315,22 @@ function M.run(client, ops, opts)
   -- files what it asks for next.
   local function step(w, v1, v2, v3, v4, v5)
     local co = w[1]
-    local _, what, a1 = co_resume(co, v1, v2, v3, v4, v5)
-    if what == WAIT then return end
-    if what == DONE then
+    local _, what, a1, a2, a3, a4, a5, a6, a7, a8, a9 = co_resume(co, v1, v2, v3, v4, v5)
+    if what == CALL then
+      local slot, serr = multi:submit_call(a1, a2, a3, a4, a5, a6, a7, a8, a9)
+      if not slot then return step(w, slot, serr) end
+      by_slot[slot] = w
+      in_flight = in_flight + 1
+    elseif what == DONE then
       members[co] = nil
       workers = workers - 1
     elseif co_status(co) == "dead" then
       return lost(w, raised(opts, w[2], what))
+    elseif what == SUBMIT then
+      local slot, serr = multi:submit(a1, a2, a3, a4, a5, a6)
+      if not slot then return step(w, nil, serr) end
+      by_slot[slot] = w
+      in_flight = in_flight + 1
     elseif what == SLEEP then
       sleepers[#sleepers + 1] = { w, now() + (a1 or 0) }
     else
@@ -342,6 +341,13 @@ function M.run(client, ops, opts)
   end
 
   local done = {}
+  -- Inside an operation of another curl batch (its worker, where it can yield), this loop must
+  -- not hold the thread: the outer batch's transfers would stand still (timing out unread) and
+  -- what an operation here waits for (a login under way there, a find_or_create lock) would
+  -- never come. It polls its multi instead and waits through the outer batch's clock (a SLEEP
+  -- of the outer worker), the polls spaced from 1 ms up to 16 ms while nothing finishes.
+  local caller = co_running()
+  local nested, poll = caller ~= nil and members[caller] ~= nil and co_isyieldable(), 0.001
   M.running = M.running + 1
   while true do
     -- One more worker a round while fewer run than allowed: the round's wait (0 then) sends its
@@ -350,40 +356,44 @@ function M.run(client, ops, opts)
     local starting = not stopping and workers < concurrency and next_op <= n
     if starting then
       local co = co_create(work)
-      local w = { co, nil, batch }
-      members[co] = w
+      members[co] = batch_owner
       workers = workers + 1
+      local w = { co }
       step(w, w)
       starting = not stopping and workers < concurrency and next_op <= n
     end
-    if workers == 0 then break end
+    -- (a worker lost at its start, its operation having yielded, leaves the rest to a new one)
+    if workers == 0 and not starting then break end
 
     local earliest
     for i = 1, #sleepers do
       local t = sleepers[i][2]
       if not earliest or t < earliest then earliest = t end
     end
-    local in_flight = batch.in_flight
     if in_flight > 0 then
-      local wait = 1.0
-      if starting then
-        wait = 0
-      elseif earliest then
-        wait = earliest - now()
-        if wait < 0 then wait = 0 elseif wait > 1.0 then wait = 1.0 end
-      end
+      local wait = starting and 0 or earliest and math.max(0, earliest - now()) or 1.0
       -- Every finished slot is free again, and its owner taken out of by_slot, before anyone is
       -- resumed: an operation's next request may reuse a slot further down this list.
       -- done[k .. k + 5] = worker, status, a, b, c, d (nil, err: a transport error; a request's
       -- status, headers, body, or a call's status, data, headers, done, decode_error).
-      local count = multi:wait_into(done, wait, by_slot)
-      batch.in_flight = in_flight - count
+      local count = multi:wait_into(done, nested and 0 or math.min(wait, 1.0), by_slot)
+      in_flight = in_flight - count
       for k = 1, 6 * count, 6 do
         step(done[k], done[k + 1], done[k + 2], done[k + 3], done[k + 4], done[k + 5])
       end
+      if nested then
+        if count > 0 then
+          poll = 0.001
+        elseif wait > 0 then
+          M.clock.sleep(wait < poll and wait or poll)
+          if poll < 0.016 then poll = poll * 2 end
+        end
+      end
     elseif earliest and not starting then
       local t = now()
-      if earliest > t then sleep(earliest - t) end
+      if earliest > t then
+        if nested then M.clock.sleep(earliest - t) else sleep(earliest - t) end
+      end
     end
 
     if #sleepers > 0 then

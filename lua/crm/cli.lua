@@ -15,11 +15,11 @@ local EXAMPLES = [[
 Commands (every one prints JSON Lines on stdout; add --help to any of them):
   crm toast customers get GUID
   crm toast customers search --email E [--phone P] [--first-name F] [--last-name L]
-  crm toast customers create --first-name F --last-name L (--email E | --phone P)
+  crm toast customers create --first-name F --last-name L (--email E | --phone P) [--idempotency-key K] | --input FILE
   crm toast customers find-or-create (same flags) | --input guests.csv|guests.jsonl [--concurrency 16]
   crm toast credit summary GUID
   crm toast credit transactions [GUID] [--start-date D --end-date D]
-  crm toast credit add GUID --amount 10.00 [--note N] [--transaction-guid G]
+  crm toast credit add GUID --amount 10.00 [--note N] [--transaction-guid G] [--idempotency-key K] | --input FILE
   crm toast guests backfill [--weeks 12] [--checkpoint FILE | --db URL] [--restaurant GUID]... [--restaurants FILE]
   crm toast guests report --db URL [--report NAME]... [--lapsed-days N]
   crm toast guests drain --db URL --queue URL [--follow]
@@ -29,7 +29,7 @@ Commands (every one prints JSON Lines on stdout; add --help to any of them):
   crm tablecheck merge PRIMARY SECONDARY... [--dry-run]
   crm tablecheck images wait CUSTOMER_ID
   crm tablecheck shops|franchises|reservations|reservation-flags|memberships|membership-programs list|show ...
-  crm sim start|stop|status|reset [--port N] [--seed-customers N]
+  crm sim start|stop|status|reset [--port N] [--seed-customers N] [--restaurants N]
   crm version   (crm --version: one plain line)
 
 Examples:
@@ -426,6 +426,7 @@ end
 function M.main(argv)
   argv = argv or {}
   local rest, progress_flag = take_progress(argv)
+  local json_errors = false
   for _, a in ipairs(rest) do
     if a == "--" then break end
     if a == "--version" then
@@ -433,6 +434,7 @@ function M.main(argv)
       io.stdout:write(("crm %s (C core %s, %s, libcurl %s)\n"):format(v.crm, v.core, v.lua, tostring(v.curl)))
       return 0
     end
+    if a == "--json-errors" then json_errors = true end
   end
   local parser = build_parser()
   local ok, args, where = parse(parser, rest)
@@ -442,7 +444,14 @@ function M.main(argv)
     -- guest's email or phone typed in the wrong place is scrubbed by its shape. The message
     -- may span lines ("Did you mean"), so it is redacted line by line.
     local said = tostring(args):gsub("[^\n]+", function(l) return require("crm.error").redact(l) end)
-    io.stderr:write(where:get_usage(), "\n\ncrm: ", said, " (" .. cmd .. " --help explains it)\n")
+    local message = said .. " (" .. cmd .. " --help explains it)"
+    if json_errors then
+      -- the parser stopped before it read the flag: still one JSON object, as every other error
+      output.configure { json_errors = true }
+      output.error(output.usage_error(message))
+    else
+      io.stderr:write(where:get_usage(), "\n\ncrm: ", message, "\n")
+    end
     return output.EXIT.validation
   end
   output.configure { pretty = args.pretty, json_errors = args.json_errors }

@@ -36,7 +36,7 @@ function M.backfill_summary(res, cp)
 end
 
 -- One restaurant's backfill into an open sink -> exit code, after its line
--- {restaurant, windows, orders, written, checkpoint}. `client` is the Toast client or a view of
+-- {restaurant, windows, orders, written, windows_done, checkpoint}. `client` is the Toast client or a view of
 -- it for one restaurant (anything with restaurant_guid, get_guest_context and backfill_orders):
 -- each window's orders go to the database, then the checkpoint, which the database keeps.
 function M.backfill_restaurant(ctx, client, sink)
@@ -100,7 +100,9 @@ function M.backfill_restaurant(ctx, client, sink)
     text = text .. (", %d written to the database"):format(written)
   end
   bar:finish(text)
+  -- windows and written: this run's; orders and windows_done: the whole backfill's, every run
   return ctx:line { restaurant = r, windows = res.windows, orders = res.orders, written = written,
+                    windows_done = res.checkpoint and res.checkpoint.windows_done or res.windows,
                     checkpoint = res.checkpoint }
 end
 

@@ -226,6 +226,16 @@ local function write_once(client, operation, lookup, guid, opts, done, write)
   return res, found and "found" or done
 end
 
+-- One record's keyed write (write_once's answer): the record on stdout as without a key, and on
+-- stderr whether an earlier run had written it already (a rerun adds nothing).
+local function keyed_result(ctx, label, res, how)
+  if res == nil then return ctx:result(nil, how) end
+  if how == "found" then
+    output.note(label .. ": already done by an earlier run (found by its GUID): nothing written again")
+  end
+  return ctx:result(res)
+end
+
 -- What each --input import does with one row -> value, how | nil, err; and the result's field.
 local IMPORTS = {
   ["find-or-create"] = { field = "customer", label = "find-or-create",
@@ -359,7 +369,9 @@ local function customers(ctx, toast)
   if a.verb == "create" then
     local c, err = person(ctx)
     if not c then return ctx:fail(err) end
-    return ctx:result(toast:create_customer(c, key_opts(ctx)))
+    local opts = key_opts(ctx)
+    return keyed_result(ctx, "customers create", write_once(toast, "create_customer", "get_customer", c.guid,
+      opts, "created", function() return toast:create_customer(c, opts) end))
   end
   -- find-or-create
   local c, err = person(ctx)
@@ -399,8 +411,12 @@ local function credit(ctx, toast)
   if not amount then return ctx:fail(output.usage_error("--amount must be a number, e.g. 10.00", "amount")) end
   local when, terr = crm.toast_time(a.date)
   if not when then return ctx:fail(terr) end
-  return ctx:result(toast:add_credit(a.guid, { amount = amount, note = a.note, guid = a.txn_guid,
-                                               localCreatedDate = when }, key_opts(ctx)))
+  local opts = key_opts(ctx)
+  return keyed_result(ctx, "credit add", write_once(toast, "add_credit", "get_credit_transaction", a.txn_guid,
+    opts, "added", function()
+      return toast:add_credit(a.guid, { amount = amount, note = a.note, guid = a.txn_guid,
+                                        localCreatedDate = when }, opts)
+    end))
 end
 
 -- ---- guests backfill: a journal of finished windows, so Ctrl-C and crashes resume ----
