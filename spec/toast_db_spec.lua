@@ -102,6 +102,54 @@ local function backends(body)
     teardown(function() if server then server.stop() end end)
     body(function() return server.create() end)
 
+    -- The sink's connections to the database of `url` are ended by the server (as a restart or a
+    -- failover ends them); returns once none is left.
+    local function drop_connections(url)
+      local name = url:match("/([^/]+)$")
+      server.admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '" .. name .. "'")
+      for _ = 1, 100 do
+        if server.value("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = '" .. name .. "'") == "0" then
+          return
+        end
+        core.sleep(0.05)
+      end
+      error("the connections to " .. name .. " did not end")
+    end
+
+    it("connects again when the server dropped the connection (a restart, a failover)", function()
+      local url = server.create()
+      local sink = assert(db.open(url))
+      finally(function() sink:close() end)
+      assert.equal(1, assert(sink:write_orders(R, { order("ord-before") }, CTX)))
+      drop_connections(url)
+      -- before: "no connection to the server" for this and every later call of the sink
+      assert.equal(1, assert(sink:write_orders(R, { order("ord-after") })))
+      drop_connections(url)
+      assert.is_true(assert(sink:save_checkpoint(R, { windows_done = 3 })))
+      drop_connections(url)
+      assert.same({ windows_done = 3 }, assert(sink:load_checkpoint(R)))
+      drop_connections(url)
+      assert.equal(2, assert(sink:order_count(R)))
+      assert.equal(1, #assert(sink:report("guests")))
+    end)
+
+    it("a server that stays down is a db_connect error, and the sink works once it is back", function()
+      local url = server.create()
+      local sink = assert(db.open(url))
+      finally(function() sink:close() end)
+      local name = url:match("/([^/]+)$")
+      -- no new connections to this database, then the sink's own ended: the server is "down" for it
+      server.admin("ALTER DATABASE " .. name .. " ALLOW_CONNECTIONS false")
+      drop_connections(url)
+      local n, err = sink:write_orders(R, { order("ord-down") }, CTX)
+      assert.is_nil(n)
+      assert.equal("transport", err.kind)
+      assert.equal("db_connect", err.code)
+      assert.equal(0, err.written)
+      server.admin("ALTER DATABASE " .. name .. " ALLOW_CONNECTIONS true")
+      assert.equal(1, assert(sink:write_orders(R, { order("ord-down") }, CTX)))
+    end)
+
     it("takes the password from PGPASSWORD (or ~/.pgpass), never from the URL", function()
       server.admin("DROP DATABASE IF EXISTS crm_pw_db")
       server.admin("DROP ROLE IF EXISTS crm_pw")
