@@ -140,6 +140,26 @@ describe("crm.store", function()
     assert.equal(2, H.stats().logins)
   end)
 
+  it("a 401 reporter that died between its bad mark and the generation bump strands nobody", function()
+    local s = stores.new_local()
+    local a = H.toast { store = s }
+    assert(a:search_customers { lastName = "Nobody" })
+    local ns
+    for k in pairs(s.entries) do ns = ns or k:match("^(crm:%x+):t:0$") end
+    assert.is_string(ns)
+    -- A process got a 401 for generation 0's token, added the mark, and was killed (or lost its
+    -- Redis) before its incr of the generation: the mark is there, the generation is still 0.
+    assert.is_true(s:add(ns .. ":tb:0", 1, 300))
+    H.reset() -- the simulator forgets its tokens: generation 0's token is refused from now on
+    -- Before: every call failed with a 401 until the mark's ttl ran out (the stale token was
+    -- taken again and again). Now: one new login, and the others follow it.
+    local b = H.toast { store = s }
+    assert(b:search_customers { lastName = "Nobody" })
+    assert(a:search_customers { lastName = "Nobody" })
+    assert(b:search_customers { lastName = "Nobody" })
+    assert.equal(1, H.stats().logins)
+  end)
+
   it("logs in again when the stored token expires", function()
     H.config { toast_token_ttl = 1 }
     local s = stores.new_local()
