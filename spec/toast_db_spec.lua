@@ -656,4 +656,21 @@ describe("OpenResty order queue drained into a database", function()
     assert.matches('"drained":1', out)
     assert.matches('"written":1', out)
   end)
+
+  it("refuses at the door what the database would refuse, so no queued order blocks the drain", function()
+    local url = "sqlite:" .. tmp .. "/drain-poison.db"
+    local sink = assert(db.open(url))
+    assert.equal(0, sink:write_orders(R, {}, CTX))
+    sink:close()
+    -- before: both were queued (202), and every drain stopped at them for good (the sink refuses
+    -- a GUID longer than 255 bytes, so the queue was never acknowledged past them)
+    local long = order(("g"):rep(300))
+    assert.equal(400, (post(long)))
+    assert.equal(400, (post(order("ord-long-restaurant"), { "Toast-Restaurant-External-ID: " .. ("a"):rep(300) })))
+    assert.equal(202, (post(order("ord-after-poison"))))
+    local queue = ng.plugin .. "/orders/queue"
+    local ok, out = crm_run("toast guests drain --db " .. q(url) .. " --queue " .. q(queue))
+    assert.is_true(ok, out)
+    assert.matches('"written":1', out)
+  end)
 end)
