@@ -133,6 +133,40 @@ local function backends(body)
       assert.equal(1, #assert(sink:report("guests")))
     end)
 
+    it("writes the order again when its connection is ended in the middle of its transaction", function()
+      local url = server.create()
+      local name = url:match("/([^/]+)$")
+      local sink = assert(db.open(url))
+      finally(function() sink:close() end)
+      assert.equal(1, assert(sink:write_orders(R, { order("ord-mid", { modified = "2024-03-01T12:00:00.000+0000" }) },
+        CTX)))
+      -- Another session holds the order's row; once the sink's write waits for it (inside its
+      -- transaction), that session ends the sink's connection, then lets the row go.
+      local sql = ([[BEGIN;
+        SELECT 1 FROM orders FOR UPDATE;
+        DO $$ BEGIN
+          FOR i IN 1..600 LOOP
+            EXIT WHEN EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = '%s' AND wait_event_type = 'Lock');
+            PERFORM pg_sleep(0.05);
+          END LOOP;
+        END $$;
+        SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '%s' AND wait_event_type = 'Lock';
+        COMMIT;]]):format(name, name)
+      local out = tmp .. "/psql-mid.out"
+      assert(H.sh(("%s/psql -h 127.0.0.1 -p %d -U postgres -d %s -c %s > %s 2>&1 &"):format(PG.BIN, server.port,
+        name, q(sql), q(out))))
+      for _ = 1, 100 do
+        if server.value("SELECT COUNT(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE a.datname = '"
+            .. name .. "' AND l.locktype = 'transactionid' AND l.granted") ~= "0" then break end
+        core.sleep(0.05)
+      end
+      assert.equal(1, assert(sink:write_orders(R, { order("ord-mid", { modified = "2024-03-02T12:00:00.000+0000" }) })))
+      local rows = assert(sink:orders(R))
+      assert.equal(2, rows[1].revision)
+      assert.equal("2024-03-02T12:00:00.000+0000", rows[1].modified_date)
+      assert.matches("pg_terminate_backend%s+%-+%s+t", H.slurp(out)) -- it did end the waiting write
+    end)
+
     it("a server that stays down is a db_connect error, and the sink works once it is back", function()
       local url = server.create()
       local sink = assert(db.open(url))
