@@ -305,6 +305,25 @@ describe("guest history in a database", function()
       assert.equal(0, set:get("ada@example.org").total_spend)
     end)
 
+    it("takes a restaurant GUID in any case as the same restaurant (a backfill and a webhook agree)", function()
+      local sink = assert(db.open(new_url()))
+      finally(function() sink:close() end)
+      local upper = R:upper()
+      assert.not_equal(R, upper)
+      -- before: two restaurants, the order stored twice and its guest counted twice
+      assert.equal(1, assert(sink:write_orders(upper, { order("ord-case") }, CTX)))
+      assert.equal(0, assert(sink:write_orders(R, { order("ord-case") }, CTX)))
+      assert.equal(1, sink:order_count(R))
+      assert.equal(1, sink:order_count(upper))
+      assert.equal(1, one_guest(sink, "ada@example.org").order_count)
+      assert.is_true(sink:save_checkpoint(upper, { windows_done = 2 }))
+      assert.same({ windows_done = 2 }, sink:load_checkpoint(R))
+      assert.same(sink:get_order(R, "ord-case"), sink:get_order(upper, "ord-case"))
+      -- a restaurant that is not a GUID is kept as it is
+      assert.equal(1, assert(sink:write_orders("Not-A-Guid", { order("ord-x") }, CTX)))
+      assert.equal(0, sink:order_count("not-a-guid"))
+    end)
+
     it("changes nothing when a webhook is delivered twice", function()
       local sink = assert(db.open(new_url()))
       local event = { eventType = "ORDER_UPDATED", details = { order = order("ord-twice") } }

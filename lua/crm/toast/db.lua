@@ -550,6 +550,13 @@ end
 -- The sink
 -- -------------------------------------------------------------------------
 
+-- The restaurant's key: a GUID in lower case (GUIDs have no case: a backfill configured with
+-- "6F1D..." and a webhook whose header says "6f1d..." are one restaurant), anything else as given.
+local function restaurant_key(guid)
+  if validate.is_uuid(guid) then return guid:lower() end
+  return guid
+end
+
 --- A database sink: orders in, reports out (`db.open`).
 -- @type Sink
 local Sink = {}
@@ -593,7 +600,9 @@ function M.open(url, opts)
     c:close()
     return nil, err
   end
-  return setmetatable({ c = c, db_kind = cfg.kind, groups = opts.groups or {}, country_code = opts.country_code or "1",
+  local groups = {}
+  for k, v in pairs(opts.groups or {}) do groups[restaurant_key(k)] = v end
+  return setmetatable({ c = c, db_kind = cfg.kind, groups = groups, country_code = opts.country_code or "1",
                         contexts = {}, known = {} }, Sink)
 end
 
@@ -608,7 +617,10 @@ local function closed_error()
   return errors.new("transport", "database: the sink is closed", { code = "closed" })
 end
 
-function Sink:scope(restaurant_guid) return self.groups[restaurant_guid] or restaurant_guid end
+function Sink:scope(restaurant_guid)
+  restaurant_guid = restaurant_key(restaurant_guid)
+  return self.groups[restaurant_guid] or restaurant_guid
+end
 
 local function now_ms() return floor(os.time() * 1000) end
 
@@ -847,6 +859,7 @@ end
 function Sink:write_orders(restaurant_guid, orders, ctx)
   if not self.c then return nil, closed_error() end
   local e = check_restaurant(restaurant_guid)
+  restaurant_guid = restaurant_key(restaurant_guid)
   if e then return nil, e end
   if type(orders) ~= "table" then return nil, fail("orders", "must be an array of Orders") end
   local list = {}
@@ -893,6 +906,7 @@ end
 function Sink:load_checkpoint(restaurant_guid)
   if not self.c then return nil, closed_error() end
   local e = check_restaurant(restaurant_guid)
+  restaurant_guid = restaurant_key(restaurant_guid)
   if e then return nil, e end
   local ready, cerr = self.c:ensure()
   if not ready then return nil, cerr end
@@ -913,6 +927,7 @@ end
 function Sink:save_checkpoint(restaurant_guid, checkpoint)
   if not self.c then return nil, closed_error() end
   local e = check_restaurant(restaurant_guid)
+  restaurant_guid = restaurant_key(restaurant_guid)
   if e then return nil, e end
   local ready, cerr = self.c:ensure()
   if not ready then return nil, cerr end
@@ -938,6 +953,7 @@ end
 function Sink:get_order(restaurant_guid, guid)
   if not self.c then return nil, closed_error() end
   local e = check_restaurant(restaurant_guid)
+  restaurant_guid = restaurant_key(restaurant_guid)
     or (type(guid) ~= "string" and fail("guid", "must be a string (the order's GUID)"))
   if e then return nil, e end
   local ready, cerr = self.c:ensure()
@@ -960,6 +976,7 @@ end
 function Sink:orders(restaurant_guid)
   if not self.c then return nil, closed_error() end
   local e = check_restaurant(restaurant_guid)
+  restaurant_guid = restaurant_key(restaurant_guid)
   if e then return nil, e end
   local ready, cerr = self.c:ensure()
   if not ready then return nil, cerr end
@@ -980,6 +997,7 @@ end
 function Sink:order_count(restaurant_guid)
   if not self.c then return nil, closed_error() end
   local e = check_restaurant(restaurant_guid)
+  restaurant_guid = restaurant_key(restaurant_guid)
   if e then return nil, e end
   local ready, cerr = self.c:ensure()
   if not ready then return nil, cerr end
