@@ -261,6 +261,36 @@ describe("crm.store", function()
     assert.equal(2, H.stats().logins) -- one per client: the fallback keeps the token
   end)
 
+  it("never logs the bearer token when a failing store's error repeats what it was given", function()
+    local lines = {}
+    local old = stores.log
+    stores.log = function(msg) lines[#lines + 1] = msg end
+    local inner = stores.new_local()
+    local echoing = { -- an adapter whose set error quotes the value's first word
+      get = function(_, k) return inner:get(k) end,
+      add = function(_, k, v, ttl) return inner:add(k, v, ttl) end,
+      incr = function(_, k, n, init, ttl) return inner:incr(k, n, init, ttl) end,
+      set = function(_, k, v, ttl)
+        if type(v) == "string" and v:find(" ", 1, true) then
+          error("ERR value too big: " .. v:match("^%S+") .. "...")
+        end
+        return inner:set(k, v, ttl)
+      end,
+    }
+    local ok, err = pcall(function()
+      local c = H.toast { store = echoing }
+      assert(c:search_customers { lastName = "Nobody" })
+      local token = require("crm.client").private(c).token
+      assert.is_string(token)
+      assert.equal(1, #lines)
+      assert.matches("value too big", lines[1])
+      -- before: the line carried the token itself (only the whole stored entry was scrubbed)
+      assert.is_nil(lines[1]:find(token, 1, true))
+    end)
+    stores.log = old
+    assert(ok, err)
+  end)
+
   it("goes back to the store once it works again", function()
     local healthy = true
     local inner = stores.new_local()

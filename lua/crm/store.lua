@@ -164,9 +164,15 @@ function M.guard(store, opts)
 end
 
 -- The store's error text, scrubbed of the credentials, of the value that was being written
--- (a token) and of whatever looks like a token, an email or a phone; then cut.
+-- and each of its words (a token entry is "<token> crm1 <expiry> <tag>": an error quoting only
+-- its first word quotes the token) and of whatever looks like a token, an email or a phone;
+-- then cut.
 local function redacted(self, err, value)
-  local secrets = { type(value) == "string" and value or nil }
+  local secrets = {}
+  if type(value) == "string" then
+    secrets[1] = value
+    for word in value:gmatch("%S+") do secrets[#secrets + 1] = word end
+  end
   for i = 1, #self.secrets do secrets[#secrets + 1] = self.secrets[i] end
   -- The store's own error value may be anything, a table whose __tostring raises included.
   local shown, text = pcall(tostring, err)
