@@ -78,6 +78,13 @@ function P.start(port)
   end
   -- admin(sql): one statement as the postgres user
   function s.admin(sql) assert(conn:execute(sql)) end
+  -- value(sql) -> the first column of the first row of one query as the postgres user
+  function s.value(sql)
+    local cur = assert(conn:execute(sql))
+    local v = cur:fetch()
+    cur:close()
+    return v
+  end
   function s.stop()
     if conn then
       conn:close()

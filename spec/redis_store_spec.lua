@@ -27,14 +27,16 @@ local PORT = H.port + 590
 local DIR = ("%s/crm-redis-%d"):format(os.getenv("TMPDIR") or "/tmp", PORT)
 local RATE, BURST = 20, 4
 
+local SERVER = ("%s --port %d --bind 127.0.0.1 --save '' --appendonly no --daemonize yes --pidfile %s/redis.pid"
+  .. " --dir %s --logfile %s/redis.log"):format(REDIS, PORT, DIR, DIR, DIR)
+
 local function start_redis()
   H.sh("test -s " .. DIR .. "/redis.pid && kill $(cat " .. DIR .. "/redis.pid) 2>/dev/null")
   H.sh("rm -rf " .. DIR .. " && mkdir -p " .. DIR)
   -- A Redis already on the port (left behind, or someone else's) would be used instead of ours.
   assert(not H.sh(("luajit -e 'require(\"redis\").connect(\"127.0.0.1\", %d)' 2>/dev/null"):format(PORT)),
     "something already listens on port " .. PORT)
-  assert(H.sh(("%s --port %d --bind 127.0.0.1 --save '' --appendonly no --daemonize yes --pidfile %s/redis.pid"
-    .. " --dir %s --logfile %s/redis.log"):format(REDIS, PORT, DIR, DIR, DIR)))
+  assert(H.sh(SERVER))
   for _ = 1, 50 do
     if H.sh(("luajit -e 'require(\"redis\").connect(\"127.0.0.1\", %d):ping()' 2>/dev/null"):format(PORT)) then
       return
@@ -56,10 +58,14 @@ local function stop_redis()
   H.sh("rm -rf " .. DIR)
 end
 
+local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+local ENV = ("env LUA_PATH='%s/lua/?.lua;%s/lua/?/init.lua;%s/examples/?.lua;%s/spec/?.lua;;'"
+  .. " LUA_CPATH='%s/build/luajit/?.so;;' "):format(ROOT, ROOT, ROOT, ROOT, ROOT)
+
 -- Two processes at once, n calls each; true when both succeeded.
 local function two_processes(n, mode, email)
-  local env = ("env LUA_PATH='%s/lua/?.lua;%s/lua/?/init.lua;%s/examples/?.lua;%s/spec/?.lua;;'"
-    .. " LUA_CPATH='%s/build/luajit/?.so;;' "):format(ROOT, ROOT, ROOT, ROOT, ROOT)
+  local env = ENV
   local cmd = ("%s luajit %s/spec/redis_worker.lua %d %d %d %s %s"):format(env, ROOT, H.port, PORT, n, mode,
     email or "")
   return H.sh("(" .. cmd .. " > " .. DIR .. "/a.out & " .. cmd .. " > " .. DIR .. "/b.out & wait %1 && wait %2)")
@@ -117,5 +123,35 @@ describe("examples/redis_store.lua (two LuaJIT processes, one redis-server)", fu
     local t = H.control("GET", "/__sim/times").times
     table.sort(t)
     assert.is_true(t[#t] - t[1] < (62 - BURST) / RATE - 0.5, t[#t] - t[1])
+  end)
+
+  it("a process started while Redis is down runs on its own state, and a restarted Redis is used again",
+    function()
+    stop_redis()
+    finally(function() stop_redis(); start_redis() end)
+    -- Down: the store cannot connect (before, redis_store.new raised and the process died).
+    local cmd = ("%s luajit %s/spec/redis_worker.lua %d %d 3 shared"):format(ENV, ROOT, H.port, PORT)
+    local out = io.popen(cmd .. " 2>&1; echo exit=$?"):read("*a")
+    assert.matches("done 3 failed 0", out, 1, true)
+    assert.matches("exit=0", out, 1, true)
+    assert.matches("the shared store failed", out, 1, true)
+    assert.not_matches("sim%-secret", out)
+    -- Restarted under a live store: the first call after the restart fails (crm falls back for it),
+    -- the next ones reach the new server.
+    start_redis()
+    local script = ([[
+      local s = require("redis_store").new { port = %d }
+      assert(s:set("k", "v", 60))
+      assert(s:get("k") == "v")
+      assert(os.execute(%q) == 0 or true)
+      print("first", (pcall(s.get, s, "k")))
+      print("get", tostring(s:get("k")))
+      print("add", tostring(s:add("k", "w", 60)))
+      print("incr", tostring(s:incr("n", 2, 5, 60)))
+      s:close()
+    ]]):format(PORT, "kill $(cat " .. DIR .. "/redis.pid); while kill -0 $(cat " .. DIR
+      .. "/redis.pid) 2>/dev/null; do sleep 0.05; done; " .. SERVER .. "; sleep 0.5")
+    out = io.popen(ENV .. " luajit -e " .. q(script) .. " 2>&1"):read("*a")
+    assert.matches("get%snil%sadd%strue%sincr%s7", out)
   end)
 end)

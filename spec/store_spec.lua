@@ -140,6 +140,26 @@ describe("crm.store", function()
     assert.equal(2, H.stats().logins)
   end)
 
+  it("a 401 reporter that died between its bad mark and the generation bump strands nobody", function()
+    local s = stores.new_local()
+    local a = H.toast { store = s }
+    assert(a:search_customers { lastName = "Nobody" })
+    local ns
+    for k in pairs(s.entries) do ns = ns or k:match("^(crm:%x+):t:0$") end
+    assert.is_string(ns)
+    -- A process got a 401 for generation 0's token, added the mark, and was killed (or lost its
+    -- Redis) before its incr of the generation: the mark is there, the generation is still 0.
+    assert.is_true(s:add(ns .. ":tb:0", 1, 300))
+    H.reset() -- the simulator forgets its tokens: generation 0's token is refused from now on
+    -- Before: every call failed with a 401 until the mark's ttl ran out (the stale token was
+    -- taken again and again). Now: one new login, and the others follow it.
+    local b = H.toast { store = s }
+    assert(b:search_customers { lastName = "Nobody" })
+    assert(a:search_customers { lastName = "Nobody" })
+    assert(b:search_customers { lastName = "Nobody" })
+    assert.equal(1, H.stats().logins)
+  end)
+
   it("logs in again when the stored token expires", function()
     H.config { toast_token_ttl = 1 }
     local s = stores.new_local()
@@ -239,6 +259,36 @@ describe("crm.store", function()
     stores.log = old
     assert(ok, err)
     assert.equal(2, H.stats().logins) -- one per client: the fallback keeps the token
+  end)
+
+  it("never logs the bearer token when a failing store's error repeats what it was given", function()
+    local lines = {}
+    local old = stores.log
+    stores.log = function(msg) lines[#lines + 1] = msg end
+    local inner = stores.new_local()
+    local echoing = { -- an adapter whose set error quotes the value's first word
+      get = function(_, k) return inner:get(k) end,
+      add = function(_, k, v, ttl) return inner:add(k, v, ttl) end,
+      incr = function(_, k, n, init, ttl) return inner:incr(k, n, init, ttl) end,
+      set = function(_, k, v, ttl)
+        if type(v) == "string" and v:find(" ", 1, true) then
+          error("ERR value too big: " .. v:match("^%S+") .. "...")
+        end
+        return inner:set(k, v, ttl)
+      end,
+    }
+    local ok, err = pcall(function()
+      local c = H.toast { store = echoing }
+      assert(c:search_customers { lastName = "Nobody" })
+      local token = require("crm.client").private(c).token
+      assert.is_string(token)
+      assert.equal(1, #lines)
+      assert.matches("value too big", lines[1])
+      -- before: the line carried the token itself (only the whole stored entry was scrubbed)
+      assert.is_nil(lines[1]:find(token, 1, true))
+    end)
+    stores.log = old
+    assert(ok, err)
   end)
 
   it("goes back to the store once it works again", function()

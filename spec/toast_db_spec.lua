@@ -102,6 +102,88 @@ local function backends(body)
     teardown(function() if server then server.stop() end end)
     body(function() return server.create() end)
 
+    -- The sink's connections to the database of `url` are ended by the server (as a restart or a
+    -- failover ends them); returns once none is left.
+    local function drop_connections(url)
+      local name = url:match("/([^/]+)$")
+      server.admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '" .. name .. "'")
+      for _ = 1, 100 do
+        if server.value("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = '" .. name .. "'") == "0" then
+          return
+        end
+        core.sleep(0.05)
+      end
+      error("the connections to " .. name .. " did not end")
+    end
+
+    it("connects again when the server dropped the connection (a restart, a failover)", function()
+      local url = server.create()
+      local sink = assert(db.open(url))
+      finally(function() sink:close() end)
+      assert.equal(1, assert(sink:write_orders(R, { order("ord-before") }, CTX)))
+      drop_connections(url)
+      -- before: "no connection to the server" for this and every later call of the sink
+      assert.equal(1, assert(sink:write_orders(R, { order("ord-after") })))
+      drop_connections(url)
+      assert.is_true(assert(sink:save_checkpoint(R, { windows_done = 3 })))
+      drop_connections(url)
+      assert.same({ windows_done = 3 }, assert(sink:load_checkpoint(R)))
+      drop_connections(url)
+      assert.equal(2, assert(sink:order_count(R)))
+      assert.equal(1, #assert(sink:report("guests")))
+    end)
+
+    it("writes the order again when its connection is ended in the middle of its transaction", function()
+      local url = server.create()
+      local name = url:match("/([^/]+)$")
+      local sink = assert(db.open(url))
+      finally(function() sink:close() end)
+      assert.equal(1, assert(sink:write_orders(R, { order("ord-mid", { modified = "2024-03-01T12:00:00.000+0000" }) },
+        CTX)))
+      -- Another session holds the order's row; once the sink's write waits for it (inside its
+      -- transaction), that session ends the sink's connection, then lets the row go.
+      local sql = ([[BEGIN;
+        SELECT 1 FROM orders FOR UPDATE;
+        DO $$ BEGIN
+          FOR i IN 1..600 LOOP
+            EXIT WHEN EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = '%s' AND wait_event_type = 'Lock');
+            PERFORM pg_sleep(0.05);
+          END LOOP;
+        END $$;
+        SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '%s' AND wait_event_type = 'Lock';
+        COMMIT;]]):format(name, name)
+      local out = tmp .. "/psql-mid.out"
+      assert(H.sh(("%s/psql -h 127.0.0.1 -p %d -U postgres -d %s -c %s > %s 2>&1 &"):format(PG.BIN, server.port,
+        name, q(sql), q(out))))
+      for _ = 1, 100 do
+        if server.value("SELECT COUNT(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE a.datname = '"
+            .. name .. "' AND l.locktype = 'transactionid' AND l.granted") ~= "0" then break end
+        core.sleep(0.05)
+      end
+      assert.equal(1, assert(sink:write_orders(R, { order("ord-mid", { modified = "2024-03-02T12:00:00.000+0000" }) })))
+      local rows = assert(sink:orders(R))
+      assert.equal(2, rows[1].revision)
+      assert.equal("2024-03-02T12:00:00.000+0000", rows[1].modified_date)
+      assert.matches("pg_terminate_backend%s+%-+%s+t", H.slurp(out)) -- it did end the waiting write
+    end)
+
+    it("a server that stays down is a db_connect error, and the sink works once it is back", function()
+      local url = server.create()
+      local sink = assert(db.open(url))
+      finally(function() sink:close() end)
+      local name = url:match("/([^/]+)$")
+      -- no new connections to this database, then the sink's own ended: the server is "down" for it
+      server.admin("ALTER DATABASE " .. name .. " ALLOW_CONNECTIONS false")
+      drop_connections(url)
+      local n, err = sink:write_orders(R, { order("ord-down") }, CTX)
+      assert.is_nil(n)
+      assert.equal("transport", err.kind)
+      assert.equal("db_connect", err.code)
+      assert.equal(0, err.written)
+      server.admin("ALTER DATABASE " .. name .. " ALLOW_CONNECTIONS true")
+      assert.equal(1, assert(sink:write_orders(R, { order("ord-down") }, CTX)))
+    end)
+
     it("takes the password from PGPASSWORD (or ~/.pgpass), never from the URL", function()
       server.admin("DROP DATABASE IF EXISTS crm_pw_db")
       server.admin("DROP ROLE IF EXISTS crm_pw")
@@ -198,6 +280,48 @@ describe("guest history in a database", function()
       assert.equal("validation", cerr.kind)
       assert.equal(2, #assert(again:report("guests")))
       again:close()
+    end)
+
+    it("writes orders with absurd amounts and quantities on both databases, counted as none", function()
+      local sink = assert(db.open(new_url()))
+      finally(function() sink:close() end)
+      -- before: PostgreSQL refused it ("bigint out of range"), so a backfill stopped there and a
+      -- drain read the same queued order again and again; SQLite kept 1e19 cents
+      local o = order("ord-absurd", { total = 1e17 })
+      o.checks[1].payments[1] = { type = "CASH", amount = -1e300, tipAmount = 1e17 }
+      -- two orders of 1e308 soups: PostgreSQL's SUM overflowed, and favourite_items failed for good
+      o.checks[1].selections[1].quantity = 1e308
+      local o2 = order("ord-absurd-2")
+      o2.checks[1].selections[1].quantity = 1e308
+      assert.equal(3, assert(sink:write_orders(R, { o, o2, order("ord-next", { total = 10 }) }, CTX)))
+      local g = assert(one_guest(sink, "ada@example.org"))
+      assert.equal(3, g.order_count)
+      assert.equal(2150 + 1000, g.total_cents)
+      local items = assert(sink:report("favourite_items"))
+      assert.equal(1 + 1 + 2, items[1].quantity)
+      -- the profile set counts the same
+      local set = assert(guests.new(CTX))
+      set:fold(o)
+      assert.equal(0, set:get("ada@example.org").total_spend)
+    end)
+
+    it("takes a restaurant GUID in any case as the same restaurant (a backfill and a webhook agree)", function()
+      local sink = assert(db.open(new_url()))
+      finally(function() sink:close() end)
+      local upper = R:upper()
+      assert.not_equal(R, upper)
+      -- before: two restaurants, the order stored twice and its guest counted twice
+      assert.equal(1, assert(sink:write_orders(upper, { order("ord-case") }, CTX)))
+      assert.equal(0, assert(sink:write_orders(R, { order("ord-case") }, CTX)))
+      assert.equal(1, sink:order_count(R))
+      assert.equal(1, sink:order_count(upper))
+      assert.equal(1, one_guest(sink, "ada@example.org").order_count)
+      assert.is_true(sink:save_checkpoint(upper, { windows_done = 2 }))
+      assert.same({ windows_done = 2 }, sink:load_checkpoint(R))
+      assert.same(sink:get_order(R, "ord-case"), sink:get_order(upper, "ord-case"))
+      -- a restaurant that is not a GUID is kept as it is
+      assert.equal(1, assert(sink:write_orders("Not-A-Guid", { order("ord-x") }, CTX)))
+      assert.equal(0, sink:order_count("not-a-guid"))
     end)
 
     it("changes nothing when a webhook is delivered twice", function()
@@ -583,6 +707,23 @@ describe("OpenResty order queue drained into a database", function()
     ok, out = crm_run("toast guests drain --db " .. q(url) .. " --queue " .. q(queue))
     assert.is_true(ok, out)
     assert.matches('"drained":1', out)
+    assert.matches('"written":1', out)
+  end)
+
+  it("refuses at the door what the database would refuse, so no queued order blocks the drain", function()
+    local url = "sqlite:" .. tmp .. "/drain-poison.db"
+    local sink = assert(db.open(url))
+    assert.equal(0, sink:write_orders(R, {}, CTX))
+    sink:close()
+    -- before: both were queued (202), and every drain stopped at them for good (the sink refuses
+    -- a GUID longer than 255 bytes, so the queue was never acknowledged past them)
+    local long = order(("g"):rep(300))
+    assert.equal(400, (post(long)))
+    assert.equal(400, (post(order("ord-long-restaurant"), { "Toast-Restaurant-External-ID: " .. ("a"):rep(300) })))
+    assert.equal(202, (post(order("ord-after-poison"))))
+    local queue = ng.plugin .. "/orders/queue"
+    local ok, out = crm_run("toast guests drain --db " .. q(url) .. " --queue " .. q(queue))
+    assert.is_true(ok, out)
     assert.matches('"written":1', out)
   end)
 end)

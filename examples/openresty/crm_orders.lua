@@ -57,13 +57,15 @@ function M.handle()
   if not ok then return reply(status, { error = why }) end
   local v = raw and cjson.decode(raw)
   local order = type(v) == "table" and type(v.details) == "table" and v.details.order or v
-  if type(order) ~= "table" or type(order.guid) ~= "string" or order.guid == "" then
-    return reply(400, { error = "expected a JSON Order (or an orders event) with a guid" })
+  -- What the database refuses is refused here (a GUID of 1 to 255 bytes): queued, it would
+  -- stop every drain at it, for good.
+  if type(order) ~= "table" or type(order.guid) ~= "string" or order.guid == "" or #order.guid > 255 then
+    return reply(400, { error = "expected a JSON Order (or an orders event) with a guid (at most 255 bytes)" })
   end
   local restaurant = ngx.req.get_headers()["toast-restaurant-external-id"]
   if type(restaurant) ~= "string" then restaurant = type(v.restaurantGuid) == "string" and v.restaurantGuid or nil end
   restaurant = restaurant or os.getenv("CRM_TOAST_RESTAURANT")
-  if type(restaurant) ~= "string" or not restaurant:find(GUID) then
+  if type(restaurant) ~= "string" or #restaurant > 255 or not restaurant:find(GUID) then
     return reply(400, { error = "no restaurant: send Toast-Restaurant-External-ID" })
   end
   local d = dict()

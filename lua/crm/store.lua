@@ -164,13 +164,17 @@ function M.guard(store, opts)
 end
 
 -- The store's error text, scrubbed of the credentials, of the value that was being written
--- (a token) and of whatever looks like a token, an email or a phone; then cut.
--- The client's secrets in force (its tokens among them) come from secrets_of, a function the
--- client sets (crm.client), and a Toast token entry ("<token> crm1 <expiry> <tag>", which a
--- store's error may quote when it reads one back) is scrubbed by its shape too: it may hold a
--- token another worker got, which this process never saw.
+-- (a token) and each of its words (a token entry is "<token> crm1 <expiry> <tag>": an error
+-- quoting only its first word quotes the token), and of whatever looks like a token, an email or
+-- a phone; then cut. The client's secrets in force (its tokens among them) come from secrets_of,
+-- a function the client sets (crm.client), and a Toast token entry is scrubbed by its shape too:
+-- it may hold a token another worker got, which this process never saw.
 local function redacted(self, err, value)
-  local secrets = { type(value) == "string" and value or nil }
+  local secrets = {}
+  if type(value) == "string" then
+    secrets[1] = value
+    for word in value:gmatch("%S+") do secrets[#secrets + 1] = word end
+  end
   for i = 1, #self.secrets do secrets[#secrets + 1] = self.secrets[i] end
   if self.secrets_of then
     local ok, more = pcall(self.secrets_of)

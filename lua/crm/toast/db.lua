@@ -262,9 +262,63 @@ function Conn:lit(v)
   return "'" .. self.conn:escape(clean(tostring(v))) .. "'"
 end
 
+-- The messages of a PostgreSQL connection that is gone (the server restarted, failed over, or
+-- ended it): the connection is opened again, once per call, and the call tried again.
+local LOST = { "no connection to the server", "terminating connection", "server closed the connection",
+               "could not send data to server", "could not receive data from server", "connection to server was lost" }
+
+local function lost(self, msg)
+  if not self.pg or self.in_tx then return false end
+  msg = tostring(msg)
+  for _, l in ipairs(LOST) do
+    if msg:find(l, 1, true) then return true end
+  end
+  return false
+end
+
+local connect
+
+-- reconnect(self) -> true | nil, err (db_connect): a new connection in place of the lost one.
+local function reconnect(self)
+  if self.conn then
+    pcall(self.conn.close, self.conn)
+    pcall(self.env.close, self.env)
+  end
+  local fresh, err = connect(self.cfg)
+  if not fresh then
+    self.conn, self.env = nil, nil
+    return nil, err
+  end
+  self.conn, self.env = fresh.conn, fresh.env
+  return true
+end
+
+-- ensure() -> true | nil, err (db_connect): a connection to send on (a lost one that could not
+-- be opened again is tried again here, at the start of the sink's next call).
+function Conn:ensure()
+  if self.conn then return true end
+  return reconnect(self)
+end
+
+-- execute(self, sql) -> LuaSQL's answer | nil, err: a lost connection is opened again, and the
+-- statement sent again once (outside a transaction: every statement crm sends alone is
+-- idempotent, an upsert or a read).
+local function execute(self, sql)
+  local ok, err = self:ensure()
+  if not ok then return nil, nil, err end
+  local res, msg = self.conn:execute(sql)
+  if res == nil and lost(self, msg) then
+    ok, err = reconnect(self)
+    if not ok then return nil, nil, err end
+    res, msg = self.conn:execute(sql)
+  end
+  return res, msg
+end
+
 -- exec(sql) -> rows affected | nil, err
 function Conn:exec(sql)
-  local res, msg = self.conn:execute(sql)
+  local res, msg, cerr = execute(self, sql)
+  if cerr then return nil, cerr end
   if res == nil then return nil, db_error("db_query", msg, self.pii) end
   if type(res) ~= "number" then
     res:close()
@@ -279,7 +333,8 @@ local PG_NUMBERS = { int2 = true, int4 = true, int8 = true, numeric = true, floa
 -- rows(sql) -> array of rows keyed by column name | nil, err. PostgreSQL answers text: numbers
 -- and booleans are converted by their column types, so both databases give the same values.
 function Conn:rows(sql)
-  local cur, msg = self.conn:execute(sql)
+  local cur, msg, cerr = execute(self, sql)
+  if cerr then return nil, cerr end
   if cur == nil then return nil, db_error("db_query", msg, self.pii) end
   if type(cur) == "number" then return {} end
   local names, types = cur:getcolnames(), self.pg and cur:getcoltypes() or nil
@@ -320,28 +375,38 @@ end
 
 function Conn:begin() return self:exec(self.pg and "BEGIN" or "BEGIN IMMEDIATE") end
 
-function Conn:rollback() self.conn:execute("ROLLBACK") end
+function Conn:rollback() if self.conn then self.conn:execute("ROLLBACK") end end
 
 -- transaction(fn) -> fn's results | nil, err: BEGIN, fn(), COMMIT; ROLLBACK on any failure (a
--- raise included). PostgreSQL's deadlocks and unique races between hosts are tried again.
+-- raise included). PostgreSQL's deadlocks and unique races between hosts are tried again, and so
+-- is a transaction whose connection was lost (on a new connection: the server rolled it back,
+-- or committed it when only the answer to COMMIT was lost; crm's transactions are idempotent).
 function Conn:transaction(fn)
   local err
   for _ = 1, 4 do
     local ok, berr = self:begin()
     if not ok then return nil, berr end
+    self.in_tx = true
     local pok, a, b = pcall(fn)
     if pok and a ~= nil then
       local cok, cerr = self:exec("COMMIT")
+      self.in_tx = false
       if cok then return a, b end
       err = cerr
     else
+      self.in_tx = false
       err = pok and b or db_error("db_query", a, self.pii)
     end
-    self:rollback()
     local m = tostring(err and err.message or "")
-    if not (self.pg and (m:find("deadlock", 1, true) or m:find("duplicate key", 1, true)
-        or m:find("could not serialize", 1, true))) then
-      break
+    if lost(self, m) then
+      local rok, rerr = reconnect(self)
+      if not rok then return nil, rerr end
+    else
+      self:rollback()
+      if not (self.pg and (m:find("deadlock", 1, true) or m:find("duplicate key", 1, true)
+          or m:find("could not serialize", 1, true))) then
+        break
+      end
     end
   end
   return nil, err
@@ -411,7 +476,7 @@ end
 local DRIVERS = { sqlite = { "luasql.sqlite3", "sqlite3", "lua-sql-sqlite3" },
                   postgresql = { "luasql.postgres", "postgres", "lua-sql-postgres" } }
 
-local function connect(cfg)
+function connect(cfg)
   local d = DRIVERS[cfg.kind]
   local ok, driver = pcall(require, d[1])
   if not ok then
@@ -430,7 +495,8 @@ local function connect(cfg)
     env:close()
     return nil, db_error("db_connect", msg)
   end
-  local c = setmetatable({ env = env, conn = conn, pg = cfg.kind == "postgresql", kind = cfg.kind }, Conn)
+  local c = setmetatable({ env = env, conn = conn, pg = cfg.kind == "postgresql", kind = cfg.kind, cfg = cfg },
+    Conn)
   local setup = c.pg and {
     "SET client_min_messages = warning",
     -- A commit need not wait for the disk: the log keeps commits in order, so a crash loses at
@@ -484,6 +550,13 @@ end
 -- The sink
 -- -------------------------------------------------------------------------
 
+-- The restaurant's key: a GUID in lower case (GUIDs have no case: a backfill configured with
+-- "6F1D..." and a webhook whose header says "6f1d..." are one restaurant), anything else as given.
+local function restaurant_key(guid)
+  if validate.is_uuid(guid) then return guid:lower() end
+  return guid
+end
+
 --- A database sink: orders in, reports out (`db.open`).
 -- @type Sink
 local Sink = {}
@@ -527,7 +600,9 @@ function M.open(url, opts)
     c:close()
     return nil, err
   end
-  return setmetatable({ c = c, db_kind = cfg.kind, groups = opts.groups or {}, country_code = opts.country_code or "1",
+  local groups = {}
+  for k, v in pairs(opts.groups or {}) do groups[restaurant_key(k)] = v end
+  return setmetatable({ c = c, db_kind = cfg.kind, groups = groups, country_code = opts.country_code or "1",
                         contexts = {}, known = {} }, Sink)
 end
 
@@ -542,7 +617,10 @@ local function closed_error()
   return errors.new("transport", "database: the sink is closed", { code = "closed" })
 end
 
-function Sink:scope(restaurant_guid) return self.groups[restaurant_guid] or restaurant_guid end
+function Sink:scope(restaurant_guid)
+  restaurant_guid = restaurant_key(restaurant_guid)
+  return self.groups[restaurant_guid] or restaurant_guid
+end
 
 local function now_ms() return floor(os.time() * 1000) end
 
@@ -781,6 +859,7 @@ end
 function Sink:write_orders(restaurant_guid, orders, ctx)
   if not self.c then return nil, closed_error() end
   local e = check_restaurant(restaurant_guid)
+  restaurant_guid = restaurant_key(restaurant_guid)
   if e then return nil, e end
   if type(orders) ~= "table" then return nil, fail("orders", "must be an array of Orders") end
   local list = {}
@@ -800,10 +879,13 @@ function Sink:write_orders(restaurant_guid, orders, ctx)
       if type(ctx[k]) ~= "table" then return nil, fail("context." .. k, "must be a table indexed by GUID") end
     end
   end
-  local ok, err = ensure_restaurant(self, restaurant_guid)
-  if not ok then return nil, err end
-  ctx, err = context_for(self, restaurant_guid, ctx)
-  if not ctx then return nil, err end
+  local ok, err = self.c:ensure()
+  if ok then ok, err = ensure_restaurant(self, restaurant_guid) end
+  if ok then ctx, err = context_for(self, restaurant_guid, ctx) end
+  if not ok or not ctx then
+    if type(err) == "table" and err.kind == "transport" then err.written = 0 end
+    return nil, err
+  end
   local n = 0
   for _, o in ipairs(list) do
     local res, werr = write_one(self, restaurant_guid, o, ctx)
@@ -824,7 +906,10 @@ end
 function Sink:load_checkpoint(restaurant_guid)
   if not self.c then return nil, closed_error() end
   local e = check_restaurant(restaurant_guid)
+  restaurant_guid = restaurant_key(restaurant_guid)
   if e then return nil, e end
+  local ready, cerr = self.c:ensure()
+  if not ready then return nil, cerr end
   local rows, err = self.c:rows("SELECT checkpoint FROM restaurants WHERE guid = " .. self.c:lit(restaurant_guid))
   if not rows then return nil, err end
   local text = rows[1] and rows[1].checkpoint
@@ -842,7 +927,10 @@ end
 function Sink:save_checkpoint(restaurant_guid, checkpoint)
   if not self.c then return nil, closed_error() end
   local e = check_restaurant(restaurant_guid)
+  restaurant_guid = restaurant_key(restaurant_guid)
   if e then return nil, e end
+  local ready, cerr = self.c:ensure()
+  if not ready then return nil, cerr end
   if type(checkpoint) ~= "table" then return nil, fail("checkpoint", "must be a table (a Checkpoint)") end
   local text, err = json.encode(checkpoint)
   if not text then return nil, err end
@@ -865,8 +953,11 @@ end
 function Sink:get_order(restaurant_guid, guid)
   if not self.c then return nil, closed_error() end
   local e = check_restaurant(restaurant_guid)
+  restaurant_guid = restaurant_key(restaurant_guid)
     or (type(guid) ~= "string" and fail("guid", "must be a string (the order's GUID)"))
   if e then return nil, e end
+  local ready, cerr = self.c:ensure()
+  if not ready then return nil, cerr end
   local c = self.c
   local rows, err = c:rows("SELECT doc FROM orders WHERE restaurant_guid = " .. c:lit(restaurant_guid)
     .. " AND guid = " .. c:lit(guid))
@@ -885,7 +976,10 @@ end
 function Sink:orders(restaurant_guid)
   if not self.c then return nil, closed_error() end
   local e = check_restaurant(restaurant_guid)
+  restaurant_guid = restaurant_key(restaurant_guid)
   if e then return nil, e end
+  local ready, cerr = self.c:ensure()
+  if not ready then return nil, cerr end
   local rows, err = self.c:rows("SELECT o.guid, o.modified_date, o.counted, o.reason, o.revision,"
     .. " (SELECT COUNT(*) FROM order_guests og WHERE og.restaurant_guid = o.restaurant_guid"
     .. " AND og.order_guid = o.guid) AS guests FROM orders o WHERE o.restaurant_guid = "
@@ -903,7 +997,10 @@ end
 function Sink:order_count(restaurant_guid)
   if not self.c then return nil, closed_error() end
   local e = check_restaurant(restaurant_guid)
+  restaurant_guid = restaurant_key(restaurant_guid)
   if e then return nil, e end
+  local ready, cerr = self.c:ensure()
+  if not ready then return nil, cerr end
   local rows, err = self.c:rows("SELECT COUNT(*) AS n FROM orders WHERE restaurant_guid = "
     .. self.c:lit(restaurant_guid))
   if not rows then return nil, err end

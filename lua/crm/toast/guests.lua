@@ -204,9 +204,19 @@ end
 -- Extraction: one order -> what it contributes to each guest
 -- -------------------------------------------------------------------------
 
+-- An amount in cents; a non-number, or one beyond any real order (a trillion either way: the
+-- sums of a guest must stay exact integers and fit PostgreSQL's BIGINT), counts as none.
+local MAX_AMOUNT, MAX_QUANTITY = 1e12, 1e9
 local function cents(v)
-  if type(v) ~= "number" or v ~= v or v == math.huge or v == -math.huge then return 0 end
+  if type(v) ~= "number" or v ~= v or v > MAX_AMOUNT or v < -MAX_AMOUNT then return 0 end
   return floor(v * 100 + 0.5)
+end
+
+-- A selection's quantity: 1 when missing, not a number, or beyond any real one (a billion
+-- either way: the sums of a guest's favourite items must stay finite in every database).
+local function quantity(v)
+  if type(v) ~= "number" or v ~= v or v > MAX_QUANTITY or v < -MAX_QUANTITY then return 1 end
+  return v
 end
 
 local function gone(x) return x.voided == true or x.deleted == true end
@@ -223,7 +233,7 @@ local function check_facts(check, items)
       local guid = ref_guid(s.item)
       local item = guid and items[guid]
       sels[#sels + 1] = { item = guid, name = item and item.name or text(s.displayName),
-                          quantity = type(s.quantity) == "number" and s.quantity or 1,
+                          quantity = quantity(s.quantity),
                           price = cents(s.price) / 100 }
     end
   end

@@ -11,7 +11,9 @@ Keys (under the client's namespace):
   t:<g>     generation g's token, living until shortly before Toast's expiresIn runs out
   tl:<g>    the login lock of generation g (atomic add; its ttl bounds a login that died)
   tb:<g>    "generation g was found bad": the first 401 of a generation adds it and bumps tg,
-            later 401s of the same generation find it there and only wait for the new token
+            later 401s of the same generation find it there and only wait for the new token; a
+            process that finds the token it saw refused still current and g marked bad (the
+            reporter died before its bump) goes on to generation g + 1 itself
 No value is read and then written back: the lock is an add, the generation an incr. The store
 holds the bearer token (never the client secret) until it expires.
 
@@ -128,6 +130,12 @@ function Shared:current()
     if c._closed then return nil, client.closed_error() end
     local g = generation(store)
     local token = stored_token(self, g)
+    -- The token this process saw refused, still current: its reporter may have died (or lost the
+    -- store) between the bad mark and the bump. A marked generation is over: go on to the next.
+    if token and token == self.refused and store:get("tb:" .. g) ~= nil then
+      g = g + 1
+      token = stored_token(self, g)
+    end
     if token then return remember(self, token, g) end
     if store:add("tl:" .. g, self.owner, c.login_wait) then
       -- Another caller may have published its token and let the lock go just now.
@@ -163,7 +171,7 @@ function Shared:invalidate(token)
   end
   local private = client.private(self.client)
   if private.token == token then private.token = nil end
-  self.token, self.gen = nil, nil
+  self.token, self.gen, self.refused = nil, nil, token
 end
 
 return M
