@@ -305,6 +305,28 @@ describe("guest history in a database", function()
       assert.equal(0, set:get("ada@example.org").total_spend)
     end)
 
+    it("refuses a bad restaurant GUID or order GUID before querying, naming it", function()
+      local sink = assert(db.open(new_url()))
+      for _, bad in ipairs { {}, 42, false } do
+        local res, err = sink:get_order(R, bad)
+        assert.is_nil(res)
+        assert.equal("validation", err.kind)
+        assert.equal("guid", err.field)
+      end
+      local res, err = sink:get_order(42, "ord-1")
+      assert.is_nil(res)
+      assert.equal("restaurant_guid", err.field)
+      for _, call in ipairs { "orders", "order_count", "load_checkpoint" } do
+        local r2, e2 = sink[call](sink, { R })
+        assert.is_nil(r2)
+        assert.equal("restaurant_guid", e2.field)
+      end
+      sink:close()
+      local r3, e3 = sink:get_order(R, "ord-1")
+      assert.is_nil(r3)
+      assert.equal("closed", e3.code)
+    end)
+
     it("takes a restaurant GUID in any case as the same restaurant (a backfill and a webhook agree)", function()
       local sink = assert(db.open(new_url()))
       finally(function() sink:close() end)

@@ -617,6 +617,25 @@ local function closed_error()
   return errors.new("transport", "database: the sink is closed", { code = "closed" })
 end
 
+-- The start of every call about one restaurant: an open sink, a good GUID and no error in
+-- `other` (a check of another argument, made by the caller) -> the GUID as stored (lower case)
+-- | nil, err
+local function restaurant_of(self, restaurant_guid, other)
+  if not self.c then return nil, closed_error() end
+  local e = check_restaurant(restaurant_guid) or other
+  if e then return nil, e end
+  return restaurant_key(restaurant_guid)
+end
+
+-- restaurant_of, then a connection (opened again if the server ended it)
+local function connected(self, restaurant_guid, other)
+  local key, err = restaurant_of(self, restaurant_guid, other)
+  if not key then return nil, err end
+  local ready, cerr = self.c:ensure()
+  if not ready then return nil, cerr end
+  return key
+end
+
 function Sink:scope(restaurant_guid)
   restaurant_guid = restaurant_key(restaurant_guid)
   return self.groups[restaurant_guid] or restaurant_guid
@@ -857,10 +876,9 @@ end
 -- `"context..."`; nothing written), or `transport` (`code = "db_query"`, `"closed"`) with
 -- `err.written`: orders written before the failure
 function Sink:write_orders(restaurant_guid, orders, ctx)
-  if not self.c then return nil, closed_error() end
-  local e = check_restaurant(restaurant_guid)
-  restaurant_guid = restaurant_key(restaurant_guid)
-  if e then return nil, e end
+  local rerr
+  restaurant_guid, rerr = restaurant_of(self, restaurant_guid)
+  if not restaurant_guid then return nil, rerr end
   if type(orders) ~= "table" then return nil, fail("orders", "must be an array of Orders") end
   local list = {}
   for i, v in ipairs(orders) do
@@ -904,12 +922,9 @@ end
 -- @return[2] `nil`
 -- @treturn[2] Error `validation` or `transport`
 function Sink:load_checkpoint(restaurant_guid)
-  if not self.c then return nil, closed_error() end
-  local e = check_restaurant(restaurant_guid)
-  restaurant_guid = restaurant_key(restaurant_guid)
-  if e then return nil, e end
-  local ready, cerr = self.c:ensure()
-  if not ready then return nil, cerr end
+  local rerr
+  restaurant_guid, rerr = connected(self, restaurant_guid)
+  if not restaurant_guid then return nil, rerr end
   local rows, err = self.c:rows("SELECT checkpoint FROM restaurants WHERE guid = " .. self.c:lit(restaurant_guid))
   if not rows then return nil, err end
   local text = rows[1] and rows[1].checkpoint
@@ -925,12 +940,9 @@ end
 -- @return[2] `nil`
 -- @treturn[2] Error `validation` or `transport`
 function Sink:save_checkpoint(restaurant_guid, checkpoint)
-  if not self.c then return nil, closed_error() end
-  local e = check_restaurant(restaurant_guid)
-  restaurant_guid = restaurant_key(restaurant_guid)
-  if e then return nil, e end
-  local ready, cerr = self.c:ensure()
-  if not ready then return nil, cerr end
+  local rerr
+  restaurant_guid, rerr = connected(self, restaurant_guid)
+  if not restaurant_guid then return nil, rerr end
   if type(checkpoint) ~= "table" then return nil, fail("checkpoint", "must be a table (a Checkpoint)") end
   local text, err = json.encode(checkpoint)
   if not text then return nil, err end
@@ -951,13 +963,10 @@ end
 -- @return[2] `nil`
 -- @treturn[2] Error `validation`, `transport` or `decode`
 function Sink:get_order(restaurant_guid, guid)
-  if not self.c then return nil, closed_error() end
-  local e = check_restaurant(restaurant_guid)
-  restaurant_guid = restaurant_key(restaurant_guid)
-    or (type(guid) ~= "string" and fail("guid", "must be a string (the order's GUID)"))
-  if e then return nil, e end
-  local ready, cerr = self.c:ensure()
-  if not ready then return nil, cerr end
+  local rerr
+  restaurant_guid, rerr = connected(self, restaurant_guid,
+    type(guid) ~= "string" and fail("guid", "must be a string (the order's GUID)") or nil)
+  if not restaurant_guid then return nil, rerr end
   local c = self.c
   local rows, err = c:rows("SELECT doc FROM orders WHERE restaurant_guid = " .. c:lit(restaurant_guid)
     .. " AND guid = " .. c:lit(guid))
@@ -974,12 +983,9 @@ end
 -- @return[2] `nil`
 -- @treturn[2] Error `validation` or `transport`
 function Sink:orders(restaurant_guid)
-  if not self.c then return nil, closed_error() end
-  local e = check_restaurant(restaurant_guid)
-  restaurant_guid = restaurant_key(restaurant_guid)
-  if e then return nil, e end
-  local ready, cerr = self.c:ensure()
-  if not ready then return nil, cerr end
+  local rerr
+  restaurant_guid, rerr = connected(self, restaurant_guid)
+  if not restaurant_guid then return nil, rerr end
   local rows, err = self.c:rows("SELECT o.guid, o.modified_date, o.counted, o.reason, o.revision,"
     .. " (SELECT COUNT(*) FROM order_guests og WHERE og.restaurant_guid = o.restaurant_guid"
     .. " AND og.order_guid = o.guid) AS guests FROM orders o WHERE o.restaurant_guid = "
@@ -995,12 +1001,9 @@ end
 -- @return[2] `nil`
 -- @treturn[2] Error `validation` or `transport`
 function Sink:order_count(restaurant_guid)
-  if not self.c then return nil, closed_error() end
-  local e = check_restaurant(restaurant_guid)
-  restaurant_guid = restaurant_key(restaurant_guid)
-  if e then return nil, e end
-  local ready, cerr = self.c:ensure()
-  if not ready then return nil, cerr end
+  local rerr
+  restaurant_guid, rerr = connected(self, restaurant_guid)
+  if not restaurant_guid then return nil, rerr end
   local rows, err = self.c:rows("SELECT COUNT(*) AS n FROM orders WHERE restaurant_guid = "
     .. self.c:lit(restaurant_guid))
   if not rows then return nil, err end
