@@ -27,4 +27,30 @@ describe("a second reading", function()
       assert.equal(want, errors.redact(text), text)
     end
   end)
+
+  -- The store's log line looks for Toast token entries ("<token> crm1 <expiry> <tag>") by shape
+  -- from where a word starts: from every byte, an adapter's error text of one 30 kB word took
+  -- 7 s (quadratic), inside the call that found the store down.
+  it("scrubs a failing store's long error text once over", function()
+    local stores = require "crm.store"
+    local said
+    local failing = {}
+    for _, m in ipairs(stores.METHODS) do
+      failing[m] = function() error(("x"):rep(300000) .. " tok3n-of-another crm1 1700000000000 abc123", 0) end
+    end
+    local g = stores.guard(failing, { log = function(msg) said = msg end })
+    assert.is_true(g:add("k", 1, 60))
+    assert.is_string(said)
+    assert.is_nil(said:find("tok3n", 1, true))
+    assert.truthy(said:find("xxxxxxxx", 1, true))
+    -- and an entry at the very start of the text
+    for _, m in ipairs(stores.METHODS) do
+      failing[m] = function() error("tok3n-of-another crm1 1700000000000 abc123 refused", 0) end
+    end
+    said = nil
+    g = stores.guard(failing, { log = function(msg) said = msg end })
+    assert.is_true(g:add("k", 1, 60))
+    assert.is_nil(said:find("tok3n", 1, true))
+    assert.truthy(said:find("<redacted token entry> refused", 1, true))
+  end)
 end)

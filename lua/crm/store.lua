@@ -185,7 +185,9 @@ local function redacted(self, err, value)
   -- The store's own error value may be anything, a table whose __tostring raises included.
   local shown, text = pcall(tostring, err)
   if not shown or type(text) ~= "string" then text = "(an error value that cannot be shown)" end
-  text = text:gsub("%S+ crm1 %d+ %x+", "<redacted token entry>")
+  -- Looked for only where a word starts (a frontier; a leading space makes one at the start):
+  -- from every byte, a long word was read once per byte.
+  text = (" " .. text):gsub("%f[%S]%S+ crm1 %d+ %x+", "<redacted token entry>"):sub(2)
   local s = require("crm.error").redact(text, { secrets = secrets })
   if #s > 160 then s = s:sub(1, 160) .. "..." end
   return s
