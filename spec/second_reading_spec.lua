@@ -53,4 +53,20 @@ describe("a second reading", function()
     assert.is_nil(said:find("tok3n", 1, true))
     assert.truthy(said:find("<redacted token entry> refused", 1, true))
   end)
+
+  -- A sent name whose first or last letter is one of a script written with spaces (Latin with
+  -- accents, Greek, Cyrillic: two UTF-8 bytes) stands apart as a word there, as an ASCII letter
+  -- does; only an edge in a script without spaces (kana, kanji) is replaced inside other text.
+  -- The day's change had dropped the word rule at every non-ASCII edge: José blanked the start of
+  -- Joséphine, Иван that of Иванова.
+  it("keeps the word rule at a sent name's accented or Cyrillic edge", function()
+    assert.equal("Joséphine and <pii> called", errors.redact("Joséphine and José called",
+      { pii = { "José" } }))
+    assert.equal("Иванова и <pii>", errors.redact("Иванова и Иван", { pii = { "Иван" } }))
+    assert.equal("Élodie, <pii>!", errors.redact("Élodie, Élo!", { pii = { "Élo" } }))
+    -- as before: a name in kanji or kana inside a sentence, a name next to kana
+    assert.equal("<pii>太郎様は", errors.redact("山田太郎様は", { pii = { "山田" } }))
+    assert.equal("<pii>は来店", errors.redact("Joséは来店", { pii = { "José" } }))
+    assert.equal("<pii> (<pii>)", errors.redact("André (ANDRé)", { pii = { "André" } }))
+  end)
 end)

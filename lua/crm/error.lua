@@ -124,14 +124,15 @@ end
 
 -- Matched without regard to ASCII case (a server may echo ZELDA for Zelda); lower() keeps
 -- every byte position, so the positions found in the lowered text cut the original.
--- A boundary is asked for only at an edge of the value that is an ASCII letter or digit: a
--- name in a script written without spaces (山田 in 山田太郎様) has no word around it to stand
--- apart from, so it is replaced wherever it occurs.
+-- A boundary is asked for only at an edge of the value that is a word character (an ASCII
+-- letter or digit, or a letter of a two-byte script: José, Иван): a name in a script written
+-- without spaces (山田 in 山田太郎様) has no word around it to stand apart from, so it is
+-- replaced wherever it occurs.
 local function replace_words(s, value, with)
   local ls, lv = s:lower(), value:lower()
   local from, to = find(ls, lv, 1, true)
   if not from then return s end
-  local left, right = find(value, "^%w") ~= nil, find(value, "%w$") ~= nil
+  local left, right = is_word_char(value, 1), is_word_char(value, #value, true)
   local out, pos = {}, 1
   while from do
     if not (left and is_word_char(s, from - 1, true))
